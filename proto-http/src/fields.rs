@@ -1,0 +1,272 @@
+//! Field-value rules shared by requests and responses: list splitting (RFC 9110 5.6.1),
+//! Content-Length (RFC 9110 8.6), Transfer-Encoding (RFC 9112 6.1), Connection and
+//! hop-by-hop fields (RFC 9110 7.6.1), Host syntax (RFC 9110 7.2).
+
+use crate::ParseError;
+
+/// Iterator over the non-empty elements of a comma-separated list, OWS trimmed
+/// (RFC 9110 5.6.1: recipients ignore empty elements).
+#[derive(Debug, Clone)]
+pub struct FieldList<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> FieldList<'a> {
+    pub fn new(value: &'a [u8]) -> Self {
+        Self { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for FieldList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let rest = self.rest?;
+            let (item, next) = match rest.iter().position(|&b| b == b',') {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = next;
+            let item = trim_ows(item);
+            if !item.is_empty() {
+                return Some(item);
+            }
+        }
+    }
+}
+
+/// Strips optional whitespace (SP / HTAB) from both ends.
+pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Folds one Content-Length field value into `current` (RFC 9110 8.6): each list element
+/// must be 1*DIGIT without sign or spaces inside, fit in a u64, and equal every other.
+pub(crate) fn fold_content_length(current: Option<u64>, value: &[u8]) -> Result<u64, ParseError> {
+    let mut seen = current;
+    let mut any = false;
+    for item in value.split(|&b| b == b',') {
+        let item = trim_ows(item);
+        let n = parse_digits(item).ok_or(ParseError::ContentLength)?;
+        match seen {
+            Some(prev) if prev != n => return Err(ParseError::ConflictingLength),
+            _ => seen = Some(n),
+        }
+        any = true;
+    }
+    match (any, seen) {
+        (true, Some(n)) => Ok(n),
+        _ => Err(ParseError::ContentLength),
+    }
+}
+
+/// 1*DIGIT to u64 with overflow checking; `None` for anything else.
+fn parse_digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// What the Transfer-Encoding fields of one message say, folded across all of its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TransferCodings {
+    pub present: bool,
+    /// Number of codings seen.
+    pub count: u32,
+    /// Times `chunked` appeared.
+    pub chunked: u32,
+    /// Whether the last coding seen is `chunked`.
+    pub last_chunked: bool,
+}
+
+impl TransferCodings {
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for coding in FieldList::new(value) {
+            self.count += 1;
+            let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked += u32::from(is_chunked);
+            self.last_chunked = is_chunked;
+        }
+    }
+
+    /// Request rule (RFC 9112 6.1, 6.3): exactly one `chunked`, last, and nothing else.
+    pub(crate) fn request_chunked(&self) -> Result<(), ParseError> {
+        if self.count == 0 || self.chunked > 1 || (self.chunked == 1 && !self.last_chunked) {
+            Err(ParseError::ChunkedNotFinal)
+        } else if !self.last_chunked || self.count > 1 {
+            // A coding other than chunked: we cannot frame or forward it (501).
+            Err(ParseError::UnsupportedCoding)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Connection options that matter to framing and forwarding (RFC 9110 7.6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionFlags {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// Some other token was listed: the field it names must be dropped when forwarding.
+    pub other: bool,
+}
+
+impl ConnectionFlags {
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for token in FieldList::new(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else {
+                self.other = true;
+            }
+        }
+    }
+}
+
+/// Fields that describe one connection and are never forwarded (RFC 9110 7.6.1), plus
+/// Transfer-Encoding, which the proxy re-frames itself. Fields named by Connection are
+/// hop-by-hop too; callers check those with [`FieldList`] over the Connection values.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2). Userinfo, lists, paths and
+/// whitespace are refused; an empty value is allowed (RFC 9112 3.2).
+pub(crate) fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let (host, port) = if v[0] == b'[' {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inner = &v[1..end];
+                if inner.is_empty() || !inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                    return false;
+                }
+                (&v[..=end], &v[end + 1..])
+            }
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &v[v.len()..]),
+        }
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' | b'%')
+            }));
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_skip_empty_elements_and_trim() {
+        let items: Vec<&[u8]> = FieldList::new(b" a ,, b\t,c,").collect();
+        assert_eq!(items, vec![&b"a"[..], b"b", b"c"]);
+    }
+
+    #[test]
+    fn content_length_table() {
+        let ok: &[(&[u8], u64)] = &[(b"0", 0), (b"42", 42), (b"42, 42", 42), (b" 7 ", 7), (b"18446744073709551615", u64::MAX)];
+        for (v, n) in ok {
+            assert_eq!(fold_content_length(None, v), Ok(*n), "{:?}", String::from_utf8_lossy(v));
+        }
+        let bad: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::ContentLength),
+            (b"+1", ParseError::ContentLength),
+            (b"-1", ParseError::ContentLength),
+            (b"0x10", ParseError::ContentLength),
+            (b"1 2", ParseError::ContentLength),
+            (b"1,", ParseError::ContentLength),
+            (b"18446744073709551616", ParseError::ContentLength),
+            (b"1, 2", ParseError::ConflictingLength),
+        ];
+        for (v, e) in bad {
+            assert_eq!(fold_content_length(None, v), Err(*e), "{:?}", String::from_utf8_lossy(v));
+        }
+        assert_eq!(fold_content_length(Some(5), b"6"), Err(ParseError::ConflictingLength));
+        assert_eq!(fold_content_length(Some(5), b"5"), Ok(5));
+    }
+
+    #[test]
+    fn transfer_coding_table() {
+        let cases: &[(&[&[u8]], Result<(), ParseError>)] = &[
+            (&[b"chunked"], Ok(())),
+            (&[b"Chunked "], Ok(())),
+            (&[b" ,chunked"], Ok(())),
+            (&[b"gzip, chunked"], Err(ParseError::UnsupportedCoding)),
+            (&[b"gzip"], Err(ParseError::UnsupportedCoding)),
+            (&[b"chunked, gzip"], Err(ParseError::ChunkedNotFinal)),
+            (&[b"chunked", b"chunked"], Err(ParseError::ChunkedNotFinal)),
+            (&[b"chunked, chunked"], Err(ParseError::ChunkedNotFinal)),
+            (&[b""], Err(ParseError::ChunkedNotFinal)),
+            (&[b"chunked;q=1"], Err(ParseError::UnsupportedCoding)),
+            (&[b"xchunked"], Err(ParseError::UnsupportedCoding)),
+        ];
+        for (lines, want) in cases {
+            let mut tc = TransferCodings::default();
+            for l in lines.iter() {
+                tc.add(l);
+            }
+            assert_eq!(tc.request_chunked(), *want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn host_table() {
+        for ok in [&b"example.com"[..], b"example.com:8080", b"127.0.0.1", b"[::1]:80", b"", b"a_b.local"] {
+            assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b"a b"[..], b"a,b", b"user@host", b"host/path", b"host:port", b"[::1", b"host:123456", b":80"] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names() {
+        assert!(is_hop_by_hop(b"Connection"));
+        assert!(is_hop_by_hop(b"TE"));
+        assert!(!is_hop_by_hop(b"content-length"));
+    }
+}

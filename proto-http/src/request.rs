@@ -1,0 +1,417 @@
+//! Request heads: parsing with httparse into spans over one buffer (RFC 9112 section 3),
+//! then the framing decision for the body (RFC 9112 section 6.3) and the checks a proxy
+//! must make before forwarding anything (Host, Content-Length, Transfer-Encoding).
+
+use bytes::Bytes;
+
+use crate::fields::{fold_content_length, valid_host, ConnectionFlags, TransferCodings};
+use crate::{HeaderSpan, Limits, ParseError, Span};
+
+/// HTTP version of a message. Only 1.0 and 1.1 exist on this wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Methods the proxy treats specially; everything else is `Other` (the bytes stay in the head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Patch,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// RFC 9110 9.2.2: requests that may be repeated automatically.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace)
+    }
+}
+
+/// How the request body is delimited (RFC 9112 6.3, rules 4-7 for requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No Content-Length and no Transfer-Encoding: the body is empty.
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// Everything parsed from a request head, as spans into the head's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// Bytes from the start of the buffer to the end of the empty line.
+    pub head_len: usize,
+    pub method: Method,
+    pub method_span: Span,
+    /// Origin-form path and query to send upstream. For an absolute-form target this is the
+    /// part after the authority; empty means "/".
+    pub path: Span,
+    /// Authority from an absolute-form target (RFC 9112 3.2.2), which overrides Host.
+    pub target_authority: Option<Span>,
+    pub version: Version,
+    pub headers: Vec<HeaderSpan>,
+    /// The effective host: the target's authority, else the Host field value.
+    pub host: Option<Span>,
+    pub body: BodyFraming,
+    pub connection: ConnectionFlags,
+    /// Whether the client asked for `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Whether an Upgrade field is present.
+    pub upgrade: bool,
+}
+
+impl RequestMeta {
+    /// Persistence per RFC 9112 9.3: 1.1 unless `close`; 1.0 only with `keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::Http11 => !self.connection.close,
+            Version::Http10 => self.connection.keep_alive && !self.connection.close,
+        }
+    }
+}
+
+/// A parsed request head that owns its bytes: spans in `meta` index into `bytes`.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub bytes: Bytes,
+    pub meta: RequestMeta,
+}
+
+impl RequestHead {
+    pub fn new(bytes: Bytes, meta: RequestMeta) -> Self {
+        debug_assert!(bytes.len() >= meta.head_len);
+        Self { bytes, meta }
+    }
+
+    pub fn method(&self) -> &[u8] {
+        self.meta.method_span.get(&self.bytes)
+    }
+
+    /// Path and query in origin-form (never empty: "/" for an empty absolute-form path).
+    pub fn path(&self) -> &[u8] {
+        let p = self.meta.path.get(&self.bytes);
+        if p.is_empty() {
+            b"/"
+        } else {
+            p
+        }
+    }
+
+    /// Path without the query.
+    pub fn path_only(&self) -> &[u8] {
+        let p = self.path();
+        match p.iter().position(|&b| b == b'?') {
+            Some(i) => &p[..i],
+            None => p,
+        }
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        self.meta.host.map(|s| s.get(&self.bytes))
+    }
+
+    /// Header fields in order, as (name, value) byte slices.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.meta.headers.iter().map(move |h| (h.name.get(&self.bytes), h.value.get(&self.bytes)))
+    }
+}
+
+/// Parses a request head at the start of `buf`.
+///
+/// `Ok(None)` means more bytes are needed (and the limits are not yet exceeded).
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestMeta>, ParseError> {
+    let window = &buf[..buf.len().min(limits.max_head_bytes)];
+    let mut storage = [httparse::EMPTY_HEADER; Limits::HEADER_CAP];
+    let cap = limits.max_headers.clamp(1, Limits::HEADER_CAP);
+    let mut req = httparse::Request::new(&mut storage[..cap]);
+    let status = req.parse(window).map_err(|e| match e {
+        // A full array means at least max_headers + ... fields: refuse with the limit's error.
+        httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
+        other => ParseError::from(other),
+    })?;
+    let head_len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            // RFC 9112 3: a request line longer than we accept gets 414, else the head is too big.
+            let line_end = window.iter().position(|&b| b == b'\n');
+            if line_end.is_none() && window.len() > limits.max_uri_bytes + 32 {
+                return Err(ParseError::UriTooLong);
+            }
+            if buf.len() >= limits.max_head_bytes {
+                return Err(ParseError::HeadTooLarge);
+            }
+            return Ok(None);
+        }
+    };
+    let method_bytes = req.method.ok_or(ParseError::StartLine)?.as_bytes();
+    let target = req.path.ok_or(ParseError::StartLine)?;
+    if target.len() > limits.max_uri_bytes {
+        return Err(ParseError::UriTooLong);
+    }
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(ParseError::Version),
+    };
+    let method = Method::from_bytes(method_bytes);
+    let (path, target_authority) = split_target(buf, target, method)?;
+
+    let mut meta = RequestMeta {
+        head_len,
+        method,
+        method_span: Span::of(buf, method_bytes),
+        path,
+        target_authority,
+        version,
+        headers: Vec::with_capacity(req.headers.len()),
+        host: None,
+        body: BodyFraming::Empty,
+        connection: ConnectionFlags::default(),
+        expect_continue: false,
+        upgrade: false,
+    };
+    let mut host_header: Option<Span> = None;
+    let mut hosts = 0u32;
+    let mut length: Option<u64> = None;
+    let mut codings = TransferCodings::default();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        meta.headers.push(HeaderSpan { name: Span::of(buf, name), value: Span::of(buf, value) });
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = Some(fold_content_length(length, value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.add(value);
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            host_header = Some(Span::of(buf, value));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            meta.connection.add(value);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            // RFC 9110 10.1.1: 100-continue is the only expectation defined.
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                meta.expect_continue = true;
+            } else {
+                return Err(ParseError::Expectation);
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            meta.upgrade = true;
+        }
+    }
+
+    // RFC 9110 7.2 / RFC 9112 3.2: exactly one Host in 1.1, never a list, valid syntax.
+    if hosts > 1 {
+        return Err(ParseError::DuplicateHost);
+    }
+    if let Some(span) = host_header {
+        let v = span.get(buf);
+        if v.contains(&b',') {
+            return Err(ParseError::DuplicateHost);
+        }
+        if !valid_host(v) {
+            return Err(ParseError::BadHost);
+        }
+    } else if version == Version::Http11 {
+        return Err(ParseError::MissingHost);
+    }
+    meta.host = target_authority.or(host_header);
+
+    // RFC 9112 6.1 and 6.3: framing.
+    meta.body = if codings.present {
+        if version == Version::Http10 {
+            return Err(ParseError::TransferEncodingHttp10);
+        }
+        if length.is_some() {
+            return Err(ParseError::LengthWithTransferEncoding);
+        }
+        codings.request_chunked()?;
+        BodyFraming::Chunked
+    } else {
+        match length {
+            Some(n) => BodyFraming::Length(n),
+            None => BodyFraming::Empty,
+        }
+    };
+    Ok(Some(meta))
+}
+
+/// Splits the request target (RFC 9112 3.2) into the origin-form path and, for
+/// absolute-form, the authority.
+fn split_target(buf: &[u8], target: &str, method: Method) -> Result<(Span, Option<Span>), ParseError> {
+    let t = target.as_bytes();
+    if t.first() == Some(&b'/') {
+        return Ok((Span::of(buf, t), None));
+    }
+    if t == b"*" {
+        // asterisk-form is only for OPTIONS (RFC 9112 3.2.4).
+        return if method == Method::Options { Ok((Span::of(buf, t), None)) } else { Err(ParseError::Target) };
+    }
+    if method == Method::Connect {
+        // authority-form (RFC 9112 3.2.3); the engine decides whether CONNECT is served.
+        return if valid_host(t) && !t.is_empty() { Ok((Span::of(buf, t), Some(Span::of(buf, t)))) } else { Err(ParseError::Target) };
+    }
+    let rest = strip_scheme(t).ok_or(ParseError::Target)?;
+    let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || !valid_host(authority) {
+        return Err(ParseError::BadHost);
+    }
+    let path = &rest[end..];
+    if path.first() == Some(&b'?') {
+        // "http://h?q" has an empty path; forwarding it as "?q" would be invalid.
+        return Err(ParseError::Target);
+    }
+    Ok((Span::of(buf, path), Some(Span::of(buf, authority))))
+}
+
+fn strip_scheme(t: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&t[scheme.len()..]);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(input: &str) -> RequestHead {
+        let meta = parse_request(input.as_bytes(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+            .unwrap_or_else(|| panic!("{input:?}: incomplete"));
+        RequestHead::new(Bytes::copy_from_slice(input.as_bytes()), meta)
+    }
+
+    fn parse_err(input: &str, why: ParseError) {
+        assert_eq!(parse_request(input.as_bytes(), &Limits::default()), Err(why), "{input:?}");
+    }
+
+    #[test]
+    fn valid_requests() {
+        let r = parse("GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path(), b"/a?b=1");
+        assert_eq!(r.path_only(), b"/a");
+        assert_eq!(r.host(), Some(&b"x"[..]));
+        assert_eq!(r.meta.body, BodyFraming::Empty);
+        assert!(r.meta.keep_alive());
+
+        let r = parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(r.meta.body, BodyFraming::Length(5));
+        assert_eq!(r.meta.head_len, r.bytes.len() - 5);
+
+        let r = parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(r.meta.body, BodyFraming::Chunked);
+
+        let r = parse("GET / HTTP/1.0\r\n\r\n");
+        assert!(!r.meta.keep_alive());
+        assert_eq!(r.host(), None);
+        let r = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(r.meta.keep_alive());
+        let r = parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n");
+        assert!(!r.meta.keep_alive());
+        assert!(r.meta.connection.other);
+
+        let r = parse("GET http://Example.com:8080/p?q HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(r.host(), Some(&b"Example.com:8080"[..]));
+        assert_eq!(r.path(), b"/p?q");
+        let r = parse("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(r.path(), b"/");
+
+        let r = parse("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path(), b"*");
+        let r = parse("PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(r.meta.body, BodyFraming::Length(3));
+        assert!(r.meta.expect_continue);
+        let r = parse("GET / HTTP/1.1\r\nHost: \r\n\r\n");
+        assert_eq!(r.host(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn incomplete_heads_ask_for_more() {
+        for input in ["", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: x\r\n"] {
+            assert_eq!(parse_request(input.as_bytes(), &Limits::default()), Ok(None), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_requests() {
+        use ParseError::*;
+        let table: &[(&str, ParseError)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", MissingHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", DuplicateHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", DuplicateHost),
+            ("GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", DuplicateHost),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", BadHost),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", Version),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HeaderName),
+            ("GET / HTTP/1.1\r\nHo st: a\r\n\r\n", HeaderName),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", HeaderName),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", HeaderValue),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", HeaderValue),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", HeaderValue),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", ContentLength),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", ContentLength),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 0\r\n\r\n", ContentLength),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", ContentLength),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ConflictingLength),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", ConflictingLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", LengthWithTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", LengthWithTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", UnsupportedCoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", ChunkedNotFinal),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", ChunkedNotFinal),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", UnsupportedCoding),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TransferEncodingHttp10),
+            ("GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n", Expectation),
+            ("GET foo HTTP/1.1\r\nHost: a\r\n\r\n", Target),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", Target),
+            ("GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n", Target),
+            ("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
+            ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
+            ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", Method),
+        ];
+        for (input, why) in table {
+            parse_err(input, *why);
+        }
+    }
+
+    #[test]
+    fn limits_have_their_own_errors() {
+        let limits = Limits { max_head_bytes: 64, max_headers: 2, max_uri_bytes: 16, ..Limits::default() };
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(20));
+        assert_eq!(parse_request(long_uri.as_bytes(), &limits), Err(ParseError::UriTooLong));
+        let unterminated = format!("GET /{}", "a".repeat(60));
+        assert_eq!(parse_request(unterminated.as_bytes(), &limits), Err(ParseError::UriTooLong));
+        let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert_eq!(parse_request(many.as_bytes(), &limits), Err(ParseError::TooManyHeaders));
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nA: {}\r\n\r\n", "x".repeat(60));
+        assert_eq!(parse_request(big.as_bytes(), &limits), Err(ParseError::HeadTooLarge));
+    }
+}

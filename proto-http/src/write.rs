@@ -1,0 +1,82 @@
+//! Head serialisation: the byte layout of start lines and fields the proxy writes
+//! (RFC 9112 sections 3, 4 and 5). Which fields to write is the caller's choice.
+
+/// Appends `name: value\r\n`.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a decimal number as a field value line.
+pub fn field_u64(out: &mut Vec<u8>, name: &[u8], n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    field(out, name, &digits[i..]);
+}
+
+/// Appends `HTTP/1.1 <code> <reason>\r\n`. coregate always speaks 1.1 (RFC 9110 6.2).
+pub fn status_line(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[b'0' + (code / 100 % 10) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8, b' ']);
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `<method> <target> HTTP/1.1\r\n`.
+pub fn request_line(out: &mut Vec<u8>, method: &[u8], target: &[u8]) {
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The canonical reason phrase for status codes coregate generates itself.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_lines() {
+        let mut out = Vec::new();
+        status_line(&mut out, 502, reason(502).as_bytes());
+        field_u64(&mut out, b"content-length", 1234);
+        field_u64(&mut out, b"x", 0);
+        request_line(&mut out, b"GET", b"/a");
+        assert_eq!(out, b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 1234\r\nx: 0\r\nGET /a HTTP/1.1\r\n");
+    }
+}
