@@ -1,1 +1,25 @@
-//! placeholder
+//! coregate's engine: one pinned OS thread per core, each with its own monoio runtime
+//! (io_uring, or epoll where io_uring is not allowed), its own SO_REUSEPORT listeners, route
+//! table and upstream pools. Nothing is shared between workers on the request path.
+//!
+//! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
+//! configuration is parsed and validated by the `config` crate. This crate owns sockets,
+//! scheduling, routing, pooling and the mapping of errors to status codes.
+
+mod body;
+mod conn;
+mod date;
+mod driver;
+mod error;
+mod forward;
+mod io;
+mod listener;
+mod pool;
+mod proxy;
+mod route;
+mod server;
+mod shutdown;
+mod worker;
+
+pub use driver::Driver;
+pub use server::{Server, StartError};

@@ -1,1 +1,109 @@
-fn main() {}
+//! The `coregate` binary: `coregate --config FILE` runs the gateway, `coregate check FILE`
+//! validates a configuration. Signals: SIGTERM/SIGINT drain and exit; a second one exits now.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use config::Config;
+use engine::Server;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+const HELP: &str = "\
+coregate: a thread-per-core HTTP/1.1 API gateway
+
+USAGE:
+    coregate --config FILE      run the gateway with FILE (TOML)
+    coregate check FILE         validate FILE, print every error, exit non-zero if any
+    coregate --help             show this help
+    coregate --version          show the version
+
+SIGNALS:
+    SIGTERM, SIGINT    stop accepting, finish requests in flight (up to timeouts.drain), exit
+                       (a second signal exits at once)
+
+ENVIRONMENT:
+    RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
+    MONOIO_FORCE_LEGACY_DRIVER  set to 1 to make io = \"auto\" choose epoll
+
+See README.md for the configuration reference.
+";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["--help" | "-h" | "help"] => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V"] => {
+            println!("coregate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["check", file] => check(Path::new(file)),
+        ["--config" | "-c", file] => run(Path::new(file)),
+        _ => {
+            eprint!("coregate: unexpected arguments {args:?}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} listen address(es), {} upstream(s), {} route(s), {} worker(s))",
+                path.display(),
+                cfg.server.listen.len(),
+                cfg.upstreams.len(),
+                cfg.routes.len(),
+                cfg.server.workers
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)\n{errors}", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{}: {} error(s)\n{errors}", path.display(), errors.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("coregate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("coregate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: draining");
+    }
+    server.shutdown();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            log::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    });
+    server.join();
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

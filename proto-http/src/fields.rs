@@ -147,15 +147,8 @@ impl ConnectionFlags {
 /// Transfer-Encoding, which the proxy re-frames itself. Fields named by Connection are
 /// hop-by-hop too; callers check those with [`FieldList`] over the Connection values.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
+    const HOP: [&[u8]; 7] =
+        [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
@@ -186,7 +179,23 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
         || (!host.is_empty()
             && host.iter().all(|&b| {
                 b.is_ascii_alphanumeric()
-                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' | b'%')
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b';'
+                            | b'='
+                            | b'%'
+                    )
             }));
     let port_ok = match port {
         [] => true,
@@ -208,7 +217,8 @@ mod tests {
 
     #[test]
     fn content_length_table() {
-        let ok: &[(&[u8], u64)] = &[(b"0", 0), (b"42", 42), (b"42, 42", 42), (b" 7 ", 7), (b"18446744073709551615", u64::MAX)];
+        let ok: &[(&[u8], u64)] =
+            &[(b"0", 0), (b"42", 42), (b"42, 42", 42), (b" 7 ", 7), (b"18446744073709551615", u64::MAX)];
         for (v, n) in ok {
             assert_eq!(fold_content_length(None, v), Ok(*n), "{:?}", String::from_utf8_lossy(v));
         }
@@ -231,7 +241,8 @@ mod tests {
 
     #[test]
     fn transfer_coding_table() {
-        let cases: &[(&[&[u8]], Result<(), ParseError>)] = &[
+        type Case<'a> = (&'a [&'a [u8]], Result<(), ParseError>);
+        let cases: &[Case<'_>] = &[
             (&[b"chunked"], Ok(())),
             (&[b"Chunked "], Ok(())),
             (&[b" ,chunked"], Ok(())),

@@ -272,7 +272,11 @@ fn split_target(buf: &[u8], target: &str, method: Method) -> Result<(Span, Optio
     }
     if method == Method::Connect {
         // authority-form (RFC 9112 3.2.3); the engine decides whether CONNECT is served.
-        return if valid_host(t) && !t.is_empty() { Ok((Span::of(buf, t), Some(Span::of(buf, t)))) } else { Err(ParseError::Target) };
+        return if valid_host(t) && !t.is_empty() {
+            Ok((Span::of(buf, t), Some(Span::of(buf, t))))
+        } else {
+            Err(ParseError::Target)
+        };
     }
     let rest = strip_scheme(t).ok_or(ParseError::Target)?;
     let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
@@ -345,7 +349,9 @@ mod tests {
 
         let r = parse("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(r.path(), b"*");
-        let r = parse("PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+        let r = parse(
+            "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        );
         assert_eq!(r.meta.body, BodyFraming::Length(3));
         assert!(r.meta.expect_continue);
         let r = parse("GET / HTTP/1.1\r\nHost: \r\n\r\n");
@@ -382,11 +388,20 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", ContentLength),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ConflictingLength),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", ConflictingLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", LengthWithTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", LengthWithTransferEncoding),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                LengthWithTransferEncoding,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+                LengthWithTransferEncoding,
+            ),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", UnsupportedCoding),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", ChunkedNotFinal),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", ChunkedNotFinal),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ChunkedNotFinal,
+            ),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", UnsupportedCoding),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TransferEncodingHttp10),
             ("GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n", Expectation),

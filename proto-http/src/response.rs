@@ -112,7 +112,11 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
     // RFC 9112 6.1: Transfer-Encoding in 1.0 means faulty framing; with Content-Length it
     // may be smuggling. Both are refused rather than guessed at.
     if codings.present && (version == Version::Http10 || length.is_some()) {
-        return Err(if length.is_some() { ParseError::LengthWithTransferEncoding } else { ParseError::TransferEncodingHttp10 });
+        return Err(if length.is_some() {
+            ParseError::LengthWithTransferEncoding
+        } else {
+            ParseError::TransferEncodingHttp10
+        });
     }
     meta.body = if head_request || status < 200 || status == 204 || status == 304 {
         ResponseBody::None
@@ -153,9 +157,19 @@ mod tests {
             ("HTTP/1.1 204 No Content\r\n\r\n", false, ResponseBody::None, true),
             ("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false, ResponseBody::None, true),
             ("HTTP/1.1 100 Continue\r\n\r\n", false, ResponseBody::None, true),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", false, ResponseBody::Length(0), false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                false,
+                ResponseBody::Length(0),
+                false,
+            ),
             ("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, ResponseBody::Length(0), false),
-            ("HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n", false, ResponseBody::Length(0), true),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+                false,
+                ResponseBody::Length(0),
+                true,
+            ),
             ("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, ResponseBody::Length(0), true),
         ];
         for (input, head, body, keep) in cases {

@@ -18,10 +18,7 @@ impl Span {
         }
         let start = part.as_ptr() as usize - whole.as_ptr() as usize;
         debug_assert!(start + part.len() <= whole.len());
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
+        Span { start: start as u32, end: (start + part.len()) as u32 }
     }
 
     pub fn range(self) -> Range<usize> {

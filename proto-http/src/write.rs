@@ -29,7 +29,12 @@ pub fn field_u64(out: &mut Vec<u8>, name: &[u8], n: u64) {
 /// Appends `HTTP/1.1 <code> <reason>\r\n`. coregate always speaks 1.1 (RFC 9110 6.2).
 pub fn status_line(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[b'0' + (code / 100 % 10) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8, b' ']);
+    out.extend_from_slice(&[
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 }

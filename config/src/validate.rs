@@ -1,0 +1,359 @@
+//! Raw TOML to validated [`Config`]: every problem is collected with its key path, so one
+//! `coregate check` run lists them all.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::raw::{RawConfig, RawRoute, RawUpstream};
+use crate::{Config, ConfigError, Errors, HostMatch, IoMode, Limits, Route, Server, Timeouts, Upstream, WireLimits};
+
+/// Collects errors while building typed values.
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, msg));
+    }
+
+    fn duration(&mut self, path: &str, raw: Option<&String>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => match parse_duration(s) {
+                Some(d) if !d.is_zero() => d,
+                Some(_) => {
+                    self.err(path, "must be greater than zero");
+                    default
+                }
+                None => {
+                    self.err(path, format!("invalid duration {s:?} (use a number with ms, s, m or h, such as \"5s\")"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn bounded(&mut self, path: &str, raw: Option<usize>, default: usize, min: usize, max: usize) -> usize {
+        match raw {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                self.err(path, format!("{v} is out of range {min}..={max}"));
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("invalid address {s:?} (expected IP:PORT such as \"127.0.0.1:8080\" or \"[::1]:8080\")"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse(text: &str) -> Result<Config, Errors> {
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+        .map_err(|e| Errors(vec![ConfigError::new("", format!("invalid TOML: {}", e.to_string().trim_end()))]))?;
+    let mut c = Checker { errors: unknown.into_iter().map(|p| ConfigError::new(p, "unknown key")).collect() };
+    let config = build(&mut c, &raw);
+    if c.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(Errors(c.errors))
+    }
+}
+
+fn build(c: &mut Checker, raw: &RawConfig) -> Config {
+    let server = build_server(c, raw);
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        client_header: c.duration("timeouts.client_header", t.client_header.as_ref(), Duration::from_secs(10)),
+        client_idle: c.duration("timeouts.client_idle", t.client_idle.as_ref(), Duration::from_secs(60)),
+        client_body: c.duration("timeouts.client_body", t.client_body.as_ref(), Duration::from_secs(30)),
+        client_send: c.duration("timeouts.client_send", t.client_send.as_ref(), Duration::from_secs(30)),
+        upstream_connect: c.duration("timeouts.upstream_connect", t.upstream_connect.as_ref(), Duration::from_secs(3)),
+        upstream_response: c.duration(
+            "timeouts.upstream_response",
+            t.upstream_response.as_ref(),
+            Duration::from_secs(60),
+        ),
+        upstream_send: c.duration("timeouts.upstream_send", t.upstream_send.as_ref(), Duration::from_secs(30)),
+        upstream_idle: c.duration("timeouts.upstream_idle", t.upstream_idle.as_ref(), Duration::from_secs(30)),
+        drain: c.duration("timeouts.drain", t.drain.as_ref(), Duration::from_secs(10)),
+    };
+    let l = &raw.limits;
+    let d = WireLimits::default();
+    let wire = WireLimits {
+        max_head_bytes: c.bounded("limits.max_head_bytes", l.max_head_bytes, d.max_head_bytes, 256, 1 << 20),
+        max_headers: c.bounded("limits.max_headers", l.max_headers, d.max_headers, 1, WireLimits::HEADER_CAP),
+        max_uri_bytes: c.bounded("limits.max_uri_bytes", l.max_uri_bytes, d.max_uri_bytes, 16, 1 << 20),
+        max_chunk_ext_bytes: c.bounded(
+            "limits.max_chunk_ext_bytes",
+            l.max_chunk_ext_bytes,
+            d.max_chunk_ext_bytes,
+            0,
+            1 << 16,
+        ),
+        max_trailer_bytes: c.bounded("limits.max_trailer_bytes", l.max_trailer_bytes, d.max_trailer_bytes, 0, 1 << 20),
+    };
+    if wire.max_uri_bytes >= wire.max_head_bytes {
+        c.err("limits.max_uri_bytes", "must be smaller than limits.max_head_bytes");
+    }
+    let limits = Limits { wire, max_body_bytes: l.max_body_bytes.unwrap_or(100 << 20) };
+
+    let upstreams: Vec<Upstream> = raw
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| build_upstream(c, &format!("upstreams[{i}]"), u, &timeouts))
+        .collect();
+    for (i, u) in upstreams.iter().enumerate() {
+        if !u.name.is_empty() && upstreams[..i].iter().any(|p| p.name == u.name) {
+            c.err(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name));
+        }
+    }
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams))
+        .collect::<Vec<_>>();
+    if raw.routes.is_empty() {
+        c.err("routes", "at least one [[routes]] entry is required");
+    }
+    Config { server, timeouts, limits, upstreams, routes }
+}
+
+fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
+    let s = &raw.server;
+    if s.listen.is_empty() {
+        c.err("server.listen", "at least one listen address is required");
+    }
+    let listen = s.listen.iter().enumerate().filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a)).collect();
+    let cores = std::thread::available_parallelism().map(NonZeroUsize::get).unwrap_or(1);
+    let workers = match s.workers {
+        None => NonZeroUsize::new(cores).unwrap_or(NonZeroUsize::MIN),
+        Some(n) => NonZeroUsize::new(n).filter(|n| n.get() <= 1024).unwrap_or_else(|| {
+            c.err("server.workers", format!("{n} is out of range 1..=1024"));
+            NonZeroUsize::MIN
+        }),
+    };
+    let io = match s.io.as_deref() {
+        None | Some("auto") => IoMode::Auto,
+        Some("io_uring") => IoMode::IoUring,
+        Some("epoll") => IoMode::Epoll,
+        Some(other) => {
+            c.err("server.io", format!("unknown driver {other:?} (expected \"auto\", \"io_uring\" or \"epoll\")"));
+            IoMode::Auto
+        }
+    };
+    Server {
+        listen,
+        workers,
+        io,
+        pin_cores: s.pin_cores.unwrap_or(true),
+        max_connections_per_worker: c.bounded(
+            "server.max_connections_per_worker",
+            s.max_connections_per_worker,
+            65_536,
+            1,
+            1 << 24,
+        ),
+    }
+}
+
+fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) -> Upstream {
+    let name = match &u.name {
+        Some(n) if !n.is_empty() => n.clone(),
+        _ => {
+            c.err(format!("{path}.name"), "missing upstream name");
+            String::new()
+        }
+    };
+    if u.endpoints.is_empty() {
+        c.err(format!("{path}.endpoints"), "at least one endpoint is required");
+    }
+    let endpoints =
+        u.endpoints.iter().enumerate().filter_map(|(i, e)| c.addr(&format!("{path}.endpoints[{i}]"), e)).collect();
+    Upstream {
+        name,
+        endpoints,
+        max_idle_per_endpoint: c.bounded(
+            &format!("{path}.max_idle_per_endpoint"),
+            u.max_idle_per_endpoint,
+            256,
+            0,
+            1 << 20,
+        ),
+        connect_timeout: c.duration(&format!("{path}.connect_timeout"), u.connect_timeout.as_ref(), t.upstream_connect),
+        response_timeout: c.duration(
+            &format!("{path}.response_timeout"),
+            u.response_timeout.as_ref(),
+            t.upstream_response,
+        ),
+        idle_timeout: c.duration(&format!("{path}.idle_timeout"), u.idle_timeout.as_ref(), t.upstream_idle),
+    }
+}
+
+fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: &[Upstream]) -> Option<Route> {
+    let prefix = match &r.path {
+        Some(p) if p.starts_with('/') && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch == '?' || ch == '#') => {
+            p.clone()
+        }
+        Some(p) => {
+            c.err(format!("{path}.path"), format!("{p:?} must start with '/' and hold no whitespace, '?' or '#'"));
+            return None;
+        }
+        None => {
+            c.err(format!("{path}.path"), "missing path prefix");
+            return None;
+        }
+    };
+    let host = match r.host.as_deref() {
+        None => HostMatch::Any,
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                HostMatch::Suffix(suffix.to_ascii_lowercase())
+            }
+            Some(_) => {
+                c.err(format!("{path}.host"), format!("{h:?}: a wildcard host must look like \"*.example.com\""));
+                return None;
+            }
+            None if !h.is_empty() && !h.contains(|ch: char| ch.is_ascii_whitespace() || ch == '/' || ch == ':') => {
+                HostMatch::Exact(h.to_ascii_lowercase())
+            }
+            None => {
+                c.err(format!("{path}.host"), format!("{h:?} is not a host name (no port, scheme or path)"));
+                return None;
+            }
+        },
+    };
+    let upstream = match &r.upstream {
+        None => {
+            c.err(format!("{path}.upstream"), "missing upstream");
+            return None;
+        }
+        Some(name) => match upstreams.iter().position(|u| &u.name == name) {
+            Some(i) => i,
+            None => {
+                c.err(format!("{path}.upstream"), format!("no upstream named {name:?}"));
+                return None;
+            }
+        },
+    };
+    Some(Route { host, path: prefix, upstream })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+workers = 2
+io = "auto"
+
+[[upstreams]]
+name = "api"
+endpoints = ["127.0.0.1:9000"]
+
+[[routes]]
+path = "/"
+upstream = "api"
+"#;
+
+    #[test]
+    fn minimal_contract_parses() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.workers.get(), 2);
+        assert_eq!(c.server.io, IoMode::Auto);
+        assert_eq!(c.routes[0].upstream, 0);
+        assert_eq!(c.upstreams[0].endpoints[0], "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = r#"
+[server]
+listen = ["nonsense"]
+io = "kqueue"
+colour = "blue"
+
+[timeouts]
+client_idle = "5 parsecs"
+
+[[upstreams]]
+name = "api"
+endpoints = ["127.0.0.1"]
+typo = 1
+
+[[routes]]
+path = "/"
+upstream = "missing"
+
+[[routes]]
+path = "nope"
+upstream = "api"
+"#;
+        let errs = parse(text).unwrap_err();
+        let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "server.colour",
+            "upstreams.0.typo",
+            "server.listen[0]",
+            "server.io",
+            "timeouts.client_idle",
+            "upstreams[0].endpoints[0]",
+            "routes[0].upstream",
+            "routes[1].path",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        assert!(errs.to_string().contains("no upstream named \"missing\""), "{errs}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+
+    #[test]
+    fn hosts_and_syntax_errors() {
+        let text = MINIMAL.replace("path = \"/\"", "path = \"/\"\nhost = \"*.Example.com\"");
+        assert_eq!(parse(&text).unwrap().routes[0].host, HostMatch::Suffix(".example.com".into()));
+        let err = parse("[server\n").unwrap_err();
+        assert!(err.to_string().contains("invalid TOML"), "{err}");
+    }
+}

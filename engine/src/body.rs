@@ -1,0 +1,130 @@
+//! Message bodies streamed between two connections without buffering them whole:
+//! Content-Length (RFC 9112 6.2), chunked (RFC 9112 7.1, decoded strictly and re-encoded
+//! without extensions or trailers) and close-delimited (RFC 9112 6.3 rule 8).
+//!
+//! Data read into the source's buffer is split off and frozen into `Bytes`, then written
+//! to the destination: no copy for Content-Length and close-delimited bodies.
+
+use std::time::Duration;
+
+use proto_http::chunked::{encode_chunk_header, ChunkedDecoder, Decoded, LAST_CHUNK};
+use proto_http::Limits;
+
+use crate::error::{Error, Kind, Side};
+use crate::io::Conn;
+
+/// Read size for bodies.
+const BODY_READ: usize = 64 * 1024;
+
+/// One direction of a copy: who reads, who writes, and their timeouts.
+#[derive(Clone, Copy)]
+pub(crate) struct Leg {
+    pub from: Side,
+    pub to: Side,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Leg {
+    async fn read(&self, src: &mut Conn) -> Result<(), Error> {
+        match src.fill(BODY_READ, self.read_timeout).await {
+            Ok(0) => Err(Error::new(Kind::Closed, self.from, "closed in the middle of a body")),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::io(self.from, "reading a body", e)),
+        }
+    }
+
+    async fn write<B: monoio::buf::IoBuf>(&self, dst: &mut Conn, data: B) -> Result<B, Error> {
+        dst.write(data, self.write_timeout).await.map_err(|e| Error::io(self.to, "writing a body", e))
+    }
+}
+
+/// Moves exactly `len` body bytes from `src` (its buffer first) to `dst`.
+pub(crate) async fn copy_length(src: &mut Conn, dst: &mut Conn, mut len: u64, leg: Leg) -> Result<(), Error> {
+    while len > 0 {
+        if src.buf.is_empty() {
+            leg.read(src).await?;
+        }
+        let n = usize::try_from(len).unwrap_or(usize::MAX).min(src.buf.len());
+        let data = src.buf.split_to(n).freeze();
+        leg.write(dst, data).await?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Moves bytes from `src` to `dst` until `src` closes.
+pub(crate) async fn copy_until_close(src: &mut Conn, dst: &mut Conn, leg: Leg) -> Result<(), Error> {
+    loop {
+        if !src.buf.is_empty() {
+            let data = src.buf.split().freeze();
+            leg.write(dst, data).await?;
+        }
+        match src.fill(BODY_READ, leg.read_timeout).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Error::io(leg.from, "reading a body", e)),
+        }
+    }
+}
+
+/// How decoded chunked data is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkedOut {
+    /// Re-encoded as chunked (extensions and trailers dropped).
+    Chunked,
+    /// Raw data, for a peer that gets a close-delimited body.
+    Raw,
+}
+
+/// Decodes a chunked body from `src` and writes it to `dst`. Returns the data length.
+/// `max_len` bounds the decoded data; going over it is [`Kind::BodyTooLarge`].
+pub(crate) async fn copy_chunked(
+    src: &mut Conn,
+    dst: &mut Conn,
+    limits: &Limits,
+    out_mode: ChunkedOut,
+    max_len: u64,
+    leg: Leg,
+) -> Result<u64, Error> {
+    let mut decoder = ChunkedDecoder::new(limits);
+    let mut total: u64 = 0;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let (used, event) = decoder.decode(&src.buf).map_err(|e| Error::malformed(leg.from, e))?;
+        match event {
+            Decoded::Data(range) => {
+                total = total.saturating_add(range.len() as u64);
+                if total > max_len {
+                    return Err(Error::new(Kind::BodyTooLarge, leg.from, "chunked body over the size limit"));
+                }
+                let _framing = src.buf.split_to(range.start);
+                let data = src.buf.split_to(range.len()).freeze();
+                match out_mode {
+                    ChunkedOut::Raw => {
+                        leg.write(dst, data).await?;
+                    }
+                    ChunkedOut::Chunked => {
+                        out.clear();
+                        encode_chunk_header(&mut out, data.len());
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                        out = leg.write(dst, out).await?;
+                    }
+                }
+                continue;
+            }
+            Decoded::Done => {
+                let _framing = src.buf.split_to(used);
+                if out_mode == ChunkedOut::Chunked {
+                    leg.write(dst, LAST_CHUNK).await?;
+                }
+                return Ok(total);
+            }
+            Decoded::NeedMore => {
+                let _framing = src.buf.split_to(used);
+                leg.read(src).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! I/O driver selection: io_uring where the kernel allows it, monoio's legacy epoll driver
+//! otherwise, and an explicit choice that cannot run refused at startup.
+
+use std::future::Future;
+use std::io;
+
+use config::IoMode;
+
+/// The driver a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    /// Resolves the configured mode against what this kernel allows.
+    ///
+    /// io_uring support is probed by monoio (`detect_uring`): it opens a ring and checks
+    /// every opcode monoio uses. Containers with seccomp profiles that block io_uring fail
+    /// the probe. `MONOIO_FORCE_LEGACY_DRIVER=1` also makes the probe fail.
+    pub fn select(mode: IoMode) -> Result<Driver, String> {
+        let uring = monoio::utils::detect_uring();
+        match mode {
+            IoMode::Auto if uring => Ok(Driver::IoUring),
+            IoMode::Auto | IoMode::Epoll => Ok(Driver::Epoll),
+            IoMode::IoUring if uring => Ok(Driver::IoUring),
+            IoMode::IoUring => Err("io = \"io_uring\" but this kernel or sandbox does not allow io_uring \
+                 (the probe for io_uring_setup and the needed opcodes failed); use io = \"auto\" or \"epoll\""
+                .to_string()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+
+    /// Builds a runtime of this kind on the current thread and runs `fut` to completion.
+    /// `ready` is called once the runtime exists (or with the error if it cannot be built).
+    pub(crate) fn run<F: Future>(self, ready: impl FnOnce(io::Result<()>), fut: F) -> Option<F::Output> {
+        match self {
+            Driver::IoUring => {
+                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+                    Ok(mut rt) => {
+                        ready(Ok(()));
+                        Some(rt.block_on(fut))
+                    }
+                    Err(e) => {
+                        ready(Err(e));
+                        None
+                    }
+                }
+            }
+            Driver::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+                Ok(mut rt) => {
+                    ready(Ok(()));
+                    Some(rt.block_on(fut))
+                }
+                Err(e) => {
+                    ready(Err(e));
+                    None
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! A socket with its read buffer, and reads and writes bounded by timeouts.
+//!
+//! Buffers are owned (monoio's rent model): a read moves the `BytesMut` into the kernel
+//! operation and gets it back. A timed-out operation is dropped, which cancels it; monoio
+//! keeps the buffer alive until the kernel lets go, so the connection is closed afterwards
+//! and never reused (every timeout here ends its connection).
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::buf::{IoBuf, IoBufMut as _};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Runs `f` for at most `d`; expiry becomes `ErrorKind::TimedOut`.
+pub(crate) async fn timed<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match monoio::time::timeout(d, f).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, capacity: usize) -> Self {
+        Self { stream, buf: BytesMut::with_capacity(capacity) }
+    }
+
+    /// Reads more bytes after those already buffered, making room for at least `room`.
+    /// Returns the number read; 0 means the peer closed.
+    pub(crate) async fn fill(&mut self, room: usize, timeout: Duration) -> io::Result<usize> {
+        self.buf.reserve(room);
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let cap = buf.capacity();
+        let (res, slice) = match monoio::time::timeout(timeout, self.stream.read(buf.slice_mut(len..cap))).await {
+            Ok(done) => done,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Writes all of `data` and hands the buffer back.
+    pub(crate) async fn write<B: IoBuf>(&mut self, data: B, timeout: Duration) -> io::Result<B> {
+        let write = async {
+            let (res, data) = self.stream.write_all(data).await;
+            res.map(|_| data)
+        };
+        timed(timeout, write).await
+    }
+}

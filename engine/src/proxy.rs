@@ -1,0 +1,288 @@
+//! One request/response exchange through the proxy: route, pick a pooled or new upstream
+//! connection, stream the request, relay 1xx, stream the response, and decide what happens
+//! to both connections afterwards. Errors become a status code here, via [`Error::status`].
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
+
+use crate::body::{copy_chunked, copy_length, copy_until_close, ChunkedOut, Leg};
+use crate::error::{Error, Kind, Side};
+use crate::forward::{self, ClientFraming};
+use crate::io::{timed, Conn};
+use crate::worker::Worker;
+
+/// What the client connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Progress of one exchange, consulted when it fails.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The request body was read completely from the client.
+    body_done: bool,
+    /// Bytes of a response head were received from the upstream.
+    response_bytes: bool,
+    /// A response head was written to the client: no error response is possible any more.
+    response_started: bool,
+}
+
+/// Proxies one request; on failure answers with an error response where one is possible.
+pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, req: RequestHead) -> Next {
+    let mut progress = Progress { body_done: req.meta.body == BodyFraming::Empty, ..Progress::default() };
+    let err = match exchange(w, client, peer, &req, &mut progress).await {
+        Ok(next) => return next,
+        Err(e) => e,
+    };
+    let status = match err.status() {
+        Some(s) if !progress.response_started => s,
+        _ => {
+            log::debug!("closing client {peer}: {err}");
+            return Next::Close;
+        }
+    };
+    if err.side == Side::Upstream {
+        log::warn!("{status} for {peer}: {err}");
+    } else {
+        log::debug!("{status} for {peer}: {err}");
+    }
+    send_error(w, client, status, err.context, progress.body_done && req.meta.keep_alive(), req.meta.version).await
+}
+
+/// Writes a generated error response; keeps the connection only if `keep_alive` allows and
+/// the worker is not draining.
+pub(crate) async fn send_error(
+    w: &Worker,
+    client: &mut Conn,
+    status: u16,
+    detail: &str,
+    keep_alive: bool,
+    version: Version,
+) -> Next {
+    let keep = keep_alive && !w.drain.is_draining();
+    let resp = forward::error_response(status, detail, keep, version);
+    match client.write(resp, w.cfg.timeouts.client_send).await {
+        Ok(_) if keep => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+async fn exchange(
+    w: &Worker,
+    client: &mut Conn,
+    peer: SocketAddr,
+    req: &RequestHead,
+    p: &mut Progress,
+) -> Result<Next, Error> {
+    let meta = &req.meta;
+    if meta.method == Method::Connect {
+        return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
+    }
+    let upstream =
+        w.routes.find(req.host(), req.path_only()).ok_or(Error::new(Kind::NoRoute, Side::Client, "no route"))?;
+    let cfg = &w.cfg;
+    if let BodyFraming::Length(n) = meta.body {
+        if n > cfg.limits.max_body_bytes {
+            return Err(Error::new(Kind::BodyTooLarge, Side::Client, "request body over the size limit"));
+        }
+    }
+    let up_cfg = &cfg.upstreams[upstream];
+    let fallback_host = up_cfg.endpoints[0].to_string();
+    let mut head = Vec::new();
+    forward::request_head(&mut head, req, peer, fallback_host.as_bytes());
+    let head = Bytes::from(head);
+
+    // A pooled connection may have been closed by the upstream just now. When nothing of the
+    // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
+    // try once more on a new connection.
+    let mut fresh = false;
+    let (mut up, endpoint, resp) = loop {
+        let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
+        match send_and_receive(w, client, &mut up, head.clone(), req, up_cfg.response_timeout, p).await {
+            Ok(resp) => break (up, endpoint, resp),
+            Err(e)
+                if reused
+                    && !p.response_bytes
+                    && meta.body == BodyFraming::Empty
+                    && meta.method.is_idempotent()
+                    && e.side == Side::Upstream
+                    && matches!(e.kind, Kind::Io | Kind::Closed) =>
+            {
+                log::debug!("pooled connection failed ({e}); retrying on a new one");
+                fresh = true;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+
+    let http10 = meta.version == Version::Http10;
+    let framing = match resp.meta.body {
+        ResponseBody::None => ClientFraming::None,
+        ResponseBody::Length(n) => ClientFraming::Length(n),
+        ResponseBody::Chunked if !http10 => ClientFraming::Chunked,
+        ResponseBody::Chunked | ResponseBody::Close => ClientFraming::Close,
+    };
+    let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
+    let mut out = Vec::new();
+    forward::response_head(&mut out, &resp, framing, keep, http10);
+    p.response_started = true;
+    client
+        .write(out, cfg.timeouts.client_send)
+        .await
+        .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
+
+    let leg = Leg {
+        from: Side::Upstream,
+        to: Side::Client,
+        read_timeout: up_cfg.response_timeout,
+        write_timeout: cfg.timeouts.client_send,
+    };
+    match resp.meta.body {
+        ResponseBody::None => {}
+        ResponseBody::Length(n) => copy_length(&mut up, client, n, leg).await?,
+        ResponseBody::Chunked => {
+            let mode = if http10 { ChunkedOut::Raw } else { ChunkedOut::Chunked };
+            copy_chunked(&mut up, client, &cfg.limits.wire, mode, u64::MAX, leg).await?;
+        }
+        ResponseBody::Close => copy_until_close(&mut up, client, leg).await?,
+    }
+    // Bytes beyond the end of the response (or a body on a bodiless response) mean the
+    // upstream and coregate disagree about framing: never reuse that connection.
+    if resp.meta.keep_alive() && up.buf.is_empty() {
+        w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, Instant::now());
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// Sends the request (head and body) and reads the final response head, relaying 1xx.
+async fn send_and_receive(
+    w: &Worker,
+    client: &mut Conn,
+    up: &mut Conn,
+    head: Bytes,
+    req: &RequestHead,
+    response_timeout: Duration,
+    p: &mut Progress,
+) -> Result<ResponseHead, Error> {
+    let cfg = &w.cfg;
+    let meta = &req.meta;
+    up.write(head, cfg.timeouts.upstream_send)
+        .await
+        .map_err(|e| Error::io(Side::Upstream, "writing the request head", e))?;
+    if meta.body != BodyFraming::Empty {
+        // RFC 9110 10.1.1: coregate answers 100-continue itself, once it is ready to read.
+        if meta.expect_continue && meta.version == Version::Http11 && client.buf.is_empty() {
+            client
+                .write(&b"HTTP/1.1 100 Continue\r\n\r\n"[..], cfg.timeouts.client_send)
+                .await
+                .map_err(|e| Error::io(Side::Client, "writing 100 Continue", e))?;
+        }
+        let leg = Leg {
+            from: Side::Client,
+            to: Side::Upstream,
+            read_timeout: cfg.timeouts.client_body,
+            write_timeout: cfg.timeouts.upstream_send,
+        };
+        match meta.body {
+            BodyFraming::Length(n) => copy_length(client, up, n, leg).await?,
+            BodyFraming::Chunked => {
+                copy_chunked(client, up, &cfg.limits.wire, ChunkedOut::Chunked, cfg.limits.max_body_bytes, leg).await?;
+            }
+            BodyFraming::Empty => {}
+        }
+        p.body_done = true;
+    }
+    let head_request = meta.method == Method::Head;
+    loop {
+        let resp = read_response_head(w, up, p, head_request, response_timeout).await?;
+        if resp.meta.status == 101 {
+            return Err(Error::new(
+                Kind::UnexpectedUpgrade,
+                Side::Upstream,
+                "101 Switching Protocols without a requested upgrade",
+            ));
+        }
+        if !resp.meta.is_informational() {
+            return Ok(resp);
+        }
+        // RFC 9110 15.2: 1xx goes to HTTP/1.1 clients only; 100 is coregate's own to send.
+        if meta.version == Version::Http11 && resp.meta.status != 100 {
+            let mut out = Vec::new();
+            forward::informational_head(&mut out, &resp);
+            client
+                .write(out, cfg.timeouts.client_send)
+                .await
+                .map_err(|e| Error::io(Side::Client, "writing a 1xx response", e))?;
+        }
+    }
+}
+
+async fn read_response_head(
+    w: &Worker,
+    up: &mut Conn,
+    p: &mut Progress,
+    head_request: bool,
+    timeout: Duration,
+) -> Result<ResponseHead, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !up.buf.is_empty() {
+            p.response_bytes = true;
+            if let Some(meta) = parse_response(&up.buf, &w.cfg.limits.wire, head_request)
+                .map_err(|e| Error::malformed(Side::Upstream, e))?
+            {
+                let bytes = up.buf.split_to(meta.head_len).freeze();
+                return Ok(ResponseHead::new(bytes, meta));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match up.fill(4096, left).await {
+            Ok(0) if p.response_bytes => {
+                return Err(Error::new(Kind::Closed, Side::Upstream, "closed in the middle of the response head"))
+            }
+            Ok(0) => return Err(Error::new(Kind::Closed, Side::Upstream, "closed without a response")),
+            Ok(_) => {}
+            Err(e) => return Err(Error::io(Side::Upstream, "waiting for the response head", e)),
+        }
+    }
+}
+
+/// A pooled connection to the next endpoint in round-robin order, or a new one; on connect
+/// failure the other endpoints are tried in turn. Returns (connection, endpoint, reused).
+async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usize, bool), Error> {
+    let up = &w.cfg.upstreams[upstream];
+    let n = up.endpoints.len();
+    let start = w.rr[upstream].get();
+    w.rr[upstream].set(start.wrapping_add(1));
+    let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");
+    for k in 0..n {
+        let endpoint = (start + k) % n;
+        if !fresh {
+            if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, Instant::now(), up.idle_timeout) {
+                return Ok((conn, endpoint, true));
+            }
+        }
+        let addr = up.endpoints[endpoint];
+        match timed(up.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((Conn::new(stream, 8 * 1024), endpoint, false));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = Error::new(Kind::ConnectTimeout, Side::Upstream, "connecting to the upstream timed out");
+            }
+            Err(e) => {
+                log::debug!("connect to {addr} failed: {e}");
+                last = Error::io(Side::Upstream, "connecting to the upstream", e);
+                last.kind = Kind::Connect;
+            }
+        }
+    }
+    Err(last)
+}

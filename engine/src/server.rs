@@ -1,0 +1,105 @@
+//! Starting and stopping the set of workers: bind listeners, pick the driver, spawn one
+//! pinned thread per worker, wait until every runtime is up; later, drain and join.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use config::Config;
+
+use crate::driver::Driver;
+use crate::listener::bind_all;
+use crate::worker::{self, Spawn};
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running gateway.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    driver: Driver,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listen address and starts the workers. Returns once all are serving.
+    pub fn start(cfg: Config) -> Result<Server, StartError> {
+        let driver = Driver::select(cfg.server.io).map_err(StartError)?;
+        let workers = cfg.server.workers.get();
+        let (listeners, addrs) = bind_all(&cfg.server.listen, workers).map_err(|e| StartError(e.to_string()))?;
+        let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let cfg = Arc::new(cfg);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        for (id, listeners) in listeners.into_iter().enumerate() {
+            let spawn = Spawn {
+                id,
+                cfg: cfg.clone(),
+                driver,
+                listeners,
+                core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+                shutdown: shutdown.clone(),
+                ready: ready_tx.clone(),
+            };
+            match worker::spawn(spawn) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shutdown.store(true, Ordering::Relaxed);
+                    return Err(StartError(format!("cannot start worker thread: {e}")));
+                }
+            }
+        }
+        drop(ready_tx);
+        let server = Server { addrs, driver, shutdown, threads };
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    server.shutdown();
+                    return Err(StartError(format!("cannot start the {} runtime: {e}", driver.name())));
+                }
+                Err(_) => {
+                    server.shutdown();
+                    return Err(StartError("a worker exited during startup".into()));
+                }
+            }
+        }
+        log::info!("coregate serving on {:?} with {workers} workers on {}", server.addrs, driver.name());
+        Ok(server)
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// Starts the drain: workers stop accepting, close idle connections and finish the
+    /// requests in flight within `timeouts.drain`.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! A worker: one OS thread pinned to a core, one runtime, its own listeners, route table,
+//! pools and drain state. The only thing it shares with other threads is the shutdown
+//! flag, read by its control tick (never on the request path).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use config::Config;
+use monoio::net::TcpListener;
+
+use crate::conn;
+use crate::driver::Driver;
+use crate::pool::Pool;
+use crate::route::RouteTable;
+use crate::shutdown::Drain;
+
+/// How often a worker looks at the process-wide shutdown flag and sweeps its pools.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+const SWEEP_EVERY: u32 = 20;
+
+/// Per-core state, owned by the worker thread and passed to its tasks by `Rc`.
+pub(crate) struct Worker {
+    pub cfg: Arc<Config>,
+    pub routes: RouteTable,
+    pub pool: RefCell<Pool>,
+    /// Round-robin cursor per upstream.
+    pub rr: Vec<Cell<usize>>,
+    pub drain: Drain,
+    /// Client connections open on this worker.
+    pub active: Cell<usize>,
+}
+
+pub(crate) struct Spawn {
+    pub id: usize,
+    pub cfg: Arc<Config>,
+    pub driver: Driver,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub core: Option<core_affinity::CoreId>,
+    pub shutdown: Arc<AtomicBool>,
+    /// Told once the runtime is up (or why it could not start).
+    pub ready: mpsc::Sender<io::Result<()>>,
+}
+
+pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(format!("coregate-w{}", s.id)).spawn(move || {
+        if let Some(core) = s.core {
+            if !core_affinity::set_for_current(core) {
+                log::warn!("worker {} could not be pinned to core {}", s.id, core.id);
+            }
+        }
+        let ready = s.ready.clone();
+        let Spawn { cfg, listeners, shutdown, driver, .. } = s;
+        driver.run(move |r| drop(ready.send(r)), run(cfg, listeners, shutdown));
+    })
+}
+
+async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: Arc<AtomicBool>) {
+    let w = Rc::new(Worker {
+        routes: RouteTable::new(&cfg.routes),
+        pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
+        rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
+        drain: Drain::default(),
+        active: Cell::new(0),
+        cfg,
+    });
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(w.clone(), l));
+            }
+            Err(e) => log::error!("cannot register listener: {e}"),
+        }
+    }
+    let mut ticks = 0u32;
+    while !shutdown.load(Ordering::Relaxed) {
+        monoio::time::sleep(CONTROL_TICK).await;
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(SWEEP_EVERY) {
+            let cfg = &w.cfg;
+            w.pool.borrow_mut().sweep(Instant::now(), |u| cfg.upstreams[u].idle_timeout);
+        }
+    }
+    // Drain: stop accepting, close idle connections, let requests in flight finish.
+    w.drain.start();
+    let deadline = Instant::now() + w.cfg.timeouts.drain;
+    while w.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if w.active.get() > 0 {
+        log::warn!("drain timeout: closing {} connections", w.active.get());
+    }
+}
+
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = w.drain.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if w.active.get() >= w.cfg.server.max_connections_per_worker {
+                    log::warn!("connection limit reached; closing {peer}");
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                w.active.set(w.active.get() + 1);
+                let w = w.clone();
+                monoio::spawn(async move {
+                    conn::serve(w.clone(), stream, peer).await;
+                    w.active.set(w.active.get() - 1);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::warn!("accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
