@@ -33,6 +33,8 @@ pub(crate) struct Worker {
     pub drain: Drain,
     /// Client connections open on this worker.
     pub active: Cell<usize>,
+    /// Accept loops still running; the drain waits for them so listeners close promptly.
+    pub accepting: Cell<usize>,
 }
 
 pub(crate) struct Spawn {
@@ -66,11 +68,13 @@ async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: 
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
         drain: Drain::default(),
         active: Cell::new(0),
+        accepting: Cell::new(0),
         cfg,
     });
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
+                w.accepting.set(w.accepting.get() + 1);
                 monoio::spawn(accept_loop(w.clone(), l));
             }
             Err(e) => log::error!("cannot register listener: {e}"),
@@ -88,7 +92,7 @@ async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: 
     // Drain: stop accepting, close idle connections, let requests in flight finish.
     w.drain.start();
     let deadline = Instant::now() + w.cfg.timeouts.drain;
-    while w.active.get() > 0 && Instant::now() < deadline {
+    while (w.active.get() > 0 || w.accepting.get() > 0) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if w.active.get() > 0 {
@@ -100,7 +104,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = w.drain.wait() => return,
+            _ = w.drain.wait() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -123,4 +127,6 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
             }
         }
     }
+    drop(listener);
+    w.accepting.set(w.accepting.get() - 1);
 }

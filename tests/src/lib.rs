@@ -1,1 +1,309 @@
-//! placeholder
+//! Test support for coregate's end-to-end tests: an in-process gateway on 127.0.0.1:0,
+//! scripted upstreams on plain threads, and a raw HTTP/1.1 client. Everything here is
+//! independent of the engine's internals: bytes go through real sockets.
+//!
+//! Parsing here is deliberately simple and separate from `proto-http`, so that a bug in
+//! the gateway's parser cannot hide itself in the tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use config::Config;
+use engine::Server;
+
+/// How long a test client or upstream waits on a socket before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs a test body once per driver: `both_drivers!(name, |io| { ... })`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn io_uring() {
+                ($body)("io_uring")
+            }
+            #[test]
+            fn epoll() {
+                ($body)("epoll")
+            }
+        }
+    };
+}
+
+/// A gateway running in this process. Dropping it drains and joins the workers.
+pub struct Gateway {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts a gateway: `extra` is TOML appended after a `[server]` section that listens on
+    /// 127.0.0.1:0 with `io` and 2 workers; it holds upstreams, routes, timeouts, limits.
+    pub fn start(io: &str, extra: &str) -> Gateway {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nio = \"{io}\"\npin_cores = false\n\n{extra}");
+        let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
+        let server = Server::start(cfg).expect("gateway starts");
+        let addr = server.local_addrs()[0];
+        Gateway { server: Some(server), addr }
+    }
+
+    /// One upstream named "api" at `upstream` with a catch-all route, plus `extra`.
+    pub fn proxy_to(io: &str, upstream: SocketAddr, extra: &str) -> Gateway {
+        Self::start(
+            io,
+            &format!("{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"),
+        )
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Starts the drain and returns the server so the test can join it.
+    pub fn shutdown(mut self) -> Server {
+        let server = self.server.take().expect("running");
+        server.shutdown();
+        server
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            s.join();
+        }
+    }
+}
+
+/// A parsed HTTP/1.1 message as seen by a test (response on the client side, request on
+/// the upstream side).
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    /// Request line or status line.
+    pub start: String,
+    /// Field names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body arrived chunked.
+    pub chunked: bool,
+}
+
+impl Message {
+    pub fn status(&self) -> u16 {
+        self.start.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// What kind of message is being read, for body framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Request,
+    /// A response to a request with this method (HEAD has no body).
+    Response { head_request: bool },
+}
+
+/// Reads one message head and its body from `r`. `None` on a clean EOF before any byte.
+pub fn read_message(r: &mut impl BufRead, kind: Framing) -> std::io::Result<Option<Message>> {
+    let mut m = Message::default();
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    m.start = line.trim_end().to_string();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').unwrap_or((l, ""));
+        m.headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let status = m.status();
+    let bodiless = match kind {
+        Framing::Request => false,
+        Framing::Response { head_request } => head_request || status < 200 || status == 204 || status == 304,
+    };
+    if bodiless {
+        return Ok(Some(m));
+    }
+    if m.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        m.chunked = true;
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim_end().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                loop {
+                    line.clear();
+                    r.read_line(&mut line)?;
+                    if line == "\r\n" || line.is_empty() {
+                        return Ok(Some(m));
+                    }
+                }
+            }
+            let start = m.body.len();
+            m.body.resize(start + size, 0);
+            r.read_exact(&mut m.body[start..])?;
+            let mut crlf = [0u8; 2];
+            r.read_exact(&mut crlf)?;
+            assert_eq!(&crlf, b"\r\n", "chunk data not followed by CRLF");
+        }
+    } else if let Some(len) = m.header("content-length") {
+        let len: usize = len.parse().map_err(|_| std::io::Error::other("bad content-length"))?;
+        m.body.resize(len, 0);
+        r.read_exact(&mut m.body)?;
+    } else if kind != Framing::Request {
+        r.read_to_end(&mut m.body)?;
+    }
+    Ok(Some(m))
+}
+
+/// A raw HTTP/1.1 client over one TCP connection.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to gateway");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { reader: BufReader::new(stream.try_clone().unwrap()), stream }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("write to gateway");
+    }
+
+    pub fn response(&mut self) -> Message {
+        self.response_to(false)
+    }
+
+    pub fn response_to(&mut self, head_request: bool) -> Message {
+        read_message(&mut self.reader, Framing::Response { head_request })
+            .expect("read response")
+            .expect("a response before EOF")
+    }
+
+    /// Sends one request and reads its response.
+    pub fn request(&mut self, raw: impl AsRef<[u8]>) -> Message {
+        self.send(raw);
+        self.response()
+    }
+
+    /// True when the gateway closed the connection (EOF with nothing more to read).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        matches!(self.reader.read_to_end(&mut rest), Ok(0))
+    }
+}
+
+/// One connection as the upstream sees it.
+pub struct UpConn {
+    pub reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+    /// The connection's sequence number at this upstream (0-based).
+    pub index: usize,
+}
+
+impl UpConn {
+    pub fn read_request(&mut self) -> Option<Message> {
+        read_message(&mut self.reader, Framing::Request).ok().flatten()
+    }
+
+    pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+        self.stream.write_all(bytes.as_ref()).is_ok()
+    }
+}
+
+/// An upstream on 127.0.0.1:0 that runs `handler` on a thread per accepted connection.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn start(handler: impl Fn(UpConn) + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let handler = Arc::new(handler);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let index = count.fetch_add(1, Ordering::SeqCst);
+                stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let handler = handler.clone();
+                thread::spawn(move || {
+                    let reader = BufReader::new(stream.try_clone().unwrap());
+                    handler(UpConn { reader, stream, index });
+                });
+            }
+        });
+        Upstream { addr, connections }
+    }
+
+    /// An upstream that answers every request with its method, path, body and headers:
+    /// status 200, body = `method path\n` + request body, and the request headers echoed as
+    /// `x-echo-<name>` fields.
+    pub fn echo() -> Upstream {
+        Upstream::start(|mut c| {
+            while let Some(req) = c.read_request() {
+                if !c.write(echo_response(&req)) {
+                    return;
+                }
+            }
+        })
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The response [`Upstream::echo`] sends for `req`.
+pub fn echo_response(req: &Message) -> Vec<u8> {
+    let mut body = format!("{}\n", req.start.rsplit_once(' ').map(|(a, _)| a).unwrap_or(&req.start)).into_bytes();
+    body.extend_from_slice(&req.body);
+    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n", body.len());
+    for (n, v) in &req.headers {
+        out.push_str(&format!("x-echo-{n}: {v}\r\n"));
+    }
+    out.push_str(&format!("x-echo-chunked: {}\r\n\r\n", req.chunked));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// An address on 127.0.0.1 where nothing listens (bound, then released).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}

@@ -1,0 +1,303 @@
+//! End-to-end proxying through real sockets, on both drivers: bodies both ways, keep-alive
+//! and pipelining, pool reuse, and the error paths (404, 502, 504).
+
+use std::sync::mpsc;
+
+use coregate_tests::*;
+
+both_drivers!(get_and_post_with_content_length, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET /hello?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Custom: a\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text(), "GET /hello?x=1\n");
+    assert_eq!(r.header("x-echo-x-custom"), Some("a"));
+    assert_eq!(r.header("x-echo-host"), Some("example.com"));
+    assert_eq!(r.header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("http"));
+    assert_eq!(r.header("x-echo-x-forwarded-host"), Some("example.com"));
+    let r = c.request("POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text(), "POST /submit\nhello world");
+    assert_eq!(r.header("x-echo-content-length"), Some("11"));
+});
+
+both_drivers!(chunked_request_body_is_reencoded, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request(
+        "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text(), "POST /c\nhello world");
+    assert_eq!(r.header("x-echo-chunked"), Some("true"));
+    assert_eq!(r.header("x-echo-x-trailer"), None);
+    // The connection is still usable: the body ended where the client meant it to.
+    assert_eq!(c.request("GET /next HTTP/1.1\r\nHost: a\r\n\r\n").text(), "GET /next\n");
+});
+
+both_drivers!(chunked_and_close_delimited_responses, |io| {
+    let up = Upstream::start(|mut c| {
+        while let Some(req) = c.read_request() {
+            if req.start.starts_with("GET /close") {
+                c.write("HTTP/1.1 200 OK\r\n\r\nuntil close");
+                return;
+            }
+            c.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nT: 1\r\n\r\n");
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.chunked);
+    assert_eq!(r.text(), "abcdefg");
+    // An HTTP/1.0 client gets the decoded body, delimited by close.
+    let mut c10 = gw.client();
+    let r = c10.request("GET / HTTP/1.0\r\n\r\n");
+    assert!(!r.chunked);
+    assert_eq!(r.text(), "abcdefg");
+    assert_eq!(r.header("connection"), Some("close"));
+    let r = c.request("GET /close HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.text(), "until close");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+});
+
+both_drivers!(pipelined_requests_answered_in_order, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    c.send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().text(), "GET /1\n");
+    assert_eq!(c.response().text(), "POST /2\nabc");
+    assert_eq!(c.response().text(), "GET /3\n");
+});
+
+both_drivers!(keep_alive_reuses_upstream_connections, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    for _ in 0..3 {
+        let mut c = gw.client();
+        for i in 0..20 {
+            let r = c.request(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            assert_eq!(r.text(), format!("GET /{i}\n"));
+        }
+    }
+    // 60 requests over 3 client connections; each worker keeps its own pool.
+    assert!(up.connection_count() <= 4, "upstream saw {} connections", up.connection_count());
+});
+
+both_drivers!(http10_client_keep_alive_only_when_asked, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert_eq!(r.header("x-echo-host"), Some(up.addr.to_string().as_str()));
+    let r = c.request("GET /b HTTP/1.0\r\n\r\n");
+    assert_eq!(r.text(), "GET /b\n");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+});
+
+both_drivers!(no_route_is_404, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        io,
+        &format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/api\"\nupstream = \"api\"\n", up.addr),
+    );
+    let mut c = gw.client();
+    let r = c.request("GET /apix HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 404);
+    // A 404 without a body keeps the connection.
+    assert_eq!(c.request("GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n").text(), "GET /api/x\n");
+    assert_eq!(up.connection_count(), 1);
+});
+
+both_drivers!(upstream_down_is_502_and_recovers, |io| {
+    let addr = dead_addr();
+    let gw = Gateway::proxy_to(io, addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 502);
+    // The upstream comes back on the same port: traffic resumes at once.
+    let listener = std::net::TcpListener::bind(addr).expect("rebind the freed port");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = UpConn { reader: std::io::BufReader::new(s.try_clone().unwrap()), stream: s, index: 0 };
+                while let Some(req) = c.read_request() {
+                    c.write(echo_response(&req));
+                }
+            });
+        }
+    });
+    let mut c = gw.client();
+    assert_eq!(c.request("GET /back HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+});
+
+both_drivers!(upstream_timeout_is_504, |io| {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = std::sync::Mutex::new(rx);
+    // Reads the request, then waits (without answering) until the test ends.
+    let up = Upstream::start(move |mut c| {
+        c.read_request();
+        let _ = rx.lock().unwrap().recv();
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\nupstream_response = \"200ms\"\n");
+    let mut c = gw.client();
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 504);
+    drop(tx);
+});
+
+both_drivers!(head_and_204_have_no_body, |io| {
+    let up = Upstream::start(|mut c| {
+        while let Some(req) = c.read_request() {
+            if req.start.starts_with("HEAD") {
+                c.write("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
+            } else {
+                c.write("HTTP/1.1 204 No Content\r\n\r\n");
+            }
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    c.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response_to(true);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("content-length"), Some("1234"));
+    let r = c.request("DELETE /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 204);
+    assert!(r.body.is_empty());
+    c.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response_to(true).status(), 200);
+    assert_eq!(up.connection_count(), 1);
+});
+
+both_drivers!(pooled_connection_closed_by_upstream_is_retried, |io| {
+    // Answers one request per connection with a keep-alive response, then closes.
+    let up = Upstream::start(|mut c| {
+        if let Some(req) = c.read_request() {
+            c.write(echo_response(&req));
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    for i in 0..20 {
+        let r = c.request(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+});
+
+both_drivers!(large_bodies_stream_both_ways, |io| {
+    const SIZE: usize = 10 << 20;
+    const FIRST: usize = 1 << 20;
+    let (got_first_tx, got_first_rx) = mpsc::channel::<()>();
+    let (client_saw_tx, client_saw_rx) = mpsc::channel::<()>();
+    let client_saw_rx = std::sync::Mutex::new(client_saw_rx);
+    let got_first_tx = std::sync::Mutex::new(got_first_tx);
+    let up = Upstream::start(move |mut c| {
+        use std::io::{BufRead, Read};
+        // Read the head by hand, then the body in two steps.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            c.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; FIRST];
+        c.reader.read_exact(&mut body).unwrap();
+        // The gateway forwarded the first MiB before the client sent the rest.
+        got_first_tx.lock().unwrap().send(()).unwrap();
+        let mut rest = vec![0u8; SIZE - FIRST];
+        c.reader.read_exact(&mut rest).unwrap();
+        body.extend_from_slice(&rest);
+        assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "request body corrupted");
+        c.write(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n"));
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 241) as u8).collect();
+        c.write(&data[..FIRST]);
+        // The client got the first MiB before the upstream sent the rest.
+        client_saw_rx.lock().unwrap().recv_timeout(IO_TIMEOUT).expect("client saw the first MiB");
+        c.write(&data[FIRST..]);
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    c.send(format!("PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\n\r\n"));
+    c.send(&body[..FIRST]);
+    got_first_rx.recv_timeout(IO_TIMEOUT).expect("upstream saw the first MiB while the client held the rest");
+    c.send(&body[FIRST..]);
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    loop {
+        line.clear();
+        c.reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut got = vec![0u8; FIRST];
+    c.reader.read_exact(&mut got).unwrap();
+    client_saw_tx.send(()).unwrap();
+    let mut rest = vec![0u8; SIZE - FIRST];
+    c.reader.read_exact(&mut rest).unwrap();
+    got.extend_from_slice(&rest);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 241) as u8), "response body corrupted");
+});
+
+both_drivers!(malformed_request_is_400_and_never_forwarded, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ] {
+        let mut c = gw.client();
+        let r = c.request(bad);
+        assert_eq!(r.status(), 400, "{bad:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed());
+    }
+    let mut c = gw.client();
+    assert_eq!(c.request("GET / HTTP/2.0\r\nHost: a\r\n\r\n").status(), 505);
+    assert_eq!(up.connection_count(), 0, "nothing of a rejected request reaches an upstream");
+});
+
+both_drivers!(graceful_shutdown_finishes_requests_in_flight, |io| {
+    let (arrived_tx, arrived_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let arrived_tx = std::sync::Mutex::new(arrived_tx);
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let up = Upstream::start(move |mut c| {
+        while let Some(req) = c.read_request() {
+            if req.start.contains("/slow") {
+                arrived_tx.lock().unwrap().send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            c.write(echo_response(&req));
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let addr = gw.addr;
+    let mut idle = gw.client();
+    assert_eq!(idle.request("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    let mut busy = gw.client();
+    busy.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    arrived_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let server = gw.shutdown();
+    // The idle keep-alive connection is closed by the drain.
+    assert!(idle.closed());
+    release_tx.send(()).unwrap();
+    let r = busy.response();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    server.join();
+    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed after the drain");
+});
