@@ -47,7 +47,8 @@ impl Gateway {
     /// Starts a gateway: `extra` is TOML appended after a `[server]` section that listens on
     /// 127.0.0.1:0 with `io` and 2 workers; it holds upstreams, routes, timeouts, limits.
     pub fn start(io: &str, extra: &str) -> Gateway {
-        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nio = \"{io}\"\npin_cores = false\n\n{extra}");
+        let text =
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nio = \"{io}\"\npin_cores = false\n\n{extra}");
         let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
         let server = Server::start(cfg).expect("gateway starts");
         let addr = server.local_addrs()[0];
@@ -119,7 +120,9 @@ impl Message {
 pub enum Framing {
     Request,
     /// A response to a request with this method (HEAD has no body).
-    Response { head_request: bool },
+    Response {
+        head_request: bool,
+    },
 }
 
 /// Reads one message head and its body from `r`. `None` on a clean EOF before any byte.

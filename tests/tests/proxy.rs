@@ -45,7 +45,9 @@ both_drivers!(chunked_and_close_delimited_responses, |io| {
                 c.write("HTTP/1.1 200 OK\r\n\r\nuntil close");
                 return;
             }
-            c.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nT: 1\r\n\r\n");
+            c.write(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nT: 1\r\n\r\n",
+            );
         }
     });
     let gw = Gateway::proxy_to(io, up.addr, "");
@@ -106,7 +108,10 @@ both_drivers!(no_route_is_404, |io| {
     let up = Upstream::echo();
     let gw = Gateway::start(
         io,
-        &format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/api\"\nupstream = \"api\"\n", up.addr),
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/api\"\nupstream = \"api\"\n",
+            up.addr
+        ),
     );
     let mut c = gw.client();
     let r = c.request("GET /apix HTTP/1.1\r\nHost: a\r\n\r\n");
