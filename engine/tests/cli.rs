@@ -1,0 +1,100 @@
+//! The `coregate` binary: `check`, `--help`, startup errors, and SIGTERM draining.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coregate");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("coregate-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let mut files = vec![repo().join("config/quickstart.toml")];
+    for e in std::fs::read_dir(repo().join("config/examples")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    assert!(files.len() >= 3);
+    for f in files {
+        let out = Command::new(BIN).arg("check").arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn check_lists_every_error_and_fails() {
+    let p = temp_config(
+        "bad",
+        "[server]\nlisten = [\"localhost\"]\nbogus = 1\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"nope\"\n",
+    );
+    let out = Command::new(BIN).arg("check").arg(&p).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.bogus: unknown key"), "{err}");
+    assert!(err.contains("server.listen[0]: invalid address"), "{err}");
+    assert!(err.contains("routes[0].upstream: no upstream named \"nope\""), "{err}");
+}
+
+#[test]
+fn help_documents_both_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("coregate --config FILE") && text.contains("coregate check FILE"), "{text}");
+    let out = Command::new(BIN).arg("--nonsense").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn sigterm_drains_and_exits(io: &str) {
+    // An upstream that answers one request after the test has sent SIGTERM.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let p = temp_config(
+        &format!("run-{io}"),
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nio = \"{io}\"\npin_cores = false\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{up_addr}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+        ),
+    );
+    let mut child = Command::new(BIN).arg("--config").arg(&p).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains(&format!("on {io}")), "{line}");
+    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    let mut buf = [0u8; 1024];
+    let _ = up.read(&mut buf).unwrap();
+    // The request is in flight: ask the gateway to stop.
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("draining"), "{line}");
+    up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+    let mut resp = String::new();
+    client.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 OK") && resp.ends_with("ok"), "{resp}");
+    // read_to_string returned: the gateway closed the connection after the response.
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_drains_and_exits_io_uring() {
+    sigterm_drains_and_exits("io_uring");
+}
+
+#[test]
+fn sigterm_drains_and_exits_epoll() {
+    sigterm_drains_and_exits("epoll");
+}

@@ -1,0 +1,145 @@
+//! coregate-load end to end: the binary against the bundled upstream (also the binary),
+//! both on 127.0.0.1 with ports chosen by the kernel. Each run is bounded by --duration and
+//! --timeout, so every test ends by itself.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coregate-load");
+
+/// A bundled upstream child process, killed on drop.
+struct Upstream {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Upstream {
+    fn start(extra: &[&str]) -> Upstream {
+        let mut child = Command::new(BIN)
+            .args(["upstream", "--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("read banner");
+        let addr = line.split_whitespace().nth(4).expect("banner names the address").parse().expect("address");
+        Upstream { child, addr }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the load generator with `args` and returns its JSON report.
+fn load(target: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("coregate-load-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let out = Command::new(BIN)
+        .args(["--url", &format!("http://{target}/x"), "--no-pin", "--threads", "1", "--json", json.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run coregate-load");
+    assert!(out.status.success(), "coregate-load failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+#[test]
+fn closed_loop_counts_every_response() {
+    let up = Upstream::start(&[]);
+    let r = load(up.addr, &["-c", "4", "-d", "1s"]);
+    assert!(u(&r["requests"]) > 100, "{r}");
+    assert_eq!(u(&r["errors"]), 0, "{r}");
+    assert_eq!(u(&r["status"]["200"]), u(&r["requests"]));
+    assert!(r["target_rate"].is_null());
+    assert!(u(&r["latency_us"]["p50"]) <= u(&r["latency_us"]["p99"]));
+    assert!(u(&r["latency_us"]["p99"]) <= u(&r["latency_us"]["max"]));
+}
+
+#[test]
+fn pipelined_and_chunked_responses_are_read() {
+    let up = Upstream::start(&["--chunked", "--body-size", "3000"]);
+    let r = load(up.addr, &["-c", "2", "-d", "500ms", "--pipeline", "4"]);
+    assert!(u(&r["requests"]) > 100, "{r}");
+    assert_eq!(u(&r["errors"]), 0, "{r}");
+}
+
+#[test]
+fn a_closing_server_does_not_end_the_run() {
+    let up = Upstream::start(&["--close-after", "3"]);
+    let r = load(up.addr, &["-c", "2", "-d", "1s"]);
+    assert!(u(&r["requests"]) > 30, "{r}");
+    assert_eq!(u(&r["errors"]), 0, "responses with Connection: close are not errors: {r}");
+    assert!(u(&r["reconnects"]) >= 10, "{r}");
+}
+
+#[test]
+fn a_stalled_server_counts_timeouts_and_the_run_still_ends() {
+    let up = Upstream::start(&["--stall-after", "5"]);
+    let r = load(up.addr, &["-c", "2", "-d", "1s", "--timeout", "200ms"]);
+    assert!(u(&r["errors_by_kind"]["timeout"]) >= 2, "{r}");
+    assert!(u(&r["status"]["200"]) >= 5, "{r}");
+}
+
+#[test]
+fn open_loop_latency_counts_from_the_intended_send_time() {
+    // Every response takes 50 ms and there is one connection: at 40 req/s the server can
+    // answer only 20 per second, so requests queue and their latency (measured from when
+    // they should have been sent) must grow far beyond the 50 ms service time.
+    let up = Upstream::start(&["--delay", "50ms"]);
+    let r = load(up.addr, &["-c", "1", "-d", "1s", "--rate", "40", "--timeout", "5s"]);
+    assert_eq!(r["target_rate"].as_f64(), Some(40.0));
+    assert!(u(&r["latency_us"]["max"]) >= 300_000, "queueing delay must show in the tail: {r}");
+    assert!(u(&r["latency_us"]["p50"]) >= 50_000, "{r}");
+}
+
+#[test]
+fn open_loop_keeps_its_rate_against_a_fast_server() {
+    let up = Upstream::start(&[]);
+    let r = load(up.addr, &["-c", "4", "-d", "1s", "--rate", "200"]);
+    let rps = r["rps"].as_f64().unwrap();
+    assert!((160.0..=240.0).contains(&rps), "asked 200 req/s, got {rps}: {r}");
+    assert_eq!(u(&r["errors"]), 0, "{r}");
+}
+
+#[test]
+fn connect_errors_are_counted() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let r = load(dead, &["-c", "1", "-d", "300ms"]);
+    assert_eq!(u(&r["requests"]), 0);
+    assert!(u(&r["errors_by_kind"]["connect"]) >= 1, "{r}");
+}
+
+#[test]
+fn ramp_reports_each_step() {
+    let up = Upstream::start(&[]);
+    let r = load(up.addr, &["-c", "2", "--ramp", "50:50:150", "--step-duration", "400ms"]);
+    let steps = r["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[2]["target_rate"].as_f64(), Some(150.0));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let out = Command::new(BIN).args(["--url", "ftp://x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
+}
