@@ -47,8 +47,14 @@ impl Gateway {
     /// Starts a gateway: `extra` is TOML appended after a `[server]` section that listens on
     /// 127.0.0.1:0 with `io` and 2 workers; it holds upstreams, routes, timeouts, limits.
     pub fn start(io: &str, extra: &str) -> Gateway {
-        let text =
-            format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nio = \"{io}\"\npin_cores = false\n\n{extra}");
+        Self::start_with_workers(io, 2, extra)
+    }
+
+    /// As [`Gateway::start`] with `workers` workers.
+    pub fn start_with_workers(io: &str, workers: usize, extra: &str) -> Gateway {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\n{extra}"
+        );
         let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
         let server = Server::start(cfg).expect("gateway starts");
         let addr = server.local_addrs()[0];

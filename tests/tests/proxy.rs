@@ -289,7 +289,16 @@ both_drivers!(graceful_shutdown_finishes_requests_in_flight, |io| {
             c.write(echo_response(&req));
         }
     });
-    let gw = Gateway::proxy_to(io, up.addr, "");
+    // One worker: once the idle connection is seen closed, that worker is draining, and the
+    // busy connection is on the same worker.
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    );
     let addr = gw.addr;
     let mut idle = gw.client();
     assert_eq!(idle.request("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
