@@ -98,3 +98,16 @@ fn sigterm_drains_and_exits_io_uring() {
 fn sigterm_drains_and_exits_epoll() {
     sigterm_drains_and_exits("epoll");
 }
+
+#[test]
+fn an_explicit_driver_that_cannot_run_fails_at_startup() {
+    // The probe treats MONOIO_FORCE_LEGACY_DRIVER=1 like a kernel that refuses io_uring.
+    let p = temp_config(
+        "uring-refused",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nio = \"io_uring\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+    );
+    let out = Command::new(BIN).arg("--config").arg(&p).env("MONOIO_FORCE_LEGACY_DRIVER", "1").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not allow io_uring"), "{err}");
+}

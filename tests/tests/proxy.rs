@@ -315,3 +315,35 @@ both_drivers!(graceful_shutdown_finishes_requests_in_flight, |io| {
     server.join();
     assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed after the drain");
 });
+
+both_drivers!(slow_head_gets_408_and_does_not_hold_up_others, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\nclient_header = \"300ms\"\n");
+    // A slowloris client: half a head, then nothing.
+    let mut slow = gw.client();
+    slow.send("GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ");
+    // Others are served meanwhile, on every worker.
+    for i in 0..10 {
+        let mut c = gw.client();
+        assert_eq!(c.request(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n")).status(), 200);
+    }
+    let r = slow.response();
+    assert_eq!(r.status(), 408);
+    assert!(slow.closed());
+});
+
+both_drivers!(body_over_the_limit_is_413, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "[limits]\nmax_body_bytes = 10\n");
+    let mut c = gw.client();
+    let r = c.request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(r.status(), 413);
+    assert!(c.closed());
+    let mut c = gw.client();
+    let r = c.request(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status(), 413);
+    let mut c = gw.client();
+    assert_eq!(c.request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhelloworld").status(), 200);
+});
