@@ -68,6 +68,29 @@ pub(crate) async fn copy_until_close(src: &mut Conn, dst: &mut Conn, leg: Leg) -
     }
 }
 
+/// Checks the chunked body bytes already buffered, before anything is sent upstream: a
+/// malformed or oversized body that arrived with its head (as attacks do) is refused
+/// without an upstream ever seeing its head. Later bytes are checked as they stream; an
+/// error there aborts the upstream connection mid-message, which an upstream must discard.
+pub(crate) fn precheck_chunked(buffered: &[u8], limits: &Limits, max_len: u64, from: Side) -> Result<(), Error> {
+    let mut decoder = ChunkedDecoder::new(limits);
+    let mut pos = 0;
+    let mut total: u64 = 0;
+    loop {
+        let (used, event) = decoder.decode(&buffered[pos..]).map_err(|e| Error::malformed(from, e))?;
+        pos += used;
+        match event {
+            Decoded::Data(range) => {
+                total = total.saturating_add(range.len() as u64);
+                if total > max_len {
+                    return Err(Error::new(Kind::BodyTooLarge, from, "chunked body over the size limit"));
+                }
+            }
+            Decoded::Done | Decoded::NeedMore => return Ok(()),
+        }
+    }
+}
+
 /// How decoded chunked data is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChunkedOut {

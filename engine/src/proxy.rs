@@ -9,7 +9,7 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
-use crate::body::{copy_chunked, copy_length, copy_until_close, ChunkedOut, Leg};
+use crate::body::{copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
@@ -52,7 +52,11 @@ pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, req:
     } else {
         log::debug!("{status} for {peer}: {err}");
     }
-    send_error(w, client, status, err.context, progress.body_done && req.meta.keep_alive(), req.meta.version).await
+    // A refused request closes its connection; a 404 or an upstream failure after the whole
+    // request was read leaves it usable.
+    let refused = err.side == Side::Client && err.kind != Kind::NoRoute;
+    let keep = progress.body_done && req.meta.keep_alive() && !refused;
+    send_error(w, client, status, err.context, keep, req.meta.version).await
 }
 
 /// Writes a generated error response; keeps the connection only if `keep_alive` allows and
@@ -91,6 +95,9 @@ async fn exchange(
         if n > cfg.limits.max_body_bytes {
             return Err(Error::new(Kind::BodyTooLarge, Side::Client, "request body over the size limit"));
         }
+    }
+    if meta.body == BodyFraming::Chunked {
+        precheck_chunked(&client.buf, &cfg.limits.wire, cfg.limits.max_body_bytes, Side::Client)?;
     }
     let up_cfg = &cfg.upstreams[upstream];
     let fallback_host = up_cfg.endpoints[0].to_string();
