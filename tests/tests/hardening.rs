@@ -98,9 +98,9 @@ both_drivers!(invalid_responses_are_502_and_never_pooled, |io| {
     let up = scripted(BAD);
     let gw = Gateway::proxy_to(io, up.addr, "");
     let mut c = gw.client();
-    for i in 0..BAD.len() {
+    for (i, bad) in BAD.iter().enumerate() {
         let r = c.request(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert_eq!(r.status(), 502, "response {i}: {:?}", BAD[i]);
+        assert_eq!(r.status(), 502, "response {i}: {bad:?}");
     }
     assert_eq!(up.connection_count(), BAD.len(), "every bad upstream connection was discarded");
 });
