@@ -15,7 +15,10 @@ const MAX_SIZE_DIGITS: u8 = 16;
 enum State {
     /// Reading hex digits of the size.
     Size,
-    /// After the size: BWS, extensions, up to CR.
+    /// After the size and whitespace: only more BWS or the ';' of an extension may follow
+    /// (RFC 9112 7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name ... )).
+    ExtensionBws,
+    /// Inside extensions, up to CR.
     Extension,
     /// Saw CR ending the size line.
     SizeLf,
@@ -103,13 +106,26 @@ impl ChunkedDecoder {
                     }
                     _ if self.digits == 0 => return Err(ParseError::ChunkSize),
                     b'\r' => State::SizeLf,
-                    b';' | b' ' | b'\t' => {
+                    b';' => {
                         self.ext_bytes = 1;
                         State::Extension
+                    }
+                    b' ' | b'\t' => {
+                        self.ext_bytes = 1;
+                        State::ExtensionBws
                     }
                     b'\n' => return Err(ParseError::ChunkCrlf),
                     _ => return Err(ParseError::ChunkSize),
                 },
+                State::ExtensionBws => {
+                    self.ext_bytes += 1;
+                    match b {
+                        _ if self.ext_bytes > self.max_ext => return Err(ParseError::ChunkExtension),
+                        b' ' | b'\t' => State::ExtensionBws,
+                        b';' => State::Extension,
+                        _ => return Err(ParseError::ChunkExtension),
+                    }
+                }
                 State::Extension => match b {
                     b'\r' => State::SizeLf,
                     b'\t' | b' '..=b'~' | 0x80..=0xff => {
@@ -247,6 +263,8 @@ mod tests {
             (b"5\rhello", ChunkCrlf),
             (b"10000000000000000\r\n", ChunkSizeTooLarge),
             (b"5;a\x00b\r\n", ChunkExtension),
+            (b"5 \r\nhello\r\n0\r\n\r\n", ChunkExtension),
+            (b"5 x\r\nhello\r\n0\r\n\r\n", ChunkExtension),
             (b"0\r\nX: y\n\r\n", Trailers),
             (b"0\r\n\rX", Trailers),
             (b"0\r\nX: \x01\r\n\r\n", Trailers),

@@ -220,6 +220,10 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestMeta>,
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             meta.upgrade = true;
+        } else if name.contains(&b'_') && is_framing_lookalike(name) {
+            // Some servers read `Transfer_Encoding` as Transfer-Encoding: forwarding it would
+            // let the upstream frame the body differently from us.
+            return Err(ParseError::HeaderName);
         }
     }
 
@@ -257,6 +261,14 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestMeta>,
         }
     };
     Ok(Some(meta))
+}
+
+/// True for names that equal Content-Length or Transfer-Encoding once `_` is read as `-`.
+fn is_framing_lookalike(name: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding"].iter().any(|want| {
+        want.len() == name.len()
+            && want.iter().zip(name).all(|(&w, &n)| w == n.to_ascii_lowercase() || (w == b'-' && n == b'_'))
+    })
 }
 
 /// Splits the request target (RFC 9112 3.2) into the origin-form path and, for
@@ -411,6 +423,8 @@ mod tests {
             ("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
             ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
             ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", Method),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", HeaderName),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n", HeaderName),
         ];
         for (input, why) in table {
             parse_err(input, *why);

@@ -36,6 +36,10 @@ const REFUSED: &[(&str, u16)] = &[
     ("GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
     ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
     ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", 400),
+    ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n", 501),
+    ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;\x01\r\nhello\r\n0\r\n\r\n", 400),
 ];
 
 both_drivers!(smuggling_attempts_are_refused_and_never_forwarded, |io| {
