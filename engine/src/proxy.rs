@@ -9,7 +9,7 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
-use crate::body::{copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
+use crate::body::{coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
@@ -31,6 +31,14 @@ struct Progress {
     response_bytes: bool,
     /// A response head was written to the client: no error response is possible any more.
     response_started: bool,
+}
+
+/// The request as it goes upstream: the head (with any buffered Content-Length body bytes
+/// appended), the body bytes still to stream, and whether to answer 100-continue first.
+struct Outgoing {
+    head: Bytes,
+    body_left: u64,
+    send_continue: bool,
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
@@ -103,7 +111,16 @@ async fn exchange(
     let fallback_host = up_cfg.endpoints[0].to_string();
     let mut head = Vec::new();
     forward::request_head(&mut head, req, peer, fallback_host.as_bytes());
-    let head = Bytes::from(head);
+    // RFC 9110 10.1.1: coregate answers 100-continue itself, unless the body is already here.
+    let send_continue = meta.expect_continue
+        && meta.version == Version::Http11
+        && meta.body != BodyFraming::Empty
+        && client.buf.is_empty();
+    let body_left = match meta.body {
+        BodyFraming::Length(n) => n - coalesce_buffered(client, n, &mut head),
+        _ => 0,
+    };
+    let out = Outgoing { head: Bytes::from(head), body_left, send_continue };
 
     // A pooled connection may have been closed by the upstream just now. When nothing of the
     // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
@@ -111,7 +128,7 @@ async fn exchange(
     let mut fresh = false;
     let (mut up, endpoint, resp) = loop {
         let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
-        match send_and_receive(w, client, &mut up, head.clone(), req, up_cfg.response_timeout, p).await {
+        match send_and_receive(w, client, &mut up, &out, req, up_cfg.response_timeout, p).await {
             Ok(resp) => break (up, endpoint, resp),
             Err(e)
                 if reused
@@ -138,6 +155,10 @@ async fn exchange(
     let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
     let mut out = Vec::new();
     forward::response_head(&mut out, &resp, framing, keep, http10);
+    let body_left = match resp.meta.body {
+        ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut out),
+        _ => 0,
+    };
     p.response_started = true;
     client
         .write(out, cfg.timeouts.client_send)
@@ -152,7 +173,7 @@ async fn exchange(
     };
     match resp.meta.body {
         ResponseBody::None => {}
-        ResponseBody::Length(n) => copy_length(&mut up, client, n, leg).await?,
+        ResponseBody::Length(_) => copy_length(&mut up, client, body_left, leg).await?,
         ResponseBody::Chunked => {
             let mode = if http10 { ChunkedOut::Raw } else { ChunkedOut::Chunked };
             copy_chunked(&mut up, client, &cfg.limits.wire, mode, u64::MAX, leg).await?;
@@ -172,19 +193,18 @@ async fn send_and_receive(
     w: &Worker,
     client: &mut Conn,
     up: &mut Conn,
-    head: Bytes,
+    out: &Outgoing,
     req: &RequestHead,
     response_timeout: Duration,
     p: &mut Progress,
 ) -> Result<ResponseHead, Error> {
     let cfg = &w.cfg;
     let meta = &req.meta;
-    up.write(head, cfg.timeouts.upstream_send)
+    up.write(out.head.clone(), cfg.timeouts.upstream_send)
         .await
         .map_err(|e| Error::io(Side::Upstream, "writing the request head", e))?;
     if meta.body != BodyFraming::Empty {
-        // RFC 9110 10.1.1: coregate answers 100-continue itself, once it is ready to read.
-        if meta.expect_continue && meta.version == Version::Http11 && client.buf.is_empty() {
+        if out.send_continue {
             client
                 .write(&b"HTTP/1.1 100 Continue\r\n\r\n"[..], cfg.timeouts.client_send)
                 .await
@@ -197,7 +217,7 @@ async fn send_and_receive(
             write_timeout: cfg.timeouts.upstream_send,
         };
         match meta.body {
-            BodyFraming::Length(n) => copy_length(client, up, n, leg).await?,
+            BodyFraming::Length(_) => copy_length(client, up, out.body_left, leg).await?,
             BodyFraming::Chunked => {
                 copy_chunked(client, up, &cfg.limits.wire, ChunkedOut::Chunked, cfg.limits.max_body_bytes, leg).await?;
             }
