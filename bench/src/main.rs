@@ -1,1 +1,362 @@
-fn main() {}
+//! coregate-bench: runs coregate, nginx and HAProxy side by side as reverse proxies to one
+//! upstream, with the same worker count and keep-alive to the upstream, and reports proxy
+//! CPU per request, throughput, the direct ceiling, an open-loop latency sweep and idle
+//! connection memory, as JSON, Markdown and SVG charts.
+//!
+//! It only drives processes and reads /proc; it knows nothing of the gateway's internals.
+
+mod plot;
+mod procs;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use procs::{have, Env, Proc};
+use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
+
+const HELP: &str = "\
+coregate-bench: coregate against nginx and HAProxy, side by side
+
+USAGE:
+    coregate-bench [--quick] [OPTIONS]
+
+OPTIONS:
+    --quick               a run of seconds (CI): 1 round of 1 s, 3 sweep steps, 500 idle connections
+    --rounds N            closed-loop rounds per target (default 5)
+    --duration SECS       seconds per closed-loop run (default 5)
+    --step-duration SECS  seconds per sweep step (default 3)
+    --workers N           proxy workers/processes/threads (default 1)
+    --connections N       load connections (default 64)
+    --idle N              idle connections for the memory test (default 10000; 0 skips it)
+    --upstream KIND       nginx (default where installed) or bundled
+    --no-epoll            skip the coregate epoll run
+    --out DIR             where to write report.json, report.md and *.svg (default bench-out)
+
+Cores: the proxies share cores 0..N-1 (N = workers); the upstream and the load generator use
+the rest. Install nginx, HAProxy and wrk with scripts/install-peers; missing peers are skipped.
+";
+
+struct Args {
+    rounds: usize,
+    duration: f64,
+    step_duration: f64,
+    workers: usize,
+    connections: usize,
+    idle: usize,
+    upstream: String,
+    epoll: bool,
+    out: PathBuf,
+    sweep_fractions: Vec<f64>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        rounds: 5,
+        duration: 5.0,
+        step_duration: 3.0,
+        workers: 1,
+        connections: 64,
+        idle: 10_000,
+        upstream: if have("nginx") { "nginx".into() } else { "bundled".into() },
+        epoll: true,
+        out: PathBuf::from("bench-out"),
+        sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = argv.iter();
+    let num = |v: Option<&String>, f: &str| -> Result<f64, String> {
+        v.and_then(|s| s.parse().ok()).ok_or(format!("{f} needs a number"))
+    };
+    while let Some(f) = it.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => {
+                a.rounds = 1;
+                a.duration = 1.0;
+                a.step_duration = 1.0;
+                a.idle = 500;
+                a.sweep_fractions = vec![0.25, 0.5, 0.9];
+            }
+            "--rounds" => a.rounds = num(it.next(), f)? as usize,
+            "--duration" => a.duration = num(it.next(), f)?,
+            "--step-duration" => a.step_duration = num(it.next(), f)?,
+            "--workers" => a.workers = num(it.next(), f)? as usize,
+            "--connections" => a.connections = num(it.next(), f)? as usize,
+            "--idle" => a.idle = num(it.next(), f)? as usize,
+            "--upstream" => a.upstream = it.next().cloned().ok_or("--upstream needs nginx or bundled")?,
+            "--no-epoll" => a.epoll = false,
+            "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    if a.rounds == 0 || a.workers == 0 || a.connections == 0 || a.duration <= 0.0 {
+        return Err("--rounds, --workers, --connections and --duration must be positive".into());
+    }
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    match parse_args() {
+        Ok(Some(a)) => match run(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("coregate-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(None) => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("coregate-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn core_list(range: std::ops::Range<usize>) -> String {
+    range.map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin_dir = exe.parent().ok_or("no binary directory")?.to_path_buf();
+    for b in ["coregate", "coregate-load"] {
+        if !bin_dir.join(b).exists() {
+            return Err(format!("{} is missing: run cargo build --release first", bin_dir.join(b).display()));
+        }
+    }
+    if !have("taskset") {
+        return Err("taskset (util-linux) is required to pin cores".into());
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (proxy_cores, other_cores) = if cores > a.workers {
+        (core_list(0..a.workers), core_list(a.workers..cores))
+    } else {
+        (core_list(0..cores), core_list(0..cores))
+    };
+    let nofile = raise_nofile();
+    let idle = a.idle.min(nofile.saturating_sub(1024) as usize);
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let work = a.out.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let env = Env { bin_dir: bin_dir.clone(), work: work.clone(), nofile };
+    eprintln!("cores: proxies on [{proxy_cores}], upstream and load on [{other_cores}]; {} workers", a.workers);
+
+    let upstream = match a.upstream.as_str() {
+        "nginx" if have("nginx") => env.upstream_nginx(&other_cores)?,
+        "nginx" => return Err("--upstream nginx but nginx is not installed (scripts/install-peers)".into()),
+        _ => env.upstream_bundled(&other_cores)?,
+    };
+    let up = upstream.addr;
+    let mut targets: Vec<Proc> = vec![env.coregate(&proxy_cores, a.workers, up, "io_uring")?];
+    if a.epoll {
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "epoll")?);
+    }
+    let max_conns = idle + 4096;
+    if have("nginx") {
+        targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns)?);
+    } else {
+        eprintln!("nginx not installed: skipped");
+    }
+    if have("haproxy") {
+        targets.push(env.haproxy(&proxy_cores, a.workers, up, max_conns)?);
+    } else {
+        eprintln!("haproxy not installed: skipped");
+    }
+    let load_bin = bin_dir.join("coregate-load");
+    let loader = Loader { load_bin: &load_bin, cores: other_cores.clone(), connections: a.connections, work: &work };
+    let tools: Vec<&str> = if have("wrk") { vec!["coregate-load", "wrk"] } else { vec!["coregate-load"] };
+
+    // Closed loop, alternating the order of targets from round to round.
+    let mut rounds: Vec<Round> = Vec::new();
+    for r in 0..a.rounds {
+        for tool in &tools {
+            let direct = loader.closed(tool, None, up, a.duration, r)?;
+            eprintln!("round {r} {tool:>13} {:>16}: {:>9.0} req/s", "direct", direct.rps);
+            rounds.push(direct);
+            for k in 0..targets.len() {
+                let t = &targets[(k + r) % targets.len()];
+                let x = loader.closed(tool, Some(t), up, a.duration, r)?;
+                eprintln!(
+                    "round {r} {tool:>13} {:>16}: {:>9.0} req/s  {:>6.2} µs CPU/req  errors {}",
+                    t.name, x.rps, x.cpu_us_per_req, x.errors
+                );
+                rounds.push(x);
+            }
+        }
+    }
+    let summary = summarise(&rounds);
+    let base = summary.get("nginx").or_else(|| summary.get("coregate-io_uring")).map(|s| s.rps).unwrap_or(1000.0);
+
+    // Open-loop sweep at the same offered rates for every target (fractions of the
+    // baseline's saturation throughput).
+    let mut steps: Vec<Step> = Vec::new();
+    for f in &a.sweep_fractions {
+        let rate = (base * f).max(100.0);
+        for t in &targets {
+            let s = loader.open(t, rate, a.step_duration)?;
+            eprintln!(
+                "sweep {:>8.0} req/s {:>16}: achieved {:>8.0}  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs",
+                rate, t.name, s.achieved, s.p50_us, s.p99_us, s.p999_us
+            );
+            steps.push(s);
+        }
+    }
+
+    let mut memory: Vec<Memory> = Vec::new();
+    if idle > 0 {
+        for t in &targets {
+            let m = idle_memory(t, idle)?;
+            eprintln!(
+                "memory {:>16}: {:.2} KiB per idle connection ({} connections)",
+                t.name, m.kib_per_connection, m.connections
+            );
+            memory.push(m);
+        }
+    }
+
+    let setup = format!(
+        "{} workers; proxies pinned to cores [{proxy_cores}], upstream ({}) and load generator to [{other_cores}]; \
+         {} keep-alive connections; {} rounds x {} s closed loop; sweep steps of {} s",
+        a.workers, a.upstream, a.connections, a.rounds, a.duration, a.step_duration
+    );
+    let json = serde_json::json!({
+        "setup": setup,
+        "summary": summary,
+        "rounds": rounds,
+        "sweep": steps,
+        "memory": memory,
+    });
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n")
+        .map_err(|e| e.to_string())?;
+    let md = markdown(&setup, &summary, &steps, &memory, &a.sweep_fractions, base);
+    std::fs::write(a.out.join("report.md"), &md).map_err(|e| e.to_string())?;
+    charts(a, &summary, &steps)?;
+    println!("{md}");
+    eprintln!("wrote {}/report.json, report.md, cpu.svg, throughput.svg, latency.svg", a.out.display());
+    Ok(())
+}
+
+/// Medians per target over the coregate-load rounds (and wrk throughput beside them).
+#[derive(Debug, Clone, serde::Serialize)]
+struct Summary {
+    rps: f64,
+    cpu_us_per_req: f64,
+    p99_us: f64,
+    p999_us: f64,
+    errors: u64,
+    wrk_rps: Option<f64>,
+    wrk_cpu_us_per_req: Option<f64>,
+}
+
+fn summarise(rounds: &[Round]) -> BTreeMap<String, Summary> {
+    let mut names: Vec<String> = rounds.iter().map(|r| r.target.clone()).collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let own: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "coregate-load").collect();
+            let wrk: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "wrk").collect();
+            let s = Summary {
+                rps: median(own.iter().map(|r| r.rps).collect()),
+                cpu_us_per_req: median(own.iter().map(|r| r.cpu_us_per_req).collect()),
+                p99_us: median(own.iter().map(|r| r.p99_us as f64).collect()),
+                p999_us: median(own.iter().map(|r| r.p999_us as f64).collect()),
+                errors: own.iter().map(|r| r.errors).sum(),
+                wrk_rps: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.rps).collect())),
+                wrk_cpu_us_per_req: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.cpu_us_per_req).collect())),
+            };
+            (name, s)
+        })
+        .collect()
+}
+
+fn markdown(
+    setup: &str,
+    summary: &BTreeMap<String, Summary>,
+    steps: &[Step],
+    memory: &[Memory],
+    fractions: &[f64],
+    base: f64,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "# coregate-bench report\n\n{setup}\n");
+    let _ = writeln!(s, "## Closed loop (medians)\n");
+    let _ = writeln!(s, "| target | req/s | proxy CPU µs/req | vs nginx CPU | p99 µs | p99.9 µs | errors | wrk req/s | wrk CPU µs/req |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let nginx_cpu = summary.get("nginx").map(|n| n.cpu_us_per_req);
+    for (name, x) in summary {
+        let ratio = match (nginx_cpu, name.as_str()) {
+            (_, "direct") => "-".to_string(),
+            (Some(n), _) if n > 0.0 => format!("{:.2}x", x.cpu_us_per_req / n),
+            _ => "-".to_string(),
+        };
+        let cpu = if name == "direct" { "-".to_string() } else { format!("{:.2}", x.cpu_us_per_req) };
+        let _ = writeln!(
+            s,
+            "| {name} | {:.0} | {cpu} | {ratio} | {:.0} | {:.0} | {} | {} | {} |",
+            x.rps,
+            x.p99_us,
+            x.p999_us,
+            x.errors,
+            x.wrk_rps.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+            x.wrk_cpu_us_per_req.filter(|_| name != "direct").map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if !steps.is_empty() {
+        let _ = writeln!(s, "\n## Open-loop latency sweep (offered load as a fraction of {base:.0} req/s)\n");
+        let _ = writeln!(s, "| offered req/s | target | achieved | p50 µs | p99 µs | p99.9 µs | errors |");
+        let _ = writeln!(s, "| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        for st in steps {
+            let _ = writeln!(
+                s,
+                "| {:.0} | {} | {:.0} | {} | {} | {} | {} |",
+                st.offered, st.target, st.achieved, st.p50_us, st.p99_us, st.p999_us, st.errors
+            );
+        }
+        let _ = fractions;
+    }
+    if !memory.is_empty() {
+        let _ = writeln!(s, "\n## Idle connections\n");
+        let _ = writeln!(s, "| target | connections | RSS before KiB | RSS after KiB | KiB per connection |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+        for m in memory {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.2} |",
+                m.target, m.connections, m.rss_before_kib, m.rss_after_kib, m.kib_per_connection
+            );
+        }
+    }
+    s
+}
+
+fn charts(a: &Args, summary: &BTreeMap<String, Summary>, steps: &[Step]) -> Result<(), String> {
+    let proxies: Vec<(&String, &Summary)> = summary.iter().filter(|(n, _)| n.as_str() != "direct").collect();
+    plot::bars(
+        &a.out.join("cpu.svg"),
+        "Proxy CPU per request (lower is better)",
+        "µs",
+        &proxies.iter().map(|(n, s)| ((*n).clone(), s.cpu_us_per_req)).collect::<Vec<_>>(),
+    )?;
+    plot::bars(
+        &a.out.join("throughput.svg"),
+        "Throughput, closed loop (higher is better)",
+        "req/s",
+        &summary.iter().map(|(n, s)| (n.clone(), s.rps)).collect::<Vec<_>>(),
+    )?;
+    let mut series = Vec::new();
+    for (name, _) in &proxies {
+        let pts: Vec<&Step> = steps.iter().filter(|s| &&s.target == name).collect();
+        series.push((format!("{name} p99"), pts.iter().map(|s| (s.offered, s.p99_us.max(1) as f64)).collect()));
+        series.push((format!("{name} p99.9"), pts.iter().map(|s| (s.offered, s.p999_us.max(1) as f64)).collect()));
+    }
+    plot::curves(&a.out.join("latency.svg"), "Latency against offered load", &series)
+}

@@ -12,6 +12,7 @@ mod date;
 mod driver;
 mod error;
 mod forward;
+mod idle;
 mod io;
 mod listener;
 mod pool;

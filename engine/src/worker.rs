@@ -15,6 +15,7 @@ use monoio::net::TcpListener;
 
 use crate::conn;
 use crate::driver::Driver;
+use crate::idle::IdleTimers;
 use crate::pool::Pool;
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
@@ -31,6 +32,8 @@ pub(crate) struct Worker {
     /// Round-robin cursor per upstream.
     pub rr: Vec<Cell<usize>>,
     pub drain: Drain,
+    /// Deadlines of parked idle connections, fired by the control tick.
+    pub idle: IdleTimers,
     /// Client connections open on this worker.
     pub active: Cell<usize>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
@@ -67,6 +70,7 @@ async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: 
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
         drain: Drain::default(),
+        idle: IdleTimers::default(),
         active: Cell::new(0),
         accepting: Cell::new(0),
         cfg,
@@ -84,6 +88,7 @@ async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: 
     while !shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(CONTROL_TICK).await;
         ticks = ticks.wrapping_add(1);
+        w.idle.fire_expired(Instant::now());
         if ticks.is_multiple_of(SWEEP_EVERY) {
             let cfg = &w.cfg;
             w.pool.borrow_mut().sweep(Instant::now(), |u| cfg.upstreams[u].idle_timeout);

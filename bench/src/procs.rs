@@ -1,0 +1,222 @@
+//! The processes a comparison runs: the upstream, the proxies (coregate, nginx, HAProxy)
+//! with equivalent configurations, each pinned with `taskset`; and their CPU time and
+//! resident memory read from /proc.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A child process killed on drop; `pids` lists it and its worker processes.
+pub struct Proc {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Proc {
+    /// Every process id that belongs to this server (the child and its children).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let children = std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+            .collect::<Vec<_>>();
+        pids.extend(children);
+        pids
+    }
+
+    /// User + system CPU seconds of all its processes.
+    pub fn cpu_seconds(&self) -> f64 {
+        let tick = clock_ticks();
+        self.pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|s| {
+                // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
+                let rest = &s[s.rfind(')')? + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tick)
+            })
+            .sum()
+    }
+
+    /// Resident memory of all its processes, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .sum()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Workers first (nginx's outlive a killed master), then the child itself.
+        for pid in self.pids().into_iter().skip(1) {
+            // SAFETY: kill(2) on a process id we read from our child's /proc entry.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Waits (bounded) until `addr` accepts connections.
+fn wait_ready(addr: SocketAddr, child: &mut Child, name: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{name} exited during startup ({status})"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{name} did not listen on {addr} within 10 s"))
+}
+
+fn spawn(
+    name: &str,
+    cores: &str,
+    program: &Path,
+    args: &[String],
+    addr: SocketAddr,
+    log: &Path,
+) -> Result<Proc, String> {
+    let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new("taskset")
+        .arg("-c")
+        .arg(cores)
+        .arg(program)
+        .args(args)
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    wait_ready(addr, &mut child, name)?;
+    Ok(Proc { name: name.to_string(), addr, child })
+}
+
+/// Where the binaries and scratch files live.
+pub struct Env {
+    pub bin_dir: PathBuf,
+    pub work: PathBuf,
+    /// The open-file limit the servers inherit.
+    pub nofile: u64,
+}
+
+impl Env {
+    pub fn upstream_bundled(&self, cores: &str) -> Result<Proc, String> {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("literal");
+        let args = ["upstream", "--listen", &addr.to_string(), "--workers", "1", "--no-pin"].map(String::from);
+        spawn("upstream", cores, &self.bin_dir.join("coregate-load"), &args, addr, &self.work.join("upstream.log"))
+    }
+
+    pub fn upstream_nginx(&self, cores: &str) -> Result<Proc, String> {
+        let port = free_port();
+        let dir = self.work.join("nginx-upstream");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello world!\\n\"; }} }} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{port}").parse().expect("literal");
+        let args =
+            ["-c".to_string(), dir.join("nginx.conf").display().to_string(), "-p".into(), dir.display().to_string()];
+        spawn("upstream-nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("upstream-nginx.log"))
+    }
+
+    pub fn coregate(&self, cores: &str, workers: usize, upstream: SocketAddr, io: &str) -> Result<Proc, String> {
+        let port = free_port();
+        let conf = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\
+             [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+        );
+        let path = self.work.join(format!("coregate-{io}.toml"));
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{port}").parse().expect("literal");
+        let args = ["--config".to_string(), path.display().to_string()];
+        spawn(
+            &format!("coregate-{io}"),
+            cores,
+            &self.bin_dir.join("coregate"),
+            &args,
+            addr,
+            &self.work.join(format!("coregate-{io}.log")),
+        )
+    }
+
+    pub fn nginx(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
+        let port = free_port();
+        let dir = self.work.join("nginx-proxy");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let conf = format!(
+            "worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
+             events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
+             upstream up {{ server {upstream}; keepalive 256; }}\n\
+             server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass http://up; proxy_http_version 1.1; \
+             proxy_set_header Connection \"\"; }} }} }}\n",
+            d = dir.display(),
+            lim = max_conns + 1024
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{port}").parse().expect("literal");
+        let args =
+            ["-c".to_string(), dir.join("nginx.conf").display().to_string(), "-p".into(), dir.display().to_string()];
+        spawn("nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("nginx.log"))
+    }
+
+    pub fn haproxy(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
+        let port = free_port();
+        let conf = format!(
+            "global\n  nbthread {workers}\n  maxconn {lim}\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  \
+             timeout server 60s\n  http-reuse always\n\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\n\
+             backend be\n  server s1 {upstream} maxconn 4096\n",
+            // HAProxy reserves two descriptors per connection up front.
+            lim = (max_conns + 1024).min((self.nofile.saturating_sub(300) / 2) as usize)
+        );
+        let path = self.work.join("haproxy.cfg");
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{port}").parse().expect("literal");
+        let args = ["-db".to_string(), "-f".into(), path.display().to_string()];
+        spawn("haproxy", cores, Path::new("haproxy"), &args, addr, &self.work.join("haproxy.log"))
+    }
+}

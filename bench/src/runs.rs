@@ -1,0 +1,204 @@
+//! The measurements: closed-loop rounds (throughput and proxy CPU per request), the
+//! open-loop latency sweep, and idle-connection memory. Load comes from coregate-load (and
+//! wrk where installed) pinned to the cores the proxies do not use.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::procs::Proc;
+
+/// One closed-loop run against one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub target: String,
+    pub tool: String,
+    pub round: usize,
+    pub rps: f64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Proxy CPU (user + system) per completed request, µs; 0 for the direct run.
+    pub cpu_us_per_req: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+}
+
+/// One open-loop step against one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub target: String,
+    pub offered: f64,
+    pub achieved: f64,
+    pub errors: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub target: String,
+    pub connections: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub kib_per_connection: f64,
+}
+
+pub struct Loader<'a> {
+    pub load_bin: &'a Path,
+    pub cores: String,
+    pub connections: usize,
+    pub work: &'a Path,
+}
+
+impl Loader<'_> {
+    /// Runs coregate-load; returns its JSON report.
+    fn coregate_load(&self, addr: SocketAddr, secs: f64, rate: Option<f64>) -> Result<serde_json::Value, String> {
+        let json = self.work.join("load.json");
+        let _ = std::fs::remove_file(&json);
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(&self.cores).arg(self.load_bin);
+        cmd.args(["--url", &format!("http://{addr}/"), "-c", &self.connections.to_string(), "-t", "1", "--no-pin"]);
+        cmd.args(["-d", &format!("{secs}s"), "--timeout", "5s", "--json"]).arg(&json);
+        if let Some(r) = rate {
+            cmd.args(["--rate", &format!("{r:.0}")]);
+        }
+        let out = cmd.output().map_err(|e| format!("coregate-load: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("coregate-load failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    }
+
+    /// Runs wrk; returns (requests/s, requests).
+    fn wrk(&self, addr: SocketAddr, secs: f64) -> Result<(f64, u64), String> {
+        let out = Command::new("taskset")
+            .arg("-c")
+            .arg(&self.cores)
+            .args(["wrk", "-t1", &format!("-c{}", self.connections), &format!("-d{}s", secs.ceil() as u64)])
+            .arg(format!("http://{addr}/"))
+            .output()
+            .map_err(|e| format!("wrk: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok());
+        let requests =
+            text.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()?.parse().ok());
+        match (rps, requests) {
+            (Some(r), Some(n)) => Ok((r, n)),
+            _ => Err(format!("cannot read wrk output: {text}")),
+        }
+    }
+
+    /// One closed-loop round with `tool` against `target` (None = direct to `upstream`).
+    pub fn closed(
+        &self,
+        tool: &str,
+        target: Option<&Proc>,
+        upstream: SocketAddr,
+        secs: f64,
+        round: usize,
+    ) -> Result<Round, String> {
+        let addr = target.map(|p| p.addr).unwrap_or(upstream);
+        let cpu0 = target.map(Proc::cpu_seconds).unwrap_or(0.0);
+        let mut r = Round {
+            target: target.map(|p| p.name.clone()).unwrap_or_else(|| "direct".into()),
+            tool: tool.into(),
+            round,
+            rps: 0.0,
+            requests: 0,
+            errors: 0,
+            cpu_us_per_req: 0.0,
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+        };
+        if tool == "wrk" {
+            let (rps, n) = self.wrk(addr, secs)?;
+            r.rps = rps;
+            r.requests = n;
+        } else {
+            let v = self.coregate_load(addr, secs, None)?;
+            r.rps = v["rps"].as_f64().unwrap_or(0.0);
+            r.requests = v["requests"].as_u64().unwrap_or(0);
+            r.errors = v["errors"].as_u64().unwrap_or(0);
+            r.p50_us = v["latency_us"]["p50"].as_u64().unwrap_or(0);
+            r.p99_us = v["latency_us"]["p99"].as_u64().unwrap_or(0);
+            r.p999_us = v["latency_us"]["p999"].as_u64().unwrap_or(0);
+        }
+        if let Some(p) = target {
+            let cpu = p.cpu_seconds() - cpu0;
+            r.cpu_us_per_req = cpu * 1e6 / (r.requests.max(1) as f64);
+        }
+        Ok(r)
+    }
+
+    pub fn open(&self, target: &Proc, rate: f64, secs: f64) -> Result<Step, String> {
+        let v = self.coregate_load(target.addr, secs, Some(rate))?;
+        Ok(Step {
+            target: target.name.clone(),
+            offered: rate,
+            achieved: v["rps"].as_f64().unwrap_or(0.0),
+            errors: v["errors"].as_u64().unwrap_or(0),
+            p50_us: v["latency_us"]["p50"].as_u64().unwrap_or(0),
+            p99_us: v["latency_us"]["p99"].as_u64().unwrap_or(0),
+            p999_us: v["latency_us"]["p999"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+/// Opens `n` idle connections to `target` and reports the resident memory they cost.
+pub fn idle_memory(target: &Proc, n: usize) -> Result<Memory, String> {
+    let before = target.rss_kib();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(TcpStream::connect(target.addr).map_err(|e| format!("{}: connection {i}: {e}", target.name))?);
+    }
+    // Let the server accept and set up every connection (a benchmark settling time, not a
+    // synchronisation: the reading is taken after it either way).
+    std::thread::sleep(Duration::from_millis(500) + Duration::from_micros(50 * n as u64));
+    let after = target.rss_kib();
+    drop(conns);
+    Ok(Memory {
+        target: target.name.clone(),
+        connections: n,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: after.saturating_sub(before) as f64 / n as f64,
+    })
+}
+
+/// Raises the open-file limit (children inherit it): to 1 Mi where allowed (root), else to
+/// the hard limit. Returns the limit in force.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        let want = libc::rlimit { rlim_cur: 1 << 20, rlim_max: (1 << 20).max(lim.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+            return want.rlim_cur;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
