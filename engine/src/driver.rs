@@ -73,9 +73,6 @@ impl Driver {
 fn uring_runtime() -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
     let mut coop = io_uring::IoUring::builder();
     coop.setup_coop_taskrun().setup_single_issuer();
-    if std::env::var_os("COREGATE_DEFER").is_some() {
-        coop.setup_defer_taskrun();
-    }
     let build = |ring| {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(1024)

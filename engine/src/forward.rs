@@ -2,6 +2,7 @@
 //! to the client, with hop-by-hop fields removed (RFC 9110 7.6.1), framing re-stated by the
 //! proxy (RFC 9112 6), and the X-Forwarded-* fields set; plus the small error responses.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use proto_http::write::{field, field_u64, reason, request_line, status_line};
@@ -28,46 +29,47 @@ fn connection_values<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) ->
 /// - Expect is not forwarded: coregate answers `100-continue` itself before it reads the body.
 /// - X-Forwarded-For appended to (several fields are joined), X-Forwarded-Proto and
 ///   X-Forwarded-Host set.
-pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, peer: SocketAddr, fallback_host: &[u8]) {
+pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, peer: SocketAddr, fallback_host: impl FnOnce() -> String) {
     out.clear();
     out.reserve(req.bytes.len() + 128);
     request_line(out, req.method(), req.path());
     let other_tokens = req.meta.connection.other;
-    let mut xff: Vec<u8> = Vec::new();
+    let mut forwarded_for = 0;
     for (name, value) in req.headers() {
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || (other_tokens && named_by_connection(connection_values(req.headers()), name))
         {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            if !value.is_empty() {
-                if !xff.is_empty() {
-                    xff.extend_from_slice(b", ");
-                }
-                xff.extend_from_slice(value);
-            }
+            forwarded_for += usize::from(name.eq_ignore_ascii_case(b"x-forwarded-for"));
             continue;
         }
         field(out, name, value);
     }
-    let host = req.host().unwrap_or(fallback_host);
-    field(out, b"host", host);
+    match req.host() {
+        Some(h) => field(out, b"host", h),
+        None => field(out, b"host", fallback_host().as_bytes()),
+    }
     match req.meta.body {
         BodyFraming::Empty => {}
         BodyFraming::Length(n) => field_u64(out, b"content-length", n),
         BodyFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
     }
-    if !xff.is_empty() {
-        xff.extend_from_slice(b", ");
+    // X-Forwarded-For: earlier values (several fields joined), then the client's address.
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_for > 0 {
+        for (name, value) in req.headers() {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
     }
-    xff.extend_from_slice(peer.ip().to_string().as_bytes());
-    field(out, b"x-forwarded-for", &xff);
+    let _ = write!(out, "{}\r\n", peer.ip());
     field(out, b"x-forwarded-proto", b"http");
     if let Some(h) = req.host() {
         field(out, b"x-forwarded-host", h);
@@ -167,7 +169,7 @@ mod tests {
     fn request_head_drops_hop_by_hop_and_appends_forwarded_for() {
         let r = req("POST http://h.example/p?q HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n");
         let mut out = Vec::new();
-        request_head(&mut out, &r, "10.0.0.9:1234".parse().unwrap(), b"fallback");
+        request_head(&mut out, &r, "10.0.0.9:1234".parse().unwrap(), || "fallback".into());
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

@@ -108,9 +108,8 @@ async fn exchange(
         precheck_chunked(&client.buf, &cfg.limits.wire, cfg.limits.max_body_bytes, Side::Client)?;
     }
     let up_cfg = &cfg.upstreams[upstream];
-    let fallback_host = up_cfg.endpoints[0].to_string();
     let mut head = Vec::new();
-    forward::request_head(&mut head, req, peer, fallback_host.as_bytes());
+    forward::request_head(&mut head, req, peer, || up_cfg.endpoints[0].to_string());
     // RFC 9110 10.1.1: coregate answers 100-continue itself, unless the body is already here.
     let send_continue = meta.expect_continue
         && meta.version == Version::Http11
