@@ -141,7 +141,8 @@ fn run(a: &Args) -> Result<(), String> {
     let nofile = raise_nofile();
     let idle = a.idle.min(nofile.saturating_sub(1024) as usize);
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    let work = a.out.join("work");
+    // Absolute, because nginx resolves paths against its own prefix.
+    let work = std::fs::canonicalize(&a.out).map_err(|e| e.to_string())?.join("work");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let env = Env { bin_dir: bin_dir.clone(), work: work.clone(), nofile };
     eprintln!("cores: proxies on [{proxy_cores}], upstream and load on [{other_cores}]; {} workers", a.workers);

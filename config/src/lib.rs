@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod policy;
 pub mod raw;
 mod validate;
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    pub consumers: Vec<Consumer>,
+    pub api_key: ApiKeyAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -98,13 +101,121 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Segment-aware prefix, starting with '/'.
+    Prefix(String),
+    /// The whole path (query excluded).
+    Exact(String),
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Proxy to [`Config::upstreams`]`[upstream]`.
+    Proxy { upstream: usize },
+    /// Answer directly.
+    Respond { status: u16, headers: Vec<(String, String)>, body: String },
+    /// Answer with a redirect to `location`.
+    Redirect { status: u16, location: String },
+}
+
+/// A header value with placeholders filled per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// `{client_ip}`
+    ClientIp,
+    /// `{consumer}`: the authenticated consumer's name (empty without one).
+    Consumer,
+}
+
+/// Header edits, applied in order: remove, set (replace), add (append).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    /// Lower-case names.
+    pub remove: Vec<String>,
+    pub set: Vec<(String, Template)>,
+    pub add: Vec<(String, Template)>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// One bucket for the route.
+    Route,
+    ClientIp,
+    /// The authenticated consumer (requests without one share a bucket).
+    Consumer,
+    /// A request header's value (lower-case name; requests without it share a bucket).
+    Header(String),
+}
+
+/// A token bucket: `rate` requests per second on average, `burst` at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub burst: u32,
+    pub key: LimitKey,
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub host: HostMatch,
-    /// Path prefix, starting with '/'.
-    pub path: String,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    pub path: PathMatch,
+    /// Upper-case methods; empty matches any.
+    pub methods: Vec<String>,
+    pub action: Action,
+    /// Overrides the upstream's `response_timeout`.
+    pub response_timeout: Option<Duration>,
+    /// Overrides `limits.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// Requires an API key ([`Config::api_key`]).
+    pub auth: bool,
+    /// Consumers allowed (indices into [`Config::consumers`]); empty: any authenticated one.
+    pub consumers: Vec<usize>,
+    pub rate_limits: Vec<RateLimit>,
+    /// Remove the matched prefix from the path sent upstream.
+    pub strip_prefix: bool,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+impl Route {
+    /// The upstream this route proxies to, if it does.
+    pub fn upstream(&self) -> Option<usize> {
+        match self.action {
+            Action::Proxy { upstream } => Some(upstream),
+            _ => None,
+        }
+    }
+}
+
+/// An API consumer: a name and the SHA-256 digests of its keys.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub name: String,
+    pub key_digests: Vec<[u8; 32]>,
+}
+
+/// Where API keys are read from and how the consumer is named upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyAuth {
+    /// Lower-case header name.
+    pub header: String,
+    pub query: Option<String>,
+    /// Lower-case header name.
+    pub consumer_header: String,
 }
 
 impl Config {

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
+    pub consumers: Vec<RawConsumer>,
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +66,80 @@ pub struct RawUpstream {
 #[serde(default)]
 pub struct RawRoute {
     pub path: Option<String>,
+    pub path_exact: Option<String>,
     pub host: Option<String>,
+    pub methods: Option<Vec<String>>,
     pub upstream: Option<String>,
+    pub respond: Option<RawRespond>,
+    pub redirect: Option<RawRedirect>,
+    pub response_timeout: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    /// `"api_key"` to require an API key.
+    pub auth: Option<String>,
+    /// Consumers allowed on this route (403 for others); empty: any authenticated consumer.
+    pub consumers: Vec<String>,
+    pub rate_limits: Vec<RawRateLimit>,
+    pub strip_prefix: Option<bool>,
+    pub request_headers: RawHeaderOps,
+    pub response_headers: RawHeaderOps,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRespond {
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRedirect {
+    pub location: Option<String>,
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimit {
+    /// Requests per second.
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    /// `route`, `ip`, `consumer` or `header:<name>`.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHeaderOps {
+    pub add: std::collections::BTreeMap<String, String>,
+    pub set: std::collections::BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConsumer {
+    pub name: Option<String>,
+    /// API keys: plain text (hashed at load) or `sha256:<64 hex digits>`.
+    pub keys: Vec<String>,
+    /// A file with one key per line (same forms; `#` comments and blank lines ignored).
+    pub keys_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAuth {
+    pub api_key: RawApiKey,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawApiKey {
+    /// Request header carrying the key (default `x-api-key`).
+    pub header: Option<String>,
+    /// Query parameter carrying the key, if keys may come that way.
+    pub query: Option<String>,
+    /// Header naming the consumer upstream (default `x-consumer`).
+    pub consumer_header: Option<String>,
 }

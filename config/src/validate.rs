@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::raw::{RawConfig, RawRoute, RawUpstream};
-use crate::{Config, ConfigError, Errors, HostMatch, IoMode, Limits, Route, Server, Timeouts, Upstream, WireLimits};
+use crate::policy::{build_api_key, build_consumers, build_route};
+use crate::raw::{RawConfig, RawUpstream};
+use crate::{Config, ConfigError, Errors, IoMode, Limits, Server, Timeouts, Upstream, WireLimits};
 
 /// Collects errors while building typed values.
-struct Checker {
-    errors: Vec<ConfigError>,
+pub(crate) struct Checker {
+    pub(crate) errors: Vec<ConfigError>,
 }
 
 impl Checker {
-    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.errors.push(ConfigError::new(path, msg));
     }
 
@@ -138,16 +139,18 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
             c.err(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name));
         }
     }
+    let consumers = build_consumers(c, &raw.consumers);
+    let api_key = build_api_key(c, &raw.auth.api_key);
     let routes = raw
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams))
+        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams, &consumers))
         .collect::<Vec<_>>();
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
     }
-    Config { server, timeouts, limits, upstreams, routes }
+    Config { server, timeouts, limits, upstreams, routes, consumers, api_key }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
@@ -221,55 +224,6 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
     }
 }
 
-fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: &[Upstream]) -> Option<Route> {
-    let prefix = match &r.path {
-        Some(p) if p.starts_with('/') && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch == '?' || ch == '#') => {
-            p.clone()
-        }
-        Some(p) => {
-            c.err(format!("{path}.path"), format!("{p:?} must start with '/' and hold no whitespace, '?' or '#'"));
-            return None;
-        }
-        None => {
-            c.err(format!("{path}.path"), "missing path prefix");
-            return None;
-        }
-    };
-    let host = match r.host.as_deref() {
-        None => HostMatch::Any,
-        Some(h) => match h.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
-                HostMatch::Suffix(suffix.to_ascii_lowercase())
-            }
-            Some(_) => {
-                c.err(format!("{path}.host"), format!("{h:?}: a wildcard host must look like \"*.example.com\""));
-                return None;
-            }
-            None if !h.is_empty() && !h.contains(|ch: char| ch.is_ascii_whitespace() || ch == '/' || ch == ':') => {
-                HostMatch::Exact(h.to_ascii_lowercase())
-            }
-            None => {
-                c.err(format!("{path}.host"), format!("{h:?} is not a host name (no port, scheme or path)"));
-                return None;
-            }
-        },
-    };
-    let upstream = match &r.upstream {
-        None => {
-            c.err(format!("{path}.upstream"), "missing upstream");
-            return None;
-        }
-        Some(name) => match upstreams.iter().position(|u| &u.name == name) {
-            Some(i) => i,
-            None => {
-                c.err(format!("{path}.upstream"), format!("no upstream named {name:?}"));
-                return None;
-            }
-        },
-    };
-    Some(Route { host, path: prefix, upstream })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,7 +248,7 @@ upstream = "api"
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.server.workers.get(), 2);
         assert_eq!(c.server.io, IoMode::Auto);
-        assert_eq!(c.routes[0].upstream, 0);
+        assert_eq!(c.routes[0].upstream(), Some(0));
         assert_eq!(c.upstreams[0].endpoints[0], "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
     }
@@ -352,7 +306,7 @@ upstream = "api"
     #[test]
     fn hosts_and_syntax_errors() {
         let text = MINIMAL.replace("path = \"/\"", "path = \"/\"\nhost = \"*.Example.com\"");
-        assert_eq!(parse(&text).unwrap().routes[0].host, HostMatch::Suffix(".example.com".into()));
+        assert_eq!(parse(&text).unwrap().routes[0].host, crate::HostMatch::Suffix(".example.com".into()));
         let err = parse("[server\n").unwrap_err();
         assert!(err.to_string().contains("invalid TOML"), "{err}");
     }

@@ -3,7 +3,9 @@
 //! proxy (RFC 9112 6), and the X-Forwarded-* fields set; plus the small error responses.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::IpAddr;
+
+use config::{HeaderOps, Piece, Template};
 
 use proto_http::write::{field, field_u64, reason, request_line, status_line};
 use proto_http::{is_hop_by_hop, BodyFraming, FieldList, RequestHead, ResponseHead, Version};
@@ -19,6 +21,53 @@ fn connection_values<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) ->
     headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v)
 }
 
+/// Policy edits to the heads of one exchange (see `config::HeaderOps`).
+pub(crate) struct Edits<'a> {
+    /// Target sent upstream instead of the client's (after strip_prefix or key removal).
+    pub target: Option<&'a [u8]>,
+    pub request_ops: &'a HeaderOps,
+    pub response_ops: &'a HeaderOps,
+    /// Request fields never forwarded: the API key's header and the consumer header
+    /// (a client must not name its own consumer).
+    pub drop: [Option<&'a [u8]>; 2],
+    /// The consumer header and the authenticated consumer's name.
+    pub consumer: Option<(&'a [u8], &'a [u8])>,
+    pub client_ip: IpAddr,
+}
+
+impl Edits<'_> {
+    fn dropped(&self, name: &[u8]) -> bool {
+        self.drop.iter().flatten().any(|d| d.eq_ignore_ascii_case(name))
+    }
+
+    fn expand(&self, out: &mut Vec<u8>, t: &Template) {
+        for piece in &t.0 {
+            match piece {
+                Piece::Text(s) => out.extend_from_slice(s.as_bytes()),
+                Piece::ClientIp => {
+                    let _ = write!(out, "{}", self.client_ip);
+                }
+                Piece::Consumer => out.extend_from_slice(self.consumer.map(|(_, c)| c).unwrap_or_default()),
+            }
+        }
+    }
+
+    /// Writes the `set` and `add` fields of `ops`.
+    fn write_ops(&self, out: &mut Vec<u8>, ops: &HeaderOps) {
+        for (name, t) in ops.set.iter().chain(&ops.add) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            self.expand(out, t);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// True when `ops` removes or replaces the field `name`.
+fn replaced(ops: &HeaderOps, name: &[u8]) -> bool {
+    ops.remove.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) || ops.set.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Writes the request head for the upstream into `out`.
 ///
 /// - Origin-form target, always HTTP/1.1.
@@ -29,11 +78,13 @@ fn connection_values<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) ->
 /// - Expect is not forwarded: coregate answers `100-continue` itself before it reads the body.
 /// - X-Forwarded-For appended to (several fields are joined), X-Forwarded-Proto and
 ///   X-Forwarded-Host set.
-pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, peer: SocketAddr, fallback_host: impl FnOnce() -> String) {
+/// - The policy edits of `edits`: fields removed, set and added, the consumer named.
+pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, edits: &Edits<'_>, fallback_host: impl FnOnce() -> String) {
     out.clear();
     out.reserve(req.bytes.len() + 128);
-    request_line(out, req.method(), req.path());
+    request_line(out, req.method(), edits.target.unwrap_or(req.path()));
     let other_tokens = req.meta.connection.other;
+    let ops = edits.request_ops;
     let mut forwarded_for = 0;
     for (name, value) in req.headers() {
         if is_hop_by_hop(name)
@@ -44,6 +95,8 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, peer: SocketAdd
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || (other_tokens && named_by_connection(connection_values(req.headers()), name))
+            || edits.dropped(name)
+            || replaced(ops, name)
         {
             forwarded_for += usize::from(name.eq_ignore_ascii_case(b"x-forwarded-for"));
             continue;
@@ -69,11 +122,15 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead, peer: SocketAdd
             }
         }
     }
-    let _ = write!(out, "{}\r\n", peer.ip());
+    let _ = write!(out, "{}\r\n", edits.client_ip);
     field(out, b"x-forwarded-proto", b"http");
     if let Some(h) = req.host() {
         field(out, b"x-forwarded-host", h);
     }
+    if let Some((name, consumer)) = edits.consumer {
+        field(out, name, consumer);
+    }
+    edits.write_ops(out, ops);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -95,6 +152,7 @@ pub(crate) fn response_head(
     framing: ClientFraming,
     keep_alive: bool,
     http10: bool,
+    edits: &Edits<'_>,
 ) {
     out.clear();
     out.reserve(resp.bytes.len() + 64);
@@ -105,11 +163,13 @@ pub(crate) fn response_head(
         if is_hop_by_hop(name)
             || (is_length && framing != ClientFraming::None)
             || (other_tokens && named_by_connection(connection_values(resp.headers()), name))
+            || replaced(edits.response_ops, name)
         {
             continue;
         }
         field(out, name, value);
     }
+    edits.write_ops(out, edits.response_ops);
     match framing {
         ClientFraming::Length(n) => field_u64(out, b"content-length", n),
         ClientFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
@@ -135,22 +195,28 @@ pub(crate) fn informational_head(out: &mut Vec<u8>, resp: &ResponseHead) {
 
 /// A small, complete error response generated by coregate.
 pub(crate) fn error_response(status: u16, detail: &str, keep_alive: bool, version: Version) -> Vec<u8> {
-    let reason = reason(status);
-    let body_len = 3 + 1 + reason.len() + 2 + detail.len() + 1;
-    let mut out = Vec::with_capacity(160 + body_len);
-    status_line(&mut out, status, reason.as_bytes());
+    let body = format!("{status} {}: {detail}\n", reason(status));
+    local_response(status, &[(b"content-type", b"text/plain; charset=utf-8")], body.as_bytes(), keep_alive, version)
+}
+
+/// A complete response generated by coregate itself (errors, policy refusals, direct
+/// responses, redirects): Date, Server, the given fields, Content-Length and the body.
+pub(crate) fn local_response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8], keep_alive: bool, version: Version) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    status_line(&mut out, status, reason(status).as_bytes());
     with_date(|d| field(&mut out, b"date", d));
     field(&mut out, b"server", b"coregate");
-    field(&mut out, b"content-type", b"text/plain; charset=utf-8");
-    field_u64(&mut out, b"content-length", body_len as u64);
+    for (n, v) in headers {
+        field(&mut out, n, v);
+    }
+    field_u64(&mut out, b"content-length", body.len() as u64);
     if !keep_alive {
         field(&mut out, b"connection", b"close");
     } else if version == Version::Http10 {
         field(&mut out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(format!("{status} {reason}: {detail}\n").as_bytes());
-    debug_assert!(out.ends_with(b"\n"));
+    out.extend_from_slice(body);
     out
 }
 
@@ -169,7 +235,16 @@ mod tests {
     fn request_head_drops_hop_by_hop_and_appends_forwarded_for() {
         let r = req("POST http://h.example/p?q HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n");
         let mut out = Vec::new();
-        request_head(&mut out, &r, "10.0.0.9:1234".parse().unwrap(), || "fallback".into());
+        let none = HeaderOps::default();
+        let edits = Edits {
+            target: None,
+            request_ops: &none,
+            response_ops: &none,
+            drop: [None, None],
+            consumer: None,
+            client_ip: "10.0.0.9".parse().unwrap(),
+        };
+        request_head(&mut out, &r, &edits, || "fallback".into());
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

@@ -6,6 +6,7 @@
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
 //! scheduling, routing, pooling and the mapping of errors to status codes.
 
+mod auth;
 mod body;
 mod conn;
 mod date;
@@ -15,8 +16,10 @@ mod forward;
 mod idle;
 mod io;
 mod listener;
+mod policy;
 mod pool;
 mod proxy;
+mod ratelimit;
 mod route;
 mod server;
 mod shutdown;

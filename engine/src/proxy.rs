@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use config::Action;
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
@@ -13,6 +14,8 @@ use crate::body::{coalesce_buffered, copy_chunked, copy_length, copy_until_close
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
+use crate::auth::KeySource;
+use crate::policy;
 use crate::worker::Worker;
 
 /// What the client connection does after an exchange.
@@ -39,6 +42,8 @@ struct Outgoing {
     head: Bytes,
     body_left: u64,
     send_continue: bool,
+    /// The route's request body limit.
+    max_body: u64,
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
@@ -96,20 +101,53 @@ async fn exchange(
     if meta.method == Method::Connect {
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
-    let upstream =
-        w.routes.find(req.host(), req.path_only()).ok_or(Error::new(Kind::NoRoute, Side::Client, "no route"))?;
     let cfg = &w.cfg;
+    let route_idx = w
+        .routes
+        .find(req.host(), req.path_only(), req.method(), &cfg.routes)
+        .ok_or(Error::new(Kind::NoRoute, Side::Client, "no route"))?;
+    let route = &cfg.routes[route_idx];
+    let keep_after_refusal = meta.body == BodyFraming::Empty && meta.keep_alive();
+
+    // Policies, in order: authentication, rate limits; each may answer on its own.
+    let (consumer, key_source) = match policy::authenticate(w, route, req) {
+        Ok(found) => found,
+        Err(refusal) => return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await),
+    };
+    if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, consumer) {
+        return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await);
+    }
+    let upstream = match &route.action {
+        Action::Proxy { upstream } => *upstream,
+        action => return Ok(policy::respond(w, client, action, keep_after_refusal, meta.version).await),
+    };
+
+    let max_body = route.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
     if let BodyFraming::Length(n) = meta.body {
-        if n > cfg.limits.max_body_bytes {
+        if n > max_body {
             return Err(Error::new(Kind::BodyTooLarge, Side::Client, "request body over the size limit"));
         }
     }
     if meta.body == BodyFraming::Chunked {
-        precheck_chunked(&client.buf, &cfg.limits.wire, cfg.limits.max_body_bytes, Side::Client)?;
+        precheck_chunked(&client.buf, &cfg.limits.wire, max_body, Side::Client)?;
     }
     let up_cfg = &cfg.upstreams[upstream];
+    let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
+    let target = policy::upstream_target(route, req, key_source, &cfg.api_key);
+    let consumer_name = consumer.map(|c| cfg.consumers[c].name.as_bytes());
+    let edits = forward::Edits {
+        target: target.as_deref(),
+        request_ops: &route.request_headers,
+        response_ops: &route.response_headers,
+        drop: [
+            (key_source == Some(KeySource::Header)).then_some(cfg.api_key.header.as_bytes()),
+            (!cfg.consumers.is_empty()).then_some(cfg.api_key.consumer_header.as_bytes()),
+        ],
+        consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
+        client_ip: peer.ip(),
+    };
     let mut head = Vec::new();
-    forward::request_head(&mut head, req, peer, || up_cfg.endpoints[0].to_string());
+    forward::request_head(&mut head, req, &edits, || up_cfg.endpoints[0].to_string());
     // RFC 9110 10.1.1: coregate answers 100-continue itself, unless the body is already here.
     let send_continue = meta.expect_continue
         && meta.version == Version::Http11
@@ -119,7 +157,7 @@ async fn exchange(
         BodyFraming::Length(n) => n - coalesce_buffered(client, n, &mut head),
         _ => 0,
     };
-    let out = Outgoing { head: Bytes::from(head), body_left, send_continue };
+    let out = Outgoing { head: Bytes::from(head), body_left, send_continue, max_body };
 
     // A pooled connection may have been closed by the upstream just now. When nothing of the
     // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
@@ -127,7 +165,7 @@ async fn exchange(
     let mut fresh = false;
     let (mut up, endpoint, resp) = loop {
         let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
-        match send_and_receive(w, client, &mut up, &out, req, up_cfg.response_timeout, p).await {
+        match send_and_receive(w, client, &mut up, &out, req, response_timeout, p).await {
             Ok(resp) => break (up, endpoint, resp),
             Err(e)
                 if reused
@@ -153,7 +191,7 @@ async fn exchange(
     };
     let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
     let mut out = Vec::new();
-    forward::response_head(&mut out, &resp, framing, keep, http10);
+    forward::response_head(&mut out, &resp, framing, keep, http10, &edits);
     let body_left = match resp.meta.body {
         ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut out),
         _ => 0,
@@ -167,7 +205,7 @@ async fn exchange(
     let leg = Leg {
         from: Side::Upstream,
         to: Side::Client,
-        read_timeout: up_cfg.response_timeout,
+        read_timeout: response_timeout,
         write_timeout: cfg.timeouts.client_send,
     };
     match resp.meta.body {
@@ -218,7 +256,7 @@ async fn send_and_receive(
         match meta.body {
             BodyFraming::Length(_) => copy_length(client, up, out.body_left, leg).await?,
             BodyFraming::Chunked => {
-                copy_chunked(client, up, &cfg.limits.wire, ChunkedOut::Chunked, cfg.limits.max_body_bytes, leg).await?;
+                copy_chunked(client, up, &cfg.limits.wire, ChunkedOut::Chunked, out.max_body, leg).await?;
             }
             BodyFraming::Empty => {}
         }

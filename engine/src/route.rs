@@ -1,51 +1,124 @@
-//! The per-core route table: host match (exact, then `*.suffix`, then any), then the
-//! longest path prefix, ties broken by order in the file. Compiled once per worker.
+//! The per-core route table, compiled from config: hosts in a hash map (exact), then
+//! wildcard suffixes (longest first), then routes without a host; within a host, exact
+//! paths in a hash map, then path prefixes looked up segment by segment from the longest,
+//! so matching costs O(path segments), not O(routes). Among routes with the same host and
+//! path key, the first in the file whose methods match wins.
 //!
 //! Path prefixes match whole segments: `/api` matches `/api` and `/api/x`, not `/apix`;
 //! a prefix ending in `/` matches everything below it. Matching is on the raw path
 //! (no percent-decoding or dot-segment removal).
 
-use config::{HostMatch, Route};
+use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
-struct Entry {
-    host: HostMatch,
-    path: Vec<u8>,
-    upstream: usize,
+use config::{HostMatch, PathMatch, Route};
+
+/// Routes of one host class, by path key. Values are route indices in file order.
+#[derive(Debug, Clone, Default)]
+struct PathTable {
+    exact: HashMap<Box<[u8]>, Vec<usize>>,
+    prefix: HashMap<Box<[u8]>, Vec<usize>>,
 }
 
-#[derive(Debug, Clone)]
+impl PathTable {
+    fn insert(&mut self, path: &PathMatch, idx: usize) {
+        let (map, key) = match path {
+            PathMatch::Exact(p) => (&mut self.exact, p),
+            PathMatch::Prefix(p) => (&mut self.prefix, p),
+        };
+        map.entry(key.as_bytes().into()).or_default().push(idx);
+    }
+
+    /// The first route (by precedence) whose path and methods match.
+    fn find(&self, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
+        let pick = |list: Option<&Vec<usize>>| {
+            list.and_then(|l| l.iter().copied().find(|&i| method_matches(&routes[i].methods, method)))
+        };
+        if let Some(i) = pick(self.exact.get(path)) {
+            return Some(i);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        // Candidate keys from the longest: the whole path, then at every '/' from the end
+        // the prefix with and without that slash.
+        if let Some(i) = pick(self.prefix.get(path)) {
+            return Some(i);
+        }
+        for (pos, _) in path.iter().enumerate().rev().filter(|(_, &b)| b == b'/') {
+            if pos + 1 < path.len() {
+                if let Some(i) = pick(self.prefix.get(&path[..=pos])) {
+                    return Some(i);
+                }
+            }
+            if pos > 0 {
+                if let Some(i) = pick(self.prefix.get(&path[..pos])) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+}
+
+fn method_matches(methods: &[String], method: &[u8]) -> bool {
+    methods.is_empty() || methods.iter().any(|m| m.as_bytes() == method)
+}
+
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RouteTable {
-    /// Sorted by precedence: the first match wins.
-    entries: Vec<Entry>,
+    exact_hosts: HashMap<Box<[u8]>, PathTable>,
+    /// Sorted by suffix length, longest first.
+    suffix_hosts: Vec<(Box<[u8]>, PathTable)>,
+    any_host: PathTable,
 }
 
 impl RouteTable {
     pub(crate) fn new(routes: &[Route]) -> Self {
-        let mut entries: Vec<(usize, Entry)> = routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i, Entry { host: r.host.clone(), path: r.path.as_bytes().to_vec(), upstream: r.upstream }))
-            .collect();
-        entries.sort_by_key(|(i, e)| {
-            let (class, host_len) = match &e.host {
-                HostMatch::Exact(h) => (0, h.len()),
-                HostMatch::Suffix(s) => (1, s.len()),
-                HostMatch::Any => (2, 0),
+        let mut t = RouteTable::default();
+        for (i, r) in routes.iter().enumerate() {
+            let table = match &r.host {
+                HostMatch::Any => &mut t.any_host,
+                HostMatch::Exact(h) => t.exact_hosts.entry(h.as_bytes().into()).or_default(),
+                HostMatch::Suffix(s) => match t.suffix_hosts.iter().position(|(k, _)| **k == *s.as_bytes()) {
+                    Some(p) => &mut t.suffix_hosts[p].1,
+                    None => {
+                        t.suffix_hosts.push((s.as_bytes().into(), PathTable::default()));
+                        &mut t.suffix_hosts.last_mut().expect("just pushed").1
+                    }
+                },
             };
-            (class, std::cmp::Reverse(host_len), std::cmp::Reverse(e.path.len()), *i)
-        });
-        Self { entries: entries.into_iter().map(|(_, e)| e).collect() }
+            table.insert(&r.path, i);
+        }
+        t.suffix_hosts.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+        t
     }
 
-    /// The upstream index for a request, or `None` (404).
-    pub(crate) fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
-        let host = host.map(strip_port);
-        self.entries.iter().find(|e| host_matches(&e.host, host) && prefix_matches(&e.path, path)).map(|e| e.upstream)
+    /// The index of the route for a request, or `None` (404).
+    pub(crate) fn find(&self, host: Option<&[u8]>, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
+        if let Some(h) = host.map(normalise_host) {
+            let mut lower = [0u8; 256];
+            if h.len() <= lower.len() {
+                let lower = &mut lower[..h.len()];
+                lower.copy_from_slice(h);
+                lower.make_ascii_lowercase();
+                if let Some(i) = self.exact_hosts.get(&*lower).and_then(|t| t.find(path, method, routes)) {
+                    return Some(i);
+                }
+                for (sfx, t) in &self.suffix_hosts {
+                    if lower.len() > sfx.len() && lower.ends_with(sfx) {
+                        if let Some(i) = t.find(path, method, routes) {
+                            return Some(i);
+                        }
+                    }
+                }
+            }
+        }
+        self.any_host.find(path, method, routes)
     }
 }
 
-fn strip_port(h: &[u8]) -> &[u8] {
+/// Host without port and trailing dot.
+fn normalise_host(h: &[u8]) -> &[u8] {
     let h = match h.iter().rposition(|&b| b == b':') {
         Some(i) if !h[i..].contains(&b']') => &h[..i],
         _ => h,
@@ -53,55 +126,61 @@ fn strip_port(h: &[u8]) -> &[u8] {
     h.strip_suffix(b".").unwrap_or(h)
 }
 
-fn host_matches(m: &HostMatch, host: Option<&[u8]>) -> bool {
-    match (m, host) {
-        (HostMatch::Any, _) => true,
-        (HostMatch::Exact(want), Some(h)) => h.eq_ignore_ascii_case(want.as_bytes()),
-        (HostMatch::Suffix(sfx), Some(h)) => {
-            h.len() > sfx.len() && h[h.len() - sfx.len()..].eq_ignore_ascii_case(sfx.as_bytes())
-        }
-        _ => false,
-    }
-}
-
-fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
-    path.starts_with(prefix) && (path.len() == prefix.len() || prefix.ends_with(b"/") || path[prefix.len()] == b'/')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn route(host: HostMatch, path: &str, upstream: usize) -> Route {
-        Route { host, path: path.into(), upstream }
+    fn routes(text: &str) -> Vec<Route> {
+        let cfg = config::Config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"u\"\nendpoints = [\"127.0.0.1:2\"]\n{text}"
+        ))
+        .unwrap();
+        cfg.routes
+    }
+
+    fn route(host: Option<&str>, path: &str, extra: &str) -> String {
+        let host = host.map(|h| format!("host = \"{h}\"\n")).unwrap_or_default();
+        format!("[[routes]]\n{host}{path}\nupstream = \"u\"\n{extra}\n")
     }
 
     #[test]
     fn precedence() {
-        let t = RouteTable::new(&[
-            route(HostMatch::Any, "/", 0),
-            route(HostMatch::Any, "/api", 1),
-            route(HostMatch::Any, "/api/v2/", 2),
-            route(HostMatch::Exact("a.example.com".into()), "/", 3),
-            route(HostMatch::Suffix(".example.com".into()), "/", 4),
-            route(HostMatch::Any, "/api", 5),
-        ]);
-        let cases: &[(Option<&str>, &str, Option<usize>)] = &[
-            (None, "/", Some(0)),
-            (None, "/apix", Some(0)),
-            (None, "/api", Some(1)),
-            (None, "/api/x", Some(1)),
-            (None, "/api/v2/x", Some(2)),
-            (None, "/api/v2", Some(1)),
-            (Some("A.Example.com:8080"), "/api", Some(3)),
-            (Some("b.example.com."), "/x", Some(4)),
-            (Some("example.com"), "/x", Some(0)),
-            (Some("[::1]:80"), "/x", Some(0)),
+        let text = [
+            route(None, "path = \"/\"", ""),                                // 0
+            route(None, "path = \"/api\"", ""),                             // 1
+            route(None, "path = \"/api/v2/\"", ""),                         // 2
+            route(Some("a.example.com"), "path = \"/\"", ""),               // 3
+            route(Some("*.example.com"), "path = \"/\"", ""),               // 4
+            route(None, "path = \"/api\"", ""),                             // 5 (shadowed by 1)
+            route(None, "path_exact = \"/api/health\"", ""),                // 6
+            route(None, "path = \"/m\"", "methods = [\"POST\"]"),           // 7
+            route(None, "path = \"/m\"", "methods = [\"GET\", \"HEAD\"]"),  // 8
+        ]
+        .concat();
+        let rs = routes(&text);
+        let t = RouteTable::new(&rs);
+        let cases: &[(Option<&str>, &str, &str, Option<usize>)] = &[
+            (None, "/", "GET", Some(0)),
+            (None, "/apix", "GET", Some(0)),
+            (None, "/api", "GET", Some(1)),
+            (None, "/api/x", "GET", Some(1)),
+            (None, "/api/v2/x", "GET", Some(2)),
+            (None, "/api/v2/", "GET", Some(2)),
+            (None, "/api/v2", "GET", Some(1)),
+            (None, "/api/health", "GET", Some(6)),
+            (None, "/api/health/x", "GET", Some(1)),
+            (Some("A.Example.com:8080"), "/api", "GET", Some(3)),
+            (Some("b.example.com."), "/x", "GET", Some(4)),
+            (Some("example.com"), "/x", "GET", Some(0)),
+            (Some("[::1]:80"), "/x", "GET", Some(0)),
+            (None, "/m/1", "POST", Some(7)),
+            (None, "/m/1", "HEAD", Some(8)),
+            (None, "/m/1", "DELETE", Some(0)),
         ];
-        for (host, path, want) in cases {
-            assert_eq!(t.find(host.map(str::as_bytes), path.as_bytes()), *want, "{host:?} {path}");
+        for (host, path, method, want) in cases {
+            assert_eq!(t.find(host.map(str::as_bytes), path.as_bytes(), method.as_bytes(), &rs), *want, "{host:?} {method} {path}");
         }
-        let t = RouteTable::new(&[route(HostMatch::Any, "/only", 0)]);
-        assert_eq!(t.find(None, b"/other"), None);
+        let rs = routes(&route(None, "path = \"/only\"", ""));
+        assert_eq!(RouteTable::new(&rs).find(None, b"/other", b"GET", &rs), None);
     }
 }

@@ -11,6 +11,7 @@ use config::Config;
 
 use crate::driver::Driver;
 use crate::listener::bind_all;
+use crate::ratelimit::{Grant, ToBank};
 use crate::worker::{self, Spawn};
 
 /// Why the server could not start.
@@ -44,6 +45,7 @@ impl Server {
         let shutdown = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
+        let mut banks = start_bank(&cfg, workers);
         for (id, listeners) in listeners.into_iter().enumerate() {
             let spawn = Spawn {
                 id,
@@ -53,6 +55,7 @@ impl Server {
                 core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
                 shutdown: shutdown.clone(),
                 ready: ready_tx.clone(),
+                bank: banks.as_mut().map(|(tx, rxs)| (tx.clone(), rxs.remove(0))),
             };
             match worker::spawn(spawn) {
                 Ok(t) => threads.push(t),
@@ -63,6 +66,7 @@ impl Server {
             }
         }
         drop(ready_tx);
+        drop(banks);
         let server = Server { addrs, driver, shutdown, threads };
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -102,4 +106,25 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+type BankChannels = (crossbeam_channel::Sender<ToBank>, Vec<crossbeam_channel::Receiver<Grant>>);
+
+/// Starts the rate-limit bank thread when some route has a limit; returns the channel to it
+/// and one grant channel per worker. The bank exits when every worker has gone.
+fn start_bank(cfg: &Config, workers: usize) -> Option<BankChannels> {
+    let limits = crate::ratelimit::all_limits(cfg);
+    if limits.is_empty() {
+        return None;
+    }
+    let (to_bank, requests) = crossbeam_channel::unbounded();
+    let (grant_txs, grant_rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| crossbeam_channel::unbounded()).unzip();
+    let spawned = std::thread::Builder::new()
+        .name("coregate-bank".into())
+        .spawn(move || crate::ratelimit::Bank::new(limits).run(requests, grant_txs));
+    if let Err(e) = spawned {
+        log::error!("cannot start the rate-limit bank: {e}; rate limits will admit everything");
+        return None;
+    }
+    Some((to_bank, grant_rxs))
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use config::Config;
 use monoio::net::TcpListener;
 
+use crate::auth::ApiKeys;
 use crate::conn;
+use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::driver::Driver;
 use crate::idle::IdleTimers;
 use crate::pool::Pool;
@@ -34,6 +36,13 @@ pub(crate) struct Worker {
     pub drain: Drain,
     /// Deadlines of parked idle connections, fired by the control tick.
     pub idle: IdleTimers,
+    pub keys: ApiKeys,
+    /// This core's side of the rate limits (None when no route has one).
+    pub buckets: Option<RefCell<Buckets>>,
+    /// Global id of each route's first rate limit.
+    pub limit_ids: Vec<u32>,
+    /// Reused buffer for bucket keys.
+    pub scratch: RefCell<Vec<u8>>,
     /// Client connections open on this worker.
     pub active: Cell<usize>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
@@ -49,6 +58,8 @@ pub(crate) struct Spawn {
     pub shutdown: Arc<AtomicBool>,
     /// Told once the runtime is up (or why it could not start).
     pub ready: mpsc::Sender<io::Result<()>>,
+    /// Channels to the rate-limit bank, when there is one.
+    pub bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -59,13 +70,35 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
             }
         }
         let ready = s.ready.clone();
-        let Spawn { cfg, listeners, shutdown, driver, .. } = s;
-        driver.run(move |r| drop(ready.send(r)), run(cfg, listeners, shutdown));
+        let Spawn { cfg, listeners, shutdown, driver, id, bank, .. } = s;
+        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, shutdown, bank));
     })
 }
 
-async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: Arc<AtomicBool>) {
+async fn run(
+    id: usize,
+    cfg: Arc<Config>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: Arc<AtomicBool>,
+    bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
+) {
+    let limit_ids = cfg
+        .routes
+        .iter()
+        .scan(0u32, |next, r| {
+            let first = *next;
+            *next += r.rate_limits.len() as u32;
+            Some(first)
+        })
+        .collect();
+    let buckets = bank.map(|(tx, rx)| {
+        RefCell::new(Buckets::new(id, cfg.server.workers.get(), crate::ratelimit::all_limits(&cfg), tx, rx))
+    });
     let w = Rc::new(Worker {
+        keys: ApiKeys::new(&cfg.consumers),
+        buckets,
+        limit_ids,
+        scratch: RefCell::new(Vec::new()),
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
@@ -83,6 +116,9 @@ async fn run(cfg: Arc<Config>, listeners: Vec<std::net::TcpListener>, shutdown: 
             }
             Err(e) => log::error!("cannot register listener: {e}"),
         }
+    }
+    if w.buckets.is_some() {
+        monoio::spawn(collect_grants(w.clone()));
     }
     let mut ticks = 0u32;
     while !shutdown.load(Ordering::Relaxed) {
@@ -134,4 +170,22 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
     }
     drop(listener);
     w.accepting.set(w.accepting.get() - 1);
+}
+
+/// Collects rate-limit grants: every millisecond while leases are outstanding, else every
+/// 20 ms; returns idle leases once a second.
+async fn collect_grants(w: Rc<Worker>) {
+    let Some(buckets) = &w.buckets else { return };
+    let mut last_expiry = Instant::now();
+    while !w.drain.is_draining() {
+        let busy = buckets.borrow().outstanding > 0;
+        monoio::time::sleep(Duration::from_millis(if busy { 1 } else { 20 })).await;
+        let mut b = buckets.borrow_mut();
+        b.collect();
+        let now = Instant::now();
+        if now.saturating_duration_since(last_expiry) >= Duration::from_secs(1) {
+            b.expire(now);
+            last_expiry = now;
+        }
+    }
 }

@@ -1,0 +1,343 @@
+//! Validation of routes and the policies on them: path and method matching, actions
+//! (proxy, respond, redirect), API-key consumers, rate limits and header edits.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::raw::{RawApiKey, RawConsumer, RawHeaderOps, RawRateLimit, RawRoute};
+use crate::validate::{parse_duration, Checker};
+use crate::{Action, ApiKeyAuth, Consumer, HeaderOps, HostMatch, LimitKey, PathMatch, Piece, RateLimit, Route, Template, Upstream};
+
+/// RFC 9110 5.6.2 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Field values may hold visible characters, spaces and tabs; never CR, LF or NUL.
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+}
+
+pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consumer> {
+    let mut out: Vec<Consumer> = Vec::new();
+    for (i, rc) in raw.iter().enumerate() {
+        let path = format!("consumers[{i}]");
+        let name = match &rc.name {
+            Some(n) if is_field_value(n) && !n.is_empty() => n.clone(),
+            _ => {
+                c.err(format!("{path}.name"), "missing or invalid consumer name");
+                continue;
+            }
+        };
+        if out.iter().any(|o| o.name == name) {
+            c.err(format!("{path}.name"), format!("duplicate consumer {name:?}"));
+        }
+        let mut keys: Vec<(String, String)> = rc.keys.iter().enumerate().map(|(k, v)| (format!("{path}.keys[{k}]"), v.clone())).collect();
+        if let Some(file) = &rc.keys_file {
+            match std::fs::read_to_string(file) {
+                Ok(text) => keys.extend(
+                    text.lines()
+                        .enumerate()
+                        .map(|(n, l)| (format!("{path}.keys_file {file}:{}", n + 1), l.trim().to_string()))
+                        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#')),
+                ),
+                Err(e) => c.err(format!("{path}.keys_file"), format!("cannot read {file:?}: {e}")),
+            }
+        }
+        if keys.is_empty() {
+            c.err(format!("{path}.keys"), "a consumer needs at least one key");
+        }
+        let mut key_digests = Vec::new();
+        for (kpath, k) in keys {
+            match digest_of(&k) {
+                Ok(d) => key_digests.push(d),
+                Err(msg) => c.err(kpath, msg),
+            }
+        }
+        out.push(Consumer { name, key_digests });
+    }
+    for (i, a) in out.iter().enumerate() {
+        for b in &out[i + 1..] {
+            if a.key_digests.iter().any(|d| b.key_digests.contains(d)) {
+                c.err("consumers", format!("consumers {:?} and {:?} share a key", a.name, b.name));
+            }
+        }
+    }
+    out
+}
+
+/// A key as stored: `sha256:<hex>` as given, anything else hashed.
+fn digest_of(k: &str) -> Result<[u8; 32], String> {
+    if let Some(hex) = k.strip_prefix("sha256:") {
+        let bytes: Option<Vec<u8>> =
+            (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok())).collect();
+        return bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| "sha256: must be followed by 64 hex digits".to_string());
+    }
+    if k.len() < 8 {
+        return Err("an API key must have at least 8 characters".into());
+    }
+    Ok(Sha256::digest(k.as_bytes()).into())
+}
+
+pub(crate) fn build_api_key(c: &mut Checker, raw: &RawApiKey) -> ApiKeyAuth {
+    let name = |c: &mut Checker, path: &str, v: &Option<String>, default: &str| match v {
+        None => default.to_string(),
+        Some(h) if is_token(h) => h.to_ascii_lowercase(),
+        Some(h) => {
+            c.err(path, format!("{h:?} is not a header name"));
+            default.to_string()
+        }
+    };
+    ApiKeyAuth {
+        header: name(c, "auth.api_key.header", &raw.header, "x-api-key"),
+        query: raw.query.clone().filter(|q| !q.is_empty()),
+        consumer_header: name(c, "auth.api_key.consumer_header", &raw.consumer_header, "x-consumer"),
+    }
+}
+
+fn template(c: &mut Checker, path: &str, v: &str) -> Template {
+    let mut pieces = Vec::new();
+    let mut rest = v;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            c.err(path, format!("unclosed '{{' in {v:?}"));
+            return Template(pieces);
+        };
+        match &rest[open + 1..open + close] {
+            "client_ip" => pieces.push(Piece::ClientIp),
+            "consumer" => pieces.push(Piece::Consumer),
+            other => c.err(path, format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}})")),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_string()));
+    }
+    Template(pieces)
+}
+
+fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps) -> HeaderOps {
+    let mut pairs = |kind: &str, map: &BTreeMap<String, String>| -> Vec<(String, Template)> {
+        map.iter()
+            .filter_map(|(k, v)| {
+                let p = format!("{path}.{kind}.{k}");
+                if !is_token(k) {
+                    c.err(&p, "not a header name");
+                    return None;
+                }
+                if !is_field_value(v) {
+                    c.err(&p, "header values may not hold control characters");
+                    return None;
+                }
+                Some((k.to_ascii_lowercase(), template(c, &p, v)))
+            })
+            .collect()
+    };
+    let set = pairs("set", &raw.set);
+    let add = pairs("add", &raw.add);
+    let remove = raw
+        .remove
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            if is_token(k) {
+                Some(k.to_ascii_lowercase())
+            } else {
+                c.err(format!("{path}.remove[{i}]"), format!("{k:?} is not a header name"));
+                None
+            }
+        })
+        .collect();
+    HeaderOps { remove, set, add }
+}
+
+fn rate_limit(c: &mut Checker, path: &str, r: &RawRateLimit) -> Option<RateLimit> {
+    let rate = match r.rate {
+        Some(v) if v > 0.0 && v.is_finite() => v,
+        _ => {
+            c.err(format!("{path}.rate"), "a positive number of requests per second is required");
+            return None;
+        }
+    };
+    let burst = r.burst.unwrap_or_else(|| rate.ceil() as u32).max(1);
+    let key = match r.key.as_deref().unwrap_or("route") {
+        "route" => LimitKey::Route,
+        "ip" => LimitKey::ClientIp,
+        "consumer" => LimitKey::Consumer,
+        other => match other.strip_prefix("header:") {
+            Some(h) if is_token(h) => LimitKey::Header(h.to_ascii_lowercase()),
+            _ => {
+                c.err(format!("{path}.key"), format!("{other:?}: expected route, ip, consumer or header:<name>"));
+                return None;
+            }
+        },
+    };
+    Some(RateLimit { rate, burst, key })
+}
+
+fn host_match(c: &mut Checker, path: &str, host: Option<&str>) -> Option<HostMatch> {
+    Some(match host {
+        None => HostMatch::Any,
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+            Some(_) => {
+                c.err(format!("{path}.host"), format!("{h:?}: a wildcard host must look like \"*.example.com\""));
+                return None;
+            }
+            None if !h.is_empty() && !h.contains(|ch: char| ch.is_ascii_whitespace() || ch == '/' || ch == ':') => {
+                HostMatch::Exact(h.to_ascii_lowercase())
+            }
+            None => {
+                c.err(format!("{path}.host"), format!("{h:?} is not a host name (no port, scheme or path)"));
+                return None;
+            }
+        },
+    })
+}
+
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/') && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control() || ch == '?' || ch == '#')
+}
+
+pub(crate) fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: &[Upstream], consumers: &[Consumer]) -> Option<Route> {
+    let before = c.errors.len();
+    let path_match = match (&r.path, &r.path_exact) {
+        (Some(p), None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
+        (None, Some(p)) if valid_path(p) => Some(PathMatch::Exact(p.clone())),
+        (Some(p), None) | (None, Some(p)) => {
+            c.err(format!("{path}.path"), format!("{p:?} must start with '/' and hold no whitespace, '?' or '#'"));
+            None
+        }
+        (Some(_), Some(_)) => {
+            c.err(path, "set either path (a prefix) or path_exact, not both");
+            None
+        }
+        (None, None) => {
+            c.err(format!("{path}.path"), "missing path (a prefix) or path_exact");
+            None
+        }
+    };
+    let host = host_match(c, path, r.host.as_deref());
+    let methods: Vec<String> = r
+        .methods
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            if is_token(m) {
+                Some(m.to_ascii_uppercase())
+            } else {
+                c.err(format!("{path}.methods[{i}]"), format!("{m:?} is not a method"));
+                None
+            }
+        })
+        .collect();
+    let action = match (&r.upstream, &r.respond, &r.redirect) {
+        (Some(name), None, None) => match upstreams.iter().position(|u| &u.name == name) {
+            Some(i) => Some(Action::Proxy { upstream: i }),
+            None => {
+                c.err(format!("{path}.upstream"), format!("no upstream named {name:?}"));
+                None
+            }
+        },
+        (None, Some(resp), None) => {
+            let status = resp.status.unwrap_or(200);
+            if !(200..=599).contains(&status) {
+                c.err(format!("{path}.respond.status"), format!("{status} is not a final status code"));
+            }
+            let mut headers = Vec::new();
+            for (k, v) in &resp.headers {
+                if is_token(k) && is_field_value(v) {
+                    headers.push((k.to_ascii_lowercase(), v.clone()));
+                } else {
+                    c.err(format!("{path}.respond.headers.{k}"), "invalid header name or value");
+                }
+            }
+            Some(Action::Respond { status, headers, body: resp.body.clone().unwrap_or_default() })
+        }
+        (None, None, Some(red)) => {
+            let status = red.status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                c.err(format!("{path}.redirect.status"), format!("{status} is not a redirect status (301, 302, 303, 307, 308)"));
+            }
+            match &red.location {
+                Some(l) if !l.is_empty() && is_field_value(l) => Some(Action::Redirect { status, location: l.clone() }),
+                _ => {
+                    c.err(format!("{path}.redirect.location"), "missing or invalid location");
+                    None
+                }
+            }
+        }
+        (None, None, None) => {
+            c.err(format!("{path}.upstream"), "missing upstream (or respond, or redirect)");
+            None
+        }
+        _ => {
+            c.err(path, "set exactly one of upstream, respond and redirect");
+            None
+        }
+    };
+    let auth = match r.auth.as_deref() {
+        None => false,
+        Some("api_key") if consumers.is_empty() => {
+            c.err(format!("{path}.auth"), "auth = \"api_key\" needs at least one [[consumers]] entry");
+            true
+        }
+        Some("api_key") => true,
+        Some(other) => {
+            c.err(format!("{path}.auth"), format!("unknown auth {other:?} (expected \"api_key\")"));
+            false
+        }
+    };
+    let allowed: Vec<usize> = r
+        .consumers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match consumers.iter().position(|k| &k.name == n) {
+            Some(x) => Some(x),
+            None => {
+                c.err(format!("{path}.consumers[{i}]"), format!("no consumer named {n:?}"));
+                None
+            }
+        })
+        .collect();
+    if !allowed.is_empty() && !auth {
+        c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\"");
+    }
+    let rate_limits: Vec<RateLimit> =
+        r.rate_limits.iter().enumerate().filter_map(|(i, l)| rate_limit(c, &format!("{path}.rate_limits[{i}]"), l)).collect();
+    let strip_prefix = r.strip_prefix.unwrap_or(false);
+    if strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
+        c.err(format!("{path}.strip_prefix"), "strip_prefix needs a path prefix");
+    }
+    let response_timeout = r.response_timeout.as_ref().and_then(|t| match parse_duration(t) {
+        Some(d) if !d.is_zero() => Some(d),
+        _ => {
+            c.err(format!("{path}.response_timeout"), format!("invalid duration {t:?}"));
+            None
+        }
+    });
+    let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers);
+    let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers);
+    if c.errors.len() > before {
+        return None;
+    }
+    Some(Route {
+        host: host?,
+        path: path_match?,
+        methods,
+        action: action?,
+        response_timeout,
+        max_body_bytes: r.max_body_bytes,
+        auth,
+        consumers: allowed,
+        rate_limits,
+        strip_prefix,
+        request_headers,
+        response_headers,
+    })
+}

@@ -1,0 +1,166 @@
+//! The gateway policies a route applies before proxying, in this fixed order:
+//! authentication (API keys, consumer allow-list), rate limits, and then the route's
+//! action when it answers by itself (direct response, redirect). Also the target rewrite
+//! (prefix stripping, API key removed from the query). Each refusal is a small response with
+//! the fields a client needs (WWW-Authenticate, Retry-After, RateLimit-*).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use config::{Action, ApiKeyAuth, LimitKey, PathMatch, Route};
+use proto_http::{RequestHead, Version};
+
+use crate::auth::{presented_key, without_query_param, KeySource};
+use crate::forward;
+use crate::io::Conn;
+use crate::proxy::Next;
+use crate::ratelimit::{bucket_key, Decision};
+use crate::worker::Worker;
+
+/// A policy's answer instead of the upstream's.
+pub(crate) struct Refusal {
+    status: u16,
+    headers: Vec<(&'static [u8], Vec<u8>)>,
+    detail: &'static str,
+}
+
+impl Refusal {
+    pub(crate) async fn send(self, w: &Worker, client: &mut Conn, keep_alive: bool, version: Version) -> Next {
+        let body = format!("{} {}: {}\n", self.status, proto_http::write::reason(self.status), self.detail);
+        let mut headers: Vec<(&[u8], &[u8])> = vec![(b"content-type", b"text/plain; charset=utf-8")];
+        headers.extend(self.headers.iter().map(|(n, v)| (*n, v.as_slice())));
+        send_local(w, client, self.status, &headers, body.as_bytes(), keep_alive, version).await
+    }
+}
+
+async fn send_local(
+    w: &Worker,
+    client: &mut Conn,
+    status: u16,
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+    keep_alive: bool,
+    version: Version,
+) -> Next {
+    let keep = keep_alive && !w.drain.is_draining();
+    let resp = forward::local_response(status, headers, body, keep, version);
+    match client.write(resp, w.cfg.timeouts.client_send).await {
+        Ok(_) if keep => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Identifies the consumer when the route requires an API key: 401 without a valid key,
+/// 403 for a consumer the route does not allow.
+pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Result<(Option<usize>, Option<KeySource>), Refusal> {
+    if !route.auth {
+        return Ok((None, None));
+    }
+    let challenge = || vec![(&b"www-authenticate"[..], format!("ApiKey realm=\"coregate\", header=\"{}\"", w.cfg.api_key.header).into_bytes())];
+    let Some((key, source)) = presented_key(req, &w.cfg.api_key) else {
+        return Err(Refusal { status: 401, headers: challenge(), detail: "an API key is required" });
+    };
+    let Some(consumer) = w.keys.consumer(key) else {
+        return Err(Refusal { status: 401, headers: challenge(), detail: "invalid API key" });
+    };
+    if !route.consumers.is_empty() && !route.consumers.contains(&consumer) {
+        return Err(Refusal { status: 403, headers: Vec::new(), detail: "this consumer may not use this route" });
+    }
+    Ok((Some(consumer), Some(source)))
+}
+
+/// Takes a token from every limit of the route; 429 from the first that has none.
+pub(crate) fn rate_limit(
+    w: &Worker,
+    route_idx: usize,
+    route: &Route,
+    req: &RequestHead,
+    peer: SocketAddr,
+    consumer: Option<usize>,
+) -> Result<(), Refusal> {
+    if route.rate_limits.is_empty() {
+        return Ok(());
+    }
+    let Some(buckets) = &w.buckets else { return Ok(()) };
+    let mut buckets = buckets.borrow_mut();
+    let mut key = w.scratch.borrow_mut();
+    let first_id = w.limit_ids[route_idx];
+    let now = Instant::now();
+    for (i, limit) in route.rate_limits.iter().enumerate() {
+        let ip;
+        let consumer_bytes;
+        let k: &[u8] = match &limit.key {
+            LimitKey::Route => b"",
+            LimitKey::ClientIp => {
+                ip = match peer.ip() {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                &ip
+            }
+            LimitKey::Consumer => {
+                consumer_bytes = consumer.map(|c| (c as u64).to_le_bytes()).unwrap_or([0xff; 8]);
+                &consumer_bytes
+            }
+            LimitKey::Header(name) => req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v).unwrap_or(b""),
+        };
+        bucket_key(&mut key, first_id + i as u32, k);
+        if let Decision::Deny { rate, burst } = buckets.check(&key, now) {
+            // RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers): the quota is the
+            // burst, refilled at `rate`; a token is back in 1/rate seconds.
+            let reset = (1.0 / rate).ceil().max(1.0) as u64;
+            return Err(Refusal {
+                status: 429,
+                headers: vec![
+                    (b"retry-after", reset.to_string().into_bytes()),
+                    (b"ratelimit-limit", burst.to_string().into_bytes()),
+                    (b"ratelimit-remaining", b"0".to_vec()),
+                    (b"ratelimit-reset", reset.to_string().into_bytes()),
+                ],
+                detail: "rate limit exceeded",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Answers a route whose action is a direct response or a redirect.
+pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, keep_alive: bool, version: Version) -> Next {
+    match action {
+        Action::Respond { status, headers, body } => {
+            let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+            send_local(w, client, *status, &fields, body.as_bytes(), keep_alive, version).await
+        }
+        Action::Redirect { status, location } => {
+            let fields: [(&[u8], &[u8]); 1] = [(b"location", location.as_bytes())];
+            send_local(w, client, *status, &fields, b"", keep_alive, version).await
+        }
+        Action::Proxy { .. } => unreachable!("proxy routes are not answered locally"),
+    }
+}
+
+/// The target to send upstream when policies change it: the matched prefix stripped, the
+/// API key's query parameter removed. `None` keeps the client's.
+pub(crate) fn upstream_target(route: &Route, req: &RequestHead, key: Option<KeySource>, api: &ApiKeyAuth) -> Option<Vec<u8>> {
+    let mut target: Option<Vec<u8>> = None;
+    if route.strip_prefix {
+        if let PathMatch::Prefix(prefix) = &route.path {
+            let path = req.path();
+            let cut = prefix.trim_end_matches('/').len();
+            let rest = &path[cut.min(path.len())..];
+            let mut t = Vec::with_capacity(rest.len() + 1);
+            if !rest.starts_with(b"/") {
+                t.push(b'/');
+            }
+            t.extend_from_slice(rest);
+            target = Some(t);
+        }
+    }
+    if key == Some(KeySource::Query) {
+        if let Some(q) = &api.query {
+            let base = target.as_deref().unwrap_or(req.path());
+            target = Some(without_query_param(base, q.as_bytes()));
+        }
+    }
+    target
+}

@@ -1,0 +1,285 @@
+//! Rate limits: token buckets that live on each core but keep one global promise.
+//!
+//! # How cores share a budget
+//!
+//! The authority for every (limit, key) bucket is the *bank*, a thread of its own that
+//! refills buckets at their rate up to their burst. Workers never touch it per request:
+//! each worker keeps a local allowance per (limit, key) and spends it with plain integer
+//! arithmetic. When an allowance falls to half a *lease* (a tenth of a second of the
+//! limit's rate, at least 1 token), the worker asks the bank for another lease over a
+//! crossbeam channel; grants come back on the worker's own channel and are collected by a
+//! short poll loop that runs only while a request is outstanding. Leases that sit unused
+//! for a second are returned to the bank, so tokens follow the traffic when it moves
+//! between cores.
+//!
+//! A worker that sees a key for the first time may spend one token before its first grant
+//! arrives; it tells the bank, which debits it (a bucket may go briefly negative). The
+//! global rate therefore stays exact over time; the transient error is at most one token
+//! per worker per new key, plus what is in flight in one lease round trip.
+//!
+//! Memory is bounded: local entries idle for a second are dropped (after returning their
+//! tokens), at most [`MAX_KEYS_PER_CORE`] keys are held per core (beyond that new keys are
+//! refused with 429 until entries expire), and the bank drops full buckets idle for a minute.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use config::RateLimit;
+use crossbeam_channel::{Receiver, Sender};
+
+/// Distinct (limit, key) entries one core keeps.
+pub(crate) const MAX_KEYS_PER_CORE: usize = 100_000;
+/// Local entries unused for this long give their tokens back and are dropped.
+const LOCAL_IDLE: Duration = Duration::from_secs(1);
+/// Bank entries that are full and unused for this long are dropped.
+const BANK_IDLE: Duration = Duration::from_secs(60);
+
+/// Worker to bank.
+#[derive(Debug)]
+pub(crate) enum ToBank {
+    /// Asks for up to `want` tokens; `debt` tokens were already spent without a lease.
+    Lease { worker: usize, key: Box<[u8]>, want: u32, debt: u32 },
+    /// Gives back unused tokens.
+    Return { key: Box<[u8]>, tokens: u32 },
+}
+
+/// Bank to worker.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    pub key: Box<[u8]>,
+    pub tokens: u32,
+}
+
+/// The key bytes of a bucket: the limit's global id, then the key's own bytes.
+pub(crate) fn bucket_key(out: &mut Vec<u8>, limit_id: u32, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&limit_id.to_le_bytes());
+    out.extend_from_slice(key);
+}
+
+/// Every limit in the configuration, by global id (routes in order, limits in order).
+pub(crate) fn all_limits(cfg: &config::Config) -> Vec<RateLimit> {
+    cfg.routes.iter().flat_map(|r| r.rate_limits.iter().cloned()).collect()
+}
+
+fn limit_of<'a>(limits: &'a [RateLimit], key: &[u8]) -> Option<&'a RateLimit> {
+    let id = u32::from_le_bytes(key.get(..4)?.try_into().ok()?);
+    limits.get(id as usize)
+}
+
+/// Tokens per lease for a limit: a tenth of a second of its rate shared by `workers`.
+fn lease_size(l: &RateLimit, workers: usize) -> u32 {
+    ((l.rate / 10.0 / workers as f64).ceil() as u32).clamp(1, l.burst.max(1))
+}
+
+struct Local {
+    tokens: u32,
+    pending: bool,
+    debt: u32,
+    last_used: Instant,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Decision {
+    Allow,
+    /// Refused; the limit that refused, for the 429 headers.
+    Deny { rate: f64, burst: u32 },
+}
+
+/// One worker's side of every limit.
+pub(crate) struct Buckets {
+    worker: usize,
+    workers: usize,
+    limits: Vec<RateLimit>,
+    local: HashMap<Box<[u8]>, Local>,
+    to_bank: Sender<ToBank>,
+    grants: Receiver<Grant>,
+    /// Leases requested and not yet granted.
+    pub(crate) outstanding: usize,
+}
+
+impl Buckets {
+    pub(crate) fn new(worker: usize, workers: usize, limits: Vec<RateLimit>, to_bank: Sender<ToBank>, grants: Receiver<Grant>) -> Self {
+        Self { worker, workers, limits, local: HashMap::new(), to_bank, grants, outstanding: 0 }
+    }
+
+    /// Takes one token of the bucket `key` (built by [`bucket_key`]).
+    pub(crate) fn check(&mut self, key: &[u8], now: Instant) -> Decision {
+        let Some(limit) = limit_of(&self.limits, key) else { return Decision::Allow };
+        let (rate, burst, lease) = (limit.rate, limit.burst, lease_size(limit, self.workers));
+        if !self.local.contains_key(key) {
+            if self.local.len() >= MAX_KEYS_PER_CORE {
+                self.expire(now);
+            }
+            if self.local.len() >= MAX_KEYS_PER_CORE {
+                return Decision::Deny { rate, burst };
+            }
+            // First sight of this key on this core: one token on credit, repaid to the bank
+            // with the first lease request.
+            self.local.insert(key.into(), Local { tokens: 1, pending: false, debt: 1, last_used: now });
+        }
+        let e = self.local.get_mut(key).expect("present");
+        e.last_used = now;
+        let allowed = if e.tokens > 0 {
+            e.tokens -= 1;
+            true
+        } else {
+            false
+        };
+        if e.tokens <= lease / 2 && !e.pending {
+            e.pending = true;
+            let debt = std::mem::take(&mut e.debt);
+            if self.to_bank.send(ToBank::Lease { worker: self.worker, key: key.into(), want: lease, debt }).is_ok() {
+                self.outstanding += 1;
+            }
+        }
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny { rate, burst }
+        }
+    }
+
+    /// Collects the grants that have arrived.
+    pub(crate) fn collect(&mut self) {
+        while let Ok(g) = self.grants.try_recv() {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            match self.local.get_mut(&g.key) {
+                Some(e) => {
+                    e.tokens += g.tokens;
+                    e.pending = false;
+                }
+                None if g.tokens > 0 => {
+                    let _ = self.to_bank.send(ToBank::Return { key: g.key, tokens: g.tokens });
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Returns and drops local entries idle for a second.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let to_bank = &self.to_bank;
+        self.local.retain(|key, e| {
+            if e.pending || now.saturating_duration_since(e.last_used) < LOCAL_IDLE {
+                return true;
+            }
+            if e.tokens > 0 {
+                let _ = to_bank.send(ToBank::Return { key: key.clone(), tokens: e.tokens });
+            }
+            false
+        });
+    }
+}
+
+struct Global {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The authority for every bucket (see the module docs).
+pub(crate) struct Bank {
+    limits: Vec<RateLimit>,
+    buckets: HashMap<Box<[u8]>, Global>,
+    last_sweep: Instant,
+}
+
+impl Bank {
+    pub(crate) fn new(limits: Vec<RateLimit>) -> Self {
+        Self { limits, buckets: HashMap::new(), last_sweep: Instant::now() }
+    }
+
+    /// Applies one message; a lease is answered on `grants[worker]`.
+    fn handle(&mut self, msg: ToBank, now: Instant, grants: &[Sender<Grant>]) {
+        let (key, add, lease) = match msg {
+            ToBank::Lease { worker, key, want, debt } => (key, 0.0, Some((worker, want, debt))),
+            ToBank::Return { key, tokens } => (key, f64::from(tokens), None),
+        };
+        let Some(limit) = limit_of(&self.limits, &key) else { return };
+        let burst = f64::from(limit.burst);
+        let g = self.buckets.entry(key.clone()).or_insert(Global { tokens: burst, last: now });
+        let refilled = g.tokens + now.saturating_duration_since(g.last).as_secs_f64() * limit.rate;
+        g.tokens = (refilled.min(burst) + add).min(burst);
+        g.last = now;
+        if let Some((worker, want, debt)) = lease {
+            g.tokens -= f64::from(debt);
+            let granted = (g.tokens.floor().max(0.0) as u32).min(want);
+            g.tokens -= f64::from(granted);
+            if let Some(tx) = grants.get(worker) {
+                let _ = tx.send(Grant { key, tokens: granted });
+            }
+        }
+        if now.saturating_duration_since(self.last_sweep) > BANK_IDLE {
+            self.last_sweep = now;
+            let limits = &self.limits;
+            self.buckets.retain(|k, g| {
+                let idle = now.saturating_duration_since(g.last);
+                let full = limit_of(limits, k).is_none_or(|l| g.tokens + idle.as_secs_f64() * l.rate >= f64::from(l.burst));
+                !(full && idle > BANK_IDLE)
+            });
+        }
+    }
+
+    /// Serves until every worker has dropped its sender.
+    pub(crate) fn run(mut self, requests: Receiver<ToBank>, grants: Vec<Sender<Grant>>) {
+        while let Ok(msg) = requests.recv() {
+            self.handle(msg, Instant::now(), &grants);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(rate: f64, burst: u32) -> RateLimit {
+        RateLimit { rate, burst, key: config::LimitKey::Route }
+    }
+
+    #[test]
+    fn lease_sizes() {
+        assert_eq!(lease_size(&limit(100.0, 100), 2), 5);
+        assert_eq!(lease_size(&limit(1.0, 1), 4), 1);
+        assert_eq!(lease_size(&limit(100_000.0, 50), 1), 50);
+    }
+
+    #[test]
+    fn two_workers_share_one_burst() {
+        // Burst 10, rate tiny: across both workers at most 10 (+1 credit each) pass.
+        let limits = vec![limit(0.001, 10)];
+        let (to_bank, from_workers) = crossbeam_channel::unbounded();
+        let (g0, r0) = crossbeam_channel::unbounded();
+        let (g1, r1) = crossbeam_channel::unbounded();
+        let mut w = [Buckets::new(0, 2, limits.clone(), to_bank.clone(), r0), Buckets::new(1, 2, limits.clone(), to_bank, r1)];
+        let mut key = Vec::new();
+        bucket_key(&mut key, 0, b"");
+        let now = Instant::now();
+        let mut allowed = 0;
+        let mut bank = Bank::new(limits.clone());
+        for round in 0..50 {
+            for b in w.iter_mut() {
+                if b.check(&key, now) == Decision::Allow {
+                    allowed += 1;
+                }
+            }
+            if round % 3 == 0 {
+                for m in from_workers.try_iter() {
+                    bank.handle(m, now, &[g0.clone(), g1.clone()]);
+                }
+                for b in w.iter_mut() {
+                    b.collect();
+                }
+            }
+        }
+        assert!((10..=12).contains(&allowed), "allowed {allowed}");
+    }
+
+    #[test]
+    fn bucket_keys_are_prefixed_by_limit() {
+        let mut k = Vec::new();
+        bucket_key(&mut k, 3, b"10.0.0.1");
+        assert_eq!(&k[..4], &3u32.to_le_bytes());
+        assert_eq!(limit_of(&[limit(1.0, 1)], &k), None);
+    }
+}
