@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 
 use crate::raw::{RawApiKey, RawConsumer, RawHeaderOps, RawRateLimit, RawRoute};
 use crate::validate::{parse_duration, Checker};
-use crate::{Action, ApiKeyAuth, Consumer, HeaderOps, HostMatch, LimitKey, PathMatch, Piece, RateLimit, Route, Template, Upstream};
+use crate::{
+    Action, ApiKeyAuth, Consumer, HeaderOps, HostMatch, LimitKey, PathMatch, Piece, RateLimit, Route, Template,
+    Upstream,
+};
 
 /// RFC 9110 5.6.2 token characters.
 fn is_token(s: &str) -> bool {
@@ -33,7 +36,8 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
         if out.iter().any(|o| o.name == name) {
             c.err(format!("{path}.name"), format!("duplicate consumer {name:?}"));
         }
-        let mut keys: Vec<(String, String)> = rc.keys.iter().enumerate().map(|(k, v)| (format!("{path}.keys[{k}]"), v.clone())).collect();
+        let mut keys: Vec<(String, String)> =
+            rc.keys.iter().enumerate().map(|(k, v)| (format!("{path}.keys[{k}]"), v.clone())).collect();
         if let Some(file) = &rc.keys_file {
             match std::fs::read_to_string(file) {
                 Ok(text) => keys.extend(
@@ -72,7 +76,9 @@ fn digest_of(k: &str) -> Result<[u8; 32], String> {
     if let Some(hex) = k.strip_prefix("sha256:") {
         let bytes: Option<Vec<u8>> =
             (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok())).collect();
-        return bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| "sha256: must be followed by 64 hex digits".to_string());
+        return bytes
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| "sha256: must be followed by 64 hex digits".to_string());
     }
     if k.len() < 8 {
         return Err("an API key must have at least 8 characters".into());
@@ -183,7 +189,9 @@ fn host_match(c: &mut Checker, path: &str, host: Option<&str>) -> Option<HostMat
     Some(match host {
         None => HostMatch::Any,
         Some(h) => match h.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                HostMatch::Suffix(suffix.to_ascii_lowercase())
+            }
             Some(_) => {
                 c.err(format!("{path}.host"), format!("{h:?}: a wildcard host must look like \"*.example.com\""));
                 return None;
@@ -200,10 +208,17 @@ fn host_match(c: &mut Checker, path: &str, host: Option<&str>) -> Option<HostMat
 }
 
 fn valid_path(p: &str) -> bool {
-    p.starts_with('/') && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control() || ch == '?' || ch == '#')
+    p.starts_with('/')
+        && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control() || ch == '?' || ch == '#')
 }
 
-pub(crate) fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: &[Upstream], consumers: &[Consumer]) -> Option<Route> {
+pub(crate) fn build_route(
+    c: &mut Checker,
+    path: &str,
+    r: &RawRoute,
+    upstreams: &[Upstream],
+    consumers: &[Consumer],
+) -> Option<Route> {
     let before = c.errors.len();
     let path_match = match (&r.path, &r.path_exact) {
         (Some(p), None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
@@ -262,7 +277,10 @@ pub(crate) fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: 
         (None, None, Some(red)) => {
             let status = red.status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
-                c.err(format!("{path}.redirect.status"), format!("{status} is not a redirect status (301, 302, 303, 307, 308)"));
+                c.err(
+                    format!("{path}.redirect.status"),
+                    format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+                );
             }
             match &red.location {
                 Some(l) if !l.is_empty() && is_field_value(l) => Some(Action::Redirect { status, location: l.clone() }),
@@ -308,8 +326,12 @@ pub(crate) fn build_route(c: &mut Checker, path: &str, r: &RawRoute, upstreams: 
     if !allowed.is_empty() && !auth {
         c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\"");
     }
-    let rate_limits: Vec<RateLimit> =
-        r.rate_limits.iter().enumerate().filter_map(|(i, l)| rate_limit(c, &format!("{path}.rate_limits[{i}]"), l)).collect();
+    let rate_limits: Vec<RateLimit> = r
+        .rate_limits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| rate_limit(c, &format!("{path}.rate_limits[{i}]"), l))
+        .collect();
     let strip_prefix = r.strip_prefix.unwrap_or(false);
     if strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
         c.err(format!("{path}.strip_prefix"), "strip_prefix needs a path prefix");

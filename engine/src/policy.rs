@@ -52,11 +52,20 @@ async fn send_local(
 
 /// Identifies the consumer when the route requires an API key: 401 without a valid key,
 /// 403 for a consumer the route does not allow.
-pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Result<(Option<usize>, Option<KeySource>), Refusal> {
+pub(crate) fn authenticate(
+    w: &Worker,
+    route: &Route,
+    req: &RequestHead,
+) -> Result<(Option<usize>, Option<KeySource>), Refusal> {
     if !route.auth {
         return Ok((None, None));
     }
-    let challenge = || vec![(&b"www-authenticate"[..], format!("ApiKey realm=\"coregate\", header=\"{}\"", w.cfg.api_key.header).into_bytes())];
+    let challenge = || {
+        vec![(
+            &b"www-authenticate"[..],
+            format!("ApiKey realm=\"coregate\", header=\"{}\"", w.cfg.api_key.header).into_bytes(),
+        )]
+    };
     let Some((key, source)) = presented_key(req, &w.cfg.api_key) else {
         return Err(Refusal { status: 401, headers: challenge(), detail: "an API key is required" });
     };
@@ -102,7 +111,9 @@ pub(crate) fn rate_limit(
                 consumer_bytes = consumer.map(|c| (c as u64).to_le_bytes()).unwrap_or([0xff; 8]);
                 &consumer_bytes
             }
-            LimitKey::Header(name) => req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v).unwrap_or(b""),
+            LimitKey::Header(name) => {
+                req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v).unwrap_or(b"")
+            }
         };
         bucket_key(&mut key, first_id + i as u32, k);
         if let Decision::Deny { rate, burst } = buckets.check(&key, now) {
@@ -125,7 +136,13 @@ pub(crate) fn rate_limit(
 }
 
 /// Answers a route whose action is a direct response or a redirect.
-pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, keep_alive: bool, version: Version) -> Next {
+pub(crate) async fn respond(
+    w: &Worker,
+    client: &mut Conn,
+    action: &Action,
+    keep_alive: bool,
+    version: Version,
+) -> Next {
     match action {
         Action::Respond { status, headers, body } => {
             let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
@@ -141,7 +158,12 @@ pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, keep
 
 /// The target to send upstream when policies change it: the matched prefix stripped, the
 /// API key's query parameter removed. `None` keeps the client's.
-pub(crate) fn upstream_target(route: &Route, req: &RequestHead, key: Option<KeySource>, api: &ApiKeyAuth) -> Option<Vec<u8>> {
+pub(crate) fn upstream_target(
+    route: &Route,
+    req: &RequestHead,
+    key: Option<KeySource>,
+    api: &ApiKeyAuth,
+) -> Option<Vec<u8>> {
     let mut target: Option<Vec<u8>> = None;
     if route.strip_prefix {
         if let PathMatch::Prefix(prefix) = &route.path {

@@ -10,11 +10,11 @@ use config::Action;
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
+use crate::auth::KeySource;
 use crate::body::{coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
-use crate::auth::KeySource;
 use crate::policy;
 use crate::worker::Worker;
 
@@ -102,10 +102,11 @@ async fn exchange(
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
     let cfg = &w.cfg;
-    let route_idx = w
-        .routes
-        .find(req.host(), req.path_only(), req.method(), &cfg.routes)
-        .ok_or(Error::new(Kind::NoRoute, Side::Client, "no route"))?;
+    let route_idx = w.routes.find(req.host(), req.path_only(), req.method(), &cfg.routes).ok_or(Error::new(
+        Kind::NoRoute,
+        Side::Client,
+        "no route",
+    ))?;
     let route = &cfg.routes[route_idx];
     let keep_after_refusal = meta.body == BodyFraming::Empty && meta.keep_alive();
 

@@ -84,7 +84,10 @@ struct Local {
 pub(crate) enum Decision {
     Allow,
     /// Refused; the limit that refused, for the 429 headers.
-    Deny { rate: f64, burst: u32 },
+    Deny {
+        rate: f64,
+        burst: u32,
+    },
 }
 
 /// One worker's side of every limit.
@@ -100,7 +103,13 @@ pub(crate) struct Buckets {
 }
 
 impl Buckets {
-    pub(crate) fn new(worker: usize, workers: usize, limits: Vec<RateLimit>, to_bank: Sender<ToBank>, grants: Receiver<Grant>) -> Self {
+    pub(crate) fn new(
+        worker: usize,
+        workers: usize,
+        limits: Vec<RateLimit>,
+        to_bank: Sender<ToBank>,
+        grants: Receiver<Grant>,
+    ) -> Self {
         Self { worker, workers, limits, local: HashMap::new(), to_bank, grants, outstanding: 0 }
     }
 
@@ -215,7 +224,8 @@ impl Bank {
             let limits = &self.limits;
             self.buckets.retain(|k, g| {
                 let idle = now.saturating_duration_since(g.last);
-                let full = limit_of(limits, k).is_none_or(|l| g.tokens + idle.as_secs_f64() * l.rate >= f64::from(l.burst));
+                let full =
+                    limit_of(limits, k).is_none_or(|l| g.tokens + idle.as_secs_f64() * l.rate >= f64::from(l.burst));
                 !(full && idle > BANK_IDLE)
             });
         }
@@ -251,7 +261,8 @@ mod tests {
         let (to_bank, from_workers) = crossbeam_channel::unbounded();
         let (g0, r0) = crossbeam_channel::unbounded();
         let (g1, r1) = crossbeam_channel::unbounded();
-        let mut w = [Buckets::new(0, 2, limits.clone(), to_bank.clone(), r0), Buckets::new(1, 2, limits.clone(), to_bank, r1)];
+        let mut w =
+            [Buckets::new(0, 2, limits.clone(), to_bank.clone(), r0), Buckets::new(1, 2, limits.clone(), to_bank, r1)];
         let mut key = Vec::new();
         bucket_key(&mut key, 0, b"");
         let now = Instant::now();

@@ -146,15 +146,15 @@ mod tests {
     #[test]
     fn precedence() {
         let text = [
-            route(None, "path = \"/\"", ""),                                // 0
-            route(None, "path = \"/api\"", ""),                             // 1
-            route(None, "path = \"/api/v2/\"", ""),                         // 2
-            route(Some("a.example.com"), "path = \"/\"", ""),               // 3
-            route(Some("*.example.com"), "path = \"/\"", ""),               // 4
-            route(None, "path = \"/api\"", ""),                             // 5 (shadowed by 1)
-            route(None, "path_exact = \"/api/health\"", ""),                // 6
-            route(None, "path = \"/m\"", "methods = [\"POST\"]"),           // 7
-            route(None, "path = \"/m\"", "methods = [\"GET\", \"HEAD\"]"),  // 8
+            route(None, "path = \"/\"", ""),                               // 0
+            route(None, "path = \"/api\"", ""),                            // 1
+            route(None, "path = \"/api/v2/\"", ""),                        // 2
+            route(Some("a.example.com"), "path = \"/\"", ""),              // 3
+            route(Some("*.example.com"), "path = \"/\"", ""),              // 4
+            route(None, "path = \"/api\"", ""),                            // 5 (shadowed by 1)
+            route(None, "path_exact = \"/api/health\"", ""),               // 6
+            route(None, "path = \"/m\"", "methods = [\"POST\"]"),          // 7
+            route(None, "path = \"/m\"", "methods = [\"GET\", \"HEAD\"]"), // 8
         ]
         .concat();
         let rs = routes(&text);
@@ -178,7 +178,11 @@ mod tests {
             (None, "/m/1", "DELETE", Some(0)),
         ];
         for (host, path, method, want) in cases {
-            assert_eq!(t.find(host.map(str::as_bytes), path.as_bytes(), method.as_bytes(), &rs), *want, "{host:?} {method} {path}");
+            assert_eq!(
+                t.find(host.map(str::as_bytes), path.as_bytes(), method.as_bytes(), &rs),
+                *want,
+                "{host:?} {method} {path}"
+            );
         }
         let rs = routes(&route(None, "path = \"/only\"", ""));
         assert_eq!(RouteTable::new(&rs).find(None, b"/other", b"GET", &rs), None);

@@ -15,10 +15,10 @@ use monoio::net::TcpListener;
 
 use crate::auth::ApiKeys;
 use crate::conn;
-use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::driver::Driver;
 use crate::idle::IdleTimers;
 use crate::pool::Pool;
+use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
 
