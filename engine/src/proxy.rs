@@ -46,9 +46,14 @@ struct Outgoing {
     max_body: u64,
 }
 
+/// True when the request has no body bytes to read.
+fn no_body(b: BodyFraming) -> bool {
+    matches!(b, BodyFraming::Empty | BodyFraming::Length(0))
+}
+
 /// Proxies one request; on failure answers with an error response where one is possible.
 pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, req: RequestHead) -> Next {
-    let mut progress = Progress { body_done: req.meta.body == BodyFraming::Empty, ..Progress::default() };
+    let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
     let err = match exchange(w, client, peer, &req, &mut progress).await {
         Ok(next) => return next,
         Err(e) => e,
@@ -108,7 +113,7 @@ async fn exchange(
         "no route",
     ))?;
     let route = &cfg.routes[route_idx];
-    let keep_after_refusal = meta.body == BodyFraming::Empty && meta.keep_alive();
+    let keep_after_refusal = no_body(meta.body) && meta.keep_alive();
 
     // Policies, in order: authentication, rate limits; each may answer on its own.
     let (consumer, key_source) = match policy::authenticate(w, route, req) {
