@@ -32,6 +32,8 @@ OPTIONS:
     --idle N              idle connections for the memory test (default 10000; 0 skips it)
     --upstream KIND       nginx (default where installed) or bundled
     --no-epoll            skip the coregate epoll run
+    --no-policies         skip coregate with the policy chain (API key + rate limit +
+                          header transform), which is compared with plain coregate
     --out DIR             where to write report.json, report.md and *.svg (default bench-out)
 
 Cores: the proxies share cores 0..N-1 (N = workers); the upstream and the load generator use
@@ -47,6 +49,7 @@ struct Args {
     idle: usize,
     upstream: String,
     epoll: bool,
+    policies: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
 }
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         idle: 10_000,
         upstream: if have("nginx") { "nginx".into() } else { "bundled".into() },
         epoll: true,
+        policies: true,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
     };
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--idle" => a.idle = num(it.next(), f)? as usize,
             "--upstream" => a.upstream = it.next().cloned().ok_or("--upstream needs nginx or bundled")?,
             "--no-epoll" => a.epoll = false,
+            "--no-policies" => a.policies = false,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
@@ -153,9 +158,12 @@ fn run(a: &Args) -> Result<(), String> {
         _ => env.upstream_bundled(&other_cores)?,
     };
     let up = upstream.addr;
-    let mut targets: Vec<Proc> = vec![env.coregate(&proxy_cores, a.workers, up, "io_uring")?];
+    let mut targets: Vec<Proc> = vec![env.coregate(&proxy_cores, a.workers, up, "io_uring", false)?];
     if a.epoll {
-        targets.push(env.coregate(&proxy_cores, a.workers, up, "epoll")?);
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "epoll", false)?);
+    }
+    if a.policies {
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", true)?);
     }
     let max_conns = idle + 4096;
     if have("nginx") {
@@ -309,6 +317,14 @@ fn markdown(
             x.errors,
             x.wrk_rps.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
             x.wrk_cpu_us_per_req.filter(|_| name != "direct").map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let (Some(plain), Some(pol)) = (summary.get("coregate-io_uring"), summary.get("coregate-io_uring-policies")) {
+        let _ = writeln!(
+            s,
+            "\nPolicy chain (API key + rate limit + header transform) against plain proxying: throughput {:+.1}%, proxy CPU per request {:+.1}%.",
+            (pol.rps / plain.rps - 1.0) * 100.0,
+            (pol.cpu_us_per_req / plain.cpu_us_per_req - 1.0) * 100.0
         );
     }
     if !steps.is_empty() {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The API key every load run sends (only the policy target checks it).
+pub const BENCH_KEY: &str = "bench-key-0123456789";
+
 /// A free port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
@@ -164,24 +167,27 @@ impl Env {
         spawn("upstream-nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("upstream-nginx.log"))
     }
 
-    pub fn coregate(&self, cores: &str, workers: usize, upstream: SocketAddr, io: &str) -> Result<Proc, String> {
+    /// coregate with the plain route, or (`policies`) with the policy chain the README
+    /// measures: API key, rate limit (never reached) and a request header set from a template.
+    pub fn coregate(&self, cores: &str, workers: usize, upstream: SocketAddr, io: &str, policies: bool) -> Result<Proc, String> {
         let port = free_port();
+        let name = if policies { format!("coregate-{io}-policies") } else { format!("coregate-{io}") };
+        let route_extra = if policies {
+            "auth = \"api_key\"\nrate_limits = [{ rate = 10000000, burst = 1000000, key = \"consumer\" }]\n\
+             request_headers = { set = { x-consumer-tag = \"c-{consumer}\" } }\n"
+        } else {
+            ""
+        };
+        let consumers = if policies { format!("[[consumers]]\nname = \"bench\"\nkeys = [\"{BENCH_KEY}\"]\n") } else { String::new() };
         let conf = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\
-             [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{consumers}\
+             [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
         );
-        let path = self.work.join(format!("coregate-{io}.toml"));
+        let path = self.work.join(format!("{name}.toml"));
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args = ["--config".to_string(), path.display().to_string()];
-        spawn(
-            &format!("coregate-{io}"),
-            cores,
-            &self.bin_dir.join("coregate"),
-            &args,
-            addr,
-            &self.work.join(format!("coregate-{io}.log")),
-        )
+        spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
     pub fn nginx(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
