@@ -169,7 +169,14 @@ impl Env {
 
     /// coregate with the plain route, or (`policies`) with the policy chain the README
     /// measures: API key, rate limit (never reached) and a request header set from a template.
-    pub fn coregate(&self, cores: &str, workers: usize, upstream: SocketAddr, io: &str, policies: bool) -> Result<Proc, String> {
+    pub fn coregate(
+        &self,
+        cores: &str,
+        workers: usize,
+        upstream: SocketAddr,
+        io: &str,
+        policies: bool,
+    ) -> Result<Proc, String> {
         let port = free_port();
         let name = if policies { format!("coregate-{io}-policies") } else { format!("coregate-{io}") };
         let route_extra = if policies {
@@ -178,7 +185,11 @@ impl Env {
         } else {
             ""
         };
-        let consumers = if policies { format!("[[consumers]]\nname = \"bench\"\nkeys = [\"{BENCH_KEY}\"]\n") } else { String::new() };
+        let consumers = if policies {
+            format!("[[consumers]]\nname = \"bench\"\nkeys = [\"{BENCH_KEY}\"]\n")
+        } else {
+            String::new()
+        };
         let conf = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{consumers}\
              [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"

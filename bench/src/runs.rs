@@ -63,7 +63,16 @@ impl Loader<'_> {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(&self.cores).arg(self.load_bin);
         cmd.args(["--url", &format!("http://{addr}/"), "-c", &self.connections.to_string(), "-t", "1", "--no-pin"]);
-        cmd.args(["-d", &format!("{secs}s"), "--timeout", "5s", "-H", &format!("X-Api-Key: {}", crate::procs::BENCH_KEY), "--json"]).arg(&json);
+        cmd.args([
+            "-d",
+            &format!("{secs}s"),
+            "--timeout",
+            "5s",
+            "-H",
+            &format!("X-Api-Key: {}", crate::procs::BENCH_KEY),
+            "--json",
+        ])
+        .arg(&json);
         if let Some(r) = rate {
             cmd.args(["--rate", &format!("{r:.0}")]);
         }

@@ -3,7 +3,7 @@
 //! Whatever timing the hash-map lookup shows depends only on the digest of the presented
 //! key, which tells an attacker nothing about any stored key.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use config::{ApiKeyAuth, Consumer};
 use proto_http::RequestHead;

@@ -26,4 +26,5 @@ mod shutdown;
 mod worker;
 
 pub use driver::Driver;
+pub use route::RouteTable;
 pub use server::{Server, StartError};

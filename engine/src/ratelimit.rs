@@ -24,7 +24,7 @@
 //! tokens), at most [`MAX_KEYS_PER_CORE`] keys are held per core (beyond that new keys are
 //! refused with 429 until entries expire), and the bank drops full buckets idle for a minute.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::time::{Duration, Instant};
 
 use config::RateLimit;

@@ -8,7 +8,7 @@
 //! a prefix ending in `/` matches everything below it. Matching is on the raw path
 //! (no percent-decoding or dot-segment removal).
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use config::{HostMatch, PathMatch, Route};
 
@@ -65,7 +65,7 @@ fn method_matches(methods: &[String], method: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RouteTable {
+pub struct RouteTable {
     exact_hosts: HashMap<Box<[u8]>, PathTable>,
     /// Sorted by suffix length, longest first.
     suffix_hosts: Vec<(Box<[u8]>, PathTable)>,
@@ -73,7 +73,7 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    pub(crate) fn new(routes: &[Route]) -> Self {
+    pub fn new(routes: &[Route]) -> Self {
         let mut t = RouteTable::default();
         for (i, r) in routes.iter().enumerate() {
             let table = match &r.host {
@@ -94,7 +94,7 @@ impl RouteTable {
     }
 
     /// The index of the route for a request, or `None` (404).
-    pub(crate) fn find(&self, host: Option<&[u8]>, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
+    pub fn find(&self, host: Option<&[u8]>, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
         if let Some(h) = host.map(normalise_host) {
             let mut lower = [0u8; 256];
             if h.len() <= lower.len() {
