@@ -189,6 +189,44 @@ pub struct Route {
     pub strip_prefix: bool,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    pub access: IpRules,
+    pub cors: Option<Cors>,
+}
+
+/// IP access rules: deny first, then (when non-empty) allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpRules {
+    pub deny: Vec<ipnet::IpNet>,
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl IpRules {
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// Cross-origin resource sharing, answered by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Empty means any origin (`*`).
+    pub origins: Vec<String>,
+    pub methods: String,
+    pub headers: String,
+    pub expose_headers: String,
+    pub max_age_secs: u64,
+    pub credentials: bool,
+}
+
+impl Cors {
+    pub fn allows_origin(&self, origin: &[u8]) -> bool {
+        self.origins.is_empty() || self.origins.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(origin))
+    }
 }
 
 impl Route {

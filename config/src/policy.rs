@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::raw::{RawApiKey, RawConsumer, RawHeaderOps, RawRateLimit, RawRoute};
+use crate::raw::{RawApiKey, RawConsumer, RawCors, RawHeaderOps, RawRateLimit, RawRoute};
 use crate::validate::{parse_duration, Checker};
 use crate::{
-    Action, ApiKeyAuth, Consumer, HeaderOps, HostMatch, LimitKey, PathMatch, Piece, RateLimit, Route, Template,
-    Upstream,
+    Action, ApiKeyAuth, Consumer, Cors, HeaderOps, HostMatch, IpRules, LimitKey, PathMatch, Piece, RateLimit, Route,
+    Template, Upstream,
 };
 
 /// RFC 9110 5.6.2 token characters.
@@ -343,6 +343,11 @@ pub(crate) fn build_route(
             None
         }
     });
+    let access = IpRules {
+        deny: cidrs(c, &format!("{path}.deny_ips"), &r.deny_ips),
+        allow: cidrs(c, &format!("{path}.allow_ips"), &r.allow_ips),
+    };
+    let cors = r.cors.as_ref().map(|raw| cors(c, &format!("{path}.cors"), raw));
     let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers);
     let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers);
     if c.errors.len() > before {
@@ -361,5 +366,65 @@ pub(crate) fn build_route(
         strip_prefix,
         request_headers,
         response_headers,
+        access,
+        cors,
     })
+}
+
+fn cidrs(c: &mut Checker, path: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            // A bare address is a /32 (or /128).
+            let parsed = s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => Some(n.trunc()),
+                Err(_) => {
+                    c.err(format!("{path}[{i}]"), format!("{s:?} is not an address or CIDR (such as \"10.0.0.0/8\")"));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+fn cors(c: &mut Checker, path: &str, raw: &RawCors) -> Cors {
+    let origins: Vec<String> = if raw.origins.iter().any(|o| o == "*") { Vec::new() } else { raw.origins.clone() };
+    if raw.origins.is_empty() {
+        c.err(format!("{path}.origins"), "list the allowed origins, or [\"*\"]");
+    }
+    for (i, o) in raw.origins.iter().enumerate() {
+        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || !is_field_value(o) {
+            c.err(format!("{path}.origins[{i}]"), format!("{o:?} is not an origin (scheme://host[:port])"));
+        }
+    }
+    let credentials = raw.credentials.unwrap_or(false);
+    if credentials && origins.is_empty() {
+        c.err(format!("{path}.credentials"), "credentials cannot be allowed for any origin (\"*\")");
+    }
+    let list = |c: &mut Checker, key: &str, v: &[String], default: &str| {
+        if v.iter().any(|m| !is_token(m)) {
+            c.err(format!("{path}.{key}"), "every entry must be a token");
+        }
+        if v.is_empty() {
+            default.to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let max_age_secs = match &raw.max_age {
+        None => 600,
+        Some(s) => parse_duration(s).map(|d| d.as_secs()).unwrap_or_else(|| {
+            c.err(format!("{path}.max_age"), format!("invalid duration {s:?}"));
+            600
+        }),
+    };
+    Cors {
+        origins,
+        methods: list(c, "methods", &raw.methods, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        headers: list(c, "headers", &raw.headers, ""),
+        expose_headers: list(c, "expose_headers", &raw.expose_headers, ""),
+        max_age_secs,
+        credentials,
+    }
 }

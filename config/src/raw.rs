@@ -82,6 +82,23 @@ pub struct RawRoute {
     pub strip_prefix: Option<bool>,
     pub request_headers: RawHeaderOps,
     pub response_headers: RawHeaderOps,
+    /// CIDRs refused with 403 (checked first).
+    pub deny_ips: Vec<String>,
+    /// When set, only these CIDRs are admitted (others get 403).
+    pub allow_ips: Vec<String>,
+    pub cors: Option<RawCors>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCors {
+    /// Allowed origins, or `["*"]`.
+    pub origins: Vec<String>,
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<String>,
+    pub credentials: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

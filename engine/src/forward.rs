@@ -33,6 +33,8 @@ pub(crate) struct Edits<'a> {
     /// The consumer header and the authenticated consumer's name.
     pub consumer: Option<(&'a [u8], &'a [u8])>,
     pub client_ip: IpAddr,
+    /// The route's CORS policy and the request's allowed Origin, for the response fields.
+    pub cors: Option<(&'a config::Cors, &'a [u8])>,
 }
 
 impl Edits<'_> {
@@ -170,12 +172,25 @@ pub(crate) fn response_head(
             || (is_length && framing != ClientFraming::None)
             || (other_tokens && named_by_connection(connection_values(resp.headers()), name))
             || replaced(edits.response_ops, name)
+            || (edits.cors.is_some() && name.len() > 15 && name[..15].eq_ignore_ascii_case(b"access-control-"))
         {
             continue;
         }
         field(out, name, value);
     }
     edits.write_ops(out, edits.response_ops);
+    if let Some((cors, origin)) = edits.cors {
+        field(out, b"access-control-allow-origin", if cors.origins.is_empty() { b"*" } else { origin });
+        if !cors.origins.is_empty() {
+            field(out, b"vary", b"origin");
+        }
+        if cors.credentials {
+            field(out, b"access-control-allow-credentials", b"true");
+        }
+        if !cors.expose_headers.is_empty() {
+            field(out, b"access-control-expose-headers", cors.expose_headers.as_bytes());
+        }
+    }
     match framing {
         ClientFraming::Length(n) => field_u64(out, b"content-length", n),
         ClientFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
@@ -255,6 +270,7 @@ mod tests {
             drop: [None, None],
             consumer: None,
             client_ip: "10.0.0.9".parse().unwrap(),
+            cors: None,
         };
         request_head(&mut out, &r, &edits, || "fallback".into());
         let text = String::from_utf8(out).unwrap();

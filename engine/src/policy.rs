@@ -50,6 +50,66 @@ async fn send_local(
     }
 }
 
+/// Answers a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) for a
+/// route with a CORS policy: 204 with the allowed methods and headers, or 403 for an origin
+/// the policy does not allow. `None` when the request is not a preflight.
+pub(crate) async fn preflight(
+    w: &Worker,
+    client: &mut Conn,
+    route: &Route,
+    req: &RequestHead,
+    keep_alive: bool,
+) -> Option<Next> {
+    let cors = route.cors.as_ref()?;
+    if req.method() != b"OPTIONS" {
+        return None;
+    }
+    let origin = header(req, b"origin")?;
+    header(req, b"access-control-request-method")?;
+    if !cors.allows_origin(origin) {
+        let r = Refusal { status: 403, headers: Vec::new(), detail: "origin not allowed" };
+        return Some(r.send(w, client, keep_alive, req.meta.version).await);
+    }
+    let max_age = cors.max_age_secs.to_string();
+    let mut fields: Vec<(&[u8], &[u8])> = vec![
+        (b"access-control-allow-origin", if cors.origins.is_empty() { b"*" } else { origin }),
+        (b"access-control-allow-methods", cors.methods.as_bytes()),
+        (b"access-control-max-age", max_age.as_bytes()),
+        (b"vary", b"origin, access-control-request-method, access-control-request-headers"),
+    ];
+    // Allowed request headers: the configured list, or (when none is configured) whatever
+    // the browser asks for.
+    let asked = header(req, b"access-control-request-headers").unwrap_or(b"");
+    let allowed = if cors.headers.is_empty() { asked } else { cors.headers.as_bytes() };
+    if !allowed.is_empty() {
+        fields.push((b"access-control-allow-headers", allowed));
+    }
+    if cors.credentials {
+        fields.push((b"access-control-allow-credentials", b"true"));
+    }
+    Some(send_local(w, client, 204, &fields, b"", keep_alive, req.meta.version).await)
+}
+
+fn header<'a>(req: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
+    req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+/// The origin to answer on a CORS route's actual response, when it is allowed.
+pub(crate) fn cors_origin<'a>(route: &'a Route, req: &'a RequestHead) -> Option<(&'a config::Cors, &'a [u8])> {
+    let cors = route.cors.as_ref()?;
+    let origin = header(req, b"origin")?;
+    cors.allows_origin(origin).then_some((cors, origin))
+}
+
+/// 403 when the client's address is denied, or not in a non-empty allow list.
+pub(crate) fn check_access(route: &Route, peer: SocketAddr) -> Result<(), Refusal> {
+    if route.access.admits(peer.ip()) {
+        Ok(())
+    } else {
+        Err(Refusal { status: 403, headers: Vec::new(), detail: "client address not allowed" })
+    }
+}
+
 /// Identifies the consumer when the route requires an API key: 401 without a valid key,
 /// 403 for a consumer the route does not allow.
 pub(crate) fn authenticate(

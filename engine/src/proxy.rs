@@ -115,7 +115,14 @@ async fn exchange(
     let route = &cfg.routes[route_idx];
     let keep_after_refusal = no_body(meta.body) && meta.keep_alive();
 
-    // Policies, in order: authentication, rate limits; each may answer on its own.
+    // Policies, in order: CORS preflight, IP access rules, authentication, rate limits;
+    // each may answer on its own.
+    if let Some(next) = policy::preflight(w, client, route, req, keep_after_refusal).await {
+        return Ok(next);
+    }
+    if let Err(refusal) = policy::check_access(route, peer) {
+        return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await);
+    }
     let (consumer, key_source) = match policy::authenticate(w, route, req) {
         Ok(found) => found,
         Err(refusal) => return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await),
@@ -151,6 +158,7 @@ async fn exchange(
         ],
         consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
         client_ip: peer.ip(),
+        cors: policy::cors_origin(route, req),
     };
     let mut head = Vec::new();
     forward::request_head(&mut head, req, &edits, || up_cfg.endpoints[0].to_string());

@@ -185,3 +185,56 @@ both_drivers!(rate_limit_is_global_across_workers, |io| {
     let ratio = f64::from(ok) / expected;
     assert!((0.85..=1.15).contains(&ratio), "{ok} admitted in {secs:.2}s, expected about {expected:.0} ({ratio:.3})");
 });
+
+both_drivers!(ip_rules_deny_then_allow, |io| {
+    let (up, _) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[routes]]\npath = \"/open\"\nupstream = \"api\"\nallow_ips = [\"127.0.0.0/8\"]\n\
+             [[routes]]\npath = \"/internal\"\nupstream = \"api\"\nallow_ips = [\"10.0.0.0/8\"]\n\
+             [[routes]]\npath = \"/blocked\"\nupstream = \"api\"\ndeny_ips = [\"127.0.0.1\"]\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    assert_eq!(c.request("GET /open HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    assert_eq!(c.request("GET /internal HTTP/1.1\r\nHost: a\r\n\r\n").status(), 403);
+    assert_eq!(c.request("GET /blocked HTTP/1.1\r\nHost: a\r\n\r\n").status(), 403);
+    assert_eq!(c.request("GET /open HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200, "a 403 keeps the connection");
+});
+
+both_drivers!(cors_preflight_and_response_fields, |io| {
+    let (up, seen) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[consumers]]\nname = \"alice\"\nkeys = [\"alice-secret-1\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"api_key\"\n\
+             cors = {{ origins = [\"https://app.example.com\"], methods = [\"GET\", \"POST\"], headers = [\"x-api-key\", \"content-type\"], expose_headers = [\"x-request-id\"], max_age = \"10m\", credentials = true }}\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    // The preflight is answered by the gateway, before authentication.
+    let r = c.request("OPTIONS /items HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: POST\r\n\r\n");
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-api-key, content-type"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let r = c.request("OPTIONS /items HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n\r\n");
+    assert_eq!(r.status(), 403);
+    let r = c.request(
+        "GET /items HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.com\r\nX-Api-Key: alice-secret-1\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-request-id"));
+    assert_eq!(r.header("vary"), Some("origin"));
+    let r = c
+        .request("GET /items HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\nX-Api-Key: alice-secret-1\r\n\r\n");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(seen.lock().unwrap().len(), 2, "preflights never reach the upstream");
+});
