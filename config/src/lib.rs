@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod jwt;
 mod policy;
 pub mod raw;
 mod validate;
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use error::{ConfigError, Errors};
+pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
 
 /// Which I/O driver the workers run.
@@ -37,6 +39,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub consumers: Vec<Consumer>,
     pub api_key: ApiKeyAuth,
+    pub jwt: JwtAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -180,8 +183,8 @@ pub struct Route {
     pub response_timeout: Option<Duration>,
     /// Overrides `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
-    /// Requires an API key ([`Config::api_key`]).
-    pub auth: bool,
+    /// Which credential the route requires.
+    pub auth: AuthKind,
     /// Consumers allowed (indices into [`Config::consumers`]); empty: any authenticated one.
     pub consumers: Vec<usize>,
     pub rate_limits: Vec<RateLimit>,
@@ -237,6 +240,16 @@ impl Route {
             _ => None,
         }
     }
+}
+
+/// The credential a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    None,
+    /// An API key of a [`Consumer`] ([`Config::api_key`]).
+    ApiKey,
+    /// A bearer JWT verified with [`Config::jwt`].
+    Jwt,
 }
 
 /// An API consumer: a name and the SHA-256 digests of its keys.

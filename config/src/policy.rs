@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use crate::raw::{RawApiKey, RawConsumer, RawCors, RawHeaderOps, RawRateLimit, RawRoute};
 use crate::validate::{parse_duration, Checker};
 use crate::{
-    Action, ApiKeyAuth, Consumer, Cors, HeaderOps, HostMatch, IpRules, LimitKey, PathMatch, Piece, RateLimit, Route,
-    Template, Upstream,
+    Action, ApiKeyAuth, AuthKind, Consumer, Cors, HeaderOps, HostMatch, IpRules, LimitKey, PathMatch, Piece, RateLimit,
+    Route, Template, Upstream,
 };
 
 /// RFC 9110 5.6.2 token characters.
@@ -218,6 +218,7 @@ pub(crate) fn build_route(
     r: &RawRoute,
     upstreams: &[Upstream],
     consumers: &[Consumer],
+    jwt: &crate::JwtAuth,
 ) -> Option<Route> {
     let before = c.errors.len();
     let path_match = match (&r.path, &r.path_exact) {
@@ -300,15 +301,22 @@ pub(crate) fn build_route(
         }
     };
     let auth = match r.auth.as_deref() {
-        None => false,
-        Some("api_key") if consumers.is_empty() => {
-            c.err(format!("{path}.auth"), "auth = \"api_key\" needs at least one [[consumers]] entry");
-            true
+        None => AuthKind::None,
+        Some("api_key") => {
+            if consumers.is_empty() {
+                c.err(format!("{path}.auth"), "auth = \"api_key\" needs at least one [[consumers]] entry");
+            }
+            AuthKind::ApiKey
         }
-        Some("api_key") => true,
+        Some("jwt") => {
+            if jwt.keys.is_empty() {
+                c.err(format!("{path}.auth"), "auth = \"jwt\" needs keys in [auth.jwt]");
+            }
+            AuthKind::Jwt
+        }
         Some(other) => {
-            c.err(format!("{path}.auth"), format!("unknown auth {other:?} (expected \"api_key\")"));
-            false
+            c.err(format!("{path}.auth"), format!("unknown auth {other:?} (expected \"api_key\" or \"jwt\")"));
+            AuthKind::None
         }
     };
     let allowed: Vec<usize> = r
@@ -323,7 +331,7 @@ pub(crate) fn build_route(
             }
         })
         .collect();
-    if !allowed.is_empty() && !auth {
+    if !allowed.is_empty() && auth != AuthKind::ApiKey {
         c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\"");
     }
     let rate_limits: Vec<RateLimit> = r

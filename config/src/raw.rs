@@ -148,6 +148,35 @@ pub struct RawConsumer {
 #[serde(default)]
 pub struct RawAuth {
     pub api_key: RawApiKey,
+    pub jwt: RawJwt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJwt {
+    pub keys: Vec<RawJwtKey>,
+    /// A JWKS document (`{"keys": [...]}`) with more keys.
+    pub jwks_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf` (default 30s).
+    pub leeway: Option<String>,
+    /// Claim name to request header, e.g. `{ sub = "x-user-id" }`.
+    pub claims_to_headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJwtKey {
+    /// `HS256`, `RS256` or `ES256`.
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// RS256/ES256 public key, PEM text.
+    pub pem: Option<String>,
+    /// RS256/ES256 public key, PEM file.
+    pub pem_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -141,16 +141,17 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     }
     let consumers = build_consumers(c, &raw.consumers);
     let api_key = build_api_key(c, &raw.auth.api_key);
+    let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt);
     let routes = raw
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams, &consumers))
+        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams, &consumers, &jwt))
         .collect::<Vec<_>>();
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
     }
-    Config { server, timeouts, limits, upstreams, routes, consumers, api_key }
+    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {

@@ -32,6 +32,12 @@ pub(crate) struct Edits<'a> {
     pub drop: [Option<&'a [u8]>; 2],
     /// The consumer header and the authenticated consumer's name.
     pub consumer: Option<(&'a [u8], &'a [u8])>,
+    /// The authenticated identity for `{consumer}` (API-key consumer or JWT subject).
+    pub identity_name: Option<&'a [u8]>,
+    /// JWT claims forwarded as fields.
+    pub claim_fields: &'a [(Vec<u8>, Vec<u8>)],
+    /// (claim, header) pairs of the JWT route: those fields never come from the client.
+    pub claim_headers: &'a [(String, String)],
     pub client_ip: IpAddr,
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
     pub cors: Option<(&'a config::Cors, &'a [u8])>,
@@ -40,6 +46,7 @@ pub(crate) struct Edits<'a> {
 impl Edits<'_> {
     fn dropped(&self, name: &[u8]) -> bool {
         self.drop.iter().flatten().any(|d| d.eq_ignore_ascii_case(name))
+            || self.claim_headers.iter().any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
     fn expand(&self, out: &mut Vec<u8>, t: &Template) {
@@ -49,7 +56,7 @@ impl Edits<'_> {
                 Piece::ClientIp => {
                     let _ = write!(out, "{}", self.client_ip);
                 }
-                Piece::Consumer => out.extend_from_slice(self.consumer.map(|(_, c)| c).unwrap_or_default()),
+                Piece::Consumer => out.extend_from_slice(self.identity_name.unwrap_or_default()),
             }
         }
     }
@@ -137,6 +144,9 @@ pub(crate) fn request_head(
     }
     if let Some((name, consumer)) = edits.consumer {
         field(out, name, consumer);
+    }
+    for (name, value) in edits.claim_fields {
+        field(out, name, value);
     }
     edits.write_ops(out, ops);
     out.extend_from_slice(b"\r\n");
@@ -269,6 +279,9 @@ mod tests {
             response_ops: &none,
             drop: [None, None],
             consumer: None,
+            identity_name: None,
+            claim_fields: &[],
+            claim_headers: &[],
             client_ip: "10.0.0.9".parse().unwrap(),
             cors: None,
         };

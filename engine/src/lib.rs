@@ -15,6 +15,7 @@ mod error;
 mod forward;
 mod idle;
 mod io;
+mod jwt;
 mod listener;
 mod policy;
 mod pool;

@@ -7,12 +7,13 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use config::{Action, ApiKeyAuth, LimitKey, PathMatch, Route};
+use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Route};
 use proto_http::{RequestHead, Version};
 
 use crate::auth::{presented_key, without_query_param, KeySource};
 use crate::forward;
 use crate::io::Conn;
+use crate::jwt::{self, JwtError};
 use crate::proxy::Next;
 use crate::ratelimit::{bucket_key, Decision};
 use crate::worker::Worker;
@@ -110,32 +111,80 @@ pub(crate) fn check_access(route: &Route, peer: SocketAddr) -> Result<(), Refusa
     }
 }
 
-/// Identifies the consumer when the route requires an API key: 401 without a valid key,
-/// 403 for a consumer the route does not allow.
-pub(crate) fn authenticate(
-    w: &Worker,
-    route: &Route,
-    req: &RequestHead,
-) -> Result<(Option<usize>, Option<KeySource>), Refusal> {
-    if !route.auth {
-        return Ok((None, None));
+/// Who sent a request, as far as the route's authentication established it.
+#[derive(Debug, Default)]
+pub(crate) struct Identity {
+    /// The API-key consumer.
+    pub consumer: Option<usize>,
+    /// The JWT `sub` claim.
+    pub subject: Option<String>,
+    /// Where the API key was found (to strip it).
+    pub key_source: Option<KeySource>,
+    /// Claims forwarded as request fields: (lower-case name, value).
+    pub claim_fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Identity {
+    /// The name used for `{consumer}` and consumer rate limits: the API-key consumer's name,
+    /// or the JWT subject.
+    pub(crate) fn name<'a>(&'a self, cfg: &'a config::Config) -> Option<&'a [u8]> {
+        self.consumer.map(|c| cfg.consumers[c].name.as_bytes()).or(self.subject.as_deref().map(str::as_bytes))
     }
-    let challenge = || {
-        vec![(
-            &b"www-authenticate"[..],
-            format!("ApiKey realm=\"coregate\", header=\"{}\"", w.cfg.api_key.header).into_bytes(),
-        )]
-    };
-    let Some((key, source)) = presented_key(req, &w.cfg.api_key) else {
-        return Err(Refusal { status: 401, headers: challenge(), detail: "an API key is required" });
-    };
-    let Some(consumer) = w.keys.consumer(key) else {
-        return Err(Refusal { status: 401, headers: challenge(), detail: "invalid API key" });
-    };
-    if !route.consumers.is_empty() && !route.consumers.contains(&consumer) {
-        return Err(Refusal { status: 403, headers: Vec::new(), detail: "this consumer may not use this route" });
+}
+
+/// Authenticates the request as the route requires: 401 without valid credentials, 403 for
+/// an API-key consumer the route does not allow.
+pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Result<Identity, Refusal> {
+    match route.auth {
+        AuthKind::None => Ok(Identity::default()),
+        AuthKind::ApiKey => {
+            let challenge = || {
+                vec![(
+                    &b"www-authenticate"[..],
+                    format!("ApiKey realm=\"coregate\", header=\"{}\"", w.cfg.api_key.header).into_bytes(),
+                )]
+            };
+            let Some((key, source)) = presented_key(req, &w.cfg.api_key) else {
+                return Err(Refusal { status: 401, headers: challenge(), detail: "an API key is required" });
+            };
+            let Some(consumer) = w.keys.consumer(key) else {
+                return Err(Refusal { status: 401, headers: challenge(), detail: "invalid API key" });
+            };
+            if !route.consumers.is_empty() && !route.consumers.contains(&consumer) {
+                return Err(Refusal {
+                    status: 403,
+                    headers: Vec::new(),
+                    detail: "this consumer may not use this route",
+                });
+            }
+            Ok(Identity { consumer: Some(consumer), key_source: Some(source), ..Identity::default() })
+        }
+        AuthKind::Jwt => match jwt::verify(&w.cfg.jwt, req) {
+            Ok(claims) => {
+                let claim_fields = w
+                    .cfg
+                    .jwt
+                    .claims_to_headers
+                    .iter()
+                    .filter_map(|(claim, header)| {
+                        claims
+                            .get(claim)
+                            .and_then(jwt::claim_value)
+                            .map(|v| (header.as_bytes().to_vec(), v.into_bytes()))
+                    })
+                    .collect();
+                let subject = claims.get("sub").and_then(jwt::claim_value);
+                Ok(Identity { subject, claim_fields, ..Identity::default() })
+            }
+            Err(e) => {
+                let (value, detail) = match e {
+                    JwtError::Missing => ("Bearer realm=\"coregate\"", "a bearer token is required"),
+                    JwtError::Invalid => ("Bearer realm=\"coregate\", error=\"invalid_token\"", "invalid bearer token"),
+                };
+                Err(Refusal { status: 401, headers: vec![(b"www-authenticate", value.as_bytes().to_vec())], detail })
+            }
+        },
     }
-    Ok((Some(consumer), Some(source)))
 }
 
 /// Takes a token from every limit of the route; 429 from the first that has none.
@@ -145,7 +194,7 @@ pub(crate) fn rate_limit(
     route: &Route,
     req: &RequestHead,
     peer: SocketAddr,
-    consumer: Option<usize>,
+    identity: &Identity,
 ) -> Result<(), Refusal> {
     if route.rate_limits.is_empty() {
         return Ok(());
@@ -168,8 +217,8 @@ pub(crate) fn rate_limit(
                 &ip
             }
             LimitKey::Consumer => {
-                consumer_bytes = consumer.map(|c| (c as u64).to_le_bytes()).unwrap_or([0xff; 8]);
-                &consumer_bytes
+                consumer_bytes = identity.name(&w.cfg).unwrap_or_default();
+                consumer_bytes
             }
             LimitKey::Header(name) => {
                 req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v).unwrap_or(b"")

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use config::Action;
+use config::{Action, AuthKind};
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
@@ -123,11 +123,11 @@ async fn exchange(
     if let Err(refusal) = policy::check_access(route, peer) {
         return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await);
     }
-    let (consumer, key_source) = match policy::authenticate(w, route, req) {
-        Ok(found) => found,
+    let identity = match policy::authenticate(w, route, req) {
+        Ok(identity) => identity,
         Err(refusal) => return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await),
     };
-    if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, consumer) {
+    if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity) {
         return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await);
     }
     let upstream = match &route.action {
@@ -146,17 +146,20 @@ async fn exchange(
     }
     let up_cfg = &cfg.upstreams[upstream];
     let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
-    let target = policy::upstream_target(route, req, key_source, &cfg.api_key);
-    let consumer_name = consumer.map(|c| cfg.consumers[c].name.as_bytes());
+    let target = policy::upstream_target(route, req, identity.key_source, &cfg.api_key);
+    let consumer_name = identity.consumer.map(|c| cfg.consumers[c].name.as_bytes());
     let edits = forward::Edits {
         target: target.as_deref(),
         request_ops: &route.request_headers,
         response_ops: &route.response_headers,
         drop: [
-            (key_source == Some(KeySource::Header)).then_some(cfg.api_key.header.as_bytes()),
+            (identity.key_source == Some(KeySource::Header)).then_some(cfg.api_key.header.as_bytes()),
             (!cfg.consumers.is_empty()).then_some(cfg.api_key.consumer_header.as_bytes()),
         ],
         consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
+        identity_name: identity.name(cfg),
+        claim_fields: &identity.claim_fields,
+        claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
         client_ip: peer.ip(),
         cors: policy::cors_origin(route, req),
     };

@@ -238,3 +238,44 @@ both_drivers!(cors_preflight_and_response_fields, |io| {
     assert_eq!(r.header("access-control-allow-origin"), None);
     assert_eq!(seen.lock().unwrap().len(), 2, "preflights never reach the upstream");
 });
+
+both_drivers!(jwt_bearer_tokens, |io| {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let secret = "0123456789abcdef0123456789abcdef";
+    let (up, seen) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[auth.jwt]\nissuer = \"https://issuer.test\"\nclaims_to_headers = {{ sub = \"x-user\", scope = \"x-scope\" }}\n\
+             keys = [{{ alg = \"HS256\", secret = \"{secret}\" }}, {{ alg = \"RS256\", pem_file = \"{}/fixtures/rsa-public.pem\" }}]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"jwt\"\n\
+             request_headers = {{ set = {{ x-who = \"{{consumer}}\" }} }}\n\
+             rate_limits = [{{ rate = 1000, burst = 1000, key = \"consumer\" }}]\n",
+            upstream_section(up.addr),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    );
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims =
+        serde_json::json!({"sub": "user-7", "iss": "https://issuer.test", "exp": exp, "scope": ["read", "write"]});
+    let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+    let mut c = gw.client();
+    let r = c.request("GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"coregate\""));
+    let r = c.request("GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer not.a.token\r\n\r\n");
+    assert_eq!(r.status(), 401);
+    assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(
+        c.request(format!("GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {forged}\r\n\r\n")).status(),
+        401
+    );
+    let r = c.request(format!("GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nX-User: admin\r\n\r\n"));
+    assert_eq!(r.status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "refused requests never reach the upstream");
+    assert_eq!(seen[0].header_all("x-user"), vec!["user-7"], "claims forwarded, a spoofed field dropped");
+    assert_eq!(seen[0].header("x-scope"), Some("read write"));
+    assert_eq!(seen[0].header("x-who"), Some("user-7"));
+});

@@ -1,0 +1,130 @@
+//! JWT settings: verification keys (HS256 secrets, RS256/ES256 public keys from PEM text,
+//! PEM files or a JWKS file), issuer, audience, leeway, and the claims forwarded as headers.
+//! Keys are parsed here, so a bad key is a configuration error, not a runtime one.
+
+use std::fmt;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::raw::RawJwt;
+use crate::validate::{parse_duration, Checker};
+
+/// One verification key.
+#[derive(Clone)]
+pub struct JwtKey {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKey").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JwtAuth {
+    pub keys: Vec<JwtKey>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+    /// (claim, lower-case header name)
+    pub claims_to_headers: Vec<(String, String)>,
+}
+
+fn algorithm(s: &str) -> Option<Algorithm> {
+    match s {
+        "HS256" => Some(Algorithm::HS256),
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
+    }
+}
+
+pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
+    let mut keys = Vec::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let path = format!("auth.jwt.keys[{i}]");
+        let Some(alg) = k.alg.as_deref().and_then(algorithm) else {
+            c.err(format!("{path}.alg"), "alg must be \"HS256\", \"RS256\" or \"ES256\"");
+            continue;
+        };
+        let pem = match (&k.pem, &k.pem_file) {
+            (Some(p), None) => Some(p.clone().into_bytes()),
+            (None, Some(f)) => match std::fs::read(f) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    c.err(format!("{path}.pem_file"), format!("cannot read {f:?}: {e}"));
+                    continue;
+                }
+            },
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                c.err(&path, "set pem or pem_file, not both");
+                continue;
+            }
+        };
+        let key = match (alg, &k.secret, pem) {
+            (Algorithm::HS256, Some(secret), None) if secret.len() >= 32 => {
+                Ok(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            (Algorithm::HS256, Some(_), None) => Err("an HS256 secret needs at least 32 bytes".to_string()),
+            (Algorithm::RS256, None, Some(pem)) => {
+                DecodingKey::from_rsa_pem(&pem).map_err(|e| format!("not an RSA public key: {e}"))
+            }
+            (Algorithm::ES256, None, Some(pem)) => {
+                DecodingKey::from_ec_pem(&pem).map_err(|e| format!("not an EC public key: {e}"))
+            }
+            (Algorithm::HS256, _, _) => Err("HS256 takes a secret".to_string()),
+            _ => Err("RS256 and ES256 take a public key (pem or pem_file)".to_string()),
+        };
+        match key {
+            Ok(key) => keys.push(JwtKey { alg, kid: k.kid.clone(), key }),
+            Err(msg) => c.err(path, msg),
+        }
+    }
+    if let Some(file) = &raw.jwks_file {
+        match std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<JwkSet>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(set) => {
+                for (i, jwk) in set.keys.iter().enumerate() {
+                    let alg = jwk.common.key_algorithm.and_then(|a| algorithm(&a.to_string()));
+                    match (alg, DecodingKey::from_jwk(jwk)) {
+                        (Some(alg), Ok(key)) => keys.push(JwtKey { alg, kid: jwk.common.key_id.clone(), key }),
+                        _ => c.err(
+                            format!("auth.jwt.jwks_file {file}: keys[{i}]"),
+                            "needs \"alg\" of HS256, RS256 or ES256 and a valid key",
+                        ),
+                    }
+                }
+            }
+            Err(e) => c.err("auth.jwt.jwks_file", format!("cannot load {file:?}: {e}")),
+        }
+    }
+    let leeway = match &raw.leeway {
+        None => Duration::from_secs(30),
+        Some(s) => parse_duration(s).unwrap_or_else(|| {
+            c.err("auth.jwt.leeway", format!("invalid duration {s:?}"));
+            Duration::from_secs(30)
+        }),
+    };
+    let claims_to_headers = raw
+        .claims_to_headers
+        .iter()
+        .filter_map(|(claim, header)| {
+            if header.is_empty()
+                || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                c.err(format!("auth.jwt.claims_to_headers.{claim}"), format!("{header:?} is not a header name"));
+                return None;
+            }
+            Some((claim.clone(), header.to_ascii_lowercase()))
+        })
+        .collect();
+    JwtAuth { keys, issuer: raw.issuer.clone(), audience: raw.audience.clone(), leeway, claims_to_headers }
+}

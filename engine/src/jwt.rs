@@ -1,0 +1,202 @@
+//! Bearer JWT verification with `jsonwebtoken` (no hand-written crypto): the token's `alg`
+//! must be one a configured key has (HS256, RS256 or ES256; `none` and everything else are
+//! refused), the signature must verify with such a key (matching `kid` when both name one),
+//! `exp` is required, `exp`/`nbf` are checked with the configured leeway, and `iss`/`aud`
+//! when configured. Any failure, however malformed the token, is a 401, never a 500.
+
+use config::JwtAuth;
+use jsonwebtoken::{decode, decode_header, Validation};
+use proto_http::RequestHead;
+use serde_json::{Map, Value};
+
+/// Why a request has no valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JwtError {
+    Missing,
+    Invalid,
+}
+
+/// The bearer token of a request (RFC 6750 2.1).
+fn bearer(req: &RequestHead) -> Option<&[u8]> {
+    let (_, v) = req.headers().find(|(n, _)| n.eq_ignore_ascii_case(b"authorization"))?;
+    let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii()).filter(|t| !t.is_empty())
+}
+
+/// Verifies the request's bearer token; returns its claims.
+pub(crate) fn verify(cfg: &JwtAuth, req: &RequestHead) -> Result<Map<String, Value>, JwtError> {
+    let token = bearer(req).ok_or(JwtError::Missing)?;
+    verify_token(cfg, token)
+}
+
+pub(crate) fn verify_token(cfg: &JwtAuth, token: &[u8]) -> Result<Map<String, Value>, JwtError> {
+    let token = std::str::from_utf8(token).map_err(|_| JwtError::Invalid)?;
+    let header = decode_header(token).map_err(|_| JwtError::Invalid)?;
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = cfg.leeway.as_secs();
+    validation.validate_nbf = true;
+    match &cfg.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &cfg.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    let candidates = cfg.keys.iter().filter(|k| {
+        k.alg == header.alg
+            && match (&k.kid, &header.kid) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    });
+    for k in candidates {
+        if let Ok(data) = decode::<Map<String, Value>>(token, &k.key, &validation) {
+            return Ok(data.claims);
+        }
+    }
+    Err(JwtError::Invalid)
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans printed, arrays of
+/// those joined by spaces; `None` for anything else or a value that cannot be a field value.
+pub(crate) fn claim_value(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items.iter().map(claim_value).collect::<Option<Vec<_>>>()?.join(" "),
+        _ => return None,
+    };
+    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use config::JwtKey;
+    use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/rsa-private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../tests/fixtures/rsa-public.pem");
+    const EC_PRIVATE: &str = include_str!("../../tests/fixtures/ec-private.pem");
+    const EC_PUBLIC: &str = include_str!("../../tests/fixtures/ec-public.pem");
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn cfg() -> JwtAuth {
+        JwtAuth {
+            keys: vec![
+                JwtKey { alg: Algorithm::HS256, kid: None, key: DecodingKey::from_secret(SECRET) },
+                JwtKey {
+                    alg: Algorithm::RS256,
+                    kid: Some("rsa1".into()),
+                    key: DecodingKey::from_rsa_pem(RSA_PUBLIC.as_bytes()).unwrap(),
+                },
+                JwtKey {
+                    alg: Algorithm::ES256,
+                    kid: None,
+                    key: DecodingKey::from_ec_pem(EC_PUBLIC.as_bytes()).unwrap(),
+                },
+            ],
+            issuer: Some("https://issuer.test".into()),
+            audience: Some("orders".into()),
+            leeway: Duration::from_secs(5),
+            claims_to_headers: vec![],
+        }
+    }
+
+    fn claims(exp_offset: i64) -> Value {
+        json!({"sub": "user-7", "iss": "https://issuer.test", "aud": "orders", "exp": (now() as i64 + exp_offset), "scope": ["read", "write"]})
+    }
+
+    fn hs(claims: &Value) -> String {
+        encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[test]
+    fn good_tokens_of_every_algorithm() {
+        let c = cfg();
+        assert_eq!(verify_token(&c, hs(&claims(60)).as_bytes()).unwrap()["sub"], "user-7");
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("rsa1".into());
+        let rs = encode(&h, &claims(60), &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()).unwrap();
+        assert!(verify_token(&c, rs.as_bytes()).is_ok());
+        let es = encode(
+            &Header::new(Algorithm::ES256),
+            &claims(60),
+            &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(verify_token(&c, es.as_bytes()).is_ok());
+        // Within the leeway.
+        assert!(verify_token(&c, hs(&claims(-2)).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bad_tokens_are_invalid_never_a_panic() {
+        let c = cfg();
+        let invalid = |t: &str| assert_eq!(verify_token(&c, t.as_bytes()), Err(JwtError::Invalid), "{t}");
+        invalid(&hs(&claims(-60))); // expired
+        let mut wrong_iss = claims(60);
+        wrong_iss["iss"] = json!("https://evil.test");
+        invalid(&hs(&wrong_iss));
+        let mut wrong_aud = claims(60);
+        wrong_aud["aud"] = json!("billing");
+        invalid(&hs(&wrong_aud));
+        let mut not_yet = claims(600);
+        not_yet["nbf"] = json!(now() + 300);
+        invalid(&hs(&not_yet));
+        let mut no_exp = claims(60);
+        no_exp.as_object_mut().unwrap().remove("exp");
+        invalid(&hs(&no_exp));
+        // Wrong signature: signed with another secret.
+        invalid(
+            &encode(
+                &Header::new(Algorithm::HS256),
+                &claims(60),
+                &EncodingKey::from_secret(b"another-secret-another-secret-!!"),
+            )
+            .unwrap(),
+        );
+        // alg = none, and an HS384 token (no key of that algorithm).
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&claims(60).to_string()));
+        invalid(&none);
+        invalid(&encode(&Header::new(Algorithm::HS384), &claims(60), &EncodingKey::from_secret(SECRET)).unwrap());
+        // RS256 with a kid that names no key.
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("other".into());
+        invalid(&encode(&h, &claims(60), &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()).unwrap());
+        // Malformed.
+        for t in ["", "a", "a.b", "a.b.c", "....", "\u{0}\u{1}", "eyJhbGciOiJIUzI1NiJ9.e30.", &"x".repeat(10_000)] {
+            invalid(t);
+        }
+    }
+
+    fn b64(s: &str) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for chunk in b.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn claims_become_header_values() {
+        assert_eq!(claim_value(&json!("a b")), Some("a b".into()));
+        assert_eq!(claim_value(&json!(7)), Some("7".into()));
+        assert_eq!(claim_value(&json!(["read", "write"])), Some("read write".into()));
+        assert_eq!(claim_value(&json!({"x": 1})), None);
+        assert_eq!(claim_value(&json!("a\r\nb")), None);
+    }
+}
