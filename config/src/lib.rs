@@ -111,6 +111,41 @@ pub enum PathMatch {
     Prefix(String),
     /// The whole path (query excluded).
     Exact(String),
+    /// Segments, each literal or a capture; the path must have as many segments.
+    Template(Vec<Segment>),
+}
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// `{name}`: any non-empty segment.
+    Capture(String),
+}
+
+impl PathMatch {
+    /// For a template, the captured segments of `path` as (name, value), when it matches.
+    pub fn captures<'p>(&self, path: &'p [u8]) -> Option<Vec<(&str, &'p [u8])>> {
+        let PathMatch::Template(segments) = self else { return None };
+        let mut parts = path.strip_prefix(b"/")?.split(|&b| b == b'/');
+        let mut out = Vec::new();
+        for seg in segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(l) if l.as_bytes() == part => {}
+                Segment::Capture(name) if !part.is_empty() => out.push((name.as_str(), part)),
+                _ => return None,
+            }
+        }
+        parts.next().is_none().then_some(out)
+    }
+}
+
+/// A condition on a request field or query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    Present,
+    Equals(String),
 }
 
 /// What a matched route does.
@@ -135,6 +170,8 @@ pub enum Piece {
     ClientIp,
     /// `{consumer}`: the authenticated consumer's name (empty without one).
     Consumer,
+    /// `{name}`: a capture of the route's path template.
+    Capture(String),
 }
 
 /// Header edits, applied in order: remove, set (replace), add (append).
@@ -178,6 +215,14 @@ pub struct Route {
     pub path: PathMatch,
     /// Upper-case methods; empty matches any.
     pub methods: Vec<String>,
+    /// Required request fields (lower-case names).
+    pub headers: Vec<(String, Required)>,
+    /// Required query parameters.
+    pub query: Vec<(String, Required)>,
+    /// Upstream path template (replaces the path; the query is kept).
+    pub rewrite: Option<Template>,
+    pub query_add: Vec<(String, String)>,
+    pub query_remove: Vec<String>,
     pub action: Action,
     /// Overrides the upstream's `response_timeout`.
     pub response_timeout: Option<Duration>,

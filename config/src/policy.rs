@@ -9,7 +9,7 @@ use crate::raw::{RawApiKey, RawConsumer, RawCors, RawHeaderOps, RawRateLimit, Ra
 use crate::validate::{parse_duration, Checker};
 use crate::{
     Action, ApiKeyAuth, AuthKind, Consumer, Cors, HeaderOps, HostMatch, IpRules, LimitKey, PathMatch, Piece, RateLimit,
-    Route, Template, Upstream,
+    Required, Route, Segment, Template, Upstream,
 };
 
 /// RFC 9110 5.6.2 token characters.
@@ -102,7 +102,8 @@ pub(crate) fn build_api_key(c: &mut Checker, raw: &RawApiKey) -> ApiKeyAuth {
     }
 }
 
-fn template(c: &mut Checker, path: &str, v: &str) -> Template {
+/// A template: text with `{client_ip}`, `{consumer}`, and any of `captures`.
+fn template_with(c: &mut Checker, path: &str, v: &str, captures: &[String]) -> Template {
     let mut pieces = Vec::new();
     let mut rest = v;
     while let Some(open) = rest.find('{') {
@@ -116,7 +117,11 @@ fn template(c: &mut Checker, path: &str, v: &str) -> Template {
         match &rest[open + 1..open + close] {
             "client_ip" => pieces.push(Piece::ClientIp),
             "consumer" => pieces.push(Piece::Consumer),
-            other => c.err(path, format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}})")),
+            other if captures.iter().any(|n| n == other) => pieces.push(Piece::Capture(other.to_string())),
+            other => c.err(
+                path,
+                format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}} and the path captures)"),
+            ),
         }
         rest = &rest[open + close + 1..];
     }
@@ -126,7 +131,7 @@ fn template(c: &mut Checker, path: &str, v: &str) -> Template {
     Template(pieces)
 }
 
-fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps) -> HeaderOps {
+fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps, captures: &[String]) -> HeaderOps {
     let mut pairs = |kind: &str, map: &BTreeMap<String, String>| -> Vec<(String, Template)> {
         map.iter()
             .filter_map(|(k, v)| {
@@ -139,7 +144,7 @@ fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps) -> HeaderOps {
                     c.err(&p, "header values may not hold control characters");
                     return None;
                 }
-                Some((k.to_ascii_lowercase(), template(c, &p, v)))
+                Some((k.to_ascii_lowercase(), template_with(c, &p, v, captures)))
             })
             .collect()
     };
@@ -207,6 +212,24 @@ fn host_match(c: &mut Checker, path: &str, host: Option<&str>) -> Option<HostMat
     })
 }
 
+fn path_template(c: &mut Checker, path: &str, t: &str) -> Option<PathMatch> {
+    let mut segments = Vec::new();
+    for part in t[1..].split('/') {
+        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                if segments.iter().any(|s| matches!(s, Segment::Capture(n) if n == name)) {
+                    c.err(path, format!("capture {{{name}}} appears twice"));
+                }
+                segments.push(Segment::Capture(name.to_string()));
+            }
+            Some(_) => c.err(path, format!("{part:?}: a capture is {{name}} with letters, digits and '_'")),
+            None if part.contains(['{', '}']) => c.err(path, format!("{part:?}: a capture takes a whole segment")),
+            None => segments.push(Segment::Literal(part.to_string())),
+        }
+    }
+    Some(PathMatch::Template(segments))
+}
+
 fn valid_path(p: &str) -> bool {
     p.starts_with('/')
         && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control() || ch == '?' || ch == '#')
@@ -221,22 +244,64 @@ pub(crate) fn build_route(
     jwt: &crate::JwtAuth,
 ) -> Option<Route> {
     let before = c.errors.len();
-    let path_match = match (&r.path, &r.path_exact) {
-        (Some(p), None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
-        (None, Some(p)) if valid_path(p) => Some(PathMatch::Exact(p.clone())),
-        (Some(p), None) | (None, Some(p)) => {
+    let path_match = match (&r.path, &r.path_exact, &r.path_template) {
+        (Some(p), None, None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
+        (None, Some(p), None) if valid_path(p) => Some(PathMatch::Exact(p.clone())),
+        (None, None, Some(t)) if valid_path(t) => path_template(c, &format!("{path}.path_template"), t),
+        (Some(p), None, None) | (None, Some(p), None) | (None, None, Some(p)) => {
             c.err(format!("{path}.path"), format!("{p:?} must start with '/' and hold no whitespace, '?' or '#'"));
             None
         }
-        (Some(_), Some(_)) => {
-            c.err(path, "set either path (a prefix) or path_exact, not both");
+        (None, None, None) => {
+            c.err(format!("{path}.path"), "missing path (a prefix), path_exact or path_template");
             None
         }
-        (None, None) => {
-            c.err(format!("{path}.path"), "missing path (a prefix) or path_exact");
+        _ => {
+            c.err(path, "set one of path (a prefix), path_exact and path_template");
             None
         }
     };
+    let capture_names: Vec<String> = match &path_match {
+        Some(PathMatch::Template(segs)) => segs
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Capture(n) => Some(n.clone()),
+                Segment::Literal(_) => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let required =
+        |c: &mut Checker, kind: &str, map: &BTreeMap<String, String>, lower: bool| -> Vec<(String, Required)> {
+            map.iter()
+                .filter_map(|(k, v)| {
+                    if (lower && !is_token(k)) || k.is_empty() || !is_field_value(v) {
+                        c.err(format!("{path}.{kind}.{k}"), "invalid name or value");
+                        return None;
+                    }
+                    let name = if lower { k.to_ascii_lowercase() } else { k.clone() };
+                    Some((name, if v == "*" { Required::Present } else { Required::Equals(v.clone()) }))
+                })
+                .collect()
+        };
+    let header_conditions = required(c, "headers", &r.headers, true);
+    let query_conditions = required(c, "query", &r.query, false);
+    let rewrite = r.rewrite.as_ref().map(|t| {
+        if !t.starts_with('/') || t.contains(|ch: char| ch.is_ascii_whitespace() || ch == '?' || ch == '#') {
+            c.err(format!("{path}.rewrite"), "must start with '/' and hold no whitespace, '?' or '#'");
+        }
+        let tpl = template_with(c, &format!("{path}.rewrite"), t, &capture_names);
+        if tpl.0.iter().any(|p| matches!(p, Piece::ClientIp | Piece::Consumer)) {
+            c.err(format!("{path}.rewrite"), "a rewrite takes path captures only");
+        }
+        tpl
+    });
+    let query_add: Vec<(String, String)> = r.query_add.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in &query_add {
+        if k.is_empty() || !k.bytes().chain(v.bytes()).all(|b| b.is_ascii_graphic() && !b"&#=?".contains(&b)) {
+            c.err(format!("{path}.query_add.{k}"), "names and values must be visible ASCII without & # = ?");
+        }
+    }
     let host = host_match(c, path, r.host.as_deref());
     let methods: Vec<String> = r
         .methods
@@ -356,8 +421,11 @@ pub(crate) fn build_route(
         allow: cidrs(c, &format!("{path}.allow_ips"), &r.allow_ips),
     };
     let cors = r.cors.as_ref().map(|raw| cors(c, &format!("{path}.cors"), raw));
-    let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers);
-    let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers);
+    let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers, &capture_names);
+    let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers, &capture_names);
+    if rewrite.is_some() && strip_prefix {
+        c.err(format!("{path}.rewrite"), "use rewrite or strip_prefix, not both");
+    }
     if c.errors.len() > before {
         return None;
     }
@@ -365,6 +433,11 @@ pub(crate) fn build_route(
         host: host?,
         path: path_match?,
         methods,
+        headers: header_conditions,
+        query: query_conditions,
+        rewrite,
+        query_add,
+        query_remove: r.query_remove.clone(),
         action: action?,
         response_timeout,
         max_body_bytes: r.max_body_bytes,

@@ -67,6 +67,18 @@ pub struct RawUpstream {
 pub struct RawRoute {
     pub path: Option<String>,
     pub path_exact: Option<String>,
+    /// `/users/{id}/orders/{order}`: one segment per `{name}`, same number of segments.
+    pub path_template: Option<String>,
+    /// Required request fields: a value, or `"*"` for presence.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Required query parameters: a value, or `"*"` for presence.
+    pub query: std::collections::BTreeMap<String, String>,
+    /// Upstream path from a template (`{name}` takes a path_template capture); the query is kept.
+    pub rewrite: Option<String>,
+    /// Query parameters added (or replaced) before forwarding.
+    pub query_add: std::collections::BTreeMap<String, String>,
+    /// Query parameters removed before forwarding.
+    pub query_remove: Vec<String>,
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
     pub upstream: Option<String>,

@@ -38,6 +38,8 @@ pub(crate) struct Edits<'a> {
     pub claim_fields: &'a [(Vec<u8>, Vec<u8>)],
     /// (claim, header) pairs of the JWT route: those fields never come from the client.
     pub claim_headers: &'a [(String, String)],
+    /// Path-template captures, for `{name}` in field templates.
+    pub captures: &'a [(&'a str, &'a [u8])],
     pub client_ip: IpAddr,
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
     pub cors: Option<(&'a config::Cors, &'a [u8])>,
@@ -57,6 +59,7 @@ impl Edits<'_> {
                     let _ = write!(out, "{}", self.client_ip);
                 }
                 Piece::Consumer => out.extend_from_slice(self.identity_name.unwrap_or_default()),
+                Piece::Capture(name) => expand_capture(out, self.captures, name),
             }
         }
     }
@@ -69,6 +72,13 @@ impl Edits<'_> {
             self.expand(out, t);
             out.extend_from_slice(b"\r\n");
         }
+    }
+}
+
+/// Appends the value captured as `name`.
+pub(crate) fn expand_capture(out: &mut Vec<u8>, captures: &[(&str, &[u8])], name: &str) {
+    if let Some((_, v)) = captures.iter().find(|(n, _)| *n == name) {
+        out.extend_from_slice(v);
     }
 }
 
@@ -282,6 +292,7 @@ mod tests {
             identity_name: None,
             claim_fields: &[],
             claim_headers: &[],
+            captures: &[],
             client_ip: "10.0.0.9".parse().unwrap(),
             cors: None,
         };

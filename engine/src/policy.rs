@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Route};
+use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Required, Route};
 use proto_http::{RequestHead, Version};
 
-use crate::auth::{presented_key, without_query_param, KeySource};
+use crate::auth::{presented_key, query_param, without_query_param, KeySource};
 use crate::forward;
 use crate::io::Conn;
 use crate::jwt::{self, JwtError};
@@ -265,33 +265,74 @@ pub(crate) async fn respond(
     }
 }
 
-/// The target to send upstream when policies change it: the matched prefix stripped, the
-/// API key's query parameter removed. `None` keeps the client's.
+/// Whether a route's conditions beyond host and path hold: method, fields, query.
+pub(crate) fn conditions_hold(route: &Route, req: &RequestHead) -> bool {
+    if !crate::route::method_matches(&route.methods, req.method()) {
+        return false;
+    }
+    let holds = |found: Option<&[u8]>, want: &Required| match (found, want) {
+        (None, _) => false,
+        (Some(_), Required::Present) => true,
+        (Some(v), Required::Equals(e)) => v == e.as_bytes(),
+    };
+    route.headers.iter().all(|(name, want)| holds(header(req, name.as_bytes()), want))
+        && route.query.iter().all(|(name, want)| holds(query_param(req.path(), name.as_bytes()), want))
+}
+
+/// The target to send upstream when policies change it: a rewrite from the path template's
+/// captures (or the matched prefix stripped), query parameters removed and added, and the
+/// API key's query parameter removed. `None` keeps the client's target.
 pub(crate) fn upstream_target(
     route: &Route,
     req: &RequestHead,
     key: Option<KeySource>,
     api: &ApiKeyAuth,
+    captures: &[(&str, &[u8])],
 ) -> Option<Vec<u8>> {
-    let mut target: Option<Vec<u8>> = None;
-    if route.strip_prefix {
-        if let PathMatch::Prefix(prefix) = &route.path {
-            let path = req.path();
-            let cut = prefix.trim_end_matches('/').len();
-            let rest = &path[cut.min(path.len())..];
-            let mut t = Vec::with_capacity(rest.len() + 1);
-            if !rest.starts_with(b"/") {
-                t.push(b'/');
+    let key_param = (key == Some(KeySource::Query)).then_some(api.query.as_deref()).flatten();
+    let query_edits = !route.query_remove.is_empty() || !route.query_add.is_empty() || key_param.is_some();
+    if route.rewrite.is_none() && !route.strip_prefix && !query_edits {
+        return None;
+    }
+    let full = req.path();
+    let (path, query) = match full.iter().position(|&b| b == b'?') {
+        Some(i) => (&full[..i], &full[i..]),
+        None => (full, &full[full.len()..]),
+    };
+    let mut t = Vec::with_capacity(full.len() + 16);
+    if let Some(rewrite) = &route.rewrite {
+        for piece in &rewrite.0 {
+            match piece {
+                config::Piece::Text(s) => t.extend_from_slice(s.as_bytes()),
+                config::Piece::Capture(n) => forward::expand_capture(&mut t, captures, n),
+                // Identity placeholders are not expanded into paths.
+                config::Piece::ClientIp | config::Piece::Consumer => {}
             }
-            t.extend_from_slice(rest);
-            target = Some(t);
         }
-    }
-    if key == Some(KeySource::Query) {
-        if let Some(q) = &api.query {
-            let base = target.as_deref().unwrap_or(req.path());
-            target = Some(without_query_param(base, q.as_bytes()));
+    } else if let (true, PathMatch::Prefix(prefix)) = (route.strip_prefix, &route.path) {
+        let cut = prefix.trim_end_matches('/').len().min(path.len());
+        if !path[cut..].starts_with(b"/") {
+            t.push(b'/');
         }
+        t.extend_from_slice(&path[cut..]);
+    } else {
+        t.extend_from_slice(path);
     }
-    target
+    if !query_edits {
+        t.extend_from_slice(query);
+        return Some(t);
+    }
+    let mut q = query.to_vec();
+    for name in route.query_remove.iter().map(String::as_bytes).chain(key_param.map(str::as_bytes)) {
+        q = without_query_param(&q, name);
+    }
+    for (k, v) in &route.query_add {
+        q = without_query_param(&q, k.as_bytes());
+        q.push(if q.is_empty() { b'?' } else { b'&' });
+        q.extend_from_slice(k.as_bytes());
+        q.push(b'=');
+        q.extend_from_slice(v.as_bytes());
+    }
+    t.extend_from_slice(&q);
+    Some(t)
 }

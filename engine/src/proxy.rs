@@ -107,7 +107,8 @@ async fn exchange(
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
     let cfg = &w.cfg;
-    let route_idx = w.routes.find(req.host(), req.path_only(), req.method(), &cfg.routes).ok_or(Error::new(
+    let accept = |i: usize| policy::conditions_hold(&cfg.routes[i], req);
+    let route_idx = w.routes.find(req.host(), req.path_only(), &cfg.routes, &accept).ok_or(Error::new(
         Kind::NoRoute,
         Side::Client,
         "no route",
@@ -146,7 +147,8 @@ async fn exchange(
     }
     let up_cfg = &cfg.upstreams[upstream];
     let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
-    let target = policy::upstream_target(route, req, identity.key_source, &cfg.api_key);
+    let captures = route.path.captures(req.path_only()).unwrap_or_default();
+    let target = policy::upstream_target(route, req, identity.key_source, &cfg.api_key, &captures);
     let consumer_name = identity.consumer.map(|c| cfg.consumers[c].name.as_bytes());
     let edits = forward::Edits {
         target: target.as_deref(),
@@ -160,6 +162,7 @@ async fn exchange(
         identity_name: identity.name(cfg),
         claim_fields: &identity.claim_fields,
         claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
+        captures: &captures,
         client_ip: peer.ip(),
         cors: policy::cors_origin(route, req),
     };

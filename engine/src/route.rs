@@ -16,6 +16,8 @@ use config::{HostMatch, PathMatch, Route};
 #[derive(Debug, Clone, Default)]
 struct PathTable {
     exact: HashMap<Box<[u8]>, Vec<usize>>,
+    /// Path templates, scanned in file order after exact paths and before prefixes.
+    templates: Vec<usize>,
     prefix: HashMap<Box<[u8]>, Vec<usize>>,
 }
 
@@ -24,16 +26,22 @@ impl PathTable {
         let (map, key) = match path {
             PathMatch::Exact(p) => (&mut self.exact, p),
             PathMatch::Prefix(p) => (&mut self.prefix, p),
+            PathMatch::Template(_) => {
+                self.templates.push(idx);
+                return;
+            }
         };
         map.entry(key.as_bytes().into()).or_default().push(idx);
     }
 
-    /// The first route (by precedence) whose path and methods match.
-    fn find(&self, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
-        let pick = |list: Option<&Vec<usize>>| {
-            list.and_then(|l| l.iter().copied().find(|&i| method_matches(&routes[i].methods, method)))
-        };
+    /// The first route (by precedence) whose path matches and that `accept` takes.
+    fn find(&self, path: &[u8], routes: &[Route], accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let pick = |list: Option<&Vec<usize>>| list.and_then(|l| l.iter().copied().find(|&i| accept(i)));
         if let Some(i) = pick(self.exact.get(path)) {
+            return Some(i);
+        }
+        if let Some(i) = self.templates.iter().copied().find(|&i| routes[i].path.captures(path).is_some() && accept(i))
+        {
             return Some(i);
         }
         if self.prefix.is_empty() {
@@ -60,7 +68,8 @@ impl PathTable {
     }
 }
 
-fn method_matches(methods: &[String], method: &[u8]) -> bool {
+/// Whether a request's method is one of `methods` (empty: any).
+pub fn method_matches(methods: &[String], method: &[u8]) -> bool {
     methods.is_empty() || methods.iter().any(|m| m.as_bytes() == method)
 }
 
@@ -93,27 +102,34 @@ impl RouteTable {
         t
     }
 
-    /// The index of the route for a request, or `None` (404).
-    pub fn find(&self, host: Option<&[u8]>, path: &[u8], method: &[u8], routes: &[Route]) -> Option<usize> {
+    /// The index of the route for a request, or `None` (404). `accept` checks a candidate's
+    /// other conditions (method, fields, query); candidates come in precedence order.
+    pub fn find(
+        &self,
+        host: Option<&[u8]>,
+        path: &[u8],
+        routes: &[Route],
+        accept: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         if let Some(h) = host.map(normalise_host) {
             let mut lower = [0u8; 256];
             if h.len() <= lower.len() {
                 let lower = &mut lower[..h.len()];
                 lower.copy_from_slice(h);
                 lower.make_ascii_lowercase();
-                if let Some(i) = self.exact_hosts.get(&*lower).and_then(|t| t.find(path, method, routes)) {
+                if let Some(i) = self.exact_hosts.get(&*lower).and_then(|t| t.find(path, routes, accept)) {
                     return Some(i);
                 }
                 for (sfx, t) in &self.suffix_hosts {
                     if lower.len() > sfx.len() && lower.ends_with(sfx) {
-                        if let Some(i) = t.find(path, method, routes) {
+                        if let Some(i) = t.find(path, routes, accept) {
                             return Some(i);
                         }
                     }
                 }
             }
         }
-        self.any_host.find(path, method, routes)
+        self.any_host.find(path, routes, accept)
     }
 }
 
@@ -178,13 +194,19 @@ mod tests {
             (None, "/m/1", "DELETE", Some(0)),
         ];
         for (host, path, method, want) in cases {
+            let accept = |i: usize| method_matches(&rs[i].methods, method.as_bytes());
             assert_eq!(
-                t.find(host.map(str::as_bytes), path.as_bytes(), method.as_bytes(), &rs),
+                t.find(host.map(str::as_bytes), path.as_bytes(), &rs, &accept),
                 *want,
                 "{host:?} {method} {path}"
             );
         }
         let rs = routes(&route(None, "path = \"/only\"", ""));
-        assert_eq!(RouteTable::new(&rs).find(None, b"/other", b"GET", &rs), None);
+        assert_eq!(RouteTable::new(&rs).find(None, b"/other", &rs, &|_| true), None);
+        let rs = routes(&[route(None, "path = \"/u\"", ""), route(None, "path_template = \"/u/{id}/x\"", "")].concat());
+        let t = RouteTable::new(&rs);
+        assert_eq!(t.find(None, b"/u/7/x", &rs, &|_| true), Some(1), "a template beats a prefix");
+        assert_eq!(t.find(None, b"/u/7/y", &rs, &|_| true), Some(0));
+        assert_eq!(t.find(None, b"/u//x", &rs, &|_| true), Some(0), "captures are never empty");
     }
 }

@@ -279,3 +279,35 @@ both_drivers!(jwt_bearer_tokens, |io| {
     assert_eq!(seen[0].header("x-scope"), Some("read write"));
     assert_eq!(seen[0].header("x-who"), Some("user-7"));
 });
+
+both_drivers!(templates_conditions_and_rewrites, |io| {
+    let (up, seen) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n\
+             [[routes]]\npath_template = \"/users/{{id}}/orders/{{order}}\"\nupstream = \"api\"\n\
+             rewrite = \"/v2/orders/{{order}}\"\nquery_add = {{ user = \"x\" }}\nquery_remove = [\"debug\"]\n\
+             request_headers = {{ set = {{ x-user-id = \"{{id}}\" }} }}\n\
+             [[routes]]\npath = \"/beta\"\nheaders = {{ x-beta = \"*\" }}\nrespond = {{ status = 200, body = \"beta\" }}\n\
+             [[routes]]\npath = \"/beta\"\nquery = {{ v = \"2\" }}\nrespond = {{ status = 200, body = \"v2\" }}\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    let r = c.request("GET /users/42/orders/9?debug=1&x=y HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.text(), "GET /v2/orders/9?x=y&user=x\n");
+    assert_eq!(seen.lock().unwrap()[0].header("x-user-id"), Some("42"));
+    assert_eq!(
+        c.request("GET /users/42/orders HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "GET /users/42/orders\n",
+        "segment count differs"
+    );
+    assert_eq!(c.request("GET /beta HTTP/1.1\r\nHost: a\r\nX-Beta: yes\r\n\r\n").text(), "beta");
+    assert_eq!(c.request("GET /beta?v=2 HTTP/1.1\r\nHost: a\r\n\r\n").text(), "v2");
+    assert_eq!(
+        c.request("GET /beta?v=3 HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "GET /beta?v=3\n",
+        "no condition holds: next route"
+    );
+});
