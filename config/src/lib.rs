@@ -320,6 +320,29 @@ impl Config {
         validate::parse(text)
     }
 
+    /// Routes that can never match: an earlier route with the same host and path takes every
+    /// request this one would (its methods include this one's, and it has no field or query
+    /// conditions). Checked by `coregate check`, logged at startup.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (j, later) in self.routes.iter().enumerate() {
+            let shadow = self.routes[..j].iter().position(|earlier| {
+                earlier.host == later.host
+                    && earlier.path == later.path
+                    && earlier.headers.is_empty()
+                    && earlier.query.is_empty()
+                    && (earlier.methods.is_empty()
+                        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m))))
+            });
+            if let Some(i) = shadow {
+                out.push(format!(
+                    "routes[{j}] can never match: routes[{i}] has the same host and path and takes all its requests"
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, Errors> {
         let text = std::fs::read_to_string(path)

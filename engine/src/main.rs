@@ -54,6 +54,9 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
+            for w in cfg.warnings() {
+                println!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} listen address(es), {} upstream(s), {} route(s), {} worker(s))",
                 path.display(),
@@ -86,6 +89,9 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in cfg.warnings() {
+        log::warn!("{w}");
+    }
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {

@@ -111,3 +111,18 @@ fn an_explicit_driver_that_cannot_run_fails_at_startup() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not allow io_uring"), "{err}");
 }
+
+#[test]
+fn check_warns_about_routes_that_can_never_match() {
+    let p = temp_config(
+        "shadow",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n\
+         [[routes]]\npath = \"/a\"\nupstream = \"api\"\n[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nupstream = \"api\"\n\
+         [[routes]]\npath = \"/b\"\nmethods = [\"GET\"]\nupstream = \"api\"\n[[routes]]\npath = \"/b\"\nmethods = [\"POST\"]\nupstream = \"api\"\n",
+    );
+    let out = Command::new(BIN).arg("check").arg(&p).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning: routes[1] can never match: routes[0]"), "{text}");
+    assert!(!text.contains("routes[3]"), "{text}");
+}
