@@ -42,26 +42,28 @@ impl Driver {
     /// `ready` is called once the runtime exists (or with the error if it cannot be built).
     pub(crate) fn run<F: Future>(self, ready: impl FnOnce(io::Result<()>), fut: F) -> Option<F::Output> {
         match self {
-            Driver::IoUring => match uring_runtime() {
-                Ok(mut rt) => {
-                    ready(Ok(()));
-                    Some(rt.block_on(fut))
-                }
-                Err(e) => {
-                    ready(Err(e));
-                    None
-                }
-            },
-            Driver::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
-                Ok(mut rt) => {
-                    ready(Ok(()));
-                    Some(rt.block_on(fut))
-                }
-                Err(e) => {
-                    ready(Err(e));
-                    None
-                }
-            },
+            Driver::IoUring => block_on(uring_runtime(), ready, fut),
+            Driver::Epoll => {
+                block_on(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build(), ready, fut)
+            }
+        }
+    }
+}
+
+/// Reports whether the runtime could be built, then runs `fut` on it.
+fn block_on<D: monoio::Driver, F: Future>(
+    rt: io::Result<monoio::Runtime<D>>,
+    ready: impl FnOnce(io::Result<()>),
+    fut: F,
+) -> Option<F::Output> {
+    match rt {
+        Ok(mut rt) => {
+            ready(Ok(()));
+            Some(rt.block_on(fut))
+        }
+        Err(e) => {
+            ready(Err(e));
+            None
         }
     }
 }

@@ -1,25 +1,22 @@
 //! Coarse per-worker deadlines for parked (idle) connections. A monoio `Sleep` is 640 bytes
 //! (128-byte aligned); thousands of idle connections each holding one would cost more than
-//! the connections themselves. A parked connection instead registers a deadline here (a
-//! slot of 40 bytes), and the worker's control tick fires the expired ones, so idle
-//! timeouts have the tick's granularity (50 ms).
+//! the connections themselves. A parked connection instead registers a deadline here (one
+//! small slot), and the worker's control tick fires the expired ones, so idle timeouts have
+//! the tick's granularity (50 ms).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-struct Slot {
-    deadline: Instant,
-    waker: Option<Waker>,
-    fired: bool,
-}
+use crate::waiters::Waiters;
+
+/// A deadline and whether it has fired.
+type Deadline = (Instant, bool);
 
 #[derive(Default)]
 pub(crate) struct IdleTimers {
-    slots: RefCell<Vec<Option<Slot>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters<Deadline>,
 }
 
 impl IdleTimers {
@@ -30,14 +27,11 @@ impl IdleTimers {
 
     /// Wakes every waiter whose deadline is at or before `now`.
     pub(crate) fn fire_expired(&self, now: Instant) {
-        for slot in self.slots.borrow_mut().iter_mut().flatten() {
-            if !slot.fired && slot.deadline <= now {
-                slot.fired = true;
-                if let Some(w) = slot.waker.take() {
-                    w.wake();
-                }
-            }
-        }
+        self.waiters.wake_where(|(deadline, fired)| {
+            let due = !*fired && *deadline <= now;
+            *fired |= due;
+            due
+        });
     }
 }
 
@@ -52,34 +46,15 @@ impl Future for IdleWait<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let timers = self.timers;
-        let mut slots = timers.slots.borrow_mut();
-        match self.slot {
-            Some(i) => {
-                let slot = slots[i].as_mut().expect("own slot");
-                if slot.fired {
-                    return Poll::Ready(());
-                }
-                slot.waker = Some(cx.waker().clone());
-            }
-            None => {
-                if self.deadline <= Instant::now() {
-                    return Poll::Ready(());
-                }
-                let slot = Slot { deadline: self.deadline, waker: Some(cx.waker().clone()), fired: false };
-                let i = match timers.free.borrow_mut().pop() {
-                    Some(i) => {
-                        slots[i] = Some(slot);
-                        i
-                    }
-                    None => {
-                        slots.push(Some(slot));
-                        slots.len() - 1
-                    }
-                };
-                drop(slots);
-                self.slot = Some(i);
-            }
+        let fired = match self.slot {
+            Some(i) => timers.waiters.get(i, |(_, fired)| *fired).unwrap_or(true),
+            None => self.deadline <= Instant::now(),
+        };
+        if fired {
+            return Poll::Ready(());
         }
+        let deadline = self.deadline;
+        timers.waiters.register(&mut self.slot, cx.waker(), || (deadline, false));
         Poll::Pending
     }
 }
@@ -87,8 +62,7 @@ impl Future for IdleWait<'_> {
 impl Drop for IdleWait<'_> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            self.timers.slots.borrow_mut()[i] = None;
-            self.timers.free.borrow_mut().push(i);
+            self.timers.waiters.release(i);
         }
     }
 }
@@ -96,6 +70,7 @@ impl Drop for IdleWait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
     use std::time::Duration;
 
     #[test]
@@ -112,9 +87,9 @@ mod tests {
         assert!(late.as_mut().poll(&mut cx).is_pending());
         drop(early);
         drop(late);
-        assert!(timers.slots.borrow().iter().all(Option::is_none));
+        assert_eq!(timers.waiters.occupied(), 0);
         let mut again = Box::pin(timers.wait(now + Duration::from_secs(5)));
         assert!(again.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(timers.slots.borrow().len(), 2, "freed slots are reused");
+        assert_eq!(timers.waiters.capacity(), 2, "freed slots are reused");
     }
 }

@@ -24,6 +24,7 @@ mod ratelimit;
 mod route;
 mod server;
 mod shutdown;
+mod waiters;
 mod worker;
 
 pub use driver::Driver;

@@ -2,25 +2,23 @@
 //! connections) wakes and winds down. Single-threaded: the control plane reaches a worker
 //! through its control tick, not through this type.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use crate::waiters::Waiters;
 
 #[derive(Default)]
 pub(crate) struct Drain {
     started: Cell<bool>,
-    /// Registered wakers; `None` slots are free and listed in `free`.
-    wakers: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters<()>,
 }
 
 impl Drain {
     pub(crate) fn start(&self) {
         self.started.set(true);
-        for w in self.wakers.borrow_mut().iter_mut().filter_map(Option::take) {
-            w.wake();
-        }
+        self.waiters.wake_where(|_| true);
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -45,25 +43,8 @@ impl Future for DrainWait<'_> {
         if self.drain.started.get() {
             return Poll::Ready(());
         }
-        let waker = Some(cx.waker().clone());
-        let mut wakers = self.drain.wakers.borrow_mut();
-        match self.slot {
-            Some(i) => wakers[i] = waker,
-            None => {
-                let i = match self.drain.free.borrow_mut().pop() {
-                    Some(i) => {
-                        wakers[i] = waker;
-                        i
-                    }
-                    None => {
-                        wakers.push(waker);
-                        wakers.len() - 1
-                    }
-                };
-                drop(wakers);
-                self.slot = Some(i);
-            }
-        }
+        let drain = self.drain;
+        drain.waiters.register(&mut self.slot, cx.waker(), || ());
         Poll::Pending
     }
 }
@@ -71,8 +52,28 @@ impl Future for DrainWait<'_> {
 impl Drop for DrainWait<'_> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            self.drain.wakers.borrow_mut()[i] = None;
-            self.drain.free.borrow_mut().push(i);
+            self.drain.waiters.release(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn start_wakes_every_waiter_and_drops_free_slots() {
+        let drain = Drain::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut a = Box::pin(drain.wait());
+        let mut b = Box::pin(drain.wait());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        drop(b);
+        assert_eq!(drain.waiters.occupied(), 1);
+        drain.start();
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(drain.wait()).as_mut().poll(&mut cx).is_ready());
     }
 }
