@@ -29,6 +29,7 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 
 pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let mut client = Conn::new(stream, 0);
+    let peer_text = peer.ip().to_string();
     let mut first = true;
     loop {
         if client.buf.is_empty() && !wait_for_request(&w, &mut client, first).await {
@@ -49,7 +50,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         first = false;
-        if Box::pin(proxy::handle(&w, &mut client, peer, req)).await == Next::Close {
+        if Box::pin(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), req)).await == Next::Close {
             return;
         }
     }

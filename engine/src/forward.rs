@@ -2,8 +2,6 @@
 //! to the client, with hop-by-hop fields removed (RFC 9110 7.6.1), framing re-stated by the
 //! proxy (RFC 9112 6), and the X-Forwarded-* fields set; plus the small error responses.
 
-use std::io::Write as _;
-use std::net::IpAddr;
 
 use config::{HeaderOps, Piece, Template};
 
@@ -40,7 +38,8 @@ pub(crate) struct Edits<'a> {
     pub claim_headers: &'a [(String, String)],
     /// Path-template captures, for `{name}` in field templates.
     pub captures: &'a [(&'a str, &'a [u8])],
-    pub client_ip: IpAddr,
+    /// The client's address as text (formatted once per connection).
+    pub client_ip: &'a [u8],
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
     pub cors: Option<(&'a config::Cors, &'a [u8])>,
 }
@@ -56,7 +55,7 @@ impl Edits<'_> {
             match piece {
                 Piece::Text(s) => out.extend_from_slice(s.as_bytes()),
                 Piece::ClientIp => {
-                    let _ = write!(out, "{}", self.client_ip);
+                    out.extend_from_slice(self.client_ip);
                 }
                 Piece::Consumer => out.extend_from_slice(self.identity_name.unwrap_or_default()),
                 Piece::Capture(name) => expand_capture(out, self.captures, name),
@@ -147,7 +146,8 @@ pub(crate) fn request_head(
             }
         }
     }
-    let _ = write!(out, "{}\r\n", edits.client_ip);
+    out.extend_from_slice(edits.client_ip);
+    out.extend_from_slice(b"\r\n");
     field(out, b"x-forwarded-proto", b"http");
     if let Some(h) = req.host() {
         field(out, b"x-forwarded-host", h);
@@ -293,7 +293,7 @@ mod tests {
             claim_fields: &[],
             claim_headers: &[],
             captures: &[],
-            client_ip: "10.0.0.9".parse().unwrap(),
+            client_ip: b"10.0.0.9",
             cors: None,
         };
         request_head(&mut out, &r, &edits, || "fallback".into());

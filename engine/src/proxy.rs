@@ -52,9 +52,9 @@ fn no_body(b: BodyFraming) -> bool {
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
-pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, req: RequestHead) -> Next {
+pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text: &[u8], req: RequestHead) -> Next {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, &req, &mut progress).await {
+    let err = match exchange(w, client, peer, peer_text, &req, &mut progress).await {
         Ok(next) => return next,
         Err(e) => e,
     };
@@ -99,6 +99,7 @@ async fn exchange(
     w: &Worker,
     client: &mut Conn,
     peer: SocketAddr,
+    peer_text: &[u8],
     req: &RequestHead,
     p: &mut Progress,
 ) -> Result<Next, Error> {
@@ -163,7 +164,7 @@ async fn exchange(
         claim_fields: &identity.claim_fields,
         claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
         captures: &captures,
-        client_ip: peer.ip(),
+        client_ip: peer_text,
         cors: policy::cors_origin(route, req),
     };
     let mut head = Vec::new();

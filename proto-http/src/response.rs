@@ -1,6 +1,8 @@
 //! Response heads from upstreams: parsing into spans and the framing decision of
 //! RFC 9112 section 6.3, strict enough that a confused upstream cannot poison a pool.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 
 use crate::fields::{fold_content_length, ConnectionFlags, TransferCodings};
@@ -69,10 +71,11 @@ impl ResponseHead {
 /// was HEAD, which makes the response bodiless whatever its fields say.
 pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result<Option<ResponseMeta>, ParseError> {
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
-    let mut storage = [httparse::EMPTY_HEADER; Limits::HEADER_CAP];
+    // Uninitialised header slots, as for requests (see request.rs).
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_CAP];
     let cap = limits.max_headers.clamp(1, Limits::HEADER_CAP);
-    let mut res = httparse::Response::new(&mut storage[..cap]);
-    let head_len = match res.parse(window)? {
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, window, &mut storage[..cap])? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial if buf.len() >= limits.max_head_bytes => return Err(ParseError::HeadTooLarge),
         httparse::Status::Partial => return Ok(None),
