@@ -28,7 +28,7 @@ const CLIENT_BUF: usize = 4 * 1024;
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
 pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let mut client = Conn::new(stream, 0);
+    let mut client = Conn::new(stream, 0, w.timers.clone());
     let peer_text = peer.ip().to_string();
     let mut first = true;
     loop {
@@ -62,7 +62,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
 ///
 /// A keep-alive connection reads straight into its buffer for [`PARK_AFTER`]; a new
 /// connection, or one idle for longer, parks: no buffer, no read posted, only a readiness
-/// poll and a coarse deadline in the worker's [`IdleTimers`](crate::idle::IdleTimers).
+/// poll and a coarse deadline in the worker's [`CoarseTimers`](crate::timers::CoarseTimers).
 async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     if w.drain.is_draining() {
         return false;
@@ -81,7 +81,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     monoio::select! {
         r = client.stream.readable(true) => r.is_ok(),
         _ = w.drain.wait() => false,
-        _ = w.idle.wait(start + limit) => false,
+        _ = w.timers.wait(start + limit) => false,
     }
 }
 

@@ -2,7 +2,6 @@
 //! to the client, with hop-by-hop fields removed (RFC 9110 7.6.1), framing re-stated by the
 //! proxy (RFC 9112 6), and the X-Forwarded-* fields set; plus the small error responses.
 
-
 use config::{HeaderOps, Piece, Template};
 
 use proto_http::write::{field, field_u64, reason, request_line, status_line};

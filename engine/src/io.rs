@@ -3,22 +3,31 @@
 //! Buffers are owned (monoio's rent model): a read moves the `BytesMut` into the kernel
 //! operation and gets it back. A timed-out operation is dropped, which cancels it; monoio
 //! keeps the buffer alive until the kernel lets go, so the connection is closed afterwards
-//! and never reused (every timeout here ends its connection).
+//! and never reused (every timeout here ends its connection). Timeouts use the worker's
+//! [`CoarseTimers`] (50 ms granularity), not a monoio `Sleep` per operation.
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut as _};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-/// Runs `f` for at most `d`; expiry becomes `ErrorKind::TimedOut`.
-pub(crate) async fn timed<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    match monoio::time::timeout(d, f).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+use crate::timers::CoarseTimers;
+
+/// Runs `f` for at most `d` (as seen by `timers`); expiry becomes `ErrorKind::TimedOut`.
+pub(crate) async fn timed<T>(
+    timers: &CoarseTimers,
+    d: Duration,
+    f: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + d;
+    monoio::select! {
+        r = f => r,
+        _ = timers.wait(deadline) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -26,11 +35,12 @@ pub(crate) struct Conn {
     pub stream: TcpStream,
     /// Bytes read and not yet consumed.
     pub buf: BytesMut,
+    timers: Rc<CoarseTimers>,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, capacity: usize) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(capacity) }
+    pub(crate) fn new(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
+        Self { stream, buf: BytesMut::with_capacity(capacity), timers }
     }
 
     /// Reads more bytes after those already buffered, making room for at least `room`.
@@ -40,10 +50,12 @@ impl Conn {
         let len = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let cap = buf.capacity();
-        let (res, slice) = match monoio::time::timeout(timeout, self.stream.read(buf.slice_mut(len..cap))).await {
-            Ok(done) => done,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
+        let deadline = Instant::now() + timeout;
+        let read = async { Ok(self.stream.read(buf.slice_mut(len..cap)).await) };
+        let (res, slice) = monoio::select! {
+            r = read => r,
+            _ = self.timers.wait(deadline) => Err(io::Error::from(io::ErrorKind::TimedOut)),
+        }?;
         self.buf = slice.into_inner();
         res
     }
@@ -54,6 +66,6 @@ impl Conn {
             let (res, data) = self.stream.write_all(data).await;
             res.map(|_| data)
         };
-        timed(timeout, write).await
+        timed(&self.timers, timeout, write).await
     }
 }

@@ -13,7 +13,6 @@ mod date;
 mod driver;
 mod error;
 mod forward;
-mod idle;
 mod io;
 mod jwt;
 mod listener;
@@ -24,6 +23,7 @@ mod ratelimit;
 mod route;
 mod server;
 mod shutdown;
+mod timers;
 mod waiters;
 mod worker;
 

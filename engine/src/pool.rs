@@ -98,12 +98,13 @@ mod tests {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let mut pool = Pool::new([1usize].into_iter());
+            let timers = std::rc::Rc::new(crate::timers::CoarseTimers::default());
             let t0 = Instant::now();
             let mut keep = Vec::new();
             for _ in 0..3 {
                 let c = TcpStream::connect_addr(addr).await.unwrap();
                 keep.push(listener.accept().await.unwrap());
-                pool.put(0, 0, Conn::new(c, 16), 2, t0);
+                pool.put(0, 0, Conn::new(c, 16, timers.clone()), 2, t0);
             }
             assert_eq!(pool.idle_count(0, 0), 2);
             assert!(pool.take(0, 0, t0, Duration::from_secs(1)).is_some());
@@ -113,7 +114,7 @@ mod tests {
             assert!(pool.take(0, 0, t0, Duration::from_secs(1)).is_none());
             let c = TcpStream::connect_addr(addr).await.unwrap();
             let _peer = listener.accept().await.unwrap();
-            pool.put(0, 0, Conn::new(c, 16), 2, t0);
+            pool.put(0, 0, Conn::new(c, 16, timers.clone()), 2, t0);
             pool.sweep(t0 + Duration::from_secs(2), |_| Duration::from_secs(1));
             assert_eq!(pool.idle_count(0, 0), 0);
         });

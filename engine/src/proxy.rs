@@ -52,7 +52,13 @@ fn no_body(b: BodyFraming) -> bool {
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
-pub(crate) async fn handle(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text: &[u8], req: RequestHead) -> Next {
+pub(crate) async fn handle(
+    w: &Worker,
+    client: &mut Conn,
+    peer: SocketAddr,
+    peer_text: &[u8],
+    req: RequestHead,
+) -> Next {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
     let err = match exchange(w, client, peer, peer_text, &req, &mut progress).await {
         Ok(next) => return next,
@@ -354,10 +360,10 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usiz
             }
         }
         let addr = up.endpoints[endpoint];
-        match timed(up.connect_timeout, TcpStream::connect_addr(addr)).await {
+        match timed(&w.timers, up.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((Conn::new(stream, 8 * 1024), endpoint, false));
+                return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 last = Error::new(Kind::ConnectTimeout, Side::Upstream, "connecting to the upstream timed out");

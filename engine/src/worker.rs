@@ -16,11 +16,11 @@ use monoio::net::TcpListener;
 use crate::auth::ApiKeys;
 use crate::conn;
 use crate::driver::Driver;
-use crate::idle::IdleTimers;
 use crate::pool::Pool;
 use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
+use crate::timers::CoarseTimers;
 
 /// How often a worker looks at the process-wide shutdown flag and sweeps its pools.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
@@ -34,8 +34,8 @@ pub(crate) struct Worker {
     /// Round-robin cursor per upstream.
     pub rr: Vec<Cell<usize>>,
     pub drain: Drain,
-    /// Deadlines of parked idle connections, fired by the control tick.
-    pub idle: IdleTimers,
+    /// Every timeout of this worker's connections, fired by the control tick.
+    pub timers: Rc<CoarseTimers>,
     pub keys: ApiKeys,
     /// This core's side of the rate limits (None when no route has one).
     pub buckets: Option<RefCell<Buckets>>,
@@ -103,7 +103,7 @@ async fn run(
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
         drain: Drain::default(),
-        idle: IdleTimers::default(),
+        timers: Rc::new(CoarseTimers::default()),
         active: Cell::new(0),
         accepting: Cell::new(0),
         cfg,
@@ -124,7 +124,7 @@ async fn run(
     while !shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(CONTROL_TICK).await;
         ticks = ticks.wrapping_add(1);
-        w.idle.fire_expired(Instant::now());
+        w.timers.fire_expired(Instant::now());
         if ticks.is_multiple_of(SWEEP_EVERY) {
             let cfg = &w.cfg;
             w.pool.borrow_mut().sweep(Instant::now(), |u| cfg.upstreams[u].idle_timeout);

@@ -75,7 +75,11 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_CAP];
     let cap = limits.max_headers.clamp(1, Limits::HEADER_CAP);
     let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, window, &mut storage[..cap])? {
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        window,
+        &mut storage[..cap],
+    )? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial if buf.len() >= limits.max_head_bytes => return Err(ParseError::HeadTooLarge),
         httparse::Status::Partial => return Ok(None),
