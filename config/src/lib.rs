@@ -172,6 +172,8 @@ pub enum Piece {
     Consumer,
     /// `{name}`: a capture of the route's path template.
     Capture(String),
+    /// `{claim:name}`: a claim of the request's verified JWT (empty without one).
+    Claim(String),
 }
 
 /// Header edits, applied in order: remove, set (replace), add (append).

@@ -118,9 +118,12 @@ fn template_with(c: &mut Checker, path: &str, v: &str, captures: &[String]) -> T
             "client_ip" => pieces.push(Piece::ClientIp),
             "consumer" => pieces.push(Piece::Consumer),
             other if captures.iter().any(|n| n == other) => pieces.push(Piece::Capture(other.to_string())),
+            other if other.strip_prefix("claim:").is_some_and(|n| !n.is_empty()) => {
+                pieces.push(Piece::Claim(other["claim:".len()..].to_string()))
+            }
             other => c.err(
                 path,
-                format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}} and the path captures)"),
+                format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}}, {{claim:NAME}} and the path captures)"),
             ),
         }
         rest = &rest[open + close + 1..];
@@ -291,7 +294,7 @@ pub(crate) fn build_route(
             c.err(format!("{path}.rewrite"), "must start with '/' and hold no whitespace, '?' or '#'");
         }
         let tpl = template_with(c, &format!("{path}.rewrite"), t, &capture_names);
-        if tpl.0.iter().any(|p| matches!(p, Piece::ClientIp | Piece::Consumer)) {
+        if tpl.0.iter().any(|p| matches!(p, Piece::ClientIp | Piece::Consumer | Piece::Claim(_))) {
             c.err(format!("{path}.rewrite"), "a rewrite takes path captures only");
         }
         tpl

@@ -37,6 +37,8 @@ pub(crate) struct Edits<'a> {
     pub claim_headers: &'a [(String, String)],
     /// Path-template captures, for `{name}` in field templates.
     pub captures: &'a [(&'a str, &'a [u8])],
+    /// Verified JWT claims, for `{claim:NAME}`.
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// The client's address as text (formatted once per connection).
     pub client_ip: &'a [u8],
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
@@ -58,6 +60,11 @@ impl Edits<'_> {
                 }
                 Piece::Consumer => out.extend_from_slice(self.identity_name.unwrap_or_default()),
                 Piece::Capture(name) => expand_capture(out, self.captures, name),
+                Piece::Claim(name) => {
+                    if let Some(v) = self.claims.and_then(|c| c.get(name)).and_then(crate::jwt::claim_value) {
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                }
             }
         }
     }
@@ -292,6 +299,7 @@ mod tests {
             claim_fields: &[],
             claim_headers: &[],
             captures: &[],
+            claims: None,
             client_ip: b"10.0.0.9",
             cors: None,
         };

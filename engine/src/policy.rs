@@ -122,6 +122,8 @@ pub(crate) struct Identity {
     pub key_source: Option<KeySource>,
     /// Claims forwarded as request fields: (lower-case name, value).
     pub claim_fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// All claims of a verified JWT, for `{claim:NAME}` templates.
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Identity {
@@ -174,7 +176,7 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
                     })
                     .collect();
                 let subject = claims.get("sub").and_then(jwt::claim_value);
-                Ok(Identity { subject, claim_fields, ..Identity::default() })
+                Ok(Identity { subject, claim_fields, claims: Some(claims), ..Identity::default() })
             }
             Err(e) => {
                 let (value, detail) = match e {
@@ -305,8 +307,8 @@ pub(crate) fn upstream_target(
             match piece {
                 config::Piece::Text(s) => t.extend_from_slice(s.as_bytes()),
                 config::Piece::Capture(n) => forward::expand_capture(&mut t, captures, n),
-                // Identity placeholders are not expanded into paths.
-                config::Piece::ClientIp | config::Piece::Consumer => {}
+                // Identity placeholders are refused in rewrites at load time.
+                config::Piece::ClientIp | config::Piece::Consumer | config::Piece::Claim(_) => {}
             }
         }
     } else if let (true, PathMatch::Prefix(prefix)) = (route.strip_prefix, &route.path) {

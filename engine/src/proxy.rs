@@ -170,6 +170,7 @@ async fn exchange(
         claim_fields: &identity.claim_fields,
         claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
         captures: &captures,
+        claims: identity.claims.as_ref(),
         client_ip: peer_text,
         cors: policy::cors_origin(route, req),
     };

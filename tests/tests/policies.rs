@@ -249,7 +249,7 @@ both_drivers!(jwt_bearer_tokens, |io| {
             "{}\n[auth.jwt]\nissuer = \"https://issuer.test\"\nclaims_to_headers = {{ sub = \"x-user\", scope = \"x-scope\" }}\n\
              keys = [{{ alg = \"HS256\", secret = \"{secret}\" }}, {{ alg = \"RS256\", pem_file = \"{}/fixtures/rsa-public.pem\" }}]\n\
              [[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"jwt\"\n\
-             request_headers = {{ set = {{ x-who = \"{{consumer}}\" }} }}\n\
+             request_headers = {{ set = {{ x-who = \"{{consumer}}\", x-iss = \"{{claim:iss}}\" }} }}\n\
              rate_limits = [{{ rate = 1000, burst = 1000, key = \"consumer\" }}]\n",
             upstream_section(up.addr),
             env!("CARGO_MANIFEST_DIR")
@@ -278,6 +278,7 @@ both_drivers!(jwt_bearer_tokens, |io| {
     assert_eq!(seen[0].header_all("x-user"), vec!["user-7"], "claims forwarded, a spoofed field dropped");
     assert_eq!(seen[0].header("x-scope"), Some("read write"));
     assert_eq!(seen[0].header("x-who"), Some("user-7"));
+    assert_eq!(seen[0].header("x-iss"), Some("https://issuer.test"));
 });
 
 both_drivers!(templates_conditions_and_rewrites, |io| {
