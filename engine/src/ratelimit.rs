@@ -56,11 +56,21 @@ pub(crate) struct Grant {
     pub solvent: bool,
 }
 
-/// The key bytes of a bucket: the limit's global id, then the key's own bytes.
+/// Keys longer than this (header values can be kilobytes) are stored as their SHA-256
+/// digest, so that 100,000 keys per core stay within a few megabytes.
+const MAX_KEY_BYTES: usize = 64;
+
+/// The key bytes of a bucket: the limit's global id, then the key's own bytes (or their
+/// digest when long).
 pub(crate) fn bucket_key(out: &mut Vec<u8>, limit_id: u32, key: &[u8]) {
     out.clear();
     out.extend_from_slice(&limit_id.to_le_bytes());
-    out.extend_from_slice(key);
+    if key.len() > MAX_KEY_BYTES {
+        use sha2::{Digest, Sha256};
+        out.extend_from_slice(&Sha256::digest(key));
+    } else {
+        out.extend_from_slice(key);
+    }
 }
 
 /// Every limit in the configuration, by global id (routes in order, limits in order).
@@ -314,5 +324,7 @@ mod tests {
         bucket_key(&mut k, 3, b"10.0.0.1");
         assert_eq!(&k[..4], &3u32.to_le_bytes());
         assert_eq!(limit_of(&[limit(1.0, 1)], &k), None);
+        bucket_key(&mut k, 0, &[b'x'; 10_000]);
+        assert_eq!(k.len(), 4 + 32, "long keys are stored as digests");
     }
 }
