@@ -17,6 +17,22 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Every entry of `list` as a token (RFC 9110 5.6.2) passed through `norm`; the others are
+/// reported as not being `what`.
+fn tokens(c: &mut Checker, path: &str, list: &[String], what: &str, norm: fn(&str) -> String) -> Vec<String> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            if is_token(t) {
+                Some(norm(t))
+            } else {
+                c.err(format!("{path}[{i}]"), format!("{t:?} is not {what}"));
+                None
+            }
+        })
+        .collect()
+}
+
 /// Field values may hold visible characters, spaces and tabs; never CR, LF or NUL.
 fn is_field_value(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
@@ -153,19 +169,7 @@ fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps, captures: &[Strin
     };
     let set = pairs("set", &raw.set);
     let add = pairs("add", &raw.add);
-    let remove = raw
-        .remove
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| {
-            if is_token(k) {
-                Some(k.to_ascii_lowercase())
-            } else {
-                c.err(format!("{path}.remove[{i}]"), format!("{k:?} is not a header name"));
-                None
-            }
-        })
-        .collect();
+    let remove = tokens(c, &format!("{path}.remove"), &raw.remove, "a header name", str::to_ascii_lowercase);
     HeaderOps { remove, set, add }
 }
 
@@ -306,20 +310,13 @@ pub(crate) fn build_route(
         }
     }
     let host = host_match(c, path, r.host.as_deref());
-    let methods: Vec<String> = r
-        .methods
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            if is_token(m) {
-                Some(m.to_ascii_uppercase())
-            } else {
-                c.err(format!("{path}.methods[{i}]"), format!("{m:?} is not a method"));
-                None
-            }
-        })
-        .collect();
+    let methods = tokens(
+        c,
+        &format!("{path}.methods"),
+        r.methods.as_deref().unwrap_or_default(),
+        "a method",
+        str::to_ascii_uppercase,
+    );
     let action = match (&r.upstream, &r.respond, &r.redirect) {
         (Some(name), None, None) => match upstreams.iter().position(|u| &u.name == name) {
             Some(i) => Some(Action::Proxy { upstream: i }),

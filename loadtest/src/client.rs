@@ -215,10 +215,8 @@ async fn read_response(c: &mut Conn, head_request: bool, timeout: Duration) -> O
             Ok(None) => {}
             Err(_) => return Outcome::Failed(Failure::Parse),
         }
-        match fill(c, deadline).await {
-            Ok(0) => return Outcome::Failed(Failure::Read),
-            Ok(_) => {}
-            Err(f) => return Outcome::Failed(f),
+        if let Err(f) = fill_more(c, deadline).await {
+            return Outcome::Failed(f);
         }
     };
     let _ = c.buf.split_to(head.head_len);
@@ -231,10 +229,8 @@ async fn read_response(c: &mut Conn, head_request: bool, timeout: Duration) -> O
                 break;
             }
             c.buf.clear();
-            match fill(c, deadline).await {
-                Ok(0) => return Outcome::Failed(Failure::Read),
-                Ok(_) => {}
-                Err(f) => return Outcome::Failed(f),
+            if let Err(f) = fill_more(c, deadline).await {
+                return Outcome::Failed(f);
             }
         },
         BodyKind::Chunked => loop {
@@ -246,10 +242,8 @@ async fn read_response(c: &mut Conn, head_request: bool, timeout: Duration) -> O
                 Ok(None) => {}
                 Err(_) => return Outcome::Failed(Failure::Parse),
             }
-            match fill(c, deadline).await {
-                Ok(0) => return Outcome::Failed(Failure::Read),
-                Ok(_) => {}
-                Err(f) => return Outcome::Failed(f),
+            if let Err(f) = fill_more(c, deadline).await {
+                return Outcome::Failed(f);
             }
         },
         BodyKind::Close => loop {
@@ -262,6 +256,14 @@ async fn read_response(c: &mut Conn, head_request: bool, timeout: Duration) -> O
         },
     }
     Outcome::Done { status: head.status, close: head.close }
+}
+
+/// Reads more of a response; the server closing first is a read error.
+async fn fill_more(c: &mut Conn, deadline: Instant) -> Result<(), Failure> {
+    match fill(c, deadline).await? {
+        0 => Err(Failure::Read),
+        _ => Ok(()),
+    }
 }
 
 async fn fill(c: &mut Conn, deadline: Instant) -> Result<usize, Failure> {
