@@ -5,7 +5,7 @@
 //! the fields a client needs (WWW-Authenticate, Retry-After, RateLimit-*).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Required, Route};
 use proto_http::{RequestHead, Version};
@@ -189,8 +189,12 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
     }
 }
 
+/// How long a request may wait for the bank's answer when its worker has spent its credit
+/// (normally well under a millisecond; the bank is one thread for all workers).
+const LEASE_WAIT: Duration = Duration::from_millis(20);
+
 /// Takes a token from every limit of the route; 429 from the first that has none.
-pub(crate) fn rate_limit(
+pub(crate) async fn rate_limit(
     w: &Worker,
     route_idx: usize,
     route: &Route,
@@ -202,48 +206,49 @@ pub(crate) fn rate_limit(
         return Ok(());
     }
     let Some(buckets) = &w.buckets else { return Ok(()) };
-    let mut buckets = buckets.borrow_mut();
-    let mut key = w.scratch.borrow_mut();
     let first_id = w.limit_ids[route_idx];
-    let now = Instant::now();
+    let ip_bytes = match peer.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
     for (i, limit) in route.rate_limits.iter().enumerate() {
-        let ip;
-        let consumer_bytes;
         let k: &[u8] = match &limit.key {
             LimitKey::Route => b"",
-            LimitKey::ClientIp => {
-                ip = match peer.ip() {
-                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
-                };
-                &ip
-            }
-            LimitKey::Consumer => {
-                consumer_bytes = identity.name(&w.cfg).unwrap_or_default();
-                consumer_bytes
-            }
-            LimitKey::Header(name) => {
-                req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v).unwrap_or(b"")
-            }
+            LimitKey::ClientIp => &ip_bytes,
+            LimitKey::Consumer => identity.name(&w.cfg).unwrap_or_default(),
+            LimitKey::Header(name) => header(req, name.as_bytes()).unwrap_or(b""),
         };
-        bucket_key(&mut key, first_id + i as u32, k);
-        if let Decision::Deny { rate, burst } = buckets.check(&key, now) {
-            // RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers): the quota is the
-            // burst, refilled at `rate`; a token is back in 1/rate seconds.
-            let reset = (1.0 / rate).ceil().max(1.0) as u64;
-            return Err(Refusal {
-                status: 429,
-                headers: vec![
-                    (b"retry-after", reset.to_string().into_bytes()),
-                    (b"ratelimit-limit", burst.to_string().into_bytes()),
-                    (b"ratelimit-remaining", b"0".to_vec()),
-                    (b"ratelimit-reset", reset.to_string().into_bytes()),
-                ],
-                detail: "rate limit exceeded",
-            });
+        let give_up = Instant::now() + LEASE_WAIT;
+        loop {
+            let decision = {
+                let mut key = w.scratch.borrow_mut();
+                bucket_key(&mut key, first_id + i as u32, k);
+                buckets.borrow_mut().check(&key, Instant::now())
+            };
+            match decision {
+                Decision::Allow => break,
+                Decision::Wait if Instant::now() < give_up => monoio::time::sleep(Duration::from_micros(200)).await,
+                Decision::Wait | Decision::Deny { .. } => return Err(too_many(limit.rate, limit.burst)),
+            }
         }
     }
     Ok(())
+}
+
+/// 429 with RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers): the quota is the
+/// burst, refilled at `rate`; a token is back in 1/rate seconds.
+fn too_many(rate: f64, burst: u32) -> Refusal {
+    let reset = (1.0 / rate).ceil().max(1.0) as u64;
+    Refusal {
+        status: 429,
+        headers: vec![
+            (b"retry-after", reset.to_string().into_bytes()),
+            (b"ratelimit-limit", burst.to_string().into_bytes()),
+            (b"ratelimit-remaining", b"0".to_vec()),
+            (b"ratelimit-reset", reset.to_string().into_bytes()),
+        ],
+        detail: "rate limit exceeded",
+    }
 }
 
 /// Answers a route whose action is a direct response or a redirect.

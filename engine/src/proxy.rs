@@ -135,7 +135,7 @@ async fn exchange(
         Ok(identity) => identity,
         Err(refusal) => return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await),
     };
-    if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity) {
+    if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity).await {
         return Ok(refusal.send(w, client, keep_after_refusal, meta.version).await);
     }
     let upstream = match &route.action {

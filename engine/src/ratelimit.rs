@@ -14,7 +14,8 @@
 //!
 //! While a lease is on its way a worker may spend up to one lease on credit (a new key
 //! starts that way); the debt goes to the bank with the next lease request and is debited
-//! there. The bank answers whether it could fill the lease in full; once it could not, the
+//! there. A request that finds the credit spent and a lease still in flight waits for it
+//! (at most 20 ms) rather than being refused while the bucket can still afford it. The bank answers whether it could fill the lease in full; once it could not, the
 //! worker stops spending on credit until a full grant comes back. Every admitted request is
 //! therefore debited from the one global bucket: the rate holds over time, and the overshoot
 //! of a drained bucket is at most one lease per worker (a tenth of a second of the rate, or
@@ -105,6 +106,8 @@ struct Local {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Decision {
     Allow,
+    /// A lease is on its way; ask again shortly (nothing was taken).
+    Wait,
     /// Refused; the limit that refused, for the 429 headers.
     Deny {
         rate: f64,
@@ -162,6 +165,10 @@ impl Buckets {
         } else if e.credit_ok && e.debt < lease {
             e.debt += 1;
             true
+        } else if e.pending && e.credit_ok {
+            // Credit is used up but the bank has not answered yet: the caller may wait for
+            // the grant instead of refusing a request the bucket can still afford.
+            return Decision::Wait;
         } else {
             false
         };
