@@ -30,6 +30,8 @@ impl std::error::Error for StartError {}
 pub struct Server {
     addrs: Vec<SocketAddr>,
     driver: Driver,
+    /// The one piece of cross-core state (control plane, never the request path): set on
+    /// SIGTERM/SIGINT, read by each worker's 50 ms control tick.
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }

@@ -55,6 +55,7 @@ pub(crate) struct Spawn {
     pub driver: Driver,
     pub listeners: Vec<std::net::TcpListener>,
     pub core: Option<core_affinity::CoreId>,
+    /// Control plane only: read by the control tick, never on the request path.
     pub shutdown: Arc<AtomicBool>,
     /// Told once the runtime is up (or why it could not start).
     pub ready: mpsc::Sender<io::Result<()>>,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::stats::Stats;
+use crate::stats::{ErrorCounts, Stats};
 
 /// The JSON schema of one run (stable: tools depend on these names).
 #[derive(Debug, Clone, Serialize)]
@@ -16,7 +16,7 @@ pub struct RunReport {
     pub duration_s: f64,
     pub target_rate: Option<f64>,
     pub latency_us: Latency,
-    pub errors_by_kind: ErrorsByKind,
+    pub errors_by_kind: ErrorCounts,
     pub status: std::collections::BTreeMap<String, u64>,
     pub reconnects: u64,
 }
@@ -30,16 +30,6 @@ pub struct Latency {
     pub p9999: u64,
     pub max: u64,
     pub mean: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorsByKind {
-    pub connect: u64,
-    pub read: u64,
-    pub write: u64,
-    pub timeout: u64,
-    pub status: u64,
-    pub parse: u64,
 }
 
 impl RunReport {
@@ -60,14 +50,7 @@ impl RunReport {
                 max: s.latency.max(),
                 mean: if s.latency.is_empty() { 0.0 } else { s.latency.mean() },
             },
-            errors_by_kind: ErrorsByKind {
-                connect: e.connect,
-                read: e.read,
-                write: e.write,
-                timeout: e.timeout,
-                status: e.status,
-                parse: e.parse,
-            },
+            errors_by_kind: e,
             status: s.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             reconnects: s.reconnects,
         }

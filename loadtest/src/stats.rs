@@ -8,13 +8,14 @@ use hdrhistogram::Histogram;
 /// Highest latency the histogram records: one hour, in microseconds.
 const MAX_US: u64 = 3_600_000_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Errors by kind; serialised as the report's `errors_by_kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ErrorCounts {
     pub connect: u64,
     pub read: u64,
     pub write: u64,
     pub timeout: u64,
-    /// Responses with a status outside 2xx/3xx... counted per status in `Stats::status`.
+    /// Responses with a status outside 2xx (each also counted per status in `Stats::status`).
     pub status: u64,
     /// Malformed responses.
     pub parse: u64,

@@ -192,6 +192,18 @@ pub fn read_message(r: &mut impl BufRead, kind: Framing) -> std::io::Result<Opti
     Ok(Some(m))
 }
 
+/// Reads and discards lines up to and including the empty line that ends a head.
+pub fn skip_head(r: &mut impl BufRead) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("read a head line");
+        if line == "\r\n" || line.is_empty() {
+            return;
+        }
+    }
+}
+
 /// A raw HTTP/1.1 client over one TCP connection.
 pub struct Client {
     pub reader: BufReader<TcpStream>,
