@@ -52,8 +52,13 @@ impl Gateway {
 
     /// As [`Gateway::start`] with `workers` workers.
     pub fn start_with_workers(io: &str, workers: usize, extra: &str) -> Gateway {
+        Self::start_with(io, workers, "", extra)
+    }
+
+    /// As [`Gateway::start`] with `workers` workers and more `[server]` keys (TOML lines).
+    pub fn start_with(io: &str, workers: usize, server_extra: &str, extra: &str) -> Gateway {
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\n{extra}"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{server_extra}\n{extra}"
         );
         let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
         let server = Server::start(cfg).expect("gateway starts");

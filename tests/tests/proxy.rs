@@ -333,3 +333,21 @@ both_drivers!(body_over_the_limit_is_413, |io| {
     let mut c = gw.client();
     assert_eq!(c.request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhelloworld").status(), 200);
 });
+
+both_drivers!(connections_beyond_the_limit_are_closed, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::start_with(
+        io,
+        1,
+        "max_connections_per_worker = 1",
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    );
+    let mut first = gw.client();
+    assert_eq!(first.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    let mut second = gw.client();
+    assert!(second.closed(), "the second connection is closed on accept");
+    assert_eq!(first.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+});
