@@ -35,12 +35,14 @@ pub(crate) struct Conn {
     pub stream: TcpStream,
     /// Bytes read and not yet consumed.
     pub buf: BytesMut,
+    /// A reusable buffer for the heads of one exchange (see `proxy`).
+    pub spare: Vec<u8>,
     timers: Rc<CoarseTimers>,
 }
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(capacity), timers }
+        Self { stream, buf: BytesMut::with_capacity(capacity), spare: Vec::new(), timers }
     }
 
     /// Reads more bytes after those already buffered, making room for at least `room`.

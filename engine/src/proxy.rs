@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use config::{Action, AuthKind};
 use monoio::net::TcpStream;
 use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
@@ -39,7 +38,8 @@ struct Progress {
 /// The request as it goes upstream: the head (with any buffered Content-Length body bytes
 /// appended), the body bytes still to stream, and whether to answer 100-continue first.
 struct Outgoing {
-    head: Bytes,
+    /// Empty while a write holds it (or after a failed one).
+    head: Vec<u8>,
     body_left: u64,
     send_continue: bool,
     /// The route's request body limit.
@@ -174,8 +174,11 @@ async fn exchange(
         client_ip: peer_text,
         cors: policy::cors_origin(route, req),
     };
-    let mut head = Vec::new();
-    forward::request_head(&mut head, req, &edits, || up_cfg.endpoints[0].to_string());
+    // The connection's spare buffer carries the request head, then the response head, and
+    // goes back to the connection: no head allocation per request once it has grown.
+    let mut head = std::mem::take(&mut client.spare);
+    let build_head = |head: &mut Vec<u8>| forward::request_head(head, req, &edits, || up_cfg.endpoints[0].to_string());
+    build_head(&mut head);
     // RFC 9110 10.1.1: coregate answers 100-continue itself, unless the body is already here.
     let send_continue = meta.expect_continue
         && meta.version == Version::Http11
@@ -185,7 +188,7 @@ async fn exchange(
         BodyFraming::Length(n) => n - coalesce_buffered(client, n, &mut head),
         _ => 0,
     };
-    let out = Outgoing { head: Bytes::from(head), body_left, send_continue, max_body };
+    let mut out = Outgoing { head, body_left, send_continue, max_body };
 
     // A pooled connection may have been closed by the upstream just now. When nothing of the
     // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
@@ -193,7 +196,7 @@ async fn exchange(
     let mut fresh = false;
     let (mut up, endpoint, resp) = loop {
         let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
-        match send_and_receive(w, client, &mut up, &out, req, response_timeout, p).await {
+        match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
             Ok(resp) => break (up, endpoint, resp),
             Err(e)
                 if reused
@@ -204,6 +207,10 @@ async fn exchange(
                     && matches!(e.kind, Kind::Io | Kind::Closed) =>
             {
                 log::debug!("pooled connection failed ({e}); retrying on a new one");
+                if out.head.is_empty() {
+                    // The failed write kept the buffer; the head (bodiless here) is rebuilt.
+                    build_head(&mut out.head);
+                }
                 fresh = true;
             }
             Err(e) => return Err(e),
@@ -218,15 +225,15 @@ async fn exchange(
         ResponseBody::Chunked | ResponseBody::Close => ClientFraming::Close,
     };
     let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
-    let mut out = Vec::new();
-    forward::response_head(&mut out, &resp, framing, keep, http10, &edits);
+    let mut head = std::mem::take(&mut out.head);
+    forward::response_head(&mut head, &resp, framing, keep, http10, &edits);
     let body_left = match resp.meta.body {
-        ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut out),
+        ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut head),
         _ => 0,
     };
     p.response_started = true;
-    client
-        .write(out, cfg.timeouts.client_send)
+    client.spare = client
+        .write(head, cfg.timeouts.client_send)
         .await
         .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
 
@@ -258,14 +265,15 @@ async fn send_and_receive(
     w: &Worker,
     client: &mut Conn,
     up: &mut Conn,
-    out: &Outgoing,
+    out: &mut Outgoing,
     req: &RequestHead,
     response_timeout: Duration,
     p: &mut Progress,
 ) -> Result<ResponseHead, Error> {
     let cfg = &w.cfg;
     let meta = &req.meta;
-    up.write(out.head.clone(), cfg.timeouts.upstream_send)
+    out.head = up
+        .write(std::mem::take(&mut out.head), cfg.timeouts.upstream_send)
         .await
         .map_err(|e| Error::io(Side::Upstream, "writing the request head", e))?;
     if meta.body != BodyFraming::Empty {

@@ -1,0 +1,88 @@
+//! Heap allocations per proxied request in steady state, counted on the gateway's worker
+//! threads by a counting global allocator (the test's own client and upstream threads are
+//! not counted). The bound is a regression guard; the goal is zero (see README).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use coregate_tests::*;
+
+struct Counting;
+
+static WORKER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Whether this thread is a gateway worker; decided on its first allocation.
+    static IS_WORKER: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+fn on_worker() -> bool {
+    IS_WORKER
+        .try_with(|w| match w.get() {
+            Some(v) => v,
+            None => {
+                // Worker threads are spawned with a name, so reading it does not allocate.
+                let v = std::thread::current().name().is_some_and(|n| n.starts_with("coregate-w"));
+                w.set(Some(v));
+                v
+            }
+        })
+        .unwrap_or(false)
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counting is a
+// relaxed atomic increment that never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if on_worker() {
+            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if on_worker() {
+            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations per request are reported; the bound catches regressions.
+const BOUND: f64 = 5.0;
+
+/// The counter is process-wide: the two driver variants must not run at the same time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+both_drivers!(allocations_per_proxied_request, |io| {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let up = Upstream::echo();
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr),
+    );
+    let mut c = gw.client();
+    let req = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    for _ in 0..200 {
+        assert_eq!(c.request(req).status(), 200);
+    }
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    let n = 1000;
+    for _ in 0..n {
+        assert_eq!(c.request(req).status(), 200);
+    }
+    let per_request = (WORKER_ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    eprintln!("{io}: {per_request:.2} heap allocations per proxied request on the worker");
+    assert!(per_request <= BOUND, "{per_request:.2} allocations per request (bound {BOUND})");
+});
