@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
-use proto_http::{parse_request, RequestHead, Version};
+use proto_http::{parse_request_in, RequestHead, Version};
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
@@ -50,7 +50,9 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         first = false;
-        if Box::pin(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), req)).await == Next::Close {
+        let next = Box::pin(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), &req)).await;
+        client.spare_headers = req.meta.headers;
+        if next == Next::Close {
             return;
         }
     }
@@ -100,8 +102,8 @@ async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>,
     let deadline = Instant::now() + w.cfg.timeouts.client_header;
     loop {
         if !client.buf.is_empty() {
-            if let Some(meta) =
-                parse_request(&client.buf, &w.cfg.limits.wire).map_err(|e| Error::malformed(Side::Client, e))?
+            if let Some(meta) = parse_request_in(&client.buf, &w.cfg.limits.wire, &mut client.spare_headers)
+                .map_err(|e| Error::malformed(Side::Client, e))?
             {
                 let bytes = client.buf.split_to(meta.head_len).freeze();
                 return Ok(Some(RequestHead::new(bytes, meta)));

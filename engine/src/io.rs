@@ -16,6 +16,8 @@ use monoio::buf::{IoBuf, IoBufMut as _};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use proto_http::HeaderSpan;
+
 use crate::timers::CoarseTimers;
 
 /// Runs `f` for at most `d` (as seen by `timers`); expiry becomes `ErrorKind::TimedOut`.
@@ -37,12 +39,14 @@ pub(crate) struct Conn {
     pub buf: BytesMut,
     /// A reusable buffer for the heads of one exchange (see `proxy`).
     pub spare: Vec<u8>,
+    /// Reusable storage for the header spans of the next head parsed from this connection.
+    pub spare_headers: Vec<HeaderSpan>,
     timers: Rc<CoarseTimers>,
 }
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(capacity), spare: Vec::new(), timers }
+        Self { stream, buf: BytesMut::with_capacity(capacity), spare: Vec::new(), spare_headers: Vec::new(), timers }
     }
 
     /// Reads more bytes after those already buffered, making room for at least `room`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use config::{Action, AuthKind};
 use monoio::net::TcpStream;
-use proto_http::{parse_response, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
+use proto_http::{parse_response_in, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
 use crate::auth::KeySource;
 use crate::body::{coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
@@ -57,10 +57,10 @@ pub(crate) async fn handle(
     client: &mut Conn,
     peer: SocketAddr,
     peer_text: &[u8],
-    req: RequestHead,
+    req: &RequestHead,
 ) -> Next {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, peer_text, &req, &mut progress).await {
+    let err = match exchange(w, client, peer, peer_text, req, &mut progress).await {
         Ok(next) => return next,
         Err(e) => e,
     };
@@ -255,6 +255,7 @@ async fn exchange(
     // Bytes beyond the end of the response (or a body on a bodiless response) mean the
     // upstream and coregate disagree about framing: never reuse that connection.
     if resp.meta.keep_alive() && up.buf.is_empty() {
+        up.spare_headers = resp.meta.headers;
         w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, Instant::now());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
@@ -334,7 +335,7 @@ async fn read_response_head(
     loop {
         if !up.buf.is_empty() {
             p.response_bytes = true;
-            if let Some(meta) = parse_response(&up.buf, &w.cfg.limits.wire, head_request)
+            if let Some(meta) = parse_response_in(&up.buf, &w.cfg.limits.wire, head_request, &mut up.spare_headers)
                 .map_err(|e| Error::malformed(Side::Upstream, e))?
             {
                 let bytes = up.buf.split_to(meta.head_len).freeze();

@@ -19,6 +19,6 @@ pub mod write;
 pub use error::ParseError;
 pub use fields::{is_hop_by_hop, ConnectionFlags, FieldList};
 pub use limits::Limits;
-pub use request::{parse_request, BodyFraming, Method, RequestHead, RequestMeta, Version};
-pub use response::{parse_response, ResponseBody, ResponseHead, ResponseMeta};
+pub use request::{parse_request, parse_request_in, BodyFraming, Method, RequestHead, RequestMeta, Version};
+pub use response::{parse_response, parse_response_in, ResponseBody, ResponseHead, ResponseMeta};
 pub use span::{HeaderSpan, Span};

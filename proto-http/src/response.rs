@@ -70,6 +70,16 @@ impl ResponseHead {
 /// Parses a response head at the start of `buf`. `head_request` says whether the request
 /// was HEAD, which makes the response bodiless whatever its fields say.
 pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result<Option<ResponseMeta>, ParseError> {
+    parse_response_in(buf, limits, head_request, &mut Vec::new())
+}
+
+/// As [`parse_response`], with the header spans stored in `spare` (taken on success).
+pub fn parse_response_in(
+    buf: &[u8],
+    limits: &Limits,
+    head_request: bool,
+    spare: &mut Vec<HeaderSpan>,
+) -> Result<Option<ResponseMeta>, ParseError> {
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
     // Uninitialised header slots, as for requests (see request.rs).
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_CAP];
@@ -99,7 +109,11 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
         version,
         status,
         reason,
-        headers: Vec::with_capacity(res.headers.len()),
+        headers: {
+            let mut v = std::mem::take(spare);
+            v.clear();
+            v
+        },
         body: ResponseBody::Close,
         connection: ConnectionFlags::default(),
     };

@@ -1,6 +1,8 @@
 //! Heap allocations per proxied request in steady state, counted on the gateway's worker
 //! threads by a counting global allocator (the test's own client and upstream threads are
-//! not counted). The bound is a regression guard; the goal is zero (see README).
+//! not counted). Measured: 3.00 per request, the three boxed per-request futures that keep a
+//! parked connection's task small (see engine/src/conn.rs). The bound is exact, so any new
+//! allocation on the request path fails this test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +61,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Allocations per request are reported; the bound catches regressions.
-const BOUND: f64 = 5.0;
+const BOUND: f64 = 3.0;
 
 /// The counter is process-wide: the two driver variants must not run at the same time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -70,7 +72,10 @@ both_drivers!(allocations_per_proxied_request, |io| {
     let gw = Gateway::start_with_workers(
         io,
         1,
-        &format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr),
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
     );
     let mut c = gw.client();
     let req = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
