@@ -60,8 +60,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Allocations per request are reported; the bound catches regressions.
-const BOUND: f64 = 3.0;
+/// Allocations per request (exact), plus a few one-off ones in the whole window (a slab or
+/// map on the worker growing once). One more allocation per request adds 1,000 and fails.
+const PER_REQUEST: u64 = 3;
+const ONE_OFF_SLACK: u64 = 10;
 
 /// The counter is process-wide: the two driver variants must not run at the same time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -83,11 +85,11 @@ both_drivers!(allocations_per_proxied_request, |io| {
         assert_eq!(c.request(req).status(), 200);
     }
     let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    let n = 1000;
+    let n: u64 = 1000;
     for _ in 0..n {
         assert_eq!(c.request(req).status(), 200);
     }
-    let per_request = (WORKER_ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
-    eprintln!("{io}: {per_request:.2} heap allocations per proxied request on the worker");
-    assert!(per_request <= BOUND, "{per_request:.2} allocations per request (bound {BOUND})");
+    let delta = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+    eprintln!("{io}: {:.3} heap allocations per proxied request on the worker", delta as f64 / n as f64);
+    assert!(delta <= PER_REQUEST * n + ONE_OFF_SLACK, "{delta} allocations for {n} requests");
 });
