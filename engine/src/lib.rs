@@ -1,10 +1,12 @@
 //! coregate's engine: one pinned OS thread per core, each with its own monoio runtime
 //! (io_uring, or epoll where io_uring is not allowed), its own SO_REUSEPORT listeners, route
-//! table and upstream pools. Nothing is shared between workers on the request path.
+//! table, policy state and upstream pools. Nothing is shared between workers on the request
+//! path; the named exceptions are the shutdown flag (control plane) and the rate-limit bank,
+//! reached once per lease, not per request (see `ratelimit`).
 //!
 //! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
-//! scheduling, routing, pooling and the mapping of errors to status codes.
+//! scheduling, routing, policies, pooling and the mapping of errors to status codes.
 
 mod auth;
 mod body;

@@ -1,6 +1,7 @@
-//! One request/response exchange through the proxy: route, pick a pooled or new upstream
-//! connection, stream the request, relay 1xx, stream the response, and decide what happens
-//! to both connections afterwards. Errors become a status code here, via [`Error::status`].
+//! One request/response exchange through the proxy: route, run the route's policies (in
+//! `policy`), pick a pooled or new upstream connection, stream the request, relay 1xx,
+//! stream the response, and decide what happens to both connections afterwards. Errors
+//! become a status code here, via [`Error::status`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
