@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
-use proto_http::{parse_request_in, RequestHead, Version};
+use proto_http::{downgrade_minor_version, parse_request_in, ParseError, RequestHead, Version};
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
@@ -102,9 +102,13 @@ async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>,
     let deadline = Instant::now() + w.cfg.timeouts.client_header;
     loop {
         if !client.buf.is_empty() {
-            if let Some(meta) = parse_request_in(&client.buf, &w.cfg.limits.wire, &mut client.spare_headers)
-                .map_err(|e| Error::malformed(Side::Client, e))?
-            {
+            let parsed = match parse_request_in(&client.buf, &w.cfg.limits.wire, &mut client.spare_headers) {
+                Err(ParseError::Version) if downgrade_minor_version(&mut client.buf) => {
+                    parse_request_in(&client.buf, &w.cfg.limits.wire, &mut client.spare_headers)
+                }
+                other => other,
+            };
+            if let Some(meta) = parsed.map_err(|e| Error::malformed(Side::Client, e))? {
                 let bytes = client.buf.split_to(meta.head_len).freeze();
                 return Ok(Some(RequestHead::new(bytes, meta)));
             }

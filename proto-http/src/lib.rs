@@ -19,6 +19,8 @@ pub mod write;
 pub use error::ParseError;
 pub use fields::{is_hop_by_hop, ConnectionFlags, FieldList};
 pub use limits::Limits;
-pub use request::{parse_request, parse_request_in, BodyFraming, Method, RequestHead, RequestMeta, Version};
+pub use request::{
+    downgrade_minor_version, parse_request, parse_request_in, BodyFraming, Method, RequestHead, RequestMeta, Version,
+};
 pub use response::{parse_response, parse_response_in, ResponseBody, ResponseHead, ResponseMeta};
 pub use span::{HeaderSpan, Span};

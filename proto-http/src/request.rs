@@ -142,6 +142,21 @@ impl RequestHead {
     }
 }
 
+/// RFC 9112 2.3: a request with a higher minor version of HTTP/1 is answered as HTTP/1.1.
+/// httparse accepts only 1.0 and 1.1, so when the request line of `buf` ends in
+/// `HTTP/1.<2-9>` that digit is rewritten to `1` in place. Returns whether it was.
+pub fn downgrade_minor_version(buf: &mut [u8]) -> bool {
+    let Some(eol) = buf.iter().position(|&b| b == b'\n') else { return false };
+    let line = &buf[..eol];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let n = line.len();
+    if n >= 8 && &line[n - 8..n - 1] == b"HTTP/1." && (b'2'..=b'9').contains(&line[n - 1]) {
+        buf[n - 1] = b'1';
+        return true;
+    }
+    false
+}
+
 /// Parses a request head at the start of `buf`.
 ///
 /// `Ok(None)` means more bytes are needed (and the limits are not yet exceeded).
@@ -386,6 +401,18 @@ mod tests {
         assert!(r.meta.expect_continue);
         let r = parse("GET / HTTP/1.1\r\nHost: \r\n\r\n");
         assert_eq!(r.host(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn higher_minor_versions_are_answered_as_1_1() {
+        let mut b = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec();
+        assert!(downgrade_minor_version(&mut b));
+        assert_eq!(parse_request(&b, &Limits::default()).unwrap().unwrap().version, Version::Http11);
+        for other in [&b"GET / HTTP/1.1\r\n"[..], b"GET / HTTP/2.0\r\n", b"GET / HTTP/1.2", b"GET /HTTP/1.2x\r\n"] {
+            let mut b = other.to_vec();
+            assert!(!downgrade_minor_version(&mut b), "{:?}", String::from_utf8_lossy(other));
+            assert_eq!(b, other);
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ const REFUSED: &[(&str, u16)] = &[
     ("GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
     ("GET / HTTP/1.1\r\n\r\n", 400),
     ("GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+    ("GET / HTTP/2.1\r\nHost: a\r\n\r\n", 505),
     ("GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
     ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
     ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
@@ -248,4 +249,14 @@ both_drivers!(get_with_a_body_keeps_the_next_request_in_place, |io| {
     c.send("GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 32\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(c.response().text(), "GET /a\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(c.response().text(), "GET /b\n");
+});
+
+both_drivers!(a_higher_minor_version_is_served_as_http11, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET /v HTTP/1.5\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    assert!(r.start.starts_with("HTTP/1.1 "));
+    assert_eq!(r.text(), "GET /v\n");
 });
