@@ -189,6 +189,9 @@ fn run(a: &Args) -> Result<(), String> {
             rounds.push(direct);
             for k in 0..targets.len() {
                 let t = &targets[(k + r) % targets.len()];
+                // An unmeasured half second first, so that no target pays for warming up
+                // the upstream and the caches after the previous one.
+                loader.closed(tool, Some(t), up, 0.5, r)?;
                 let x = loader.closed(tool, Some(t), up, a.duration, r)?;
                 eprintln!(
                     "round {r} {tool:>13} {:>16}: {:>9.0} req/s  {:>6.2} µs CPU/req  errors {}",
