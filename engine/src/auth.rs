@@ -43,7 +43,7 @@ pub(crate) enum KeySource {
 /// The API key of a request: the header first, then the query parameter (taken as is,
 /// without percent-decoding).
 pub(crate) fn presented_key<'a>(req: &'a RequestHead, cfg: &ApiKeyAuth) -> Option<(&'a [u8], KeySource)> {
-    if let Some((_, v)) = req.headers().find(|(n, _)| n.eq_ignore_ascii_case(cfg.header.as_bytes())) {
+    if let Some(v) = req.header(cfg.header.as_bytes()) {
         return Some((v, KeySource::Header));
     }
     let name = cfg.query.as_deref()?;

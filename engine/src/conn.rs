@@ -44,7 +44,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             Err(e) => {
                 if let Some(status) = e.status() {
                     log::debug!("{status} for {peer}: {e}");
-                    Box::pin(proxy::send_error(&w, &mut client, status, e.context, false, Version::Http11)).await;
+                    Box::pin(proxy::send_error(&w, &mut client, status, e.context, &[], false, Version::Http11)).await;
                 }
                 return;
             }

@@ -18,7 +18,7 @@ pub(crate) enum JwtError {
 
 /// The bearer token of a request (RFC 6750 2.1).
 fn bearer(req: &RequestHead) -> Option<&[u8]> {
-    let (_, v) = req.headers().find(|(n, _)| n.eq_ignore_ascii_case(b"authorization"))?;
+    let v = req.header(b"authorization")?;
     let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
     scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii()).filter(|t| !t.is_empty())
 }

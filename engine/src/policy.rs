@@ -14,7 +14,7 @@ use crate::auth::{presented_key, query_param, without_query_param, KeySource};
 use crate::forward;
 use crate::io::Conn;
 use crate::jwt::{self, JwtError};
-use crate::proxy::Next;
+use crate::proxy::{send_error, send_local, Next};
 use crate::ratelimit::{bucket_key, Decision};
 use crate::worker::Worker;
 
@@ -27,27 +27,8 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     pub(crate) async fn send(self, w: &Worker, client: &mut Conn, keep_alive: bool, version: Version) -> Next {
-        let body = format!("{} {}: {}\n", self.status, proto_http::write::reason(self.status), self.detail);
-        let mut headers: Vec<(&[u8], &[u8])> = vec![(b"content-type", b"text/plain; charset=utf-8")];
-        headers.extend(self.headers.iter().map(|(n, v)| (*n, v.as_slice())));
-        send_local(w, client, self.status, &headers, body.as_bytes(), keep_alive, version).await
-    }
-}
-
-async fn send_local(
-    w: &Worker,
-    client: &mut Conn,
-    status: u16,
-    headers: &[(&[u8], &[u8])],
-    body: &[u8],
-    keep_alive: bool,
-    version: Version,
-) -> Next {
-    let keep = keep_alive && !w.drain.is_draining();
-    let resp = forward::local_response(status, headers, body, keep, version);
-    match client.write(resp, w.cfg.timeouts.client_send).await {
-        Ok(_) if keep => Next::KeepAlive,
-        _ => Next::Close,
+        let extra: Vec<(&[u8], &[u8])> = self.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        send_error(w, client, self.status, self.detail, &extra, keep_alive, version).await
     }
 }
 
@@ -65,8 +46,8 @@ pub(crate) async fn preflight(
     if req.method() != b"OPTIONS" {
         return None;
     }
-    let origin = header(req, b"origin")?;
-    header(req, b"access-control-request-method")?;
+    let origin = req.header(b"origin")?;
+    req.header(b"access-control-request-method")?;
     if !cors.allows_origin(origin) {
         let r = Refusal { status: 403, headers: Vec::new(), detail: "origin not allowed" };
         return Some(r.send(w, client, keep_alive, req.meta.version).await);
@@ -80,7 +61,7 @@ pub(crate) async fn preflight(
     ];
     // Allowed request headers: the configured list, or (when none is configured) whatever
     // the browser asks for.
-    let asked = header(req, b"access-control-request-headers").unwrap_or(b"");
+    let asked = req.header(b"access-control-request-headers").unwrap_or(b"");
     let allowed = if cors.headers.is_empty() { asked } else { cors.headers.as_bytes() };
     if !allowed.is_empty() {
         fields.push((b"access-control-allow-headers", allowed));
@@ -91,14 +72,10 @@ pub(crate) async fn preflight(
     Some(send_local(w, client, 204, &fields, b"", keep_alive, req.meta.version).await)
 }
 
-fn header<'a>(req: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
-    req.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
-}
-
 /// The origin to answer on a CORS route's actual response, when it is allowed.
 pub(crate) fn cors_origin<'a>(route: &'a Route, req: &'a RequestHead) -> Option<(&'a config::Cors, &'a [u8])> {
     let cors = route.cors.as_ref()?;
-    let origin = header(req, b"origin")?;
+    let origin = req.header(b"origin")?;
     cors.allows_origin(origin).then_some((cors, origin))
 }
 
@@ -216,7 +193,7 @@ pub(crate) async fn rate_limit(
             LimitKey::Route => b"",
             LimitKey::ClientIp => &ip_bytes,
             LimitKey::Consumer => identity.name(&w.cfg).unwrap_or_default(),
-            LimitKey::Header(name) => header(req, name.as_bytes()).unwrap_or(b""),
+            LimitKey::Header(name) => req.header(name.as_bytes()).unwrap_or(b""),
         };
         let give_up = Instant::now() + LEASE_WAIT;
         loop {
@@ -282,7 +259,7 @@ pub(crate) fn conditions_hold(route: &Route, req: &RequestHead) -> bool {
         (Some(_), Required::Present) => true,
         (Some(v), Required::Equals(e)) => v == e.as_bytes(),
     };
-    route.headers.iter().all(|(name, want)| holds(header(req, name.as_bytes()), want))
+    route.headers.iter().all(|(name, want)| holds(req.header(name.as_bytes()), want))
         && route.query.iter().all(|(name, want)| holds(query_param(req.path(), name.as_bytes()), want))
 }
 

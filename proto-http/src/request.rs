@@ -140,6 +140,11 @@ impl RequestHead {
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.meta.headers.iter().map(move |h| (h.name.get(&self.bytes), h.value.get(&self.bytes)))
     }
+
+    /// The value of the first field named `name` (case-insensitive).
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
 }
 
 /// RFC 9112 2.3: a request with a higher minor version of HTTP/1 is answered as HTTP/1.1.
