@@ -85,6 +85,15 @@ pub(crate) async fn copy_until_close(src: &mut Conn, dst: &mut Conn, leg: Leg) -
     }
 }
 
+/// Adds `len` decoded bytes to `total`; over `max_len` is [`Kind::BodyTooLarge`].
+fn count_chunked(total: u64, len: usize, max_len: u64, from: Side) -> Result<u64, Error> {
+    let total = total.saturating_add(len as u64);
+    if total > max_len {
+        return Err(Error::new(Kind::BodyTooLarge, from, "chunked body over the size limit"));
+    }
+    Ok(total)
+}
+
 /// Checks the chunked body bytes already buffered, before anything is sent upstream: a
 /// malformed or oversized body that arrived with its head (as attacks do) is refused
 /// without an upstream ever seeing its head. Later bytes are checked as they stream; an
@@ -97,12 +106,7 @@ pub(crate) fn precheck_chunked(buffered: &[u8], limits: &Limits, max_len: u64, f
         let (used, event) = decoder.decode(&buffered[pos..]).map_err(|e| Error::malformed(from, e))?;
         pos += used;
         match event {
-            Decoded::Data(range) => {
-                total = total.saturating_add(range.len() as u64);
-                if total > max_len {
-                    return Err(Error::new(Kind::BodyTooLarge, from, "chunked body over the size limit"));
-                }
-            }
+            Decoded::Data(range) => total = count_chunked(total, range.len(), max_len, from)?,
             Decoded::Done | Decoded::NeedMore => return Ok(()),
         }
     }
@@ -134,10 +138,7 @@ pub(crate) async fn copy_chunked(
         let (used, event) = decoder.decode(&src.buf).map_err(|e| Error::malformed(leg.from, e))?;
         match event {
             Decoded::Data(range) => {
-                total = total.saturating_add(range.len() as u64);
-                if total > max_len {
-                    return Err(Error::new(Kind::BodyTooLarge, leg.from, "chunked body over the size limit"));
-                }
+                total = count_chunked(total, range.len(), max_len, leg.from)?;
                 let _framing = src.buf.split_to(range.start);
                 let data = src.buf.split_to(range.len()).freeze();
                 match out_mode {

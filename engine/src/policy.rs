@@ -205,7 +205,7 @@ pub(crate) async fn rate_limit(
             match decision {
                 Decision::Allow => break,
                 Decision::Wait if Instant::now() < give_up => monoio::time::sleep(Duration::from_micros(200)).await,
-                Decision::Wait | Decision::Deny { .. } => return Err(too_many(limit.rate, limit.burst)),
+                Decision::Wait | Decision::Deny => return Err(too_many(limit.rate, limit.burst)),
             }
         }
     }

@@ -108,11 +108,8 @@ pub(crate) enum Decision {
     Allow,
     /// A lease is on its way; ask again shortly (nothing was taken).
     Wait,
-    /// Refused; the limit that refused, for the 429 headers.
-    Deny {
-        rate: f64,
-        burst: u32,
-    },
+    /// Refused.
+    Deny,
 }
 
 /// One worker's side of every limit.
@@ -141,13 +138,13 @@ impl Buckets {
     /// Takes one token of the bucket `key` (built by [`bucket_key`]).
     pub(crate) fn check(&mut self, key: &[u8], now: Instant) -> Decision {
         let Some(limit) = limit_of(&self.limits, key) else { return Decision::Allow };
-        let (rate, burst, lease) = (limit.rate, limit.burst, lease_size(limit, self.workers));
+        let lease = lease_size(limit, self.workers);
         if !self.local.contains_key(key) {
             if self.local.len() >= MAX_KEYS_PER_CORE {
                 self.expire(now);
             }
             if self.local.len() >= MAX_KEYS_PER_CORE {
-                return Decision::Deny { rate, burst };
+                return Decision::Deny;
             }
             self.local
                 .insert(key.into(), Local { tokens: 0, pending: false, debt: 0, credit_ok: true, last_used: now });
@@ -182,7 +179,7 @@ impl Buckets {
         if allowed {
             Decision::Allow
         } else {
-            Decision::Deny { rate, burst }
+            Decision::Deny
         }
     }
 
