@@ -112,6 +112,10 @@ pub(crate) fn precheck_chunked(buffered: &[u8], limits: &Limits, max_len: u64, f
     }
 }
 
+/// The largest re-encoding buffer a connection keeps after a chunked body (a pooled
+/// connection holds its buffer while idle).
+const KEEP_SPARE: usize = 16 * 1024;
+
 /// How decoded chunked data is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChunkedOut {
@@ -133,7 +137,9 @@ pub(crate) async fn copy_chunked(
 ) -> Result<u64, Error> {
     let mut decoder = ChunkedDecoder::new(limits);
     let mut total: u64 = 0;
-    let mut out: Vec<u8> = Vec::new();
+    // Re-encoded chunks are built in the destination's spare buffer, which goes back to it
+    // afterwards (when small): no allocation per chunked message once it has grown.
+    let mut out = std::mem::take(&mut dst.spare);
     loop {
         let (used, event) = decoder.decode(&src.buf).map_err(|e| Error::malformed(leg.from, e))?;
         match event {
@@ -159,6 +165,10 @@ pub(crate) async fn copy_chunked(
                 let _framing = src.buf.split_to(used);
                 if out_mode == ChunkedOut::Chunked {
                     leg.write(dst, LAST_CHUNK).await?;
+                }
+                if out.capacity() <= KEEP_SPARE {
+                    out.clear();
+                    dst.spare = out;
                 }
                 return Ok(total);
             }

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
@@ -35,22 +35,24 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         if client.buf.is_empty() && !wait_for_request(&w, &mut client, first).await {
             return;
         }
-        // Boxed, like the exchange below: their state (a few KiB, timers included) exists
-        // only while a request is being read or served, and a parked connection's task
-        // stays small.
-        let req = match Box::pin(read_head(&w, &mut client)).await {
+        // Out of line in the worker's arena, like the exchange below: their state (a few
+        // KiB) exists only while a request is being read or served, and a parked
+        // connection's task stays small.
+        let req = match w.arena.run(read_head(&w, &mut client)).await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => {
                 if let Some(status) = e.status() {
                     log::debug!("{status} for {peer}: {e}");
-                    Box::pin(proxy::send_error(&w, &mut client, status, e.context, &[], false, Version::Http11)).await;
+                    w.arena
+                        .run(proxy::send_error(&w, &mut client, status, e.context, &[], false, Version::Http11))
+                        .await;
                 }
                 return;
             }
         };
         first = false;
-        let next = Box::pin(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), &req)).await;
+        let next = w.arena.run(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), &req)).await;
         client.spare_headers = req.meta.headers;
         if next == Next::Close {
             return;
@@ -71,9 +73,9 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     }
     let t = &w.cfg.timeouts;
     let limit = if first { t.client_header } else { t.client_idle };
-    let start = Instant::now();
+    let deadline = w.timers.deadline(limit);
     if !first {
-        match Box::pin(hot_read(w, client, limit.min(PARK_AFTER))).await {
+        match w.arena.run(hot_read(w, client, limit.min(PARK_AFTER))).await {
             Some(Ok(n)) => return n > 0,
             Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && limit > PARK_AFTER => {}
             _ => return false,
@@ -83,7 +85,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     monoio::select! {
         r = client.stream.readable(true) => r.is_ok(),
         _ = w.drain.wait() => false,
-        _ = w.timers.wait(start + limit) => false,
+        _ = w.timers.wait(deadline) => false,
     }
 }
 
@@ -99,7 +101,7 @@ async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::
 /// poll) within `timeouts.client_header`. `Ok(None)`: the client closed before sending
 /// anything.
 async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>, Error> {
-    let deadline = Instant::now() + w.cfg.timeouts.client_header;
+    let deadline = w.timers.deadline(w.cfg.timeouts.client_header);
     loop {
         if !client.buf.is_empty() {
             let parsed = match parse_request_in(&client.buf, &w.cfg.limits.wire, &mut client.spare_headers) {
@@ -113,7 +115,7 @@ async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>,
                 return Ok(Some(RequestHead::new(bytes, meta)));
             }
         }
-        match client.fill(CLIENT_BUF, deadline.saturating_duration_since(Instant::now())).await {
+        match client.fill_until(CLIENT_BUF, deadline).await {
             Ok(0) if client.buf.is_empty() => return Ok(None),
             Ok(0) => return Err(Error::new(Kind::Closed, Side::Client, "closed in the middle of a request head")),
             Ok(_) => {}

@@ -26,7 +26,7 @@ pub(crate) async fn timed<T>(
     d: Duration,
     f: impl Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
-    let deadline = Instant::now() + d;
+    let deadline = timers.deadline(d);
     monoio::select! {
         r = f => r,
         _ = timers.wait(deadline) => Err(io::ErrorKind::TimedOut.into()),
@@ -52,11 +52,17 @@ impl Conn {
     /// Reads more bytes after those already buffered, making room for at least `room`.
     /// Returns the number read; 0 means the peer closed.
     pub(crate) async fn fill(&mut self, room: usize, timeout: Duration) -> io::Result<usize> {
+        let deadline = self.timers.deadline(timeout);
+        self.fill_until(room, deadline).await
+    }
+
+    /// As [`Conn::fill`], with a deadline (from [`CoarseTimers::deadline`]) shared by
+    /// several reads, such as those of one head.
+    pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
         self.buf.reserve(room);
         let len = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let cap = buf.capacity();
-        let deadline = Instant::now() + timeout;
         let read = async { Ok(self.stream.read(buf.slice_mut(len..cap)).await) };
         let (res, slice) = monoio::select! {
             r = read => r,

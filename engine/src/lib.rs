@@ -8,6 +8,7 @@
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
 //! scheduling, routing, policies, pooling and the mapping of errors to status codes.
 
+mod arena;
 mod auth;
 mod body;
 mod conn;

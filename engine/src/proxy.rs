@@ -4,7 +4,7 @@
 //! become a status code here, via [`Error::status`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use config::{Action, AuthKind};
 use monoio::net::TcpStream;
@@ -275,7 +275,7 @@ async fn exchange(
     // upstream and coregate disagree about framing: never reuse that connection.
     if resp.meta.keep_alive() && up.buf.is_empty() {
         up.spare_headers = resp.meta.headers;
-        w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, Instant::now());
+        w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, w.timers.now());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
@@ -350,7 +350,7 @@ async fn read_response_head(
     head_request: bool,
     timeout: Duration,
 ) -> Result<ResponseHead, Error> {
-    let deadline = Instant::now() + timeout;
+    let deadline = w.timers.deadline(timeout);
     loop {
         if !up.buf.is_empty() {
             p.response_bytes = true;
@@ -361,8 +361,7 @@ async fn read_response_head(
                 return Ok(ResponseHead::new(bytes, meta));
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match up.fill(4096, left).await {
+        match up.fill_until(4096, deadline).await {
             Ok(0) if p.response_bytes => {
                 return Err(Error::new(Kind::Closed, Side::Upstream, "closed in the middle of the response head"))
             }
@@ -384,7 +383,7 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usiz
     for k in 0..n {
         let endpoint = (start + k) % n;
         if !fresh {
-            if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, Instant::now(), up.idle_timeout) {
+            if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, w.timers.now(), up.idle_timeout) {
                 return Ok((conn, endpoint, true));
             }
         }

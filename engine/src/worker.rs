@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use config::Config;
 use monoio::net::TcpListener;
 
+use crate::arena::Arena;
 use crate::auth::ApiKeys;
 use crate::conn;
 use crate::driver::Driver;
@@ -22,8 +23,9 @@ use crate::route::RouteTable;
 use crate::shutdown::Drain;
 use crate::timers::CoarseTimers;
 
-/// How often a worker looks at the process-wide shutdown flag and sweeps its pools.
-const CONTROL_TICK: Duration = Duration::from_millis(50);
+/// How often a worker looks at the process-wide shutdown flag, fires its timers and sweeps
+/// its pools.
+const CONTROL_TICK: Duration = crate::timers::TICK;
 const SWEEP_EVERY: u32 = 20;
 
 /// Per-core state, owned by the worker thread and passed to its tasks by `Rc`.
@@ -36,6 +38,8 @@ pub(crate) struct Worker {
     pub drain: Drain,
     /// Every timeout of this worker's connections, fired by the control tick.
     pub timers: Rc<CoarseTimers>,
+    /// Recycled blocks for the per-request futures of this worker's connections.
+    pub arena: Arena,
     pub keys: ApiKeys,
     /// This core's side of the rate limits (None when no route has one).
     pub buckets: Option<RefCell<Buckets>>,
@@ -105,6 +109,7 @@ async fn run(
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),
+        arena: Arena::default(),
         active: Cell::new(0),
         accepting: Cell::new(0),
         cfg,
