@@ -83,6 +83,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     }
     client.buf = BytesMut::new();
     monoio::select! {
+        biased;
         r = client.stream.readable(true) => r.is_ok(),
         _ = w.drain.wait() => false,
         _ = w.timers.wait(deadline) => false,
@@ -92,6 +93,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
 /// Reads into the buffer for at most `limit`; `None` when the drain began.
 async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<usize>> {
     monoio::select! {
+        biased;
         r = client.fill(CLIENT_BUF, limit) => Some(r),
         _ = w.drain.wait() => None,
     }
