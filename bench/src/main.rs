@@ -219,6 +219,21 @@ fn run(a: &Args) -> Result<(), String> {
         }
     }
 
+    // The latency goal's point, half of nginx's saturation, measured again in alternating
+    // repetitions (one sweep step per target is a single sample of a noisy tail).
+    let mut half: Vec<Step> = Vec::new();
+    let pair: Vec<&Proc> = targets.iter().filter(|t| t.name == "coregate-io_uring" || t.name == "nginx").collect();
+    if pair.len() == 2 {
+        for r in 0..a.rounds {
+            for k in 0..2 {
+                let t = pair[(k + r) % 2];
+                let s = loader.open(t, base * 0.5, a.step_duration)?;
+                eprintln!("half-load {r} {:>16}: p99 {:>7} µs  p99.9 {:>7} µs", t.name, s.p99_us, s.p999_us);
+                half.push(s);
+            }
+        }
+    }
+
     let mut memory: Vec<Memory> = Vec::new();
     if idle > 0 {
         for t in &targets {
@@ -236,16 +251,19 @@ fn run(a: &Args) -> Result<(), String> {
          {} keep-alive connections; {} rounds x {} s closed loop; sweep steps of {} s",
         a.workers, a.upstream, a.connections, a.rounds, a.duration, a.step_duration
     );
+    let ratios = paired_ratios(&rounds);
     let json = serde_json::json!({
         "setup": setup,
         "summary": summary,
+        "paired_ratios": ratios,
+        "half_load": half,
         "rounds": rounds,
         "sweep": steps,
         "memory": memory,
     });
     std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n")
         .map_err(|e| e.to_string())?;
-    let md = markdown(&setup, &summary, &steps, &memory, &a.sweep_fractions, base);
+    let md = markdown(&setup, &summary, &ratios, &steps, &half, &memory, base);
     std::fs::write(a.out.join("report.md"), &md).map_err(|e| e.to_string())?;
     charts(a, &summary, &steps)?;
     println!("{md}");
@@ -289,12 +307,63 @@ fn summarise(rounds: &[Round]) -> BTreeMap<String, Summary> {
         .collect()
 }
 
+/// A figure of one target divided by the same figure of a reference measured in the same
+/// round with the same tool: slow drifts of a shared machine move both sides alike, so the
+/// spread of these ratios is smaller than that of the medians they come from.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Paired {
+    what: String,
+    tool: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    rounds: usize,
+}
+
+fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
+    let cpu = |r: &Round| r.cpu_us_per_req;
+    let rps = |r: &Round| r.rps;
+    let wanted: [(&str, &str, &str, fn(&Round) -> f64); 6] = [
+        ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
+        ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
+        ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
+        ("throughput, coregate / direct", "coregate-io_uring", "direct", rps),
+        ("throughput, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", rps),
+        ("CPU per request, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", cpu),
+    ];
+    let mut out = Vec::new();
+    for tool in ["coregate-load", "wrk"] {
+        for (what, num, den, f) in wanted {
+            let find = |name: &str, round: usize| {
+                rounds.iter().find(|r| r.tool == tool && r.target == name && r.round == round).map(f)
+            };
+            let v: Vec<f64> = (0..=rounds.iter().map(|r| r.round).max().unwrap_or(0))
+                .filter_map(|round| Some(find(num, round)? / find(den, round).filter(|d| *d > 0.0)?))
+                .collect();
+            if v.is_empty() {
+                continue;
+            }
+            let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            out.push(Paired {
+                what: what.into(),
+                tool: tool.into(),
+                median: median(v.clone()),
+                min,
+                max,
+                rounds: v.len(),
+            });
+        }
+    }
+    out
+}
+
 fn markdown(
     setup: &str,
     summary: &BTreeMap<String, Summary>,
+    ratios: &[Paired],
     steps: &[Step],
+    half: &[Step],
     memory: &[Memory],
-    fractions: &[f64],
     base: f64,
 ) -> String {
     use std::fmt::Write as _;
@@ -330,6 +399,41 @@ fn markdown(
             (pol.cpu_us_per_req / plain.cpu_us_per_req - 1.0) * 100.0
         );
     }
+    if !ratios.is_empty() {
+        let _ = writeln!(s, "\n## Paired ratios (each round against its reference in the same round)\n");
+        let _ = writeln!(s, "| ratio | tool | median | min | max | rounds |");
+        let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: |");
+        for r in ratios {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+                r.what, r.tool, r.median, r.min, r.max, r.rounds
+            );
+        }
+    }
+    if !half.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Latency at half of nginx's saturation ({:.0} req/s, alternating repetitions)\n",
+            base * 0.5
+        );
+        let _ = writeln!(s, "| target | repetitions | median p50 µs | median p99 µs | median p99.9 µs | p99s (µs) |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | --- |");
+        for name in ["coregate-io_uring", "nginx"] {
+            let own: Vec<&Step> = half.iter().filter(|h| h.target == name).collect();
+            let med = |f: fn(&Step) -> u64| median(own.iter().map(|h| f(h) as f64).collect());
+            let all: Vec<String> = own.iter().map(|h| h.p99_us.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                own.len(),
+                med(|h| h.p50_us),
+                med(|h| h.p99_us),
+                med(|h| h.p999_us),
+                all.join(" ")
+            );
+        }
+    }
     if !steps.is_empty() {
         let _ = writeln!(s, "\n## Open-loop latency sweep (offered load as a fraction of {base:.0} req/s)\n");
         let _ = writeln!(s, "| offered req/s | target | achieved | p50 µs | p99 µs | p99.9 µs | errors |");
@@ -341,7 +445,6 @@ fn markdown(
                 st.offered, st.target, st.achieved, st.p50_us, st.p99_us, st.p999_us, st.errors
             );
         }
-        let _ = fractions;
     }
     if !memory.is_empty() {
         let _ = writeln!(s, "\n## Idle connections\n");

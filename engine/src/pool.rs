@@ -76,6 +76,10 @@ impl Pool {
 
 /// True when the socket has nothing to read and is not at EOF: a pooled connection that
 /// is safe to send a request on.
+///
+/// Costs one syscall per reuse: 2.7% of the worker's CPU in `perf` on the bench box. A
+/// zero-timeout `poll` (no socket lock) was tried instead and measured the same (2.66%):
+/// the cost is the syscall itself, so the peek stays.
 fn is_quiet(stream: &TcpStream) -> bool {
     let mut byte = 0u8;
     // SAFETY: recv on a file descriptor owned by `stream` (alive for this call) into one

@@ -260,3 +260,33 @@ both_drivers!(a_higher_minor_version_is_served_as_http11, |io| {
     assert!(r.start.starts_with("HTTP/1.1 "));
     assert_eq!(r.text(), "GET /v\n");
 });
+
+both_drivers!(bytes_arriving_on_an_idle_pooled_connection_discard_it, |io| {
+    // Connection 0 answers cleanly, then, while the connection idles in the gateway's pool,
+    // sends a whole second response nobody asked for.
+    let (idle_tx, idle_rx) = std::sync::mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let idle_rx = Mutex::new(idle_rx);
+    let sent_tx = Mutex::new(sent_tx);
+    let up = Upstream::start(move |mut c| {
+        while c.read_request().is_some() {
+            let body = if c.index == 0 { "first" } else { "clean" };
+            if !c.write(format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{body}")) {
+                return;
+            }
+            if c.index == 0 {
+                idle_rx.lock().unwrap().recv().unwrap();
+                // Loopback has queued these bytes in the gateway's socket when write returns.
+                c.write("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON");
+                sent_tx.lock().unwrap().send(()).unwrap();
+            }
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").text(), "first");
+    idle_tx.send(()).unwrap();
+    sent_rx.recv().unwrap();
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").text(), "clean");
+    assert_eq!(up.connection_count(), 2, "the poisoned connection was not reused");
+});
