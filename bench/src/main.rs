@@ -323,7 +323,8 @@ struct Paired {
 fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
     let cpu = |r: &Round| r.cpu_us_per_req;
     let rps = |r: &Round| r.rps;
-    let wanted: [(&str, &str, &str, fn(&Round) -> f64); 6] = [
+    type Figure = fn(&Round) -> f64;
+    let wanted: [(&str, &str, &str, Figure); 6] = [
         ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
         ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
         ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
