@@ -210,7 +210,7 @@ fn run(a: &Args) -> Result<(), String> {
     for f in &a.sweep_fractions {
         let rate = (base * f).max(100.0);
         for t in &targets {
-            let s = loader.open(t, rate, a.step_duration)?;
+            let s = loader.open(Some(t), up, rate, a.step_duration)?;
             eprintln!(
                 "sweep {:>8.0} req/s {:>16}: achieved {:>8.0}  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs",
                 rate, t.name, s.achieved, s.p50_us, s.p99_us, s.p999_us
@@ -220,15 +220,17 @@ fn run(a: &Args) -> Result<(), String> {
     }
 
     // The latency goal's point, half of nginx's saturation, measured again in alternating
-    // repetitions (one sweep step per target is a single sample of a noisy tail).
+    // repetitions (one sweep step per target is a single sample of a noisy tail), with the
+    // upstream alone beside them: the floor that the load generator and upstream set.
     let mut half: Vec<Step> = Vec::new();
-    let pair: Vec<&Proc> = targets.iter().filter(|t| t.name == "coregate-io_uring" || t.name == "nginx").collect();
-    if pair.len() == 2 {
+    let mut trio: Vec<Option<&Proc>> = vec![None];
+    trio.extend(targets.iter().filter(|t| t.name == "coregate-io_uring" || t.name == "nginx").map(Some));
+    if trio.len() == 3 {
         for r in 0..a.rounds {
-            for k in 0..2 {
-                let t = pair[(k + r) % 2];
-                let s = loader.open(t, base * 0.5, a.step_duration)?;
-                eprintln!("half-load {r} {:>16}: p99 {:>7} µs  p99.9 {:>7} µs", t.name, s.p99_us, s.p999_us);
+            for k in 0..3 {
+                let t = trio[(k + r) % 3];
+                let s = loader.open(t, up, base * 0.5, a.step_duration)?;
+                eprintln!("half-load {r} {:>16}: p99 {:>7} µs  p99.9 {:>7} µs", s.target, s.p99_us, s.p999_us);
                 half.push(s);
             }
         }
@@ -420,7 +422,7 @@ fn markdown(
         );
         let _ = writeln!(s, "| target | repetitions | median p50 µs | median p99 µs | median p99.9 µs | p99s (µs) |");
         let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | --- |");
-        for name in ["coregate-io_uring", "nginx"] {
+        for name in ["direct", "coregate-io_uring", "nginx"] {
             let own: Vec<&Step> = half.iter().filter(|h| h.target == name).collect();
             let med = |f: fn(&Step) -> u64| median(own.iter().map(|h| f(h) as f64).collect());
             let all: Vec<String> = own.iter().map(|h| h.p99_us.to_string()).collect();

@@ -146,10 +146,12 @@ impl Loader<'_> {
         Ok(r)
     }
 
-    pub fn open(&self, target: &Proc, rate: f64, secs: f64) -> Result<Step, String> {
-        let v = self.coregate_load(target.addr, secs, Some(rate))?;
+    /// One open-loop step against `target` (None = direct to `upstream`).
+    pub fn open(&self, target: Option<&Proc>, upstream: SocketAddr, rate: f64, secs: f64) -> Result<Step, String> {
+        let addr = target.map(|p| p.addr).unwrap_or(upstream);
+        let v = self.coregate_load(addr, secs, Some(rate))?;
         Ok(Step {
-            target: target.name.clone(),
+            target: target.map(|p| p.name.clone()).unwrap_or_else(|| "direct".into()),
             offered: rate,
             achieved: v["rps"].as_f64().unwrap_or(0.0),
             errors: v["errors"].as_u64().unwrap_or(0),
