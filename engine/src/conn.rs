@@ -38,21 +38,21 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         // Out of line in the worker's arena, like the exchange below: their state (a few
         // KiB) exists only while a request is being read or served, and a parked
         // connection's task stays small.
-        let req = match w.arena.run(read_head(&w, &mut client)).await {
+        let req = match w.arena.run(|| read_head(&w, &mut client)).await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => {
                 if let Some(status) = e.status() {
                     log::debug!("{status} for {peer}: {e}");
                     w.arena
-                        .run(proxy::send_error(&w, &mut client, status, e.context, &[], false, Version::Http11))
+                        .run(|| proxy::send_error(&w, &mut client, status, e.context, &[], false, Version::Http11))
                         .await;
                 }
                 return;
             }
         };
         first = false;
-        let next = w.arena.run(proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), &req)).await;
+        let next = w.arena.run(|| proxy::handle(&w, &mut client, peer, peer_text.as_bytes(), &req)).await;
         client.spare_headers = req.meta.headers;
         if next == Next::Close {
             return;
@@ -75,7 +75,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     let limit = if first { t.client_header } else { t.client_idle };
     let deadline = w.timers.deadline(limit);
     if !first {
-        match w.arena.run(hot_read(w, client, limit.min(PARK_AFTER))).await {
+        match w.arena.run(|| hot_read(w, client, limit.min(PARK_AFTER))).await {
             Some(Ok(n)) => return n > 0,
             Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && limit > PARK_AFTER => {}
             _ => return false,
