@@ -35,6 +35,7 @@ OPTIONS:
     --no-policies         skip coregate with the policy chain (API key + rate limit +
                           header transform), which is compared with plain coregate
     --out DIR             where to write report.json, report.md and *.svg (default bench-out)
+    --replot DIR          only redraw the charts of DIR/report.json (no measurement)
 
 Cores: the proxies share cores 0..N-1 (N = workers); the upstream and the load generator use
 the rest. Install nginx, HAProxy and wrk with scripts/install-peers; missing peers are skipped.
@@ -52,6 +53,7 @@ struct Args {
     policies: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
+    replot: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -67,6 +69,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         policies: true,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
+        replot: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -93,6 +96,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--no-epoll" => a.epoll = false,
             "--no-policies" => a.policies = false,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
+            "--replot" => {
+                a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
+                a.replot = true;
+            }
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }
@@ -104,7 +111,7 @@ fn parse_args() -> Result<Option<Args>, String> {
 
 fn main() -> ExitCode {
     match parse_args() {
-        Ok(Some(a)) => match run(&a) {
+        Ok(Some(a)) => match if a.replot { replot(&a) } else { run(&a) } {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("coregate-bench: {e}");
@@ -273,8 +280,23 @@ fn run(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Redraws the charts of an earlier report from its JSON.
+fn replot(a: &Args) -> Result<(), String> {
+    let path = a.out.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        summary: BTreeMap<String, Summary>,
+        sweep: Vec<Step>,
+    }
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    charts(a, &saved.summary, &saved.sweep)?;
+    eprintln!("wrote {}/cpu.svg, throughput.svg, latency.svg", a.out.display());
+    Ok(())
+}
+
 /// Medians per target over the coregate-load rounds (and wrk throughput beside them).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Summary {
     rps: f64,
     cpu_us_per_req: f64,

@@ -28,7 +28,7 @@ pub struct Round {
 }
 
 /// One open-loop step against one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Step {
     pub target: String,
     pub offered: f64,
@@ -74,7 +74,9 @@ impl Loader<'_> {
         ])
         .arg(&json);
         if let Some(r) = rate {
-            cmd.args(["--rate", &format!("{r:.0}")]);
+            // Latency at steady state: the half second in which the connections (and the
+            // proxy's upstream connections) open is not recorded.
+            cmd.args(["--rate", &format!("{r:.0}"), "--warmup", "500ms"]);
         }
         let out = cmd.output().map_err(|e| format!("coregate-load: {e}"))?;
         if !out.status.success() {
