@@ -8,6 +8,7 @@
 mod plot;
 mod procs;
 mod runs;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use procs::{have, Env, Proc};
 use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
+use summary::{paired_ratios, summarise, Paired, Summary};
 
 const HELP: &str = "\
 coregate-bench: coregate against nginx and HAProxy, side by side
@@ -293,93 +295,6 @@ fn replot(a: &Args) -> Result<(), String> {
     charts(a, &saved.summary, &saved.sweep)?;
     eprintln!("wrote {}/cpu.svg, throughput.svg, latency.svg", a.out.display());
     Ok(())
-}
-
-/// Medians per target over the coregate-load rounds (and wrk throughput beside them).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Summary {
-    rps: f64,
-    cpu_us_per_req: f64,
-    p99_us: f64,
-    p999_us: f64,
-    errors: u64,
-    wrk_rps: Option<f64>,
-    wrk_cpu_us_per_req: Option<f64>,
-}
-
-fn summarise(rounds: &[Round]) -> BTreeMap<String, Summary> {
-    let mut names: Vec<String> = rounds.iter().map(|r| r.target.clone()).collect();
-    names.dedup();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .map(|name| {
-            let own: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "coregate-load").collect();
-            let wrk: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "wrk").collect();
-            let s = Summary {
-                rps: median(own.iter().map(|r| r.rps).collect()),
-                cpu_us_per_req: median(own.iter().map(|r| r.cpu_us_per_req).collect()),
-                p99_us: median(own.iter().map(|r| r.p99_us as f64).collect()),
-                p999_us: median(own.iter().map(|r| r.p999_us as f64).collect()),
-                errors: own.iter().map(|r| r.errors).sum(),
-                wrk_rps: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.rps).collect())),
-                wrk_cpu_us_per_req: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.cpu_us_per_req).collect())),
-            };
-            (name, s)
-        })
-        .collect()
-}
-
-/// A figure of one target divided by the same figure of a reference measured in the same
-/// round with the same tool: slow drifts of a shared machine move both sides alike, so the
-/// spread of these ratios is smaller than that of the medians they come from.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Paired {
-    what: String,
-    tool: String,
-    median: f64,
-    min: f64,
-    max: f64,
-    rounds: usize,
-}
-
-fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
-    let cpu = |r: &Round| r.cpu_us_per_req;
-    let rps = |r: &Round| r.rps;
-    type Figure = fn(&Round) -> f64;
-    let wanted: [(&str, &str, &str, Figure); 6] = [
-        ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
-        ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
-        ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
-        ("throughput, coregate / direct", "coregate-io_uring", "direct", rps),
-        ("throughput, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", rps),
-        ("CPU per request, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", cpu),
-    ];
-    let mut out = Vec::new();
-    for tool in ["coregate-load", "wrk"] {
-        for (what, num, den, f) in wanted {
-            let find = |name: &str, round: usize| {
-                rounds.iter().find(|r| r.tool == tool && r.target == name && r.round == round).map(f)
-            };
-            let v: Vec<f64> = (0..=rounds.iter().map(|r| r.round).max().unwrap_or(0))
-                .filter_map(|round| Some(find(num, round)? / find(den, round).filter(|d| *d > 0.0)?))
-                .collect();
-            if v.is_empty() {
-                continue;
-            }
-            let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
-            out.push(Paired {
-                what: what.into(),
-                tool: tool.into(),
-                median: median(v.clone()),
-                min,
-                max,
-                rounds: v.len(),
-            });
-        }
-    }
-    out
 }
 
 fn markdown(

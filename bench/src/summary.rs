@@ -1,0 +1,148 @@
+//! Figures computed from the closed-loop rounds: medians per target, and ratios of each
+//! round against a reference measured in the same round. Measuring and reporting are left
+//! to `runs` and `main`.
+
+use std::collections::BTreeMap;
+
+use crate::runs::{median, Round};
+
+/// Medians per target over the coregate-load rounds (and wrk throughput beside them).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub rps: f64,
+    pub cpu_us_per_req: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub errors: u64,
+    pub wrk_rps: Option<f64>,
+    pub wrk_cpu_us_per_req: Option<f64>,
+}
+
+/// One [`Summary`] per target, by name.
+pub fn summarise(rounds: &[Round]) -> BTreeMap<String, Summary> {
+    let mut names: Vec<String> = rounds.iter().map(|r| r.target.clone()).collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let own: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "coregate-load").collect();
+            let wrk: Vec<&Round> = rounds.iter().filter(|r| r.target == name && r.tool == "wrk").collect();
+            let s = Summary {
+                rps: median(own.iter().map(|r| r.rps).collect()),
+                cpu_us_per_req: median(own.iter().map(|r| r.cpu_us_per_req).collect()),
+                p99_us: median(own.iter().map(|r| r.p99_us as f64).collect()),
+                p999_us: median(own.iter().map(|r| r.p999_us as f64).collect()),
+                errors: own.iter().map(|r| r.errors).sum(),
+                wrk_rps: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.rps).collect())),
+                wrk_cpu_us_per_req: (!wrk.is_empty()).then(|| median(wrk.iter().map(|r| r.cpu_us_per_req).collect())),
+            };
+            (name, s)
+        })
+        .collect()
+}
+
+/// A figure of one target divided by the same figure of a reference measured in the same
+/// round with the same tool: slow drifts of a shared machine move both sides alike, so the
+/// spread of these ratios is smaller than that of the medians they come from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Paired {
+    pub what: String,
+    pub tool: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub rounds: usize,
+}
+
+/// The ratios the goals are stated in, for each load tool that measured both sides in at
+/// least one round.
+pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
+    let cpu = |r: &Round| r.cpu_us_per_req;
+    let rps = |r: &Round| r.rps;
+    type Figure = fn(&Round) -> f64;
+    let wanted: [(&str, &str, &str, Figure); 6] = [
+        ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
+        ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
+        ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
+        ("throughput, coregate / direct", "coregate-io_uring", "direct", rps),
+        ("throughput, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", rps),
+        ("CPU per request, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", cpu),
+    ];
+    let mut out = Vec::new();
+    for tool in ["coregate-load", "wrk"] {
+        for (what, num, den, f) in wanted {
+            let find = |name: &str, round: usize| {
+                rounds.iter().find(|r| r.tool == tool && r.target == name && r.round == round).map(f)
+            };
+            let v: Vec<f64> = (0..=rounds.iter().map(|r| r.round).max().unwrap_or(0))
+                .filter_map(|round| Some(find(num, round)? / find(den, round).filter(|d| *d > 0.0)?))
+                .collect();
+            if v.is_empty() {
+                continue;
+            }
+            let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            out.push(Paired {
+                what: what.into(),
+                tool: tool.into(),
+                median: median(v.clone()),
+                min,
+                max,
+                rounds: v.len(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(target: &str, tool: &str, round: usize, rps: f64, cpu: f64) -> Round {
+        Round {
+            target: target.into(),
+            tool: tool.into(),
+            round,
+            rps,
+            requests: 0,
+            errors: 0,
+            cpu_us_per_req: cpu,
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rounds_and_tools() {
+        // The machine slows down in round 1: both sides of each ratio move together.
+        let rounds = vec![
+            round("direct", "coregate-load", 0, 100.0, 0.0),
+            round("coregate-io_uring", "coregate-load", 0, 90.0, 8.0),
+            round("nginx", "coregate-load", 0, 80.0, 10.0),
+            round("direct", "coregate-load", 1, 50.0, 0.0),
+            round("coregate-io_uring", "coregate-load", 1, 40.0, 18.0),
+            round("nginx", "coregate-load", 1, 40.0, 20.0),
+            round("coregate-io_uring", "wrk", 0, 70.0, 7.0),
+            round("nginx", "wrk", 0, 70.0, 14.0),
+        ];
+        let r = paired_ratios(&rounds);
+        let find = |what: &str, tool: &str| r.iter().find(|p| p.what == what && p.tool == tool).cloned();
+        let cpu = find("CPU per request, coregate / nginx", "coregate-load").expect("pair");
+        assert_eq!(cpu.rounds, 2);
+        assert!((cpu.min - 0.8).abs() < 1e-9 && (cpu.max - 0.9).abs() < 1e-9);
+        assert!((cpu.median - 0.85).abs() < 1e-9);
+        let tput = find("throughput, coregate / direct", "coregate-load").expect("pair");
+        assert!((tput.median - 0.85).abs() < 1e-9, "{tput:?}");
+        // wrk has no direct round here, and no HAProxy anywhere: no such ratios.
+        assert!(find("throughput, coregate / direct", "wrk").is_none());
+        assert!(find("CPU per request, coregate / HAProxy", "coregate-load").is_none());
+        assert!((find("CPU per request, coregate / nginx", "wrk").expect("pair").median - 0.5).abs() < 1e-9);
+        // Medians per target use the coregate-load rounds; wrk's stand beside them.
+        let s = summarise(&rounds);
+        assert!((s["nginx"].cpu_us_per_req - 15.0).abs() < 1e-9);
+        assert_eq!(s["nginx"].wrk_rps, Some(70.0));
+    }
+}
