@@ -46,6 +46,9 @@ pub struct Memory {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     pub kib_per_connection: f64,
+    /// Whether each connection made one request before idling (keep-alive connections at
+    /// rest), or none (connections just opened).
+    pub after_request: bool,
 }
 
 pub struct Loader<'a> {
@@ -164,25 +167,69 @@ impl Loader<'_> {
     }
 }
 
-/// Opens `n` idle connections to `target` and reports the resident memory they cost.
-pub fn idle_memory(target: &Proc, n: usize) -> Result<Memory, String> {
-    let before = target.rss_kib();
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        conns.push(TcpStream::connect(target.addr).map_err(|e| format!("{}: connection {i}: {e}", target.name))?);
+/// Opens `n` idle connections to `target` and reports the resident memory they cost, then,
+/// with those still open (so their memory cannot be reused), `n` more that each make one
+/// request first: keep-alive connections at rest. Returns the readings taken: a target that
+/// stops answering during the second set (HAProxy keeps a server connection per idle
+/// client and runs into its server `maxconn`) gets only the first, with a message.
+pub fn idle_memory(target: &Proc, n: usize) -> Result<Vec<Memory>, String> {
+    let mut conns = Vec::with_capacity(2 * n);
+    let mut readings = Vec::with_capacity(2);
+    for after_request in [false, true] {
+        let before = target.rss_kib();
+        for i in 0..n {
+            let mut c = TcpStream::connect(target.addr).map_err(|e| format!("{}: connection {i}: {e}", target.name))?;
+            if after_request {
+                if let Err(e) = one_request(&mut c) {
+                    eprintln!("memory {}: no reading after requests: request on connection {i}: {e}", target.name);
+                    return Ok(readings);
+                }
+            }
+            conns.push(c);
+        }
+        // Let the server accept and set up every connection, and let used keep-alive
+        // connections go quiet (a benchmark settling time, not a synchronisation: the
+        // reading is taken after it either way).
+        std::thread::sleep(Duration::from_millis(1000) + Duration::from_micros(50 * n as u64));
+        let after = target.rss_kib();
+        readings.push(Memory {
+            target: target.name.clone(),
+            connections: n,
+            rss_before_kib: before,
+            rss_after_kib: after,
+            kib_per_connection: after.saturating_sub(before) as f64 / n as f64,
+            after_request,
+        });
     }
-    // Let the server accept and set up every connection (a benchmark settling time, not a
-    // synchronisation: the reading is taken after it either way).
-    std::thread::sleep(Duration::from_millis(500) + Duration::from_micros(50 * n as u64));
-    let after = target.rss_kib();
     drop(conns);
-    Ok(Memory {
-        target: target.name.clone(),
-        connections: n,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_connection: after.saturating_sub(before) as f64 / n as f64,
-    })
+    Ok(readings)
+}
+
+/// Sends one GET and reads its response (Content-Length framed, as every upstream here
+/// answers).
+fn one_request(c: &mut TcpStream) -> std::io::Result<()> {
+    use std::io::{Error, Read, Write};
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let req = format!("GET / HTTP/1.1\r\nHost: bench\r\nX-Api-Key: {}\r\n\r\n", crate::procs::BENCH_KEY);
+    c.write_all(req.as_bytes())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Error::other("closed before the response ended"));
+        }
+        got.extend_from_slice(&chunk[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        if got.len() >= end + 4 + len {
+            return Ok(());
+        }
+    }
 }
 
 /// Raises the open-file limit (children inherit it): to 1 Mi where allowed (root), else to
