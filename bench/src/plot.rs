@@ -102,22 +102,17 @@ pub fn curves(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) ->
     for (name, points) in series {
         let (target, tail) = name.rsplit_once(' ').unwrap_or((name, ""));
         let color = color_of(target);
-        let anno = if tail == "p99.9" {
+        let dashed = tail == "p99.9";
+        let anno = if dashed {
             chart.draw_series(DashedLineSeries::new(points.iter().copied(), 6, 4, color.stroke_width(2)))
         } else {
             chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
         }
         .map_err(|e| e.to_string())?;
-        let dashed = tail == "p99.9";
-        anno.label(name.clone()).legend(move |(x, y)| {
-            let style = color.stroke_width(2);
-            if dashed {
-                // Two short strokes stand for a dashed line in the legend.
-                PathElement::new(vec![(x, y), (x + 7, y)], style)
-            } else {
-                PathElement::new(vec![(x, y), (x + 18, y)], style)
-            }
-        });
+        // In the legend a dashed series is a short stroke, a solid one a long one.
+        let len = if dashed { 7 } else { 18 };
+        anno.label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + len, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
     }
     chart

@@ -75,10 +75,7 @@ impl Future for TimerWait<'_> {
         let timers = self.timers;
         // Before the first registration nothing has fired: a deadline already past is
         // fired by the next tick, like any other.
-        let fired = match self.slot {
-            Some(i) => timers.waiters.get(i, |(_, fired)| *fired).unwrap_or(true),
-            None => false,
-        };
+        let fired = self.slot.is_some_and(|i| timers.waiters.get(i, |(_, fired)| *fired).unwrap_or(true));
         if fired {
             return Poll::Ready(());
         }
