@@ -15,6 +15,7 @@ use crossbeam_channel::Sender;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::pacer::Pacer;
 use crate::schedule::Schedule;
 use crate::stats::Stats;
 use crate::wire::{chunked_len, parse_head, BodyKind};
@@ -58,9 +59,16 @@ struct Shared {
 pub async fn run_thread(plan: Plan, progress: Option<Sender<Stats>>) -> Stats {
     let shared = Rc::new(RefCell::new(Shared { total: Stats::default(), interval: Stats::default() }));
     let plan = Rc::new(plan);
+    // Open loop: send times kept to the microsecond by the pacer (monoio's own timers
+    // tick in milliseconds).
+    let pacer = match plan.mode {
+        Mode::Open { .. } => Some(Pacer::new(plan.count).expect("a timerfd for the open-loop pacer")),
+        Mode::Closed => None,
+    };
+    let driver = pacer.clone().map(|p| monoio::spawn(p.drive()));
     let mut tasks = Vec::with_capacity(plan.count);
     for i in 0..plan.count {
-        tasks.push(monoio::spawn(connection(plan.clone(), shared.clone(), plan.first + i)));
+        tasks.push(monoio::spawn(connection(plan.clone(), shared.clone(), pacer.clone(), i)));
     }
     if let Some(tx) = progress {
         let shared = shared.clone();
@@ -77,6 +85,10 @@ pub async fn run_thread(plan: Plan, progress: Option<Sender<Stats>>) -> Stats {
     }
     for t in tasks {
         t.await;
+    }
+    if let (Some(pacer), Some(driver)) = (pacer, driver) {
+        pacer.stop();
+        driver.await.expect("the pacer's readiness poll");
     }
     let total = std::mem::take(&mut shared.borrow_mut().total);
     total
@@ -104,9 +116,10 @@ struct Conn {
     buf: BytesMut,
 }
 
-async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, index: usize) {
+/// Connection `slot` of this thread (`plan.first + slot` of all).
+async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, pacer: Option<Rc<Pacer>>, slot: usize) {
     let schedule = match plan.mode {
-        Mode::Open { rate } => Some(Schedule::new(plan.start, index, plan.total, rate)),
+        Mode::Open { rate } => Some(Schedule::new(plan.start, plan.first + slot, plan.total, rate)),
         Mode::Closed => None,
     };
     let mut conn: Option<Conn> = None;
@@ -123,8 +136,8 @@ async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, index: usize) {
         if due >= plan.end || Instant::now() >= plan.end {
             return;
         }
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            monoio::time::sleep(wait).await;
+        if let Some(pacer) = &pacer {
+            pacer.until(slot, due).await;
         }
         k += batch as u64;
         if conn.is_none() {

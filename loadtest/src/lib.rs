@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod client;
+pub mod pacer;
 pub mod report;
 pub mod runtime;
 pub mod schedule;
