@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use procs::{have, Env, Proc};
 use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
-use summary::{paired_ratios, summarise, Paired, Summary};
+use summary::{faults, paired_ratios, summarise, Paired, Summary};
 
 const HELP: &str = "\
 coregate-bench: coregate against nginx and HAProxy, side by side
@@ -284,6 +284,12 @@ fn run(a: &Args) -> Result<(), String> {
     charts(a, &summary, &steps)?;
     println!("{md}");
     eprintln!("wrote {}/report.json, report.md, cpu.svg, throughput.svg, latency.svg", a.out.display());
+    // A run with errors measured something other than proxying: the report stays for a look,
+    // and the exit status says the run is not valid (CI runs the quick mode for this).
+    let faults = faults(&rounds, &steps.iter().chain(&half).cloned().collect::<Vec<_>>(), base);
+    if !faults.is_empty() {
+        return Err(format!("{} runs had errors: {}", faults.len(), faults.join("; ")));
+    }
     Ok(())
 }
 

@@ -1,10 +1,10 @@
-//! Figures computed from the closed-loop rounds: medians per target, and ratios of each
-//! round against a reference measured in the same round. Measuring and reporting are left
-//! to `runs` and `main`.
+//! Figures computed from the measured runs: medians per target, ratios of each round
+//! against a reference measured in the same round, and the faults that make a run invalid.
+//! Measuring and reporting are left to `runs` and `main`.
 
 use std::collections::BTreeMap;
 
-use crate::runs::{median, Round};
+use crate::runs::{median, Round, Step};
 
 /// Medians per target over the coregate-load rounds (and wrk throughput beside them).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -96,6 +96,20 @@ pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
     out
 }
 
+/// What makes the measurement invalid: a closed-loop run that completed nothing or had
+/// errors, or an open-loop run with errors at or below the baseline's saturation rate
+/// `base` (past it, timeouts are the measured overload). Empty when every run was clean.
+pub fn faults(rounds: &[Round], steps: &[Step], base: f64) -> Vec<String> {
+    let closed = rounds.iter().filter(|r| r.requests == 0 || r.errors > 0).map(|r| {
+        format!("{} by {} in round {}: {} requests, {} errors", r.target, r.tool, r.round, r.requests, r.errors)
+    });
+    let open = steps
+        .iter()
+        .filter(|s| s.errors > 0 && s.offered <= base * 1.001)
+        .map(|s| format!("{} at {:.0} req/s offered: {} errors", s.target, s.offered, s.errors));
+    closed.chain(open).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +120,7 @@ mod tests {
             tool: tool.into(),
             round,
             rps,
-            requests: 0,
+            requests: 1,
             errors: 0,
             cpu_us_per_req: cpu,
             p50_us: 0,
@@ -144,5 +158,27 @@ mod tests {
         let s = summarise(&rounds);
         assert!((s["nginx"].cpu_us_per_req - 15.0).abs() < 1e-9);
         assert_eq!(s["nginx"].wrk_rps, Some(70.0));
+    }
+
+    #[test]
+    fn faults_name_failed_runs_but_not_overload() {
+        let mut rounds = vec![round("nginx", "wrk", 0, 70.0, 14.0), round("direct", "wrk", 0, 90.0, 0.0)];
+        let step = |offered: f64, errors: u64| Step {
+            target: "coregate-io_uring".into(),
+            offered,
+            achieved: offered,
+            errors,
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+        };
+        let mut steps = vec![step(500.0, 0), step(1100.0, 7)];
+        assert!(faults(&rounds, &steps, 1000.0).is_empty());
+        rounds[0].errors = 3;
+        rounds[1].requests = 0;
+        steps[0].errors = 1;
+        let f = faults(&rounds, &steps, 1000.0);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].starts_with("nginx by wrk in round 0") && f[2].contains("500 req/s"));
     }
 }
