@@ -286,7 +286,7 @@ fn run(a: &Args) -> Result<(), String> {
     eprintln!("wrote {}/report.json, report.md, cpu.svg, throughput.svg, latency.svg", a.out.display());
     // A run with errors measured something other than proxying: the report stays for a look,
     // and the exit status says the run is not valid (CI runs the quick mode for this).
-    let faults = faults(&rounds, &steps.iter().chain(&half).cloned().collect::<Vec<_>>(), base);
+    let faults = faults(&rounds, steps.iter().chain(&half), base);
     if !faults.is_empty() {
         return Err(format!("{} runs had errors: {}", faults.len(), faults.join("; ")));
     }

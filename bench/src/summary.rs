@@ -99,12 +99,12 @@ pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
 /// What makes the measurement invalid: a closed-loop run that completed nothing or had
 /// errors, or an open-loop run with errors at or below the baseline's saturation rate
 /// `base` (past it, timeouts are the measured overload). Empty when every run was clean.
-pub fn faults(rounds: &[Round], steps: &[Step], base: f64) -> Vec<String> {
+pub fn faults<'a>(rounds: &[Round], steps: impl IntoIterator<Item = &'a Step>, base: f64) -> Vec<String> {
     let closed = rounds.iter().filter(|r| r.requests == 0 || r.errors > 0).map(|r| {
         format!("{} by {} in round {}: {} requests, {} errors", r.target, r.tool, r.round, r.requests, r.errors)
     });
     let open = steps
-        .iter()
+        .into_iter()
         .filter(|s| s.errors > 0 && s.offered <= base * 1.001)
         .map(|s| format!("{} at {:.0} req/s offered: {} errors", s.target, s.offered, s.errors));
     closed.chain(open).collect()
