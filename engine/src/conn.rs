@@ -19,6 +19,11 @@ use crate::worker::Worker;
 
 /// Initial read buffer of a client connection; heads larger than this grow it up to
 /// `limits.max_head_bytes`.
+///
+/// 1 KiB (nginx's `client_header_buffer_size`) was measured: 500 connections that each made
+/// one request within 100 ms and then went idle held 3.3-3.4 KiB each afterwards instead of
+/// 5.4-5.7 (the allocator keeps the freed buffers' heap). Not taken: a head with a bearer JWT
+/// and a few fields passes 1 KiB and would cost a second read on every request.
 const CLIENT_BUF: usize = 4 * 1024;
 
 /// How long a keep-alive connection keeps a read (and its buffer) posted before it parks:
