@@ -20,6 +20,7 @@ use monoio::net::TcpStream;
 
 use proto_http::HeaderSpan;
 
+use crate::posted::{Consume, Posted};
 use crate::timers::CoarseTimers;
 
 /// Runs `f` for at most `d` (as seen by `timers`); expiry becomes `ErrorKind::TimedOut`.
@@ -44,12 +45,22 @@ pub(crate) struct Conn {
     pub spare: Vec<u8>,
     /// Reusable storage for the header spans of the next head parsed from this connection.
     pub spare_headers: Vec<HeaderSpan>,
+    /// A read posted while this (upstream) connection idled in the pool; the next read is
+    /// that one. It holds `buf`, which stays empty meanwhile.
+    pub posted: Option<Box<Posted>>,
     timers: Rc<CoarseTimers>,
 }
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(capacity), spare: Vec::new(), spare_headers: Vec::new(), timers }
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(capacity),
+            spare: Vec::new(),
+            spare_headers: Vec::new(),
+            posted: None,
+            timers,
+        }
     }
 
     /// Reads more bytes after those already buffered, making room for at least `room`.
@@ -62,11 +73,18 @@ impl Conn {
     /// As [`Conn::fill`], with a deadline (from [`CoarseTimers::deadline`]) shared by
     /// several reads, such as those of one head.
     pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
-        self.buf.reserve(room);
-        let len = self.buf.len();
-        let buf = std::mem::take(&mut self.buf);
-        let cap = buf.capacity();
-        let read = async { Ok(self.stream.read(buf.slice_mut(len..cap)).await) };
+        let read = async {
+            match self.posted.as_deref_mut() {
+                Some(posted) if posted.is_live() => Ok(Consume(posted).await),
+                _ => {
+                    self.buf.reserve(room);
+                    let len = self.buf.len();
+                    let buf = std::mem::take(&mut self.buf);
+                    let cap = buf.capacity();
+                    Ok(self.stream.read(buf.slice_mut(len..cap)).await)
+                }
+            }
+        };
         let (res, slice) = monoio::select! {
             biased;
             r = read => r,

@@ -21,6 +21,7 @@ mod jwt;
 mod listener;
 mod policy;
 mod pool;
+mod posted;
 mod proxy;
 mod ratelimit;
 mod route;

@@ -2,16 +2,16 @@
 //!
 //! A connection enters the pool only after its response was read completely and cleanly
 //! with nothing left over; it leaves it when taken, when it has been idle past its
-//! upstream's `idle_timeout`, or when the stack is full (the oldest goes). Before reuse it
-//! is checked for a FIN or stray bytes with a non-blocking peek, which catches most
-//! upstreams that closed an idle connection.
+//! upstream's `idle_timeout`, or when the stack is full (the oldest goes). While it idles,
+//! a read is posted on it ([`crate::posted`]); if that read has completed when the
+//! connection is taken, the upstream closed it or sent bytes nobody asked for (a framing
+//! disagreement that would be read as the next response), and it is dropped. That catches
+//! what a `MSG_PEEK` before reuse caught, without its syscall.
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::io::Conn;
+use crate::posted::Posted;
 
 struct Idle {
     conn: Conn,
@@ -38,19 +38,25 @@ impl Pool {
     ) -> Option<Conn> {
         let stack = &mut self.stacks[upstream][endpoint];
         while let Some(idle) = stack.pop() {
-            if now.saturating_duration_since(idle.since) < idle_timeout && is_quiet(&idle.conn.stream) {
-                return Some(idle.conn);
+            let mut conn = idle.conn;
+            if now.saturating_duration_since(idle.since) < idle_timeout && is_quiet(&mut conn) {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
-    pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, conn: Conn, max_idle: usize, now: Instant) {
+    /// Returns a connection whose last exchange ended cleanly, posting a read on it.
+    pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, max_idle: usize, now: Instant) {
         debug_assert!(conn.buf.is_empty());
         if max_idle == 0 {
             return;
         }
+        // The buffer is whole again once the last response's head is dropped (the caller
+        // does that first): reserving takes back its space without allocating.
+        let mut buf = std::mem::take(&mut conn.buf);
+        buf.reserve(HEAD_ROOM);
+        Posted::start(&mut conn.posted, &mut conn.stream, buf);
         let stack = &mut self.stacks[upstream][endpoint];
         if stack.len() >= max_idle {
             stack.remove(0);
@@ -74,53 +80,93 @@ impl Pool {
     }
 }
 
-/// True when the socket has nothing to read and is not at EOF: a pooled connection that
-/// is safe to send a request on.
-///
-/// Costs one syscall per reuse: 2.7% of the worker's CPU in `perf` on the bench box. A
-/// zero-timeout `poll` (no socket lock) was tried instead and measured the same (2.66%):
-/// the cost is the syscall itself, so the peek stays.
-fn is_quiet(stream: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv on a file descriptor owned by `stream` (alive for this call) into one
-    // byte of stack memory that we own; MSG_PEEK leaves the data in the socket and
-    // MSG_DONTWAIT makes the call non-blocking.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+/// Room for each read of a response head, the one posted on an idle connection included.
+pub(crate) const HEAD_ROOM: usize = 4096;
+
+/// True when the read posted on the connection is still pending: the upstream has sent
+/// nothing and not closed, so a request may go out on it.
+fn is_quiet(conn: &mut Conn) -> bool {
+    conn.posted.as_deref_mut().is_some_and(|p| p.is_live() && !p.has_completed())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::rc::Rc;
+
+    use monoio::io::AsyncWriteRentExt;
+    use monoio::net::{TcpListener, TcpStream};
+
     use super::*;
+    use crate::timers::CoarseTimers;
+
+    /// Runs `test` on the epoll driver, then on io_uring: the posted read completes
+    /// differently on each (a read when polled; a completion reaped by the runtime).
+    fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap().block_on(test());
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().unwrap().block_on(test());
+    }
+
+    /// A connection to `listener` for the pool, and its peer.
+    async fn pair(listener: &TcpListener, timers: &Rc<CoarseTimers>) -> (Conn, TcpStream) {
+        let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        (Conn::new(c, 16, timers.clone()), peer)
+    }
+
+    /// Lets the runtime reap completions: one connection round trip through the driver.
+    async fn settle(listener: &TcpListener, timers: &Rc<CoarseTimers>) {
+        drop(pair(listener, timers).await);
+    }
 
     #[test]
     fn lifo_bounded_and_swept() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
+        on_both_drivers(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
             let mut pool = Pool::new([1usize].into_iter());
-            let timers = std::rc::Rc::new(crate::timers::CoarseTimers::default());
             let t0 = Instant::now();
-            let mut keep = Vec::new();
+            let mut peers = Vec::new();
             for _ in 0..3 {
-                let c = TcpStream::connect_addr(addr).await.unwrap();
-                keep.push(listener.accept().await.unwrap());
-                pool.put(0, 0, Conn::new(c, 16, timers.clone()), 2, t0);
+                let (c, peer) = pair(&listener, &timers).await;
+                peers.push(peer);
+                pool.put(0, 0, c, 2, t0);
             }
             assert_eq!(pool.idle_count(0, 0), 2);
             assert!(pool.take(0, 0, t0, Duration::from_secs(1)).is_some());
-            // The peer of the remaining one closes: the peek sees EOF and drops it.
-            // (Loopback delivers the FIN within the peer's close call.)
-            keep.clear();
-            assert!(pool.take(0, 0, t0, Duration::from_secs(1)).is_none());
-            let c = TcpStream::connect_addr(addr).await.unwrap();
-            let _peer = listener.accept().await.unwrap();
-            pool.put(0, 0, Conn::new(c, 16, timers.clone()), 2, t0);
+            let (c, _peer) = pair(&listener, &timers).await;
+            pool.put(0, 0, c, 2, t0);
             pool.sweep(t0 + Duration::from_secs(2), |_| Duration::from_secs(1));
             assert_eq!(pool.idle_count(0, 0), 0);
+        });
+    }
+
+    #[test]
+    fn closed_or_chatty_idle_connections_are_dropped_and_quiet_ones_kept() {
+        on_both_drivers(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let mut pool = Pool::new([1usize].into_iter());
+            let t0 = Instant::now();
+            let idle = Duration::from_secs(60);
+            let (quiet, mut quiet_peer) = pair(&listener, &timers).await;
+            let (closed, closed_peer) = pair(&listener, &timers).await;
+            let (chatty, mut chatty_peer) = pair(&listener, &timers).await;
+            pool.put(0, 0, quiet, 4, t0);
+            pool.put(0, 0, closed, 4, t0);
+            pool.put(0, 0, chatty, 4, t0);
+            drop(closed_peer);
+            chatty_peer.write_all(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..]).await.0.unwrap();
+            settle(&listener, &timers).await;
+            // LIFO: the chatty one and the closed one are skipped and dropped.
+            let mut conn = pool.take(0, 0, t0, idle).expect("the quiet connection");
+            assert_eq!(pool.idle_count(0, 0), 0);
+            // The posted read is the connection's next read: it gets what the peer sends now.
+            quiet_peer.write_all(&b"HTTP/1.1 200 OK\r\n"[..]).await.0.unwrap();
+            let n = conn.fill(HEAD_ROOM, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(&conn.buf[..n], b"HTTP/1.1 200 OK\r\n");
+            assert!(conn.buf.capacity() >= HEAD_ROOM);
+            assert!(!conn.posted.as_ref().unwrap().is_live());
         });
     }
 }

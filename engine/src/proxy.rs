@@ -275,6 +275,7 @@ async fn exchange(
     // upstream and coregate disagree about framing: never reuse that connection.
     if resp.meta.keep_alive() && up.buf.is_empty() {
         up.spare_headers = resp.meta.headers;
+        drop(resp.bytes);
         w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, w.timers.now());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
@@ -361,7 +362,7 @@ async fn read_response_head(
                 return Ok(ResponseHead::new(bytes, meta));
             }
         }
-        match up.fill_until(4096, deadline).await {
+        match up.fill_until(crate::pool::HEAD_ROOM, deadline).await {
             Ok(0) if p.response_bytes => {
                 return Err(Error::new(Kind::Closed, Side::Upstream, "closed in the middle of the response head"))
             }
