@@ -7,6 +7,8 @@
 //! [`CoarseTimers`] (50 ms granularity), not a monoio `Sleep` per operation. Selects are
 //! `biased` (the operation first): unbiased ones draw a random number per poll, 1% of the
 //! worker's instructions in callgrind, and an operation that completed should win anyway.
+//! An upstream connection taken from the pool has a read already posted
+//! ([`crate::posted`]): its next fill awaits that read instead of starting one.
 
 use std::future::Future;
 use std::io;

@@ -119,12 +119,15 @@ mod tests {
         drop(pair(listener, timers).await);
     }
 
+    /// A listener for the pool's connections, their timers, and a pool of one endpoint.
+    fn setup() -> (TcpListener, Rc<CoarseTimers>, Pool) {
+        (TcpListener::bind("127.0.0.1:0").unwrap(), Rc::new(CoarseTimers::default()), Pool::new([1usize].into_iter()))
+    }
+
     #[test]
     fn lifo_bounded_and_swept() {
         on_both_drivers(|| async {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let timers = Rc::new(CoarseTimers::default());
-            let mut pool = Pool::new([1usize].into_iter());
+            let (listener, timers, mut pool) = setup();
             let t0 = Instant::now();
             let mut peers = Vec::new();
             for _ in 0..3 {
@@ -144,9 +147,7 @@ mod tests {
     #[test]
     fn closed_or_chatty_idle_connections_are_dropped_and_quiet_ones_kept() {
         on_both_drivers(|| async {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let timers = Rc::new(CoarseTimers::default());
-            let mut pool = Pool::new([1usize].into_iter());
+            let (listener, timers, mut pool) = setup();
             let t0 = Instant::now();
             let idle = Duration::from_secs(60);
             let (quiet, mut quiet_peer) = pair(&listener, &timers).await;
