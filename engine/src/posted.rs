@@ -103,8 +103,9 @@ impl Posted {
     }
 
     /// Whether the read completed already (the upstream sent bytes or closed while the
-    /// connection idled), learned without a syscall: polled with a waker that does nothing,
-    /// a pending read stays posted for the next real poll.
+    /// connection idled): polled with a waker that does nothing, a pending read stays posted
+    /// for the next real poll. On io_uring this looks at a completion the runtime already
+    /// reaped, with no syscall; on epoll this first poll is the read attempt itself.
     pub(crate) fn has_completed(&mut self) -> bool {
         self.poll_read(&mut Context::from_waker(Waker::noop())).is_ready()
     }
