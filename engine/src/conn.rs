@@ -97,6 +97,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     // header spans are built again by the next request (two allocations after a pause,
     // none in steady state).
     client.buf = BytesMut::new();
+    client.alt = BytesMut::new();
     client.spare = Vec::new();
     client.spare_headers = Vec::new();
     monoio::select! {

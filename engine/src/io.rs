@@ -50,6 +50,9 @@ pub(crate) struct Conn {
     /// A read posted while this (upstream) connection idled in the pool; the next read is
     /// that one. It holds `buf`, which stays empty meanwhile.
     pub posted: Option<Box<Posted>>,
+    /// The other read buffer: a body read swaps it in while the parsed head's bytes still
+    /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
+    pub alt: BytesMut,
     timers: Rc<CoarseTimers>,
 }
 
@@ -61,6 +64,7 @@ impl Conn {
             spare: Vec::new(),
             spare_headers: Vec::new(),
             posted: None,
+            alt: BytesMut::new(),
             timers,
         }
     }
@@ -79,6 +83,14 @@ impl Conn {
             match self.posted.as_deref_mut() {
                 Some(posted) if posted.is_live() => Ok(Consume(posted).await),
                 _ => {
+                    // An empty buffer whose allocation is still shared (a request head's
+                    // bytes, alive until its response is written, point into it) cannot
+                    // take more bytes without a new allocation: read into the other one,
+                    // which is free again by then. Reading a large body otherwise cost two
+                    // allocations per request (a new buffer and its shared header).
+                    if self.buf.is_empty() && !self.buf.try_reclaim(room) {
+                        std::mem::swap(&mut self.buf, &mut self.alt);
+                    }
                     self.buf.reserve(room);
                     let len = self.buf.len();
                     let buf = std::mem::take(&mut self.buf);

@@ -246,7 +246,12 @@ async fn exchange(
     let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
     let mut head = std::mem::take(&mut out.head);
     forward::response_head(&mut head, &resp, framing, keep, http10, &edits);
-    let body_left = match resp.meta.body {
+    // The head's bytes share the upstream buffer's allocation: released now, the buffer is
+    // the only owner again, and the body reads below reuse it instead of allocating anew
+    // per response (they reserve more room than a head read leaves).
+    let resp_meta = resp.meta;
+    drop(resp.bytes);
+    let body_left = match resp_meta.body {
         ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut head),
         _ => 0,
     };
@@ -262,7 +267,7 @@ async fn exchange(
         read_timeout: response_timeout,
         write_timeout: cfg.timeouts.client_send,
     };
-    match resp.meta.body {
+    match resp_meta.body {
         ResponseBody::None => {}
         ResponseBody::Length(_) => copy_length(&mut up, client, body_left, leg).await?,
         ResponseBody::Chunked => {
@@ -273,9 +278,8 @@ async fn exchange(
     }
     // Bytes beyond the end of the response (or a body on a bodiless response) mean the
     // upstream and coregate disagree about framing: never reuse that connection.
-    if resp.meta.keep_alive() && up.buf.is_empty() {
-        up.spare_headers = resp.meta.headers;
-        drop(resp.bytes);
+    if resp_meta.keep_alive() && up.buf.is_empty() {
+        up.spare_headers = resp_meta.headers;
         w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, w.timers.now());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })

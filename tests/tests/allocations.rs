@@ -1,7 +1,8 @@
 //! Heap allocations per proxied request in steady state, counted on the gateway's worker
 //! threads by a counting global allocator (the test's own client and upstream threads are
 //! not counted). Measured: 0 per request for every shape below (the per-request futures run
-//! in blocks recycled by the worker's arena, engine/src/arena.rs). The bound is exact, so
+//! in blocks recycled by the worker's arena, engine/src/arena.rs; bodies larger than a read
+//! alternate between two buffers per connection, engine/src/io.rs). The bound is exact, so
 //! any new allocation on the request path fails this test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -110,5 +111,39 @@ both_drivers!(allocations_per_proxied_request, |io| {
         let delta = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
         eprintln!("{io}: {:.3} heap allocations per request ({shape})", delta as f64 / n as f64);
         assert!(delta <= PER_REQUEST * n + ONE_OFF_SLACK, "{delta} allocations for {n} requests of {req:?}");
+    }
+});
+
+/// Body size for the large-body shapes: several of the gateway's 64 KiB body reads.
+const LARGE: usize = 256 * 1024;
+
+both_drivers!(allocations_per_request_with_large_bodies, |io| {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Answers every request with LARGE bytes, whatever it carried.
+    let up = Upstream::start(|mut c| {
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {LARGE}\r\n\r\n{}", "r".repeat(LARGE));
+        while c.read_request().is_some() {
+            if !c.write(&response) {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let upload = format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {LARGE}\r\n\r\n{}", "q".repeat(LARGE));
+    for (shape, req) in
+        [("large response", "GET /down HTTP/1.1\r\nHost: a\r\n\r\n"), ("large request and response", &upload)]
+    {
+        let mut c = gw.client();
+        for _ in 0..50 {
+            assert_eq!(c.request(req).body.len(), LARGE, "{shape}");
+        }
+        let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+        let n: u64 = 200;
+        for _ in 0..n {
+            assert_eq!(c.request(req).body.len(), LARGE);
+        }
+        let delta = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+        eprintln!("{io}: {:.3} heap allocations per request ({shape})", delta as f64 / n as f64);
+        assert!(delta <= PER_REQUEST * n + ONE_OFF_SLACK, "{delta} allocations for {n} requests ({shape})");
     }
 });
