@@ -87,7 +87,10 @@ impl Conn {
                     // bytes, alive until its response is written, point into it) cannot
                     // take more bytes without a new allocation: read into the other one,
                     // which is free again by then. Reading a large body otherwise cost two
-                    // allocations per request (a new buffer and its shared header).
+                    // allocations per request (a new buffer and its shared header). Not
+                    // done for a buffer holding bytes (a partial chunk line of a chunked
+                    // upload): moving them was tried and only moved the allocation, since
+                    // both buffers are then in use within one request.
                     if self.buf.is_empty() && !self.buf.try_reclaim(room) {
                         std::mem::swap(&mut self.buf, &mut self.alt);
                     }
