@@ -22,7 +22,7 @@ use monoio::net::TcpStream;
 
 use proto_http::HeaderSpan;
 
-use crate::posted::{Consume, Posted};
+use crate::posted::Posted;
 use crate::timers::CoarseTimers;
 
 /// Runs `f` for at most `d` (as seen by `timers`); expiry becomes `ErrorKind::TimedOut`.
@@ -49,7 +49,7 @@ pub(crate) struct Conn {
     pub spare_headers: Vec<HeaderSpan>,
     /// A read posted while this (upstream) connection idled in the pool; the next read is
     /// that one. It holds `buf`, which stays empty meanwhile.
-    pub posted: Option<Box<Posted>>,
+    posted: Option<Box<Posted>>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
     pub alt: BytesMut,
@@ -69,6 +69,22 @@ impl Conn {
         }
     }
 
+    /// Starts the next read now, into the whole (empty) buffer with at least `room` free, and
+    /// keeps it posted: the next fill awaits it ([`crate::posted`]).
+    pub(crate) fn post_read(&mut self, room: usize) {
+        debug_assert!(self.buf.is_empty());
+        let mut buf = std::mem::take(&mut self.buf);
+        // Unique again (the last head's bytes were dropped): reserving takes back the
+        // buffer's space without allocating.
+        buf.reserve(room);
+        Posted::start(&mut self.posted, &mut self.stream, buf);
+    }
+
+    /// True while the posted read is pending: the peer has sent nothing and not closed.
+    pub(crate) fn posted_read_pending(&mut self) -> bool {
+        self.posted.as_deref_mut().is_some_and(|p| p.is_live() && !p.has_completed())
+    }
+
     /// Reads more bytes after those already buffered, making room for at least `room`.
     /// Returns the number read; 0 means the peer closed.
     pub(crate) async fn fill(&mut self, room: usize, timeout: Duration) -> io::Result<usize> {
@@ -81,7 +97,7 @@ impl Conn {
     pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
         let read = async {
             match self.posted.as_deref_mut() {
-                Some(posted) if posted.is_live() => Ok(Consume(posted).await),
+                Some(posted) if posted.is_live() => Ok(std::future::poll_fn(|cx| posted.poll_read(cx)).await),
                 _ => {
                     // An empty buffer whose allocation is still shared (a request head's
                     // bytes, alive until its response is written, point into it) cannot

@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use crate::io::Conn;
-use crate::posted::Posted;
 
 struct Idle {
     conn: Conn,
@@ -39,7 +38,7 @@ impl Pool {
         let stack = &mut self.stacks[upstream][endpoint];
         while let Some(idle) = stack.pop() {
             let mut conn = idle.conn;
-            if now.saturating_duration_since(idle.since) < idle_timeout && is_quiet(&mut conn) {
+            if now.saturating_duration_since(idle.since) < idle_timeout && conn.posted_read_pending() {
                 return Some(conn);
             }
         }
@@ -48,15 +47,10 @@ impl Pool {
 
     /// Returns a connection whose last exchange ended cleanly, posting a read on it.
     pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, max_idle: usize, now: Instant) {
-        debug_assert!(conn.buf.is_empty());
         if max_idle == 0 {
             return;
         }
-        // The buffer is whole again once the last response's head is dropped (the caller
-        // does that first): reserving takes back its space without allocating.
-        let mut buf = std::mem::take(&mut conn.buf);
-        buf.reserve(HEAD_ROOM);
-        Posted::start(&mut conn.posted, &mut conn.stream, buf);
+        conn.post_read(HEAD_ROOM);
         let stack = &mut self.stacks[upstream][endpoint];
         if stack.len() >= max_idle {
             stack.remove(0);
@@ -82,12 +76,6 @@ impl Pool {
 
 /// Room for each read of a response head, the one posted on an idle connection included.
 pub(crate) const HEAD_ROOM: usize = 4096;
-
-/// True when the read posted on the connection is still pending: the upstream has sent
-/// nothing and not closed, so a request may go out on it.
-fn is_quiet(conn: &mut Conn) -> bool {
-    conn.posted.as_deref_mut().is_some_and(|p| p.is_live() && !p.has_completed())
-}
 
 #[cfg(test)]
 mod tests {
@@ -167,7 +155,7 @@ mod tests {
             let n = conn.fill(HEAD_ROOM, Duration::from_secs(5)).await.unwrap();
             assert_eq!(&conn.buf[..n], b"HTTP/1.1 200 OK\r\n");
             assert!(conn.buf.capacity() >= HEAD_ROOM);
-            assert!(!conn.posted.as_ref().unwrap().is_live());
+            assert!(!conn.posted_read_pending(), "the posted read was the one consumed");
         });
     }
 }

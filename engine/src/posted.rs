@@ -128,14 +128,3 @@ impl Drop for Posted {
         unsafe { alloc::dealloc(self.block.as_ptr(), self.table.layout) }
     }
 }
-
-/// Awaits a connection's posted read.
-pub(crate) struct Consume<'a>(pub &'a mut Posted);
-
-impl Future for Consume<'_> {
-    type Output = ReadOutput;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ReadOutput> {
-        self.0.poll_read(cx)
-    }
-}
