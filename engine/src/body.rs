@@ -157,9 +157,10 @@ pub(crate) async fn copy_chunked(
                         leg.write(dst, data).await?;
                     }
                     ChunkedOut::Chunked => {
-                        // Copied into the re-encoding buffer, so the data is not split off:
-                        // a split shares the source buffer, whose next read would then need
-                        // a new one (2 allocations per chunked upload, measured).
+                        // Copied into the re-encoding buffer, so the data is not split off
+                        // (nor the framing, above): a split makes the source buffer shared
+                        // again (1 allocation) and its next read then needs a new one
+                        // (another): 2 per chunked upload, measured.
                         // At most one body read's worth per chunk written, so the buffer
                         // stays within KEEP_SPARE (a buffer grown past BODY_READ can hold
                         // more; chunk boundaries need not be kept, RFC 9112 7.1).

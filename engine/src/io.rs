@@ -99,19 +99,18 @@ impl Conn {
             match self.posted.as_deref_mut() {
                 Some(posted) if posted.is_live() => Ok(std::future::poll_fn(|cx| posted.poll_read(cx)).await),
                 _ => {
-                    // A buffer whose allocation is still shared (a request head's bytes,
-                    // alive until its response is written, point into it) cannot take
-                    // more bytes without a new allocation: read into the other one, which
-                    // is free again by then, carrying over what is buffered (in a body, at
-                    // most a partial chunk line). Reading a large body otherwise cost two
-                    // allocations per request (a new buffer and its shared header).
-                    if !self.buf.try_reclaim(room) {
-                        self.alt.clear();
-                        self.alt.reserve(self.buf.len() + room);
-                        self.alt.extend_from_slice(&self.buf);
-                        self.buf.clear();
+                    // An empty buffer whose allocation is still shared (a request head's
+                    // bytes, alive until its response is written, point into it) cannot
+                    // take more bytes without a new allocation: read into the other one,
+                    // which is free again by then. Reading a large body otherwise cost two
+                    // allocations per request (a new buffer and its shared header). A body
+                    // read always finds its buffer empty (the chunked decoder keeps a partial
+                    // chunk line in its state); a head read that must grow a partial head
+                    // allocates either way.
+                    if self.buf.is_empty() && !self.buf.try_reclaim(room) {
                         std::mem::swap(&mut self.buf, &mut self.alt);
                     }
+                    self.buf.reserve(room);
                     let len = self.buf.len();
                     let buf = std::mem::take(&mut self.buf);
                     let cap = buf.capacity();
