@@ -3,7 +3,8 @@
 //! without extensions or trailers) and close-delimited (RFC 9112 6.3 rule 8).
 //!
 //! Data read into the source's buffer is split off and frozen into `Bytes`, then written
-//! to the destination: no copy for Content-Length and close-delimited bodies.
+//! to the destination: no copy for Content-Length and close-delimited bodies. Re-encoded
+//! chunked data is copied once, into the destination's re-encoding buffer.
 
 use std::time::Duration;
 
@@ -157,10 +158,10 @@ pub(crate) async fn copy_chunked(
                         leg.write(dst, data).await?;
                     }
                     ChunkedOut::Chunked => {
-                        // Copied into the re-encoding buffer, so the data is not split off
-                        // (nor the framing, above): a split makes the source buffer shared
-                        // again (1 allocation) and its next read then needs a new one
-                        // (another): 2 per chunked upload, measured.
+                        // Copied into the re-encoding buffer, so data and framing are
+                        // skipped with `advance` once written, never split off: a split
+                        // makes the source buffer shared again (1 allocation) and its next
+                        // read then needs a new one (another): 2 per chunked upload, measured.
                         // At most one body read's worth per chunk written, so the buffer
                         // stays within KEEP_SPARE (a buffer grown past BODY_READ can hold
                         // more; chunk boundaries need not be kept, RFC 9112 7.1).
