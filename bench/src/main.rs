@@ -36,6 +36,10 @@ OPTIONS:
     --no-epoll            skip the coregate epoll run
     --no-policies         skip coregate with the policy chain (API key + rate limit +
                           header transform), which is compared with plain coregate
+    --floor               add coregate-pipe to the closed-loop rounds: a byte pipe on raw
+                          io_uring (no HTTP work), as monoio drives the ring (pipe-plain)
+                          and with multishot receives, a buffer ring and registered files
+                          (pipe-ideal): the kernel's share that any proxy pays (1 worker)
     --out DIR             where to write report.json, report.md and *.svg (default bench-out)
     --replot DIR          only redraw the charts of DIR/report.json (no measurement)
 
@@ -53,6 +57,7 @@ struct Args {
     upstream: String,
     epoll: bool,
     policies: bool,
+    floor: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
     replot: bool,
@@ -69,6 +74,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         upstream: if have("nginx") { "nginx".into() } else { "bundled".into() },
         epoll: true,
         policies: true,
+        floor: false,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
         replot: false,
@@ -97,6 +103,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--upstream" => a.upstream = it.next().cloned().ok_or("--upstream needs nginx or bundled")?,
             "--no-epoll" => a.epoll = false,
             "--no-policies" => a.policies = false,
+            "--floor" => a.floor = true,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--replot" => {
                 a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
@@ -138,7 +145,7 @@ fn core_list(range: std::ops::Range<usize>) -> String {
 fn run(a: &Args) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin_dir = exe.parent().ok_or("no binary directory")?.to_path_buf();
-    for b in ["coregate", "coregate-load"] {
+    for b in ["coregate", "coregate-load", "coregate-pipe"] {
         if !bin_dir.join(b).exists() {
             return Err(format!("{} is missing: run cargo build --release first", bin_dir.join(b).display()));
         }
@@ -186,6 +193,16 @@ fn run(a: &Args) -> Result<(), String> {
     } else {
         eprintln!("haproxy not installed: skipped");
     }
+    // The byte pipes run in the closed-loop rounds only: they are a floor for CPU per
+    // request, not proxies whose latency or idle memory means anything.
+    let mut floors: Vec<Proc> = Vec::new();
+    if a.floor && a.workers == 1 {
+        floors.push(env.pipe(&proxy_cores, up, "plain")?);
+        floors.push(env.pipe(&proxy_cores, up, "ideal")?);
+    } else if a.floor {
+        eprintln!("--floor: coregate-pipe has one thread; skipped with {} workers", a.workers);
+    }
+    let closed_targets: Vec<&Proc> = targets.iter().chain(&floors).collect();
     let load_bin = bin_dir.join("coregate-load");
     let loader = Loader { load_bin: &load_bin, cores: other_cores.clone(), connections: a.connections, work: &work };
     let tools: Vec<&str> = if have("wrk") { vec!["coregate-load", "wrk"] } else { vec!["coregate-load"] };
@@ -197,8 +214,8 @@ fn run(a: &Args) -> Result<(), String> {
             let direct = loader.closed(tool, None, up, a.duration, r)?;
             eprintln!("round {r} {tool:>13} {:>16}: {:>9.0} req/s", "direct", direct.rps);
             rounds.push(direct);
-            for k in 0..targets.len() {
-                let t = &targets[(k + r) % targets.len()];
+            for k in 0..closed_targets.len() {
+                let t = closed_targets[(k + r) % closed_targets.len()];
                 // An unmeasured half second first, so that no target pays for warming up
                 // the upstream and the caches after the previous one.
                 loader.closed(tool, Some(t), up, 0.5, r)?;
@@ -434,6 +451,9 @@ fn charts(a: &Args, summary: &BTreeMap<String, Summary>, steps: &[Step]) -> Resu
     let mut series = Vec::new();
     for (name, _) in &proxies {
         let pts: Vec<&Step> = steps.iter().filter(|s| &&s.target == name).collect();
+        if pts.is_empty() {
+            continue;
+        }
         series.push((format!("{name} p99"), pts.iter().map(|s| (s.offered, s.p99_us.max(1) as f64)).collect()));
         series.push((format!("{name} p99.9"), pts.iter().map(|s| (s.offered, s.p999_us.max(1) as f64)).collect()));
     }

@@ -221,6 +221,14 @@ impl Env {
         spawn("nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("nginx.log"))
     }
 
+    /// coregate-pipe in `mode` (plain or ideal), named `pipe-<mode>`.
+    pub fn pipe(&self, cores: &str, upstream: SocketAddr, mode: &str) -> Result<Proc, String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("literal");
+        let name = format!("pipe-{mode}");
+        let args = [addr.to_string(), upstream.to_string(), mode.to_string()];
+        spawn(&name, cores, &self.bin_dir.join("coregate-pipe"), &args, addr, &self.work.join(format!("{name}.log")))
+    }
+
     pub fn haproxy(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
         let port = free_port();
         let conf = format!(

@@ -62,13 +62,16 @@ pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
     let cpu = |r: &Round| r.cpu_us_per_req;
     let rps = |r: &Round| r.rps;
     type Figure = fn(&Round) -> f64;
-    let wanted: [(&str, &str, &str, Figure); 6] = [
+    let wanted: [(&str, &str, &str, Figure); 9] = [
         ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
         ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
         ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
         ("throughput, coregate / direct", "coregate-io_uring", "direct", rps),
         ("throughput, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", rps),
         ("CPU per request, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", cpu),
+        ("CPU per request, byte pipe / nginx", "pipe-plain", "nginx", cpu),
+        ("CPU per request, byte pipe (ideal io_uring) / nginx", "pipe-ideal", "nginx", cpu),
+        ("CPU per request, coregate / byte pipe", "coregate-io_uring", "pipe-plain", cpu),
     ];
     let mut out = Vec::new();
     for tool in ["coregate-load", "wrk"] {
