@@ -111,7 +111,9 @@ impl RouteTable {
         routes: &[Route],
         accept: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        if let Some(h) = host.map(normalise_host) {
+        // Without host routes the Host is not looked at: no copy, no lowercasing, no hash.
+        let host_routes = !self.exact_hosts.is_empty() || !self.suffix_hosts.is_empty();
+        if let Some(h) = host.filter(|_| host_routes).map(normalise_host) {
             let mut lower = [0u8; 256];
             if h.len() <= lower.len() {
                 let lower = &mut lower[..h.len()];

@@ -152,6 +152,24 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// The bytes of a reg-name (RFC 3986 3.2.2: unreserved, sub-delims except ",", and "%" of
+/// pct-encoded), as a table: one load per byte where a chain of comparisons cost about 14
+/// instructions per byte of every request's Host (callgrind).
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' | b'%'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2). Userinfo, lists, paths and
 /// whitespace are refused; an empty value is allowed (RFC 9112 3.2).
 pub(crate) fn valid_host(v: &[u8]) -> bool {
@@ -175,28 +193,7 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
             None => (v, &v[v.len()..]),
         }
     };
-    let host_ok = host.first() == Some(&b'[')
-        || (!host.is_empty()
-            && host.iter().all(|&b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'\''
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b';'
-                            | b'='
-                            | b'%'
-                    )
-            }));
+    let host_ok = host.first() == Some(&b'[') || (!host.is_empty() && host.iter().all(|&b| REG_NAME[b as usize]));
     let port_ok = match port {
         [] => true,
         [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
