@@ -87,52 +87,60 @@ impl Conn {
 
     /// Reads more bytes after those already buffered, making room for at least `room`.
     /// Returns the number read; 0 means the peer closed.
-    pub(crate) async fn fill(&mut self, room: usize, timeout: Duration) -> io::Result<usize> {
+    /// Not an `async fn`: returning `fill_until`'s future saves a state machine around it.
+    pub(crate) fn fill(&mut self, room: usize, timeout: Duration) -> impl Future<Output = io::Result<usize>> + '_ {
         let deadline = self.timers.deadline(timeout);
-        self.fill_until(room, deadline).await
+        self.fill_until(room, deadline)
     }
 
     /// As [`Conn::fill`], with a deadline (from [`CoarseTimers::deadline`]) shared by
     /// several reads, such as those of one head.
     pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
-        let read = async {
-            match self.posted.as_deref_mut() {
-                Some(posted) if posted.is_live() => Ok(std::future::poll_fn(|cx| posted.poll_read(cx)).await),
-                _ => {
-                    // An empty buffer whose allocation is still shared (a request head's
-                    // bytes, alive until its response is written, point into it) cannot
-                    // take more bytes without a new allocation: read into the other one,
-                    // which is free again by then. Reading a large body otherwise cost two
-                    // allocations per request (a new buffer and its shared header). A body
-                    // read always finds its buffer empty (the chunked decoder keeps a partial
-                    // chunk line in its state); a head read that must grow a partial head
-                    // allocates either way.
-                    if self.buf.is_empty() && !self.buf.try_reclaim(room) {
-                        std::mem::swap(&mut self.buf, &mut self.alt);
-                    }
-                    self.buf.reserve(room);
-                    let len = self.buf.len();
-                    let buf = std::mem::take(&mut self.buf);
-                    let cap = buf.capacity();
-                    Ok(self.stream.read(buf.slice_mut(len..cap)).await)
+        // Two selects rather than one over an `async` block choosing the read: one future
+        // less to build and poll per read (10,705 -> 10,480 instructions per proxied request,
+        // callgrind).
+        let timed_out = || Err(io::Error::from(io::ErrorKind::TimedOut));
+        let (res, slice) = match self.posted.as_deref_mut() {
+            Some(posted) if posted.is_live() => monoio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| posted.poll_read(cx)) => r,
+                _ = self.timers.wait(deadline) => return timed_out(),
+            },
+            _ => {
+                // An empty buffer whose allocation is still shared (a request head's
+                // bytes, alive until its response is written, point into it) cannot
+                // take more bytes without a new allocation: read into the other one,
+                // which is free again by then. Reading a large body otherwise cost two
+                // allocations per request (a new buffer and its shared header). A body
+                // read always finds its buffer empty (the chunked decoder keeps a partial
+                // chunk line in its state); a head read that must grow a partial head
+                // allocates either way.
+                if self.buf.is_empty() && !self.buf.try_reclaim(room) {
+                    std::mem::swap(&mut self.buf, &mut self.alt);
+                }
+                self.buf.reserve(room);
+                let len = self.buf.len();
+                let buf = std::mem::take(&mut self.buf);
+                let cap = buf.capacity();
+                monoio::select! {
+                    biased;
+                    r = self.stream.read(buf.slice_mut(len..cap)) => r,
+                    _ = self.timers.wait(deadline) => return timed_out(),
                 }
             }
         };
-        let (res, slice) = monoio::select! {
-            biased;
-            r = read => r,
-            _ = self.timers.wait(deadline) => Err(io::Error::from(io::ErrorKind::TimedOut)),
-        }?;
         self.buf = slice.into_inner();
         res
     }
 
     /// Writes all of `data` and hands the buffer back.
     pub(crate) async fn write<B: IoBuf>(&mut self, data: B, timeout: Duration) -> io::Result<B> {
-        let write = async {
-            let (res, data) = self.stream.write_all(data).await;
-            res.map(|_| data)
+        let deadline = self.timers.deadline(timeout);
+        let (res, data) = monoio::select! {
+            biased;
+            r = self.stream.write_all(data) => r,
+            _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
         };
-        timed(&self.timers, timeout, write).await
+        res.map(|_| data)
     }
 }
