@@ -269,6 +269,8 @@ async fn exchange(
     };
     match resp_meta.body {
         ResponseBody::None => {}
+        // A small body went out with the head: no copy to start.
+        ResponseBody::Length(_) if body_left == 0 => {}
         ResponseBody::Length(_) => copy_length(&mut up, client, body_left, leg).await?,
         ResponseBody::Chunked => {
             let mode = if http10 { ChunkedOut::Raw } else { ChunkedOut::Chunked };
