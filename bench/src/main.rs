@@ -6,6 +6,7 @@
 //! It only drives processes and reads /proc; it knows nothing of the gateway's internals.
 
 mod plot;
+mod pool;
 mod procs;
 mod runs;
 mod summary;
@@ -42,6 +43,9 @@ OPTIONS:
                           (pipe-ideal): the kernel's share that any proxy pays (1 worker)
     --out DIR             where to write report.json, report.md and *.svg (default bench-out)
     --replot DIR          only redraw the charts of DIR/report.json (no measurement)
+    --pool DIR...         only pool the paired ratios of several saved runs (their
+                          report.json) and judge the goals on all their rounds, with a 95%
+                          interval that counts the spread between runs (no measurement)
 
 Cores: the proxies share cores 0..N-1 (N = workers); the upstream and the load generator use
 the rest. Install nginx, HAProxy and wrk with scripts/install-peers; missing peers are skipped.
@@ -61,6 +65,8 @@ struct Args {
     out: PathBuf,
     sweep_fractions: Vec<f64>,
     replot: bool,
+    /// Saved runs to pool (`--pool`), instead of measuring.
+    pool: Vec<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -78,6 +84,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
         replot: false,
+        pool: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -109,6 +116,12 @@ fn parse_args() -> Result<Option<Args>, String> {
                 a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
                 a.replot = true;
             }
+            "--pool" => {
+                a.pool = it.by_ref().map(PathBuf::from).collect();
+                if a.pool.is_empty() {
+                    return Err("--pool needs run directories".into());
+                }
+            }
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }
@@ -120,6 +133,16 @@ fn parse_args() -> Result<Option<Args>, String> {
 
 fn main() -> ExitCode {
     match parse_args() {
+        Ok(Some(a)) if !a.pool.is_empty() => match pool::pooled(&a.pool) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("coregate-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Some(a)) => match if a.replot { replot(&a) } else { run(&a) } {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

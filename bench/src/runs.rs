@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::procs::Proc;
 
 /// One closed-loop run against one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Round {
     pub target: String,
     pub tool: String,

@@ -56,38 +56,138 @@ pub struct Paired {
     pub rounds: usize,
 }
 
-/// The ratios the goals are stated in, for each load tool that measured both sides in at
-/// least one round.
+/// How one figure of a round is read.
+pub type Figure = fn(&Round) -> f64;
+
+/// A ratio the report states: its name, numerator and denominator targets, the figure, and
+/// the goal of issue 6 where there is one.
+pub struct Ratio {
+    pub what: &'static str,
+    pub num: &'static str,
+    pub den: &'static str,
+    pub figure: Figure,
+    pub goal: Option<Goal>,
+}
+
+/// A goal on a ratio: at most or at least this value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Goal {
+    pub fn holds(self, v: f64) -> bool {
+        match self {
+            Goal::AtMost(g) => v <= g,
+            Goal::AtLeast(g) => v >= g,
+        }
+    }
+}
+
+fn cpu(r: &Round) -> f64 {
+    r.cpu_us_per_req
+}
+
+fn rps(r: &Round) -> f64 {
+    r.rps
+}
+
+/// Proxy CPU per request at most 1/1.3 of each peer's; throughput at least 0.9 of direct.
+const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
+
+/// The ratios the goals are stated in, and those that explain them.
+pub const RATIOS: [Ratio; 9] = [
+    Ratio {
+        what: "CPU per request, coregate / nginx",
+        num: "coregate-io_uring",
+        den: "nginx",
+        figure: cpu,
+        goal: CPU_GOAL,
+    },
+    Ratio {
+        what: "CPU per request, coregate / HAProxy",
+        num: "coregate-io_uring",
+        den: "haproxy",
+        figure: cpu,
+        goal: CPU_GOAL,
+    },
+    Ratio {
+        what: "CPU per request, coregate epoll / nginx",
+        num: "coregate-epoll",
+        den: "nginx",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "throughput, coregate / direct",
+        num: "coregate-io_uring",
+        den: "direct",
+        figure: rps,
+        goal: Some(Goal::AtLeast(0.9)),
+    },
+    Ratio {
+        what: "throughput, coregate with policies / coregate",
+        num: "coregate-io_uring-policies",
+        den: "coregate-io_uring",
+        figure: rps,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate with policies / coregate",
+        num: "coregate-io_uring-policies",
+        den: "coregate-io_uring",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio { what: "CPU per request, byte pipe / nginx", num: "pipe-plain", den: "nginx", figure: cpu, goal: None },
+    Ratio {
+        what: "CPU per request, byte pipe (ideal io_uring) / nginx",
+        num: "pipe-ideal",
+        den: "nginx",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate / byte pipe",
+        num: "coregate-io_uring",
+        den: "pipe-plain",
+        figure: cpu,
+        goal: None,
+    },
+];
+
+/// The load tools, in report order.
+pub const TOOLS: [&str; 2] = ["coregate-load", "wrk"];
+
+/// `ratio` in every round where `tool` measured both of its targets (the denominator above 0).
+pub fn ratio_values(rounds: &[Round], tool: &str, ratio: &Ratio) -> Vec<f64> {
+    let find = |name: &str, round: usize| {
+        rounds.iter().find(|r| r.tool == tool && r.target == name && r.round == round).map(ratio.figure)
+    };
+    (0..=rounds.iter().map(|r| r.round).max().unwrap_or(0))
+        .filter_map(|round| Some(find(ratio.num, round)? / find(ratio.den, round).filter(|d| *d > 0.0)?))
+        .collect()
+}
+
+/// The smallest and largest of `v`.
+pub fn range(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
+}
+
+/// The ratios of [`RATIOS`], for each load tool that measured both sides in at least one
+/// round.
 pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
-    let cpu = |r: &Round| r.cpu_us_per_req;
-    let rps = |r: &Round| r.rps;
-    type Figure = fn(&Round) -> f64;
-    let wanted: [(&str, &str, &str, Figure); 9] = [
-        ("CPU per request, coregate / nginx", "coregate-io_uring", "nginx", cpu),
-        ("CPU per request, coregate / HAProxy", "coregate-io_uring", "haproxy", cpu),
-        ("CPU per request, coregate epoll / nginx", "coregate-epoll", "nginx", cpu),
-        ("throughput, coregate / direct", "coregate-io_uring", "direct", rps),
-        ("throughput, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", rps),
-        ("CPU per request, coregate with policies / coregate", "coregate-io_uring-policies", "coregate-io_uring", cpu),
-        ("CPU per request, byte pipe / nginx", "pipe-plain", "nginx", cpu),
-        ("CPU per request, byte pipe (ideal io_uring) / nginx", "pipe-ideal", "nginx", cpu),
-        ("CPU per request, coregate / byte pipe", "coregate-io_uring", "pipe-plain", cpu),
-    ];
     let mut out = Vec::new();
-    for tool in ["coregate-load", "wrk"] {
-        for (what, num, den, f) in wanted {
-            let find = |name: &str, round: usize| {
-                rounds.iter().find(|r| r.tool == tool && r.target == name && r.round == round).map(f)
-            };
-            let v: Vec<f64> = (0..=rounds.iter().map(|r| r.round).max().unwrap_or(0))
-                .filter_map(|round| Some(find(num, round)? / find(den, round).filter(|d| *d > 0.0)?))
-                .collect();
+    for tool in TOOLS {
+        for ratio in &RATIOS {
+            let v = ratio_values(rounds, tool, ratio);
             if v.is_empty() {
                 continue;
             }
-            let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            let (min, max) = range(&v);
             out.push(Paired {
-                what: what.into(),
+                what: ratio.what.into(),
                 tool: tool.into(),
                 median: median(v.clone()),
                 min,
