@@ -117,7 +117,11 @@ fn parse_args() -> Result<Option<Args>, String> {
                 a.replot = true;
             }
             "--pool" => {
-                a.pool = it.by_ref().map(PathBuf::from).collect();
+                // Every argument up to the next option names a run directory.
+                while let Some(dir) = it.clone().next().filter(|d| !d.starts_with("--")) {
+                    it.next();
+                    a.pool.push(PathBuf::from(dir));
+                }
                 if a.pool.is_empty() {
                     return Err("--pool needs run directories".into());
                 }
@@ -133,17 +137,13 @@ fn parse_args() -> Result<Option<Args>, String> {
 
 fn main() -> ExitCode {
     match parse_args() {
-        Ok(Some(a)) if !a.pool.is_empty() => match pool::pooled(&a.pool) {
-            Ok(md) => {
-                println!("{md}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("coregate-bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(Some(a)) => match if a.replot { replot(&a) } else { run(&a) } {
+        Ok(Some(a)) => match if !a.pool.is_empty() {
+            pool::pooled(&a.pool).map(|md| println!("{md}"))
+        } else if a.replot {
+            replot(&a)
+        } else {
+            run(&a)
+        } {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("coregate-bench: {e}");
