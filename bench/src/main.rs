@@ -335,14 +335,12 @@ fn run(a: &Args) -> Result<(), String> {
 
 /// Redraws the charts of an earlier report from its JSON.
 fn replot(a: &Args) -> Result<(), String> {
-    let path = a.out.join("report.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     #[derive(serde::Deserialize)]
     struct Saved {
         summary: BTreeMap<String, Summary>,
         sweep: Vec<Step>,
     }
-    let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let saved: Saved = pool::read_saved(&a.out)?;
     charts(a, &saved.summary, &saved.sweep)?;
     eprintln!("wrote {}/cpu.svg, throughput.svg, latency.svg", a.out.display());
     Ok(())

@@ -48,15 +48,19 @@ pub fn verdict(goal: Goal, (lo, hi): (f64, f64)) -> &'static str {
     }
 }
 
+/// The `report.json` saved in `dir`, or the part of it that `T` names.
+pub fn read_saved<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, String> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn load(dir: &Path) -> Result<Vec<Round>, String> {
     #[derive(serde::Deserialize)]
     struct Saved {
         rounds: Vec<Round>,
     }
-    let path = dir.join("report.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(saved.rounds)
+    Ok(read_saved::<Saved>(dir)?.rounds)
 }
 
 /// The Markdown report of the ratios pooled over the runs saved in `dirs`.
