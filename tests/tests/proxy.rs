@@ -1,7 +1,8 @@
 //! End-to-end proxying through real sockets, on both drivers: bodies both ways, keep-alive
 //! and pipelining, pool reuse, and the error paths (404, 502, 504).
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use coregate_tests::*;
 
@@ -121,6 +122,54 @@ both_drivers!(keep_alive_reuses_upstream_connections, |io| {
     }
     // 60 requests over 3 client connections; each worker keeps its own pool.
     assert!(up.connection_count() <= 4, "upstream saw {} connections", up.connection_count());
+});
+
+both_drivers!(bursts_over_max_idle_reuse_their_upstream_connections, |io| {
+    // The upstream answers only once BURST requests wait at the same time, so every burst
+    // needs BURST upstream connections at once: more than `max_idle_per_endpoint` (2).
+    const BURST: usize = 4;
+    const ROUNDS: usize = 10;
+    let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let up = Upstream::start({
+        let gate = gate.clone();
+        move |mut c| {
+            while let Some(req) = c.read_request() {
+                let (arrived, cv) = &*gate;
+                let mut n = arrived.lock().unwrap();
+                *n += 1;
+                let complete = n.div_ceil(BURST) * BURST;
+                cv.notify_all();
+                // Bounded: a gateway that fails to send the whole burst fails the test below.
+                drop(cv.wait_timeout_while(n, IO_TIMEOUT, |n| *n < complete).unwrap());
+                if !c.write(echo_response(&req)) {
+                    return;
+                }
+            }
+        }
+    });
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\nmax_idle_per_endpoint = 2\n\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    );
+    let mut clients: Vec<Client> = (0..BURST).map(|_| gw.client()).collect();
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send(format!("GET /{round}/{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(c.response().text(), format!("GET /{round}/{i}\n"));
+        }
+    }
+    // Trimmed to 2 on every return, each burst after the first would open 2 connections
+    // (22 in all); trimmed at the sweep (once a second), only a burst after a sweep does.
+    let sweeps = start.elapsed().as_secs() as usize + 1;
+    let seen = up.connection_count();
+    assert!(seen <= BURST + (BURST - 2) * sweeps, "{seen} upstream connections for {ROUNDS} bursts of {BURST}");
 });
 
 both_drivers!(http10_client_keep_alive_only_when_asked, |io| {
