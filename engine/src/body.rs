@@ -30,7 +30,12 @@ pub(crate) struct Leg {
 
 impl Leg {
     async fn read(&self, src: &mut Conn) -> Result<(), Error> {
-        match src.fill(BODY_READ, self.read_timeout).await {
+        self.read_room(src, BODY_READ).await
+    }
+
+    /// Reads more of a body into `src`'s buffer, making room for at least `room` bytes.
+    async fn read_room(&self, src: &mut Conn, room: usize) -> Result<(), Error> {
+        match src.fill(room, self.read_timeout).await {
             Ok(0) => Err(Error::new(Kind::Closed, self.from, "closed in the middle of a body")),
             Ok(_) => Ok(()),
             Err(e) => Err(Error::io(self.from, "reading a body", e)),
@@ -47,6 +52,25 @@ impl Leg {
 /// 2-core bench box: sending head and body separately cost about 20% more proxy CPU per
 /// small request, nearly all of it in the kernel's loopback path.
 const COALESCE_MAX: usize = 64 * 1024;
+
+/// Reads until the whole body of `len` bytes is buffered in `src`, when it is small enough
+/// to go out with its head ([`COALESCE_MAX`]). An upstream that writes the head and the body
+/// apart (nginx serving a file with `sendfile`) otherwise often lands a read between the
+/// two, and the response went out in two writes: head with part of the body, then the rest.
+/// Measured with 16 KiB responses from nginx: 23% of them were split so; read whole first,
+/// ring operations per response fell from 4.43 to about 3.9 and CPU per response to 0.97
+/// (README, "Large bodies"). The price is
+/// that the client sees the head only once the (at most 64 KiB) body is in, as with
+/// nginx's `proxy_buffering`.
+pub(crate) async fn buffer_small_body(src: &mut Conn, len: u64, leg: &Leg) -> Result<(), Error> {
+    if len > COALESCE_MAX as u64 {
+        return Ok(());
+    }
+    while (src.buf.len() as u64) < len {
+        leg.read_room(src, len as usize - src.buf.len()).await?;
+    }
+    Ok(())
+}
 
 /// Appends up to `len` buffered body bytes of `src` to `out` (at most [`COALESCE_MAX`]);
 /// returns how many were taken.
@@ -193,5 +217,45 @@ pub(crate) async fn copy_chunked(
                 leg.read(src).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use monoio::io::AsyncWriteRentExt;
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::timers::CoarseTimers;
+
+    #[test]
+    fn a_small_body_sent_apart_from_its_head_is_buffered_whole() {
+        let test = || async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut src = Conn::new(c, 16, Rc::new(CoarseTimers::default()));
+            let second = Duration::from_secs(5);
+            let leg = Leg { from: Side::Upstream, to: Side::Client, read_timeout: second, write_timeout: second };
+            let body = vec![b'x'; 20_000];
+            peer.write_all(body[..5].to_vec()).await.0.unwrap();
+            src.fill(16, second).await.unwrap();
+            // The rest comes in two more writes while the body is being buffered.
+            let (res, _) = monoio::join!(buffer_small_body(&mut src, 20_000, &leg), async {
+                peer.write_all(body[5..7_000].to_vec()).await.0.unwrap();
+                peer.write_all(body[7_000..].to_vec()).await.0.unwrap();
+            });
+            res.unwrap();
+            assert_eq!(&src.buf[..], &body[..]);
+            // Over the coalescing bound nothing is read.
+            let mut out = Vec::new();
+            assert_eq!(coalesce_buffered(&mut src, 20_000, &mut out), 20_000);
+            buffer_small_body(&mut src, COALESCE_MAX as u64 + 1, &leg).await.unwrap();
+            assert!(src.buf.is_empty());
+        };
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test());
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test());
     }
 }

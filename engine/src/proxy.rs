@@ -11,7 +11,10 @@ use monoio::net::TcpStream;
 use proto_http::{parse_response_in, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
 use crate::auth::KeySource;
-use crate::body::{coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut, Leg};
+use crate::body::{
+    buffer_small_body, coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut,
+    Leg,
+};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
@@ -251,8 +254,17 @@ async fn exchange(
     // per response (they reserve more room than a head read leaves).
     let resp_meta = resp.meta;
     drop(resp.bytes);
+    let leg = Leg {
+        from: Side::Upstream,
+        to: Side::Client,
+        read_timeout: response_timeout,
+        write_timeout: cfg.timeouts.client_send,
+    };
     let body_left = match resp_meta.body {
-        ResponseBody::Length(n) => n - coalesce_buffered(&mut up, n, &mut head),
+        ResponseBody::Length(n) => {
+            buffer_small_body(&mut up, n, &leg).await?;
+            n - coalesce_buffered(&mut up, n, &mut head)
+        }
         _ => 0,
     };
     p.response_started = true;
@@ -261,12 +273,6 @@ async fn exchange(
         .await
         .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
 
-    let leg = Leg {
-        from: Side::Upstream,
-        to: Side::Client,
-        read_timeout: response_timeout,
-        write_timeout: cfg.timeouts.client_send,
-    };
     match resp_meta.body {
         ResponseBody::None => {}
         // A small body went out with the head: no copy to start.

@@ -142,18 +142,21 @@ both_drivers!(bytes_beyond_a_response_never_reach_a_client, |io| {
     assert_eq!(up.connection_count(), 4);
 });
 
-both_drivers!(a_body_cut_short_closes_the_client_connection, |io| {
+both_drivers!(a_body_cut_short_closes_the_client_connection_or_is_a_502, |io| {
     let up = Upstream::start(|mut c| {
         if let Some(req) = c.read_request() {
             if req.start.contains("/chunked") {
                 c.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+            } else if req.start.contains("/large") {
+                c.write("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nhello");
             } else {
                 c.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
             }
         }
     });
     let gw = Gateway::proxy_to(io, up.addr, "");
-    for path in ["/length", "/chunked"] {
+    // Streamed bodies: the head went out, so the cut shows as a closed connection.
+    for path in ["/large", "/chunked"] {
         let mut c = gw.client();
         c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n"));
         let mut all = Vec::new();
@@ -163,6 +166,12 @@ both_drivers!(a_body_cut_short_closes_the_client_connection, |io| {
         assert!(!text.ends_with("0\r\n\r\n"), "no fake terminator: {text:?}");
         assert!(text.ends_with("hello") || text.ends_with("hello\r\n"), "{text:?}");
     }
+    // A small body is held until it is whole, to go out with its head: cut short, nothing
+    // of it was sent, and the client gets a complete 502 instead of a truncated 200.
+    let mut c = gw.client();
+    let r = c.request("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 502, "{}", r.text());
+    assert!(!r.text().contains("hello"));
 });
 
 both_drivers!(informational_responses_are_relayed_to_http11_only, |io| {
