@@ -15,6 +15,9 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the listener's
+    // options into each new socket): one setsockopt here instead of one per connection.
+    socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -36,4 +39,19 @@ pub(crate) fn bind_all(addrs: &[SocketAddr], workers: usize) -> io::Result<(Vec<
         }
     }
     Ok((per_worker, bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let (per_worker, bound) = bind_all(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let _client = std::net::TcpStream::connect(bound[0]).unwrap();
+        let listener = &per_worker[0][0];
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

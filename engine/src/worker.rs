@@ -161,7 +161,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                     log::warn!("connection limit reached; closing {peer}");
                     continue;
                 }
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (listener.rs).
                 w.active.set(w.active.get() + 1);
                 let w = w.clone();
                 monoio::spawn(async move {
