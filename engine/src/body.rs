@@ -63,10 +63,7 @@ const COALESCE_MAX: usize = 64 * 1024;
 /// that the client sees the head only once the (at most 64 KiB) body is in, as with
 /// nginx's `proxy_buffering`.
 pub(crate) async fn buffer_small_body(src: &mut Conn, len: u64, leg: &Leg) -> Result<(), Error> {
-    if len > COALESCE_MAX as u64 {
-        return Ok(());
-    }
-    while (src.buf.len() as u64) < len {
+    while len <= COALESCE_MAX as u64 && (src.buf.len() as u64) < len {
         leg.read_room(src, len as usize - src.buf.len()).await?;
     }
     Ok(())

@@ -19,7 +19,6 @@
 //! for (a framing disagreement that would be read as the next response), and it is dropped.
 //! That catches what a `MSG_PEEK` before reuse caught, without its syscall.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::io::Conn;
@@ -30,14 +29,15 @@ struct Idle {
 }
 
 pub(crate) struct Pool {
-    /// `stacks[upstream][endpoint]`, most recently used last; a deque, so the sweep drops
-    /// the oldest without shifting the rest.
-    stacks: Vec<Vec<VecDeque<Idle>>>,
+    /// `stacks[upstream][endpoint]`, most recently used last. A `Vec`: the oldest leave
+    /// only at the sweep, once a second, so shifting the rest then costs nothing per request
+    /// (a `VecDeque` cost about 20 more instructions per proxied request in callgrind).
+    stacks: Vec<Vec<Vec<Idle>>>,
 }
 
 impl Pool {
     pub(crate) fn new(endpoints_per_upstream: impl Iterator<Item = usize>) -> Self {
-        Self { stacks: endpoints_per_upstream.map(|n| (0..n).map(|_| VecDeque::new()).collect()).collect() }
+        Self { stacks: endpoints_per_upstream.map(|n| (0..n).map(|_| Vec::new()).collect()).collect() }
     }
 
     /// The most recently used live connection to this endpoint, if any.
@@ -49,7 +49,7 @@ impl Pool {
         idle_timeout: Duration,
     ) -> Option<Conn> {
         let stack = &mut self.stacks[upstream][endpoint];
-        while let Some(idle) = stack.pop_back() {
+        while let Some(idle) = stack.pop() {
             let mut conn = idle.conn;
             if now.saturating_duration_since(idle.since) < idle_timeout && conn.posted_read_pending() {
                 return Some(conn);
@@ -65,7 +65,7 @@ impl Pool {
             return;
         }
         conn.post_read(HEAD_ROOM);
-        self.stacks[upstream][endpoint].push_back(Idle { conn, since: now });
+        self.stacks[upstream][endpoint].push(Idle { conn, since: now });
     }
 
     /// Closes connections idle for longer than their upstream's timeout, then the oldest of
