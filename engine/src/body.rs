@@ -1,8 +1,8 @@
 //! Message bodies streamed between two connections without buffering them whole:
 //! Content-Length (RFC 9112 6.2), chunked (RFC 9112 7.1, decoded strictly and re-encoded
 //! without extensions or trailers) and close-delimited (RFC 9112 6.3 rule 8). The exception
-//! is a Content-Length response body of up to 64 KiB, read whole so that it leaves with its
-//! head ([`buffer_small_body`]).
+//! is a Content-Length body of up to 64 KiB, read whole so that it leaves with its head
+//! ([`buffer_small_body`]).
 //!
 //! Data read into the source's buffer is split off and frozen into `Bytes`, then written
 //! to the destination: no copy for Content-Length and close-delimited bodies. Re-encoded

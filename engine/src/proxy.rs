@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use config::{Action, AuthKind};
+use config::{Action, AuthKind, Config};
 use monoio::net::TcpStream;
 use proto_http::{parse_response_in, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
@@ -207,7 +207,14 @@ async fn exchange(
         && meta.body != BodyFraming::Empty
         && client.buf.is_empty();
     let body_left = match meta.body {
-        BodyFraming::Length(n) => n - coalesce_buffered(client, n, &mut head),
+        BodyFraming::Length(n) => {
+            // A small body the client wrote apart from its head goes upstream with the head,
+            // in one write, as a response's does; not when the client waits for 100 Continue.
+            if !send_continue {
+                buffer_small_body(client, n, &client_leg(cfg)).await?;
+            }
+            n - coalesce_buffered(client, n, &mut head)
+        }
         _ => 0,
     };
     let mut out = Outgoing { head, body_left, send_continue, max_body };
@@ -293,6 +300,16 @@ async fn exchange(
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
+/// The direction of a request body: from the client to the upstream.
+fn client_leg(cfg: &Config) -> Leg {
+    Leg {
+        from: Side::Client,
+        to: Side::Upstream,
+        read_timeout: cfg.timeouts.client_body,
+        write_timeout: cfg.timeouts.upstream_send,
+    }
+}
+
 /// Sends the request (head and body) and reads the final response head, relaying 1xx.
 async fn send_and_receive(
     w: &Worker,
@@ -316,12 +333,7 @@ async fn send_and_receive(
                 .await
                 .map_err(|e| Error::io(Side::Client, "writing 100 Continue", e))?;
         }
-        let leg = Leg {
-            from: Side::Client,
-            to: Side::Upstream,
-            read_timeout: cfg.timeouts.client_body,
-            write_timeout: cfg.timeouts.upstream_send,
-        };
+        let leg = client_leg(cfg);
         match meta.body {
             BodyFraming::Length(_) => copy_length(client, up, out.body_left, leg).await?,
             BodyFraming::Chunked => {
