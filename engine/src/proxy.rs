@@ -213,7 +213,11 @@ async fn exchange(
             if !send_continue {
                 buffer_small_body(client, n, &client_leg(cfg)).await?;
             }
-            n - coalesce_buffered(client, n, &mut head)
+            let left = n - coalesce_buffered(client, n, &mut head);
+            // All of it taken from the client's buffer: an upstream failure from here on
+            // leaves the client connection usable.
+            p.body_done = left == 0;
+            left
         }
         _ => 0,
     };

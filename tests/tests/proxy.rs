@@ -229,6 +229,12 @@ both_drivers!(upstream_down_is_502_and_recovers, |io| {
     let mut c = gw.client();
     let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status(), 502);
+    // A small body is read whole before the upstream is tried, so its 502 keeps the
+    // connection too.
+    let r = c.request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status(), 502);
+    assert_ne!(r.header("connection"), Some("close"));
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 502);
     // The upstream comes back on the same port: traffic resumes at once.
     let listener = std::net::TcpListener::bind(addr).expect("rebind the freed port");
     std::thread::spawn(move || {
