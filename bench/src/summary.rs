@@ -93,7 +93,7 @@ fn rps(r: &Round) -> f64 {
     r.rps
 }
 
-/// Proxy CPU per request at most 1/1.3 of each peer's; throughput at least 0.9 of direct.
+/// Proxy CPU per request at most 1/1.3 of each peer's (the throughput goal is stated in place).
 const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
 
 /// The ratios the goals are stated in, and those that explain them.

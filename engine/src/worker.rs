@@ -133,9 +133,10 @@ async fn run(
         w.timers.fire_expired(Instant::now());
         if ticks.is_multiple_of(SWEEP_EVERY) {
             let cfg = &w.cfg;
-            w.pool
-                .borrow_mut()
-                .sweep(w.timers.now(), |u| (cfg.upstreams[u].idle_timeout, cfg.upstreams[u].max_idle_per_endpoint));
+            w.pool.borrow_mut().sweep(w.timers.now(), |u| {
+                let up = &cfg.upstreams[u];
+                (up.idle_timeout, up.max_idle_per_endpoint)
+            });
         }
     }
     // Drain: stop accepting, close idle connections, let requests in flight finish.
