@@ -92,8 +92,8 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     let deadline = w.timers.deadline(limit);
     if !first {
         match w.arena.run(|| hot_read(w, client, limit.min(PARK_AFTER))).await {
-            Some(Ok(n)) => return n > 0,
-            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && limit > PARK_AFTER => {}
+            Some(Ok(Some(n))) => return n > 0,
+            Some(Ok(None)) if limit > PARK_AFTER => {}
             _ => return false,
         }
     }
@@ -112,11 +112,23 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     }
 }
 
-/// Reads into the buffer for at most `limit`; `None` when the drain began.
-async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<usize>> {
+/// Reads into the buffer for at most `limit` (`Ok(None)`: nothing came, and the connection
+/// may park without losing a byte); `None` when the drain began (the connection closes).
+async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<Option<usize>>> {
+    if w.uring {
+        return monoio::select! {
+            biased;
+            r = client.fill_or_time_out(CLIENT_BUF, limit) => Some(r),
+            _ = w.drain.wait() => None,
+        };
+    }
+    // On epoll a timed-out read is dropped: it had done nothing in the kernel.
     monoio::select! {
         biased;
-        r = client.fill(CLIENT_BUF, limit) => Some(r),
+        r = client.fill(CLIENT_BUF, limit) => Some(match r {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
+            r => r.map(Some),
+        }),
         _ = w.drain.wait() => None,
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct Worker {
     pub limit_ids: Vec<u32>,
     /// Reused buffer for bucket keys.
     pub scratch: RefCell<Vec<u8>>,
+    /// The worker runs on io_uring, where a cancelled read may still complete
+    /// ([`crate::io::Conn::fill_or_time_out`]).
+    pub uring: bool,
     /// Client connections open on this worker.
     pub active: Cell<usize>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
@@ -76,7 +79,7 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
         }
         let ready = s.ready.clone();
         let Spawn { cfg, listeners, shutdown, driver, id, bank, .. } = s;
-        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, shutdown, bank));
+        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, shutdown, bank, driver));
     })
 }
 
@@ -86,6 +89,7 @@ async fn run(
     listeners: Vec<std::net::TcpListener>,
     shutdown: Arc<AtomicBool>,
     bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
+    driver: Driver,
 ) {
     let limit_ids = cfg
         .routes
@@ -110,6 +114,7 @@ async fn run(
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),
         arena: Arena::default(),
+        uring: driver == Driver::IoUring,
         active: Cell::new(0),
         accepting: Cell::new(0),
         cfg,
