@@ -229,7 +229,7 @@ mod tests {
                 timers.fire_expired(later);
             });
             if got.unwrap().is_none() {
-                // (The coarse timers never fire here: monoio's bounds this read.)
+                // The coarse timers never fire here: a monoio timer bounds this read.
                 let n = monoio::time::timeout(Duration::from_secs(5), conn.fill(64, Duration::from_secs(3600))).await;
                 assert_eq!(n.expect("the bytes were lost").unwrap(), 5);
             }
