@@ -93,7 +93,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     if !first {
         match w.arena.run(|| hot_read(w, client, limit.min(PARK_AFTER))).await {
             Some(Ok(Some(n))) => return n > 0,
-            Some(Ok(None)) if limit > PARK_AFTER => {}
+            Some(Ok(None)) if limit > PARK_AFTER && !w.drain.is_draining() => {}
             _ => return false,
         }
     }
@@ -112,15 +112,12 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     }
 }
 
-/// Reads into the buffer for at most `limit` (`Ok(None)`: nothing came, and the connection
-/// may park without losing a byte); `None` when the drain began (the connection closes).
+/// Reads into the buffer for at most `limit` or until the drain begins. `Ok(None)`: nothing
+/// came, and the connection may park (or close, when the drain began) without losing a
+/// byte; `None`: the drain began (epoll; the connection closes).
 async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<Option<usize>>> {
     if w.uring {
-        return monoio::select! {
-            biased;
-            r = client.fill_or_time_out(CLIENT_BUF, limit) => Some(r),
-            _ = w.drain.wait() => None,
-        };
+        return Some(client.fill_or_stop(CLIENT_BUF, limit, w.drain.wait()).await);
     }
     // On epoll a timed-out read is dropped: it had done nothing in the kernel.
     monoio::select! {

@@ -48,7 +48,7 @@ pub(crate) struct Worker {
     /// Reused buffer for bucket keys.
     pub scratch: RefCell<Vec<u8>>,
     /// The worker runs on io_uring, where a cancelled read may still complete
-    /// ([`crate::io::Conn::fill_or_time_out`]).
+    /// ([`crate::io::Conn::fill_or_stop`]).
     pub uring: bool,
     /// Client connections open on this worker.
     pub active: Cell<usize>,
