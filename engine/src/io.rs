@@ -3,7 +3,9 @@
 //! Buffers are owned (monoio's rent model): a read moves the `BytesMut` into the kernel
 //! operation and gets it back. A timed-out operation is dropped, which cancels it; monoio
 //! keeps the buffer alive until the kernel lets go, so the connection is closed afterwards
-//! and never reused (every timeout here ends its connection). Timeouts use the worker's
+//! and never reused (every such timeout ends its connection). The one wait a connection
+//! outlives, the keep-alive read, is cancelled and awaited instead ([`Conn::fill_or_stop`]),
+//! so that no byte it received is lost. Timeouts use the worker's
 //! [`CoarseTimers`] (50 ms granularity), not a monoio `Sleep` per operation. Selects are
 //! `biased` (the operation first): unbiased ones draw a random number per poll, 1% of the
 //! worker's instructions in callgrind, and an operation that completed should win anyway.
@@ -50,8 +52,9 @@ pub(crate) struct Conn {
     /// A read posted while this (upstream) connection idled in the pool; the next read is
     /// that one. It holds `buf`, which stays empty meanwhile.
     posted: Option<Box<Posted>>,
-    /// Cancels the keep-alive read when it times out ([`Conn::fill_or_stop`]); made at
-    /// the first such read after a park, dropped when the connection parks.
+    /// Cancels the keep-alive read when it times out or the drain begins
+    /// ([`Conn::fill_or_stop`]); made at the first such read after a park, dropped when the
+    /// read is cancelled.
     canceller: Option<Canceller>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
