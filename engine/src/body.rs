@@ -223,18 +223,17 @@ mod tests {
     use std::rc::Rc;
 
     use monoio::io::AsyncWriteRentExt;
-    use monoio::net::{TcpListener, TcpStream};
+    use monoio::net::TcpListener;
 
     use super::*;
+    use crate::io::testing::{on_both_drivers, pair};
     use crate::timers::CoarseTimers;
 
     #[test]
     fn a_small_body_sent_apart_from_its_head_is_buffered_whole() {
-        let test = || async {
+        on_both_drivers(|_| async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
-            let (mut peer, _) = listener.accept().await.unwrap();
-            let mut src = Conn::new(c, 16, Rc::new(CoarseTimers::default()));
+            let (mut src, mut peer) = pair(&listener, 16, &Rc::new(CoarseTimers::default())).await;
             let second = Duration::from_secs(5);
             let leg = Leg { from: Side::Upstream, to: Side::Client, read_timeout: second, write_timeout: second };
             let body = vec![b'x'; 20_000];
@@ -252,8 +251,6 @@ mod tests {
             assert_eq!(coalesce_buffered(&mut src, 20_000, &mut out), 20_000);
             buffer_small_body(&mut src, COALESCE_MAX as u64 + 1, &leg).await.unwrap();
             assert!(src.buf.is_empty());
-        };
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test());
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test());
+        });
     }
 }

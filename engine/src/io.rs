@@ -203,11 +203,38 @@ impl Conn {
     }
 }
 
+/// Test helpers for the modules that drive a [`Conn`] through a real socket.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::future::Future;
+    use std::rc::Rc;
+
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::Conn;
+    use crate::timers::CoarseTimers;
+
+    /// Runs `test` on the epoll driver, then on io_uring (`test(true)`): operations complete
+    /// differently on each (when polled; as completions reaped by the runtime).
+    pub(crate) fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn(bool) -> F) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test(false));
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test(true));
+    }
+
+    /// A connection to `listener` as a `Conn` with a read buffer of `capacity`, and its peer.
+    pub(crate) async fn pair(listener: &TcpListener, capacity: usize, timers: &Rc<CoarseTimers>) -> (Conn, TcpStream) {
+        let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        (Conn::new(c, capacity, timers.clone()), peer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use monoio::io::AsyncWriteRentExt;
     use monoio::net::TcpListener;
 
+    use super::testing::{on_both_drivers, pair};
     use super::*;
 
     /// The keep-alive read as `conn` does it on each driver, timing out at once.
@@ -225,12 +252,10 @@ mod tests {
     /// and must leave the connection readable afterwards.
     #[test]
     fn a_timed_out_keep_alive_read_keeps_what_raced_it() {
-        let test = |uring| async move {
+        on_both_drivers(|uring| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
-            let (mut peer, _) = listener.accept().await.unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let mut conn = Conn::new(c, 0, timers.clone());
+            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
             let later = Instant::now() + Duration::from_secs(3600);
             // The bytes are in the socket before the read starts, and the timer fires right
             // after its first poll. On io_uring the receive was not submitted yet: it goes
@@ -265,8 +290,6 @@ mod tests {
                 assert_eq!(got.unwrap(), Some(4));
                 assert_eq!(&conn.buf[..], b"last");
             }
-        };
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test(false));
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test(true));
+        });
     }
 }

@@ -92,27 +92,21 @@ pub(crate) const HEAD_ROOM: usize = 4096;
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::rc::Rc;
 
     use monoio::io::AsyncWriteRentExt;
     use monoio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::io::testing::on_both_drivers;
     use crate::timers::CoarseTimers;
 
-    /// Runs `test` on the epoll driver, then on io_uring: the posted read completes
-    /// differently on each (a read when polled; a completion reaped by the runtime).
-    fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap().block_on(test());
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().unwrap().block_on(test());
-    }
+    // Both drivers: the posted read completes differently on each (a read when polled; a
+    // completion reaped by the runtime).
 
     /// A connection to `listener` for the pool, and its peer.
     async fn pair(listener: &TcpListener, timers: &Rc<CoarseTimers>) -> (Conn, TcpStream) {
-        let c = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
-        let (peer, _) = listener.accept().await.unwrap();
-        (Conn::new(c, 16, timers.clone()), peer)
+        crate::io::testing::pair(listener, 16, timers).await
     }
 
     /// Lets the runtime reap completions: one connection round trip through the driver.
@@ -127,7 +121,7 @@ mod tests {
 
     #[test]
     fn lifo_bounded_at_the_sweep_and_expired() {
-        on_both_drivers(|| async {
+        on_both_drivers(|_| async {
             let (listener, timers, mut pool) = setup();
             let t0 = Instant::now();
             let second = Duration::from_secs(1);
@@ -161,7 +155,7 @@ mod tests {
 
     #[test]
     fn closed_or_chatty_idle_connections_are_dropped_and_quiet_ones_kept() {
-        on_both_drivers(|| async {
+        on_both_drivers(|_| async {
             let (listener, timers, mut pool) = setup();
             let t0 = Instant::now();
             let idle = Duration::from_secs(60);
