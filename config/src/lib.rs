@@ -72,6 +72,8 @@ pub struct Timeouts {
     pub upstream_send: Duration,
     /// How long a pooled keep-alive connection may stay idle.
     pub upstream_idle: Duration,
+    /// An upgraded (WebSocket) connection closes when neither side sent anything for this long.
+    pub tunnel_idle: Duration,
     /// After SIGTERM/SIGINT, how long in-flight requests may take before the exit.
     pub drain: Duration,
 }
@@ -241,6 +243,8 @@ pub struct Route {
     pub response_headers: HeaderOps,
     pub access: IpRules,
     pub cors: Option<Cors>,
+    /// Forward WebSocket upgrades (RFC 9110 7.8) and tunnel the connection after a 101.
+    pub websocket: bool,
 }
 
 /// IP access rules: deny first, then (when non-empty) allow.

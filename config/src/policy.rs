@@ -423,6 +423,9 @@ pub(crate) fn build_route(
     let cors = r.cors.as_ref().map(|raw| cors(c, &format!("{path}.cors"), raw));
     let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers, &capture_names);
     let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers, &capture_names);
+    if r.websocket == Some(true) && r.upstream.is_none() {
+        c.err(format!("{path}.websocket"), "websocket needs an upstream to tunnel to");
+    }
     if rewrite.is_some() && strip_prefix {
         c.err(format!("{path}.rewrite"), "use rewrite or strip_prefix, not both");
     }
@@ -449,6 +452,7 @@ pub(crate) fn build_route(
         response_headers,
         access,
         cors,
+        websocket: r.websocket.unwrap_or(true),
     })
 }
 

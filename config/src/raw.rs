@@ -37,6 +37,7 @@ pub struct RawTimeouts {
     pub upstream_response: Option<String>,
     pub upstream_send: Option<String>,
     pub upstream_idle: Option<String>,
+    pub tunnel_idle: Option<String>,
     pub drain: Option<String>,
 }
 
@@ -99,6 +100,8 @@ pub struct RawRoute {
     /// When set, only these CIDRs are admitted (others get 403).
     pub allow_ips: Vec<String>,
     pub cors: Option<RawCors>,
+    /// Whether WebSocket upgrades are forwarded (default true).
+    pub websocket: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -106,6 +106,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         ),
         upstream_send: c.duration("timeouts.upstream_send", t.upstream_send.as_ref(), Duration::from_secs(30)),
         upstream_idle: c.duration("timeouts.upstream_idle", t.upstream_idle.as_ref(), Duration::from_secs(30)),
+        tunnel_idle: c.duration("timeouts.tunnel_idle", t.tunnel_idle.as_ref(), Duration::from_secs(60)),
         drain: c.duration("timeouts.drain", t.drain.as_ref(), Duration::from_secs(10)),
     };
     let l = &raw.limits;
@@ -252,6 +253,8 @@ upstream = "api"
         assert_eq!(c.routes[0].upstream(), Some(0));
         assert_eq!(c.upstreams[0].endpoints[0], "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
+        assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(60));
+        assert!(c.routes[0].websocket, "WebSocket upgrades are forwarded unless a route says not");
     }
 
     #[test]
@@ -264,6 +267,7 @@ colour = "blue"
 
 [timeouts]
 client_idle = "5 parsecs"
+tunnel_idle = "soon"
 
 [[upstreams]]
 name = "api"
@@ -277,6 +281,11 @@ upstream = "missing"
 [[routes]]
 path = "nope"
 upstream = "api"
+
+[[routes]]
+path = "/static"
+respond = { status = 204 }
+websocket = true
 "#;
         let errs = parse(text).unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
@@ -289,6 +298,8 @@ upstream = "api"
             "upstreams[0].endpoints[0]",
             "routes[0].upstream",
             "routes[1].path",
+            "timeouts.tunnel_idle",
+            "routes[2].websocket",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }

@@ -43,6 +43,9 @@ pub(crate) struct Edits<'a> {
     pub client_ip: &'a [u8],
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
     pub cors: Option<(&'a config::Cors, &'a [u8])>,
+    /// A WebSocket upgrade is forwarded (RFC 9110 7.8): the request asks the upstream to
+    /// switch with its own `Upgrade` and `Connection` fields (the client's are hop-by-hop).
+    pub websocket: bool,
 }
 
 impl Edits<'_> {
@@ -165,6 +168,10 @@ pub(crate) fn request_head(
         field(out, name, value);
     }
     edits.write_ops(out, ops);
+    if edits.websocket {
+        field(out, b"upgrade", b"websocket");
+        field(out, b"connection", b"upgrade");
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -176,6 +183,8 @@ pub(crate) enum ClientFraming {
     Chunked,
     /// Close-delimited: the client connection closes after the body.
     Close,
+    /// A 101 to WebSocket: no body, the connection becomes a tunnel (`crate::tunnel`).
+    Tunnel,
 }
 
 /// Writes the response head for the client into `out`. `keep_alive` says whether the
@@ -221,6 +230,13 @@ pub(crate) fn response_head(
         ClientFraming::Length(n) => field_u64(out, b"content-length", n),
         ClientFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
         ClientFraming::None | ClientFraming::Close => {}
+        // RFC 9110 7.8: the 101 names the protocol switched to, in a Connection option.
+        ClientFraming::Tunnel => {
+            field(out, b"upgrade", b"websocket");
+            field(out, b"connection", b"upgrade");
+            out.extend_from_slice(b"\r\n");
+            return;
+        }
     }
     if !keep_alive {
         field(out, b"connection", b"close");
@@ -293,15 +309,11 @@ mod tests {
         RequestHead::new(Bytes::copy_from_slice(text.as_bytes()), meta)
     }
 
-    #[test]
-    fn request_head_drops_hop_by_hop_and_appends_forwarded_for() {
-        let r = req("POST http://h.example/p?q HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n");
-        let mut out = Vec::new();
-        let none = HeaderOps::default();
-        let edits = Edits {
+    fn plain_edits(none: &HeaderOps) -> Edits<'_> {
+        Edits {
             target: None,
-            request_ops: &none,
-            response_ops: &none,
+            request_ops: none,
+            response_ops: none,
             drop: [None, None],
             consumer: None,
             identity_name: None,
@@ -311,13 +323,45 @@ mod tests {
             claims: None,
             client_ip: b"10.0.0.9",
             cors: None,
-        };
+            websocket: false,
+        }
+    }
+
+    #[test]
+    fn request_head_drops_hop_by_hop_and_appends_forwarded_for() {
+        let r = req("POST http://h.example/p?q HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n");
+        let mut out = Vec::new();
+        let none = HeaderOps::default();
+        let edits = plain_edits(&none);
         request_head(&mut out, &r, &edits, || "fallback".into());
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "POST /p?q HTTP/1.1\r\naccept: */*\r\n".replace("accept", "Accept")
                 + "host: h.example\r\ncontent-length: 3\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn websocket_heads_name_the_upgrade_themselves() {
+        let r = req("GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket, foo\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n");
+        let none = HeaderOps::default();
+        let edits = Edits { websocket: true, ..plain_edits(&none) };
+        let mut out = Vec::new();
+        request_head(&mut out, &r, &edits, || "fallback".into());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /ws HTTP/1.1\r\nSec-WebSocket-Key: k\r\nhost: h\r\n"), "{text}");
+        assert!(text.ends_with("upgrade: websocket\r\nconnection: upgrade\r\n\r\n"), "{text}");
+        assert_eq!(text.matches("onnection").count(), 1, "{text}");
+
+        let raw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\nSec-WebSocket-Accept: a\r\n\r\n";
+        let meta = proto_http::parse_response(raw.as_bytes(), &Limits::default(), false).unwrap().unwrap();
+        let resp = ResponseHead::new(Bytes::copy_from_slice(raw.as_bytes()), meta);
+        let mut out = Vec::new();
+        response_head(&mut out, &resp, ClientFraming::Tunnel, true, false, &edits);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
         );
     }
 

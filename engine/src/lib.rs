@@ -28,6 +28,7 @@ mod route;
 mod server;
 mod shutdown;
 mod timers;
+mod tunnel;
 mod waiters;
 mod worker;
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
 use crate::policy;
+use crate::tunnel;
 use crate::worker::Worker;
 
 /// What the client connection does after an exchange.
@@ -48,6 +49,8 @@ struct Outgoing {
     send_continue: bool,
     /// The route's request body limit.
     max_body: u64,
+    /// A WebSocket upgrade was forwarded: a 101 that switches to it is the answer.
+    websocket: bool,
 }
 
 /// True when the request has no body bytes to read.
@@ -195,6 +198,7 @@ async fn exchange(
         claims: identity.claims.as_ref(),
         client_ip: peer_text,
         cors: policy::cors_origin(route, req),
+        websocket: route.websocket && req.is_websocket_upgrade(),
     };
     // The connection's spare buffer carries the request head, then the response head, and
     // goes back to the connection: no head allocation per request once it has grown.
@@ -221,7 +225,7 @@ async fn exchange(
         }
         _ => 0,
     };
-    let mut out = Outgoing { head, body_left, send_continue, max_body };
+    let mut out = Outgoing { head, body_left, send_continue, max_body, websocket: edits.websocket };
 
     // A pooled connection may have been closed by the upstream just now. When nothing of the
     // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
@@ -250,6 +254,10 @@ async fn exchange(
         }
     };
 
+    if resp.meta.status == 101 {
+        p.response_started = true;
+        return tunnel(w, client, up, resp, out.head, &edits).await;
+    }
     let http10 = meta.version == Version::Http10;
     let framing = match resp.meta.body {
         ResponseBody::None => ClientFraming::None,
@@ -304,6 +312,26 @@ async fn exchange(
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
+/// Answers the client with the upstream's 101 and relays bytes both ways until the tunnel
+/// ends; the upstream connection is never pooled again and the client's closes after.
+async fn tunnel(
+    w: &Worker,
+    client: &mut Conn,
+    mut up: Conn,
+    resp: ResponseHead,
+    mut head: Vec<u8>,
+    edits: &forward::Edits<'_>,
+) -> Result<Next, Error> {
+    let t = &w.cfg.timeouts;
+    forward::response_head(&mut head, &resp, ClientFraming::Tunnel, true, false, edits);
+    client.write(head, t.client_send).await.map_err(|e| Error::io(Side::Client, "writing the 101 response", e))?;
+    let limits = tunnel::Limits { idle: t.tunnel_idle, client_send: t.client_send, upstream_send: t.upstream_send };
+    if let Err(e) = tunnel::relay(&w.timers, client, &mut up, limits).await {
+        log::debug!("tunnel ended: {e}");
+    }
+    Ok(Next::Close)
+}
+
 /// The direction of a request body: from the client to the upstream.
 fn client_leg(cfg: &Config) -> Leg {
     Leg {
@@ -351,11 +379,15 @@ async fn send_and_receive(
     loop {
         let resp = read_response_head(w, up, p, head_request, response_timeout).await?;
         if resp.meta.status == 101 {
-            return Err(Error::new(
-                Kind::UnexpectedUpgrade,
-                Side::Upstream,
-                "101 Switching Protocols without a requested upgrade",
-            ));
+            if out.websocket && resp.switches_to_websocket() {
+                return Ok(resp);
+            }
+            let why = if out.websocket {
+                "101 Switching Protocols to something other than the WebSocket asked for"
+            } else {
+                "101 Switching Protocols without a requested upgrade"
+            };
+            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, why));
         }
         if !resp.meta.is_informational() {
             return Ok(resp);

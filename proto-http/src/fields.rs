@@ -143,6 +143,12 @@ impl ConnectionFlags {
     }
 }
 
+/// True when an Upgrade field value (RFC 9110 7.8) lists the WebSocket protocol (RFC 6455
+/// 4.1: `websocket`, case-insensitive, no version).
+pub fn lists_websocket(upgrade_value: &[u8]) -> bool {
+    FieldList::new(upgrade_value).any(|token| token.eq_ignore_ascii_case(b"websocket"))
+}
+
 /// Fields that describe one connection and are never forwarded (RFC 9110 7.6.1), plus
 /// Transfer-Encoding, which the proxy re-frames itself. Fields named by Connection are
 /// hop-by-hop too; callers check those with [`FieldList`] over the Connection values.

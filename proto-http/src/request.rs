@@ -145,6 +145,19 @@ impl RequestHead {
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
         self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
+
+    /// A WebSocket opening handshake (RFC 6455 4.1) that a proxy can forward as an upgrade
+    /// (RFC 9110 7.8): an HTTP/1.1 GET without a body, with `upgrade` in its Connection field
+    /// and `websocket` in its Upgrade field.
+    pub fn is_websocket_upgrade(&self) -> bool {
+        let m = &self.meta;
+        m.upgrade
+            && m.connection.upgrade
+            && m.version == Version::Http11
+            && m.method == Method::Get
+            && m.body == BodyFraming::Empty
+            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::lists_websocket(v))
+    }
 }
 
 /// RFC 9112 2.3: a request with a higher minor version of HTTP/1 is answered as HTTP/1.1.
@@ -406,6 +419,29 @@ mod tests {
         assert!(r.meta.expect_continue);
         let r = parse("GET / HTTP/1.1\r\nHost: \r\n\r\n");
         assert_eq!(r.host(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn websocket_upgrades() {
+        let ws = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+        let cases = [
+            (format!("GET /chat HTTP/1.1\r\n{ws}\r\n"), true),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo/2, WebSocket\r\nConnection: keep-alive, upgrade\r\n\r\n"
+                    .into(),
+                true,
+            ),
+            // Upgrade without Connection: upgrade is not a request to switch (RFC 9110 7.8).
+            ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n".into(), false),
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n".into(), false),
+            ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n".into(), false),
+            (format!("GET / HTTP/1.0\r\n{ws}\r\n"), false),
+            (format!("POST / HTTP/1.1\r\n{ws}\r\n"), false),
+            (format!("GET / HTTP/1.1\r\n{ws}Content-Length: 1\r\n\r\nx"), false),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(&input).is_websocket_upgrade(), want, "{input:?}");
+        }
     }
 
     #[test]

@@ -65,6 +65,13 @@ impl ResponseHead {
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.meta.headers.iter().map(move |h| (h.name.get(&self.bytes), h.value.get(&self.bytes)))
     }
+
+    /// A 101 that switches to WebSocket: RFC 9110 15.2.2 requires the Upgrade field naming
+    /// the protocol switched to.
+    pub fn switches_to_websocket(&self) -> bool {
+        self.meta.status == 101
+            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::lists_websocket(v))
+    }
 }
 
 /// Parses a response head at the start of `buf`. `head_request` says whether the request
@@ -197,6 +204,26 @@ mod tests {
             let m = parse(input, *head);
             assert_eq!(m.body, *body, "{input:?}");
             assert_eq!(m.keep_alive(), *keep, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn websocket_switches() {
+        let head = |input: &str| {
+            let meta = parse(input, false);
+            assert!(meta.status != 101 || meta.body == ResponseBody::None, "{input:?}");
+            ResponseHead::new(Bytes::copy_from_slice(input.as_bytes()), meta)
+        };
+        let cases = [
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", true),
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\r\n", true),
+            // RFC 9110 15.2.2: a 101 names the protocol it switches to.
+            ("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", false),
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n", false),
+        ];
+        for (input, want) in cases {
+            assert_eq!(head(input).switches_to_websocket(), want, "{input:?}");
         }
     }
 

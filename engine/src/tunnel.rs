@@ -1,0 +1,131 @@
+//! The byte relay of an upgraded connection (RFC 9110 7.8): after the upstream's 101, bytes
+//! go both ways unread (WebSocket framing, RFC 6455, is the endpoints' business) until both
+//! sides have closed, either side fails, or neither sent anything for
+//! `timeouts.tunnel_idle`. A side that closes its sending half has that passed on
+//! (`shutdown(SHUT_WR)` of the other socket), so a closing handshake completes.
+//!
+//! Left to others: the handshake itself (`proxy`, `forward`), and the drain, whose deadline
+//! ends a tunnel like any other connection still open then.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::io::{timed, Conn};
+use crate::timers::CoarseTimers;
+
+/// Bytes one direction reads at a time.
+const CHUNK: usize = 16 * 1024;
+
+/// How the relay is bounded.
+pub(crate) struct Limits {
+    /// The tunnel closes when neither side sent anything for this long.
+    pub idle: Duration,
+    /// For one write to the client to complete.
+    pub client_send: Duration,
+    /// For one write to the upstream to complete.
+    pub upstream_send: Duration,
+}
+
+/// Relays bytes between `client` and `up` until the tunnel ends (see the module docs).
+/// Bytes already read on either side (sent right after the handshake) go first. Returns
+/// the first error of either direction; both connections are finished with afterwards.
+pub(crate) async fn relay(timers: &CoarseTimers, client: &mut Conn, up: &mut Conn, limits: Limits) -> io::Result<()> {
+    let to_client = writer(&client.stream)?;
+    let to_up = writer(&up.stream)?;
+    let last = Cell::new(timers.now());
+    let upward =
+        pump(timers, &mut client.stream, std::mem::take(&mut client.buf), to_up, &last, &limits, limits.upstream_send);
+    let downward =
+        pump(timers, &mut up.stream, std::mem::take(&mut up.buf), to_client, &last, &limits, limits.client_send);
+    both(upward, downward).await
+}
+
+/// A second handle on the socket of `s`, written to while `s` itself is read from: each
+/// direction then owns the streams it uses, and the two run at once.
+fn writer(s: &TcpStream) -> io::Result<TcpStream> {
+    // SAFETY: the descriptor is `s`'s, open for as long as `s` is borrowed here; the borrow
+    // ends once the descriptor is duplicated.
+    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+    TcpStream::from_std(std::net::TcpStream::from(fd.try_clone_to_owned()?))
+}
+
+/// One direction: writes what `buf` holds, then reads from `from` and writes to `to` until
+/// `from` closes (then half-closes `to`), fails, or the tunnel idles out.
+async fn pump(
+    timers: &CoarseTimers,
+    from: &mut TcpStream,
+    mut buf: BytesMut,
+    mut to: TcpStream,
+    last: &Cell<Instant>,
+    limits: &Limits,
+    send: Duration,
+) -> io::Result<()> {
+    loop {
+        if !buf.is_empty() {
+            buf = timed(timers, send, async {
+                let (r, buf) = to.write_all(buf).await;
+                r.map(|_| buf)
+            })
+            .await?;
+            buf.clear();
+        }
+        buf.reserve(CHUNK);
+        // The read stays posted across idle checks: dropping it could lose bytes that
+        // arrived meanwhile. Only the whole tunnel's end drops it.
+        let mut read = pin!(from.read(buf));
+        let (r, b) = loop {
+            let deadline = last.get() + limits.idle;
+            monoio::select! {
+                biased;
+                r = &mut read => break r,
+                _ = timers.wait(deadline) => {
+                    if timers.now() >= last.get() + limits.idle {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "tunnel idle"));
+                    }
+                }
+            }
+        };
+        buf = b;
+        if r? == 0 {
+            // Passing on the half-close is best effort: the peer may have gone already.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        last.set(timers.now());
+    }
+}
+
+/// Runs both directions to their ends; the first error ends both.
+async fn both(a: impl Future<Output = io::Result<()>>, b: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    std::future::poll_fn(|cx| {
+        if !a_done {
+            if let Poll::Ready(r) = a.as_mut().poll(cx) {
+                r?;
+                a_done = true;
+            }
+        }
+        if !b_done {
+            if let Poll::Ready(r) = b.as_mut().poll(cx) {
+                r?;
+                b_done = true;
+            }
+        }
+        if a_done && b_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
