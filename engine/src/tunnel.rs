@@ -22,8 +22,12 @@ use monoio::net::TcpStream;
 use crate::io::{timed, Conn};
 use crate::timers::CoarseTimers;
 
-/// Bytes one direction reads at a time.
+/// Bytes one direction reads at a time while bytes flow.
 const CHUNK: usize = 16 * 1024;
+
+/// The buffer of the first read after a pause on epoll, where a wait for readability is
+/// not enough to read without a buffer (see [`pump`]).
+const PROBE: usize = 1024;
 
 /// How the relay is bounded.
 pub(crate) struct Limits {
@@ -33,6 +37,8 @@ pub(crate) struct Limits {
     pub client_send: Duration,
     /// For one write to the upstream to complete.
     pub upstream_send: Duration,
+    /// The worker runs on io_uring (else epoll).
+    pub uring: bool,
 }
 
 /// Relays bytes between `client` and `up` until the tunnel ends (see the module docs).
@@ -60,6 +66,15 @@ fn writer(s: &TcpStream) -> io::Result<TcpStream> {
 
 /// One direction: writes what `buf` holds, then reads from `from` and writes to `to` until
 /// `from` closes (then half-closes `to`), fails, or the tunnel idles out.
+///
+/// A direction holds a full read buffer only while bytes flow: after a read that did not
+/// fill it (the peer has paused) the buffer is freed, and on io_uring the direction waits for
+/// readability without one, as a parked keep-alive connection does. On epoll monoio still
+/// reports the socket readable after a short read (until a read fails), so the wait would
+/// return at once and the read after it would hold the buffer anyway: there the first read
+/// after a pause takes a [`PROBE`]-sized one. A read that filled its buffer is followed by a
+/// full-sized one at once. Measured with 1,800 idle WebSocket connections (RSS per
+/// connection): io_uring 14.0 KiB, epoll 23.2 KiB with a full buffer per read; nginx 17.7.
 async fn pump(
     timers: &CoarseTimers,
     from: &mut TcpStream,
@@ -69,6 +84,7 @@ async fn pump(
     limits: &Limits,
     send: Duration,
 ) -> io::Result<()> {
+    let mut more = false;
     loop {
         if !buf.is_empty() {
             buf = timed(timers, send, async {
@@ -76,31 +92,51 @@ async fn pump(
                 r.map(|_| buf)
             })
             .await?;
-            buf.clear();
         }
-        buf.reserve(CHUNK);
-        // The read stays posted across idle checks: dropping it could lose bytes that
-        // arrived meanwhile. Only the whole tunnel's end drops it.
-        let mut read = pin!(from.read(buf));
-        let (r, b) = loop {
-            let deadline = last.get() + limits.idle;
-            monoio::select! {
-                biased;
-                r = &mut read => break r,
-                _ = timers.wait(deadline) => {
-                    if timers.now() >= last.get() + limits.idle {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "tunnel idle"));
-                    }
-                }
+        let mut room = CHUNK;
+        if !more {
+            buf = BytesMut::new();
+            if limits.uring {
+                or_idle(timers, last, limits.idle, from.readable(true)).await??;
+            } else {
+                room = PROBE;
             }
-        };
+        }
+        buf.clear();
+        buf.reserve(room);
+        let (r, b) = or_idle(timers, last, limits.idle, from.read(buf)).await?;
         buf = b;
-        if r? == 0 {
+        let n = r?;
+        if n == 0 {
             // Passing on the half-close is best effort: the peer may have gone already.
             let _ = to.shutdown().await;
             return Ok(());
         }
+        more = n == buf.capacity();
         last.set(timers.now());
+    }
+}
+
+/// Awaits `f` unless the tunnel idles out first: nothing read either way for `idle` (the
+/// other direction's reads count). `f` stays pending across the checks: dropping a read
+/// could lose bytes that arrived meanwhile; only the tunnel's end drops it.
+async fn or_idle<T>(
+    timers: &CoarseTimers,
+    last: &Cell<Instant>,
+    idle: Duration,
+    f: impl Future<Output = T>,
+) -> io::Result<T> {
+    let mut f = pin!(f);
+    loop {
+        monoio::select! {
+            biased;
+            r = &mut f => return Ok(r),
+            _ = timers.wait(last.get() + idle) => {
+                if timers.now() >= last.get() + idle {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "tunnel idle"));
+                }
+            }
+        }
     }
 }
 
