@@ -1,9 +1,10 @@
-//! The `coregate` binary: `check`, `--help`, startup errors, and SIGTERM draining.
+//! The `coregate` binary: `check`, `--help`, startup errors, and SIGTERM draining (of
+//! requests in flight and of WebSocket tunnels).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coregate");
 
@@ -54,14 +55,16 @@ fn help_documents_both_commands() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-fn sigterm_drains_and_exits(io: &str) {
-    // An upstream that answers one request after the test has sent SIGTERM.
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// Starts the binary (1 worker on `io`, `extra` TOML before the upstream) in front of a
+/// listener the test accepts from; returns the child, its stderr after the startup line,
+/// the gateway's port and the upstream listener.
+fn start_gateway(io: &str, name: &str, extra: &str) -> (Child, BufReader<ChildStderr>, u16, TcpListener) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = upstream.local_addr().unwrap();
     let p = temp_config(
-        &format!("run-{io}"),
+        &format!("{name}-{io}"),
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nio = \"{io}\"\npin_cores = false\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{up_addr}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nio = \"{io}\"\npin_cores = false\n{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{up_addr}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
         ),
     );
     let mut child = Command::new(BIN).arg("--config").arg(&p).stderr(Stdio::piped()).spawn().unwrap();
@@ -70,23 +73,70 @@ fn sigterm_drains_and_exits(io: &str) {
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains(&format!("on {io}")), "{line}");
     let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    (child, stderr, port, upstream)
+}
+
+/// Sends SIGTERM and checks that the drain started.
+fn sigterm(child: &Child, stderr: &mut BufReader<ChildStderr>) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("draining"), "{line}");
+}
+
+fn sigterm_drains_and_exits(io: &str) {
+    // An upstream that answers one request after the test has sent SIGTERM.
+    let (mut child, mut stderr, port, upstream) = start_gateway(io, "run", "");
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let (mut up, _) = upstream.accept().unwrap();
     let mut buf = [0u8; 1024];
     let _ = up.read(&mut buf).unwrap();
     // The request is in flight: ask the gateway to stop.
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    line.clear();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("draining"), "{line}");
+    sigterm(&child, &mut stderr);
     up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
     let mut resp = String::new();
     client.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200 OK") && resp.ends_with("ok"), "{resp}");
     // read_to_string returned: the gateway closed the connection after the response.
     assert!(child.wait().unwrap().success());
+}
+
+/// A WebSocket tunnel is left open by the drain until its deadline, then the process
+/// exits and the client sees the connection close.
+fn sigterm_ends_an_open_tunnel_at_the_drain_deadline(io: &str) {
+    let (mut child, mut stderr, port, upstream) = start_gateway(io, "tunnel", "[timeouts]\ndrain = \"300ms\"\n");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    client.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    let mut buf = [0u8; 1024];
+    let _ = up.read(&mut buf).unwrap();
+    up.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi").unwrap();
+    let mut head = vec![0u8; 1024];
+    let mut got = 0;
+    while !head[..got].ends_with(b"\r\n\r\nhi") {
+        let n = client.read(&mut head[got..]).unwrap();
+        assert!(n > 0, "closed before the tunnel opened");
+        got += n;
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    sigterm(&child, &mut stderr);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("the connection closes when the drain ends");
+    assert!(rest.is_empty());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_ends_an_open_tunnel_at_the_drain_deadline_io_uring() {
+    sigterm_ends_an_open_tunnel_at_the_drain_deadline("io_uring");
+}
+
+#[test]
+fn sigterm_ends_an_open_tunnel_at_the_drain_deadline_epoll() {
+    sigterm_ends_an_open_tunnel_at_the_drain_deadline("epoll");
 }
 
 #[test]

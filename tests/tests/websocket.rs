@@ -1,7 +1,7 @@
 //! WebSocket upgrades end to end, on both drivers: the handshake forwarded with its own
 //! Upgrade and Connection fields, the 101 relayed, bytes tunnelled both ways (including
 //! those sent right after either head, a large transfer and half-closes), the idle timeout,
-//! and the refusals: a route that turns upgrades off, a 101 that switches to something
+//! and the refusals (the drain is `engine/tests/cli.rs`'s: it ends with the process): a route that turns upgrades off, a 101 that switches to something
 //! else, an upstream that declines.
 
 use std::io::{Read, Write};
