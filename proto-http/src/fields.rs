@@ -145,7 +145,7 @@ impl ConnectionFlags {
 
 /// True when an Upgrade field value (RFC 9110 7.8) lists the WebSocket protocol (RFC 6455
 /// 4.1: `websocket`, case-insensitive, no version).
-pub fn lists_websocket(upgrade_value: &[u8]) -> bool {
+pub(crate) fn lists_websocket(upgrade_value: &[u8]) -> bool {
     FieldList::new(upgrade_value).any(|token| token.eq_ignore_ascii_case(b"websocket"))
 }
 

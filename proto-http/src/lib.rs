@@ -17,7 +17,7 @@ mod span;
 pub mod write;
 
 pub use error::ParseError;
-pub use fields::{is_hop_by_hop, lists_websocket, ConnectionFlags, FieldList};
+pub use fields::{is_hop_by_hop, ConnectionFlags, FieldList};
 pub use limits::Limits;
 pub use request::{
     downgrade_minor_version, parse_request, parse_request_in, BodyFraming, Method, RequestHead, RequestMeta, Version,

@@ -156,7 +156,7 @@ impl RequestHead {
             && m.version == Version::Http11
             && m.method == Method::Get
             && m.body == BodyFraming::Empty
-            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::lists_websocket(v))
+            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::fields::lists_websocket(v))
     }
 }
 

@@ -70,7 +70,7 @@ impl ResponseHead {
     /// the protocol switched to.
     pub fn switches_to_websocket(&self) -> bool {
         self.meta.status == 101
-            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::lists_websocket(v))
+            && self.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"upgrade") && crate::fields::lists_websocket(v))
     }
 }
 
