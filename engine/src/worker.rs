@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use config::Config;
 use monoio::net::TcpListener;
+use slab::Slab;
 
 use crate::arena::Arena;
 use crate::auth::ApiKeys;
@@ -50,8 +52,9 @@ pub(crate) struct Worker {
     /// The worker runs on io_uring, where a cancelled read may still complete
     /// ([`crate::io::Conn::fill_or_stop`]).
     pub uring: bool,
-    /// Client connections open on this worker.
-    pub active: Cell<usize>,
+    /// The descriptors of the client connections open on this worker, closed from here when
+    /// the drain times out (see `run`).
+    pub open: RefCell<Slab<RawFd>>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
     pub accepting: Cell<usize>,
 }
@@ -115,7 +118,7 @@ async fn run(
         timers: Rc::new(CoarseTimers::default()),
         arena: Arena::default(),
         uring: driver == Driver::IoUring,
-        active: Cell::new(0),
+        open: RefCell::new(Slab::new()),
         accepting: Cell::new(0),
         cfg,
     });
@@ -147,11 +150,29 @@ async fn run(
     // Drain: stop accepting, close idle connections, let requests in flight finish.
     w.drain.start();
     let deadline = Instant::now() + w.cfg.timeouts.drain;
-    while (w.active.get() > 0 || w.accepting.get() > 0) && Instant::now() < deadline {
+    while (!w.open.borrow().is_empty() || w.accepting.get() > 0) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    if w.active.get() > 0 {
-        log::warn!("drain timeout: closing {} connections", w.active.get());
+    if !w.open.borrow().is_empty() {
+        close_open(&w).await;
+    }
+}
+
+/// Ends the connections still open when the drain times out: each socket is shut down both
+/// ways, so that whatever its task waits for (a read, a write, a tunnel) ends with EOF or an
+/// error and the task finishes, closing it and the upstream connection it holds. Without
+/// this a task waiting on a silent peer would outlive the runtime: the binary exits anyway,
+/// but an embedded `Server` would leave those sockets open after `join`.
+async fn close_open(w: &Worker) {
+    log::warn!("drain timeout: closing {} connections", w.open.borrow().len());
+    for (_, &fd) in w.open.borrow().iter() {
+        // SAFETY: the descriptor belongs to a live connection task: it leaves the slab in the
+        // same poll in which its stream is dropped, and no task runs while this loop does.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+    let until = Instant::now() + Duration::from_secs(1);
+    while !w.open.borrow().is_empty() && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -163,16 +184,16 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                if w.active.get() >= w.cfg.server.max_connections_per_worker {
+                if w.open.borrow().len() >= w.cfg.server.max_connections_per_worker {
                     log::warn!("connection limit reached; closing {peer}");
                     continue;
                 }
                 // TCP_NODELAY comes from the listener (listener.rs).
-                w.active.set(w.active.get() + 1);
+                let key = w.open.borrow_mut().insert(stream.as_raw_fd());
                 let w = w.clone();
                 monoio::spawn(async move {
                     conn::serve(w.clone(), stream, peer).await;
-                    w.active.set(w.active.get() - 1);
+                    w.open.borrow_mut().remove(key);
                 });
             }
             Err(e) => {

@@ -410,6 +410,26 @@ both_drivers!(graceful_shutdown_finishes_requests_in_flight, |io| {
     assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed after the drain");
 });
 
+both_drivers!(a_request_still_in_flight_when_the_drain_times_out_is_closed, |io| {
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let arrived_tx = std::sync::Mutex::new(arrived_tx);
+    // An upstream that takes the request and never answers.
+    let up = Upstream::start(move |mut c| {
+        if c.read_request().is_some() {
+            arrived_tx.lock().unwrap().send(()).unwrap();
+            let mut rest = Vec::new();
+            let _ = c.reader.read_to_end(&mut rest);
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\ndrain = \"300ms\"\n");
+    let mut c = gw.client();
+    c.send("GET /never HTTP/1.1\r\nHost: a\r\n\r\n");
+    arrived_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let server = gw.shutdown();
+    assert!(c.closed(), "closed without a response when the drain timed out");
+    server.join();
+});
+
 both_drivers!(slow_head_gets_408_and_does_not_hold_up_others, |io| {
     let up = Upstream::echo();
     let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\nclient_header = \"300ms\"\n");

@@ -1,7 +1,7 @@
 //! WebSocket upgrades end to end, on both drivers: the handshake forwarded with its own
 //! Upgrade and Connection fields, the 101 relayed, bytes tunnelled both ways (including
 //! those sent right after either head, a large transfer and half-closes), the idle timeout,
-//! and the refusals (the drain is `engine/tests/cli.rs`'s: it ends with the process): a route that turns upgrades off, a 101 that switches to something
+//! the drain's deadline, and the refusals: a route that turns upgrades off, a 101 that switches to something
 //! else, an upstream that declines.
 
 use std::io::{Read, Write};
@@ -93,6 +93,22 @@ both_drivers!(an_idle_tunnel_is_closed, |io| {
     let mut c = gw.client();
     assert_eq!(c.request(HANDSHAKE).status(), 101);
     assert!(c.closed(), "the idle tunnel was closed");
+});
+
+both_drivers!(the_drain_deadline_closes_an_open_tunnel, |io| {
+    let up = Upstream::start(|mut c| {
+        if c.read_request().is_some() {
+            c.write(SWITCH);
+            let mut rest = Vec::new();
+            let _ = c.reader.read_to_end(&mut rest);
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\ndrain = \"300ms\"\n");
+    let mut c = gw.client();
+    assert_eq!(c.request(HANDSHAKE).status(), 101);
+    let server = gw.shutdown();
+    assert!(c.closed(), "the tunnel was closed when the drain timed out");
+    server.join();
 });
 
 both_drivers!(a_route_without_websocket_forwards_a_plain_request, |io| {
