@@ -80,15 +80,20 @@ both_drivers!(an_upgrade_tunnels_bytes_both_ways_until_both_close, |io| {
     assert_eq!(up.connection_count(), 2);
 });
 
-both_drivers!(an_idle_tunnel_is_closed, |io| {
-    let up = Upstream::start(|mut c| {
+/// An upstream that accepts the upgrade, then holds the connection open and silent until
+/// the gateway closes it.
+fn silent_after_switching() -> Upstream {
+    Upstream::start(|mut c| {
         if c.read_request().is_some() {
             c.write(SWITCH);
-            // Holds the connection open and silent until the gateway closes it.
             let mut rest = Vec::new();
             let _ = c.reader.read_to_end(&mut rest);
         }
-    });
+    })
+}
+
+both_drivers!(an_idle_tunnel_is_closed, |io| {
+    let up = silent_after_switching();
     let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\ntunnel_idle = \"200ms\"\n");
     let mut c = gw.client();
     assert_eq!(c.request(HANDSHAKE).status(), 101);
@@ -96,13 +101,7 @@ both_drivers!(an_idle_tunnel_is_closed, |io| {
 });
 
 both_drivers!(the_drain_deadline_closes_an_open_tunnel, |io| {
-    let up = Upstream::start(|mut c| {
-        if c.read_request().is_some() {
-            c.write(SWITCH);
-            let mut rest = Vec::new();
-            let _ = c.reader.read_to_end(&mut rest);
-        }
-    });
+    let up = silent_after_switching();
     let gw = Gateway::proxy_to(io, up.addr, "[timeouts]\ndrain = \"300ms\"\n");
     let mut c = gw.client();
     assert_eq!(c.request(HANDSHAKE).status(), 101);
