@@ -150,9 +150,7 @@ async fn run(
     // Drain: stop accepting, close idle connections, let requests in flight finish.
     w.drain.start();
     let deadline = Instant::now() + w.cfg.timeouts.drain;
-    while (!w.open.borrow().is_empty() || w.accepting.get() > 0) && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_while(deadline, || !w.open.borrow().is_empty() || w.accepting.get() > 0).await;
     if !w.open.borrow().is_empty() {
         close_open(&w).await;
     }
@@ -170,8 +168,12 @@ async fn close_open(w: &Worker) {
         // same poll in which its stream is dropped, and no task runs while this loop does.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
-    let until = Instant::now() + Duration::from_secs(1);
-    while !w.open.borrow().is_empty() && Instant::now() < until {
+    wait_while(Instant::now() + Duration::from_secs(1), || !w.open.borrow().is_empty()).await;
+}
+
+/// Checks `busy` every 10 ms until it turns false or `until` passes.
+async fn wait_while(until: Instant, busy: impl Fn() -> bool) {
+    while busy() && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }
