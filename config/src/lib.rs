@@ -9,6 +9,7 @@ mod error;
 mod jwt;
 mod policy;
 pub mod raw;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
+pub use tls::{Certificate, Tls};
 
 /// Which I/O driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,7 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     pub api_key: ApiKeyAuth,
     pub jwt: JwtAuth,
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,26 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub consumers: Vec<RawConsumer>,
     pub auth: RawAuth,
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTls {
+    /// Addresses that accept TLS connections (HTTPS); `server.listen` stays plain HTTP.
+    pub listen: Vec<String>,
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCertificate {
+    /// PEM file: the server certificate first, then its intermediates.
+    pub cert_file: Option<String>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<String>,
+    /// Names (SNI) this certificate serves: exact, or `*.example.com`.
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

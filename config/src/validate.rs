@@ -47,7 +47,7 @@ impl Checker {
         }
     }
 
-    fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+    pub(crate) fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
         match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -152,14 +152,15 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
     }
-    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt }
+    let tls = crate::tls::build_tls(c, &raw.tls);
+    if raw.server.listen.is_empty() && raw.tls.listen.is_empty() {
+        c.err("server.listen", "at least one listen address (server.listen or tls.listen) is required");
+    }
+    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     let s = &raw.server;
-    if s.listen.is_empty() {
-        c.err("server.listen", "at least one listen address is required");
-    }
     let listen = s.listen.iter().enumerate().filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a)).collect();
     let cores = std::thread::available_parallelism().map(NonZeroUsize::get).unwrap_or(1);
     let workers = match s.workers {

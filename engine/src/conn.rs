@@ -15,6 +15,7 @@ use proto_http::{downgrade_minor_version, parse_request_in, ParseError, RequestH
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
 use crate::proxy::{self, Next};
+use crate::tls::Tls;
 use crate::worker::Worker;
 
 /// Initial read buffer of a client connection; heads larger than this grow it up to
@@ -39,18 +40,39 @@ const CLIENT_BUF: usize = 4 * 1024;
 /// cheaper hot read; back-to-back traffic never parks.
 const PARK_AFTER: Duration = Duration::from_millis(100);
 
-pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection until it closes; `tls`: it was accepted on a `[tls]`
+/// listener, and its TLS state is made once its first bytes arrive (a silent connection
+/// holds none).
+pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let mut client = Conn::new(stream, 0, w.timers.clone());
+    serve_requests(&w, &mut client, peer, tls).await;
+    if client.tls.is_some() {
+        // RFC 8446 6.1: a TLS connection ends with close_notify, so that the client can tell
+        // the end of a close-delimited response from a cut. Best effort.
+        let _ = client.tls_close_notify(w.timers.deadline(w.cfg.timeouts.client_send)).await;
+    }
+}
+
+async fn serve_requests(w: &Rc<Worker>, client: &mut Conn, peer: SocketAddr, tls: bool) {
     let peer_text = peer.ip().to_string();
     let mut first = true;
     loop {
-        if client.buf.is_empty() && !wait_for_request(&w, &mut client, first).await {
+        if client.buf.is_empty() && !wait_for_request(w, client, first).await {
             return;
+        }
+        if let Some(cfg) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
+            match Tls::new(cfg) {
+                Ok(state) => client.tls = Some(state),
+                Err(e) => {
+                    log::warn!("TLS connection from {peer} refused: {e}");
+                    return;
+                }
+            }
         }
         // Out of line in the worker's arena: the state of reading and serving a request (a
         // few KiB) exists only while a request is in flight, and a parked connection's task
         // stays small. One block for both: a second cost about 60 instructions per request.
-        let next = w.arena.run(|| one_request(&w, &mut client, peer, peer_text.as_bytes())).await;
+        let next = w.arena.run(|| one_request(w, &mut *client, peer, peer_text.as_bytes())).await;
         first = false;
         if next == Next::Close {
             return;
@@ -87,6 +109,12 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     if w.drain.is_draining() {
         return false;
     }
+    if let Some(tls) = client.tls.as_deref() {
+        // Pipelined bytes that TLS already read count as the next request's start.
+        if tls.has_buffered() || tls.is_closed() {
+            return true;
+        }
+    }
     let t = &w.cfg.timeouts;
     let limit = if first { t.client_header } else { t.client_idle };
     let deadline = w.timers.deadline(limit);
@@ -104,6 +132,9 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     client.alt = BytesMut::new();
     client.spare = Vec::new();
     client.spare_headers = Vec::new();
+    if let Some(tls) = client.tls.as_deref_mut() {
+        tls.shrink();
+    }
     monoio::select! {
         biased;
         r = client.stream.readable(true) => r.is_ok(),
@@ -116,6 +147,18 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
 /// came, and the connection may park (or close, when the drain began) without losing a
 /// byte; `None`: the drain began (epoll; the connection closes).
 async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<Option<usize>>> {
+    if client.tls.is_some() {
+        // The next read (of ciphertext, in `read_head`) follows readability: a poll, which
+        // may be dropped without losing a byte on either driver. `false`: an exact answer
+        // on epoll too, which would otherwise report the socket readable after a short read.
+        let deadline = w.timers.deadline(limit);
+        return monoio::select! {
+            biased;
+            r = client.stream.readable(false) => Some(r.map(|()| Some(1))),
+            _ = w.timers.wait(deadline) => Some(Ok(None)),
+            _ = w.drain.wait() => None,
+        };
+    }
     if w.uring {
         return Some(client.fill_or_stop(CLIENT_BUF, limit, w.drain.wait()).await);
     }

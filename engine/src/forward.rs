@@ -46,6 +46,8 @@ pub(crate) struct Edits<'a> {
     /// A WebSocket upgrade is forwarded (RFC 9110 7.8): the request asks the upstream to
     /// switch with its own `Upgrade` and `Connection` fields (the client's are hop-by-hop).
     pub websocket: bool,
+    /// The client connection speaks TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
 }
 
 impl Edits<'_> {
@@ -157,7 +159,7 @@ pub(crate) fn request_head(
     }
     out.extend_from_slice(edits.client_ip);
     out.extend_from_slice(b"\r\n");
-    field(out, b"x-forwarded-proto", b"http");
+    field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
     if let Some(h) = req.host() {
         field(out, b"x-forwarded-host", h);
     }
@@ -324,6 +326,7 @@ mod tests {
             client_ip: b"10.0.0.9",
             cors: None,
             websocket: false,
+            https: false,
         }
     }
 

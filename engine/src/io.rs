@@ -26,6 +26,7 @@ use proto_http::HeaderSpan;
 
 use crate::posted::Posted;
 use crate::timers::CoarseTimers;
+use crate::tls::Tls;
 
 /// Runs `f` for at most `d` (as seen by `timers`); expiry becomes `ErrorKind::TimedOut`.
 pub(crate) async fn timed<T>(
@@ -59,7 +60,10 @@ pub(crate) struct Conn {
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
     pub alt: BytesMut,
-    timers: Rc<CoarseTimers>,
+    /// TLS state of a client connection accepted on a `[tls]` listener (`crate::tls`):
+    /// reads return plaintext, writes are sealed. Created when its first bytes arrive.
+    pub tls: Option<Box<Tls>>,
+    pub(crate) timers: Rc<CoarseTimers>,
 }
 
 impl Conn {
@@ -72,6 +76,7 @@ impl Conn {
             posted: None,
             canceller: None,
             alt: BytesMut::new(),
+            tls: None,
             timers,
         }
     }
@@ -103,6 +108,9 @@ impl Conn {
     /// As [`Conn::fill`], with a deadline (from [`CoarseTimers::deadline`]) shared by
     /// several reads, such as those of one head.
     pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return self.tls_fill_until(room, deadline).await;
+        }
         // Two selects rather than one over an `async` block choosing the read: one future
         // less to build and poll per read (10,705 -> 10,480 instructions per proxied request,
         // callgrind).
@@ -130,7 +138,7 @@ impl Conn {
     /// The buffer the next read fills, taken out of `self.buf`, with room for `room` more
     /// bytes after those it holds.
     #[inline]
-    fn read_buf(&mut self, room: usize) -> BytesMut {
+    pub(crate) fn read_buf(&mut self, room: usize) -> BytesMut {
         // An empty buffer whose allocation is still shared (a request head's bytes, alive
         // until its response is written, point into it) cannot take more bytes without a new
         // allocation: read into the other one, which is free again by then. Reading a large
@@ -162,6 +170,7 @@ impl Conn {
         stop: impl Future<Output = ()>,
     ) -> io::Result<Option<usize>> {
         debug_assert!(self.posted.is_none(), "a client connection has no posted read");
+        debug_assert!(self.tls.is_none(), "a TLS connection waits for readability instead");
         let deadline = self.timers.deadline(timeout);
         let buf = self.read_buf(room);
         let (len, cap) = (buf.len(), buf.capacity());
@@ -194,6 +203,15 @@ impl Conn {
     /// Writes all of `data` and hands the buffer back.
     pub(crate) async fn write<B: IoBuf>(&mut self, data: B, timeout: Duration) -> io::Result<B> {
         let deadline = self.timers.deadline(timeout);
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // SAFETY: `IoBuf` promises `bytes_init` initialised bytes at `read_ptr` for as
+            // long as the buffer lives and is not changed; `data` is held, unchanged, until
+            // this slice is no longer used (it ends with `seal`).
+            let plain = unsafe { std::slice::from_raw_parts(data.read_ptr(), data.bytes_init()) };
+            let sealed = tls.seal(plain)?;
+            self.write_sealed(sealed, deadline).await?;
+            return Ok(data);
+        }
         let (res, data) = monoio::select! {
             biased;
             r = self.stream.write_all(data) => r,

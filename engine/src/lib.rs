@@ -28,6 +28,8 @@ mod route;
 mod server;
 mod shutdown;
 mod timers;
+mod tls;
+mod tls_tunnel;
 mod tunnel;
 mod waiters;
 mod worker;

@@ -199,6 +199,7 @@ async fn exchange(
         client_ip: peer_text,
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
+        https: client.tls.is_some(),
     };
     // The connection's spare buffer carries the request head, then the response head, and
     // goes back to the connection: no head allocation per request once it has grown.
@@ -335,7 +336,11 @@ async fn tunnel(
         upstream_send: t.upstream_send,
         uring: w.uring,
     };
-    if let Err(e) = tunnel::relay(&w.timers, client, &mut up, limits).await {
+    let relayed = match client.tls.is_some() {
+        true => crate::tls_tunnel::relay(&w.timers, client, &mut up, limits).await,
+        false => tunnel::relay(&w.timers, client, &mut up, limits).await,
+    };
+    if let Err(e) = relayed {
         log::debug!("tunnel ended: {e}");
     }
     Ok(Next::Close)

@@ -41,19 +41,27 @@ impl Server {
     pub fn start(cfg: Config) -> Result<Server, StartError> {
         let driver = Driver::select(cfg.server.io).map_err(StartError)?;
         let workers = cfg.server.workers.get();
-        let (listeners, addrs) = bind_all(&cfg.server.listen, workers).map_err(|e| StartError(e.to_string()))?;
+        let (listeners, mut addrs) = bind_all(&cfg.server.listen, workers).map_err(|e| StartError(e.to_string()))?;
+        let (tls_listeners, tls_addrs) = bind_all(&cfg.tls.listen, workers).map_err(|e| StartError(e.to_string()))?;
+        addrs.extend(tls_addrs);
+        let tls = match cfg.tls.listen.is_empty() {
+            true => None,
+            false => Some(crate::tls::server_config(&cfg.tls).map_err(StartError)?),
+        };
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let cfg = Arc::new(cfg);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         let mut banks = start_bank(&cfg, workers);
-        for (id, listeners) in listeners.into_iter().enumerate() {
+        for (id, (listeners, tls_listeners)) in listeners.into_iter().zip(tls_listeners).enumerate() {
             let spawn = Spawn {
                 id,
                 cfg: cfg.clone(),
                 driver,
                 listeners,
+                tls_listeners,
+                tls: tls.clone(),
                 core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
                 shutdown: shutdown.clone(),
                 ready: ready_tx.clone(),
@@ -87,7 +95,8 @@ impl Server {
         Ok(server)
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The addresses actually bound (port 0 resolved): `server.listen`'s, then
+    /// `tls.listen`'s.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }

@@ -4,8 +4,9 @@
 //! `timeouts.tunnel_idle`. A side that closes its sending half has that passed on
 //! (`shutdown(SHUT_WR)` of the other socket), so a closing handshake completes.
 //!
-//! Left to others: the handshake itself (`proxy`, `forward`), and the drain, whose deadline
-//! ends a tunnel like any other connection still open then.
+//! Left to others: the handshake itself (`proxy`, `forward`), a client side that speaks TLS
+//! (`tls_tunnel`), and the drain, whose deadline ends a tunnel like any other connection
+//! still open then.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -23,7 +24,7 @@ use crate::io::{timed, Conn};
 use crate::timers::CoarseTimers;
 
 /// Bytes one direction reads at a time while bytes flow.
-const CHUNK: usize = 16 * 1024;
+pub(crate) const CHUNK: usize = 16 * 1024;
 
 /// The buffer of the first read after a pause on epoll, where a wait for readability is
 /// not enough to read without a buffer (see [`pump`]).
@@ -121,7 +122,7 @@ async fn pump(
 /// Awaits `f` unless the tunnel idles out first: nothing read either way for `idle` (the
 /// other direction's reads count). `f` stays pending across the checks: dropping a read
 /// could lose bytes that arrived meanwhile; only the tunnel's end drops it.
-async fn or_idle<T>(
+pub(crate) async fn or_idle<T>(
     timers: &CoarseTimers,
     last: &Cell<Instant>,
     idle: Duration,

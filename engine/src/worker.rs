@@ -57,6 +57,9 @@ pub(crate) struct Worker {
     pub open: RefCell<Slab<RawFd>>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
     pub accepting: Cell<usize>,
+    /// The TLS configuration of `[tls]` listeners (shared by every worker: it is only read,
+    /// per handshake).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub(crate) struct Spawn {
@@ -64,6 +67,9 @@ pub(crate) struct Spawn {
     pub cfg: Arc<Config>,
     pub driver: Driver,
     pub listeners: Vec<std::net::TcpListener>,
+    /// Listeners whose connections speak TLS (`[tls]`), with the configuration for them.
+    pub tls_listeners: Vec<std::net::TcpListener>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub core: Option<core_affinity::CoreId>,
     /// Control plane only: read by the control tick, never on the request path.
     pub shutdown: Arc<AtomicBool>,
@@ -81,15 +87,18 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
             }
         }
         let ready = s.ready.clone();
-        let Spawn { cfg, listeners, shutdown, driver, id, bank, .. } = s;
-        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, shutdown, bank, driver));
+        let Spawn { cfg, listeners, tls_listeners, tls, shutdown, driver, id, bank, .. } = s;
+        let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));
+        let listeners = listeners.collect();
+        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, tls, shutdown, bank, driver));
     })
 }
 
 async fn run(
     id: usize,
     cfg: Arc<Config>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, bool)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Arc<AtomicBool>,
     bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
     driver: Driver,
@@ -120,13 +129,14 @@ async fn run(
         uring: driver == Driver::IoUring,
         open: RefCell::new(Slab::new()),
         accepting: Cell::new(0),
+        tls,
         cfg,
     });
-    for l in listeners {
+    for (l, tls) in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
                 w.accepting.set(w.accepting.get() + 1);
-                monoio::spawn(accept_loop(w.clone(), l));
+                monoio::spawn(accept_loop(w.clone(), l, tls));
             }
             Err(e) => log::error!("cannot register listener: {e}"),
         }
@@ -178,7 +188,8 @@ async fn wait_while(until: Instant, busy: impl Fn() -> bool) {
     }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
+/// Accepts connections until the drain; `tls`: they speak TLS (`w.tls`).
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -194,7 +205,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                 let key = w.open.borrow_mut().insert(stream.as_raw_fd());
                 let w = w.clone();
                 monoio::spawn(async move {
-                    conn::serve(w.clone(), stream, peer).await;
+                    conn::serve(w.clone(), stream, peer, tls).await;
                     w.open.borrow_mut().remove(key);
                 });
             }

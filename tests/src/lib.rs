@@ -15,6 +15,8 @@ use std::time::Duration;
 use config::Config;
 use engine::Server;
 
+pub mod tls;
+
 /// How long a test client or upstream waits on a socket before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -76,6 +78,11 @@ impl Gateway {
 
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// The `i`th address bound: `server.listen`'s first, then `tls.listen`'s.
+    pub fn addr_at(&self, i: usize) -> SocketAddr {
+        self.server.as_ref().expect("running").local_addrs()[i]
     }
 
     /// Starts the drain and returns the server so the test can join it.

@@ -1,0 +1,312 @@
+//! TLS termination of client connections (`[tls]` listeners) with rustls' sans-I/O API:
+//! coregate's own sockets carry the ciphertext (owned buffers, both drivers, the same
+//! timers), rustls turns it into the plaintext that [`Conn`](crate::io::Conn) hands to the
+//! HTTP layer, and seals what is written back. The handshake runs inside the first reads of
+//! the first request, under `timeouts.client_header`.
+//!
+//! Here: the rustls server configuration (certificates chosen by SNI, ALPN `http/1.1`,
+//! stateless session tickets that any worker can open) and the per-connection state. Left
+//! to others: when to read and write (`io`, `conn`, `tunnel`); TLS to upstreams (coregate
+//! speaks plain HTTP to them).
+
+use std::io::{self, Read as _, Write as _};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf as _, BytesMut};
+use monoio::buf::IoBufMut as _;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use proto_http::Version;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
+use rustls::sign::CertifiedKey;
+
+use crate::io::Conn;
+
+/// Ciphertext read from the socket at a time: one full TLS record (16 KiB of plaintext plus
+/// its header and the largest expansion rustls accepts) fits.
+pub(crate) const RECORD_ROOM: usize = 16 * 1024 + 2048;
+
+/// Builds the configuration every worker's TLS connections share. Errors name the
+/// certificate file whose key does not fit or is of a kind the provider cannot use.
+pub(crate) fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut certs = Vec::with_capacity(tls.certificates.len());
+    for c in &tls.certificates {
+        let key = CertifiedKey::from_der(c.chain.clone(), c.key.clone_key(), &provider)
+            .map_err(|e| format!("tls certificate {}: {e}", c.cert_file))?;
+        certs.push((c.server_names.clone(), Arc::new(key)));
+    }
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni { certs }));
+    // Only HTTP/1.1 is spoken: a client that offers ALPN without it is refused in the
+    // handshake (RFC 7301 3.2), one that offers h2 and http/1.1 gets http/1.1.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Stateless tickets: a client resumes on whichever worker its next connection lands
+    // (SO_REUSEPORT spreads them), where a per-process session cache would need a lock
+    // shared by every core.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Chooses a certificate by the client's server name: an exact name, then a `*.suffix`
+/// covering one label, else the first certificate (also for clients that send no name).
+#[derive(Debug)]
+struct BySni {
+    certs: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+            self.certs
+                .iter()
+                .find(|(names, _)| names.contains(&name))
+                .or_else(|| self.certs.iter().find(|(names, _)| wildcard.as_ref().is_some_and(|w| names.contains(w))))
+        });
+        chosen.or(self.certs.first()).map(|(_, key)| key.clone())
+    }
+}
+
+/// What feeding ciphertext found wrong.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The first bytes were not a TLS record but look like an HTTP request.
+    PlainHttp,
+    /// rustls refused the bytes; the alert it queued is in [`Tls::sealed`].
+    Tls(rustls::Error),
+}
+
+/// One client connection's TLS state.
+pub(crate) struct Tls {
+    conn: ServerConnection,
+    /// Ciphertext read from the socket and not yet given to rustls (it takes at most one
+    /// record's worth of plaintext ahead of the reader).
+    pub inbuf: BytesMut,
+    /// Ciphertext to write; reused between writes.
+    out: Vec<u8>,
+    /// Decrypted bytes not yet taken.
+    pending: usize,
+    /// The client sent close_notify, or the socket reached EOF.
+    closed: bool,
+    /// Any bytes were fed: the plain-HTTP check looks at the first only.
+    started: bool,
+}
+
+impl Tls {
+    pub(crate) fn new(cfg: &Arc<ServerConfig>) -> io::Result<Box<Tls>> {
+        let conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
+        Ok(Box::new(Tls { conn, inbuf: BytesMut::new(), out: Vec::new(), pending: 0, closed: false, started: false }))
+    }
+
+    /// Decrypted bytes wait to be taken, or ciphertext already read waits to be decrypted:
+    /// a wait for the socket's readability would not see either.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.pending > 0 || !self.inbuf.is_empty()
+    }
+
+    /// No more plaintext will come: close_notify or EOF.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Frees the buffers an idle connection does not need.
+    pub(crate) fn shrink(&mut self) {
+        if self.inbuf.is_empty() {
+            self.inbuf = BytesMut::new();
+        }
+        self.out = Vec::new();
+    }
+
+    /// Gives rustls the ciphertext in `inbuf`, until it holds plaintext for the reader or
+    /// the bytes run out.
+    pub(crate) fn feed(&mut self) -> Result<(), Refused> {
+        if !self.started && !self.inbuf.is_empty() {
+            self.started = true;
+            // A TLS record starts with its content type (22 for the ClientHello); a method
+            // name starts with a letter.
+            if self.inbuf[0].is_ascii_alphabetic() {
+                return Err(Refused::PlainHttp);
+            }
+        }
+        while !self.inbuf.is_empty() && self.pending == 0 {
+            let mut rd = &self.inbuf[..];
+            // Refuses more only while its plaintext buffer is full, which `pending == 0`
+            // rules out.
+            let n = self.conn.read_tls(&mut rd).map_err(|e| Refused::Tls(rustls::Error::General(e.to_string())))?;
+            self.inbuf.advance(n);
+            self.process()?;
+        }
+        Ok(())
+    }
+
+    /// The socket reached EOF: what rustls still holds may be taken, then the reader ends.
+    pub(crate) fn eof(&mut self) -> Result<(), Refused> {
+        let _ = self.conn.read_tls(&mut io::empty());
+        self.process()?;
+        self.closed = true;
+        Ok(())
+    }
+
+    fn process(&mut self) -> Result<(), Refused> {
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                self.pending = state.plaintext_bytes_to_read();
+                self.closed |= state.peer_has_closed();
+                Ok(())
+            }
+            Err(e) => Err(Refused::Tls(e)),
+        }
+    }
+
+    /// Moves up to `room` decrypted bytes to the end of `buf`; returns how many.
+    pub(crate) fn take_plaintext(&mut self, buf: &mut BytesMut, room: usize) -> usize {
+        let start = buf.len();
+        let want = room.min(self.pending);
+        buf.resize(start + want, 0);
+        let n = self.conn.reader().read(&mut buf[start..]).unwrap_or(0);
+        buf.truncate(start + n);
+        self.pending -= n;
+        n
+    }
+
+    /// Ciphertext rustls wants sent (handshake flights, tickets, alerts), or None.
+    pub(crate) fn sealed(&mut self) -> Option<Vec<u8>> {
+        if !self.conn.wants_write() {
+            return None;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        while self.conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            let _ = self.conn.write_tls(&mut out);
+        }
+        Some(out)
+    }
+
+    /// Encrypts `plain` and returns the ciphertext to write (see [`Tls::recycle`]).
+    pub(crate) fn seal(&mut self, mut plain: &[u8]) -> io::Result<Vec<u8>> {
+        if self.conn.is_handshaking() {
+            // Only error responses come here (a 408 for a handshake that timed out): no
+            // answer can reach a client that has no keys yet.
+            return Err(io::Error::other("the TLS handshake is not complete"));
+        }
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        while !plain.is_empty() {
+            let n = self.conn.writer().write(plain)?;
+            if n == 0 {
+                return Err(io::Error::other("TLS connection cannot take application data"));
+            }
+            plain = &plain[n..];
+            while self.conn.wants_write() {
+                let _ = self.conn.write_tls(&mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues close_notify (the response side ends) and returns it sealed.
+    pub(crate) fn close_notify(&mut self) -> Option<Vec<u8>> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        self.conn.send_close_notify();
+        self.sealed()
+    }
+
+    /// Takes back a buffer returned by [`Tls::seal`] or [`Tls::sealed`] once written.
+    pub(crate) fn recycle(&mut self, out: Vec<u8>) {
+        self.out = out;
+    }
+}
+
+/// The TLS side of [`Conn`]'s reads and writes.
+impl Conn {
+    /// [`Conn::fill_until`] on a TLS connection: decrypted bytes already there first, else
+    /// ciphertext is read (and the handshake's own flights written) until some plaintext
+    /// comes. Returns 0 once the client sent close_notify or closed the socket.
+    pub(crate) async fn tls_fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
+        loop {
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if let Err(refused) = tls.feed() {
+                return Err(self.refuse(refused, deadline).await);
+            }
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if tls.pending > 0 {
+                let mut buf = self.read_buf(room);
+                let tls = self.tls.as_deref_mut().expect("a TLS connection");
+                let n = tls.take_plaintext(&mut buf, room);
+                self.buf = buf;
+                return Ok(n);
+            }
+            if tls.closed {
+                return Ok(0);
+            }
+            if let Some(flight) = tls.sealed() {
+                self.write_sealed(flight, deadline).await?;
+            }
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            let mut inbuf = std::mem::take(&mut tls.inbuf);
+            inbuf.reserve(RECORD_ROOM);
+            let (len, cap) = (inbuf.len(), inbuf.capacity());
+            let (res, slice) = monoio::select! {
+                biased;
+                r = self.stream.read(inbuf.slice_mut(len..cap)) => r,
+                _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
+            };
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            tls.inbuf = slice.into_inner();
+            if res? == 0 {
+                if let Err(refused) = tls.eof() {
+                    return Err(self.refuse(refused, deadline).await);
+                }
+            }
+        }
+    }
+
+    /// Answers bytes rustls refused: a plain-HTTP request gets a plain 400 (as nginx does),
+    /// a TLS error the alert rustls queued. Returns the error that ends the connection.
+    async fn refuse(&mut self, refused: Refused, deadline: Instant) -> io::Error {
+        let (answer, why) = match refused {
+            Refused::PlainHttp => {
+                let detail = "plain HTTP request sent to a TLS port";
+                (Some(crate::forward::error_response(400, detail, &[], false, Version::Http11)), detail.to_string())
+            }
+            Refused::Tls(e) => (self.tls.as_deref_mut().and_then(Tls::sealed), format!("TLS: {e}")),
+        };
+        if let Some(answer) = answer {
+            // Best effort: the connection closes either way.
+            let _ = self.write_sealed(answer, deadline).await;
+        }
+        // Nothing more goes out in TLS (no close_notify after the answer).
+        self.tls = None;
+        io::Error::new(io::ErrorKind::InvalidData, why)
+    }
+
+    /// Writes ciphertext (or a plain answer) straight to the socket, then keeps the buffer.
+    pub(crate) async fn write_sealed(&mut self, bytes: Vec<u8>, deadline: Instant) -> io::Result<()> {
+        let (res, bytes) = monoio::select! {
+            biased;
+            r = self.stream.write_all(bytes) => r,
+            _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        res?;
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.recycle(bytes);
+        }
+        Ok(())
+    }
+
+    /// Sends close_notify: the client learns that the response side ended cleanly.
+    pub(crate) async fn tls_close_notify(&mut self, deadline: Instant) -> io::Result<()> {
+        match self.tls.as_deref_mut().and_then(Tls::close_notify) {
+            Some(alert) => self.write_sealed(alert, deadline).await,
+            None => Ok(()),
+        }
+    }
+}

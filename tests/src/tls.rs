@@ -1,0 +1,135 @@
+//! TLS for the end-to-end tests: self-signed certificates written to a temporary directory
+//! for the gateway's `[tls]` section, and a blocking rustls client that trusts exactly the
+//! certificates a test gives it.
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::{read_message, Framing, Message, IO_TIMEOUT};
+
+/// A self-signed certificate for some names, with its PEM files on disk.
+pub struct TestCert {
+    pub der: CertificateDer<'static>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCert {
+    /// Makes a certificate for `names` and writes `cert.pem` and `key.pem` into a fresh
+    /// directory under the system's temporary directory.
+    pub fn new(names: &[&str]) -> TestCert {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let made = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("a self-signed certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "coregate-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_file, made.cert.pem()).unwrap();
+        std::fs::write(&key_file, made.key_pair.serialize_pem()).unwrap();
+        TestCert { der: made.cert.der().clone(), cert_file, key_file }
+    }
+
+    /// A `[[tls.certificates]]` entry for this certificate serving `names`.
+    pub fn toml_entry(&self, names: &[&str]) -> String {
+        format!(
+            "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\nserver_names = {names:?}\n",
+            self.cert_file.display().to_string(),
+            self.key_file.display().to_string(),
+        )
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        if let Some(dir) = self.cert_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A client configuration trusting only `roots`, offering `alpn`.
+pub fn client_config(roots: &[&TestCert], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add(r.der.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+/// An HTTP/1.1 client over one TLS connection.
+pub struct TlsClient {
+    pub reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    /// Connects to `addr` as `server_name` with `cfg`; the handshake runs with the first
+    /// write or read (see [`TlsClient::handshake`]).
+    pub fn connect(addr: SocketAddr, server_name: &str, cfg: Arc<ClientConfig>) -> TlsClient {
+        let tcp = TcpStream::connect(addr).expect("connect to gateway");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name = ServerName::try_from(server_name.to_string()).expect("a server name");
+        let conn = ClientConnection::new(cfg, name).expect("a client connection");
+        TlsClient { reader: BufReader::new(StreamOwned::new(conn, tcp)) }
+    }
+
+    /// Completes the handshake now; the error is rustls' (or the socket's).
+    pub fn handshake(&mut self) -> std::io::Result<()> {
+        let s = self.reader.get_mut();
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock)?;
+        }
+        Ok(())
+    }
+
+    /// The negotiated ALPN protocol.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.reader.get_ref().conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// The certificate the gateway presented.
+    pub fn peer_cert(&self) -> CertificateDer<'static> {
+        self.reader.get_ref().conn.peer_certificates().expect("a handshake")[0].clone()
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let s = self.reader.get_mut();
+        s.write_all(bytes.as_ref()).expect("write to gateway");
+        s.flush().expect("flush to gateway");
+    }
+
+    pub fn response(&mut self) -> Message {
+        read_message(&mut self.reader, Framing::Response { head_request: false })
+            .expect("read response")
+            .expect("a response before EOF")
+    }
+
+    pub fn request(&mut self, raw: impl AsRef<[u8]>) -> Message {
+        self.send(raw);
+        self.response()
+    }
+
+    /// Sends close_notify.
+    pub fn close_notify(&mut self) {
+        let s = self.reader.get_mut();
+        s.conn.send_close_notify();
+        s.flush().expect("flush close_notify");
+    }
+}

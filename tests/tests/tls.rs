@@ -1,0 +1,214 @@
+//! TLS termination end to end, on both drivers: requests through `[tls]` listeners (keep-
+//! alive, pipelined, large bodies both ways, X-Forwarded-Proto), certificates chosen by SNI,
+//! ALPN, the answers to clients that do not speak TLS or break it, WebSocket over TLS, and
+//! the configurations that cannot start.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use coregate_tests::tls::{client_config, TestCert, TlsClient};
+use coregate_tests::*;
+
+/// A gateway with a plain listener (address 0) and a TLS one (address 1) serving `certs`
+/// (certificate, names), proxying everything to `upstream`.
+fn tls_gateway(io: &str, upstream: std::net::SocketAddr, certs: &[(&TestCert, &[&str])], extra: &str) -> Gateway {
+    let entries: String = certs.iter().map(|(c, names)| c.toml_entry(names)).collect();
+    Gateway::start(
+        io,
+        &format!(
+            "{extra}\n[tls]\nlisten = [\"127.0.0.1:0\"]\n{entries}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+        ),
+    )
+}
+
+both_drivers!(https_requests_are_proxied_with_keep_alive, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "");
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[b"http/1.1"]));
+    for i in 0..3 {
+        let r = c.request(format!("GET /n/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text(), format!("GET /n/{i}\n"));
+        assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("https"));
+    }
+    assert_eq!(c.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    // Two requests in one write, then a 1 MiB body each way.
+    let r = c.request("GET /a HTTP/1.1\r\nHost: localhost\r\n\r\nGET /b HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.text(), "GET /a\n");
+    assert_eq!(c.response().text(), "GET /b\n");
+    let body: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    c.send(format!("POST /big HTTP/1.1\r\nHost: localhost\r\ncontent-length: {}\r\n\r\n", body.len()));
+    c.send(&body);
+    let r = c.response();
+    assert_eq!(&r.body[..10], b"POST /big\n");
+    assert_eq!(&r.body[10..], &body[..]);
+    // The plain listener still says http.
+    let r = gw.client().request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("http"));
+    // close_notify ends the connection cleanly.
+    c.close_notify();
+    let mut rest = Vec::new();
+    assert_eq!(c.reader.read_to_end(&mut rest).unwrap(), 0, "{}", String::from_utf8_lossy(&rest));
+});
+
+both_drivers!(the_certificate_follows_the_server_name, |io| {
+    let up = Upstream::echo();
+    // `a` is also valid for names the gateway does not list for it, so that a client can
+    // accept it as the default certificate.
+    let a = TestCert::new(&["a.test", "unknown.test", "127.0.0.1"]);
+    let b = TestCert::new(&["*.b.test"]);
+    let gw = tls_gateway(io, up.addr, &[(&a, &["a.test"]), (&b, &["*.b.test"])], "");
+    let addr = gw.addr_at(1);
+    // An IP address sends no server name: the first certificate.
+    for (name, want) in [("a.test", &a), ("x.b.test", &b), ("X.B.Test", &b), ("unknown.test", &a), ("127.0.0.1", &a)] {
+        // Trusting both: the check is which one was presented.
+        let mut c = TlsClient::connect(addr, name, client_config(&[&a, &b], &[]));
+        c.handshake().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.peer_cert() == want.der, "{name}: the wrong certificate");
+        assert_eq!(c.request(format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")).status(), 200);
+    }
+});
+
+both_drivers!(alpn_offers_only_http_1_1, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "");
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[b"h2", b"http/1.1"]));
+    c.handshake().unwrap();
+    assert_eq!(c.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[b"h2"]));
+    let e = c.handshake().expect_err("an h2-only client is refused");
+    assert!(e.to_string().contains("NoApplicationProtocol"), "{e}");
+});
+
+both_drivers!(clients_that_do_not_speak_tls_get_an_answer_and_the_gateway_carries_on, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "");
+    let addr = gw.addr_at(1);
+    // Plain HTTP on the TLS port: a plain 400 saying so, then close.
+    let mut c = Client::connect(addr);
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().contains("plain HTTP request sent to a TLS port"), "{}", r.text());
+    assert!(c.closed());
+    // Bytes that are not a TLS record: an alert (or nothing), then close.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.len() < 16, "a short alert at most: {rest:?}");
+    // A client that closes in the middle of its handshake.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    drop(s);
+    // And the gateway still serves TLS.
+    let mut c = TlsClient::connect(addr, "localhost", client_config(&[&cert], &[]));
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+});
+
+both_drivers!(a_silent_tls_connection_times_out_in_the_handshake, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "[timeouts]\nclient_header = \"300ms\"\n");
+    // A ClientHello's first bytes, then silence: the header timeout closes the connection.
+    let mut s = TcpStream::connect(gw.addr_at(1)).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing but the close: {rest:?}");
+});
+
+both_drivers!(websocket_upgrades_tunnel_over_tls, |io| {
+    const LARGE: usize = 1 << 20;
+    let pattern = |seed: u8| -> Vec<u8> { (0..LARGE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect() };
+    let up = Upstream::start(move |mut c| {
+        let Some(req) = c.read_request() else { return };
+        assert_eq!(req.header("x-forwarded-proto"), Some("https"));
+        c.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly");
+        let mut got = vec![0; 5];
+        c.reader.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"hello");
+        let mut writer = c.stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || writer.write_all(&pattern(7)).unwrap());
+        let mut big = vec![0; LARGE];
+        c.reader.read_exact(&mut big).unwrap();
+        assert!(big == pattern(3), "the client's bytes arrived changed");
+        sender.join().unwrap();
+        let mut rest = Vec::new();
+        c.reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        c.write(b"bye");
+        c.stream.shutdown(Shutdown::Write).unwrap();
+    });
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "");
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[]));
+    c.send("GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nhello");
+    skip_head(&mut c.reader);
+    let mut early = vec![0; 5];
+    c.reader.read_exact(&mut early).unwrap();
+    assert_eq!(early, b"early");
+    // Both directions at once: the client writes its megabyte from a second thread would need
+    // a split TLS stream, so it writes first and reads after; the gateway must buffer neither
+    // side whole for this to finish, as its relay alternates between the two.
+    let sent = pattern(3);
+    let mut written = 0;
+    let mut received = Vec::with_capacity(LARGE);
+    let mut buf = vec![0; 64 * 1024];
+    while written < LARGE {
+        let n = (LARGE - written).min(16 * 1024);
+        c.send(&sent[written..written + n]);
+        written += n;
+    }
+    c.close_notify();
+    c.reader.get_ref().get_ref().shutdown(Shutdown::Write).unwrap();
+    loop {
+        let n = c.reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(received.len(), LARGE + 3);
+    assert!(received[..LARGE] == pattern(7)[..], "the upstream's bytes arrived changed");
+    assert_eq!(&received[LARGE..], b"bye");
+});
+
+#[test]
+fn configurations_that_cannot_serve_tls_are_refused() {
+    let cert = TestCert::new(&["localhost"]);
+    let other = TestCert::new(&["localhost"]);
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n";
+    let parse = |tls: &str| config::Config::parse(&format!("{base}{tls}"));
+    let err = |tls: &str| parse(tls).expect_err(tls).to_string();
+    assert!(err("[tls]\nlisten = [\"127.0.0.1:0\"]\n").contains("tls.certificates"));
+    assert!(err(&cert.toml_entry(&[])).contains("tls.listen"));
+    let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
+    let e = err(missing);
+    assert!(e.contains("tls.certificates[0].cert_file") && e.contains("tls.certificates[0].key_file"), "{e}");
+    let bad_name = format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}", cert.toml_entry(&["bad name"]));
+    assert!(err(&bad_name).contains("server_names[0]"));
+    // A key that is not the certificate's: the config is well-formed, the start fails.
+    let mismatched = format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.cert_file.display().to_string(),
+        other.key_file.display().to_string()
+    );
+    let e = engine::Server::start(parse(&mismatched).unwrap()).err().expect("a mismatched key is refused").to_string();
+    assert!(e.contains("cert.pem"), "{e}");
+    // A TLS listener alone is enough.
+    let only_tls = format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}", cert.toml_entry(&[]));
+    let cfg = config::Config::parse(&format!(
+        "{only_tls}[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n"
+    ))
+    .unwrap();
+    let server = engine::Server::start(cfg).unwrap();
+    assert_eq!(server.local_addrs().len(), 1);
+    server.shutdown();
+    server.join();
+}
