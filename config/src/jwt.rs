@@ -54,7 +54,7 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
         };
         let pem = match (&k.pem, &k.pem_file) {
             (Some(p), None) => Some(p.clone().into_bytes()),
-            (None, Some(f)) => match std::fs::read(f) {
+            (None, Some(f)) => match std::fs::read(c.file(f)) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     c.err(format!("{path}.pem_file"), format!("cannot read {f:?}: {e}"));
@@ -87,7 +87,7 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
         }
     }
     if let Some(file) = &raw.jwks_file {
-        match std::fs::read_to_string(file)
+        match std::fs::read_to_string(c.file(file))
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str::<JwkSet>(&t).map_err(|e| e.to_string()))
         {

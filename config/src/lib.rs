@@ -324,9 +324,10 @@ pub struct ApiKeyAuth {
 }
 
 impl Config {
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text; relative file names in it are relative to the
+    /// working directory.
     pub fn parse(text: &str) -> Result<Config, Errors> {
-        validate::parse(text)
+        validate::parse(text, None)
     }
 
     /// Routes that can never match: an earlier route with the same host and path takes every
@@ -352,10 +353,11 @@ impl Config {
         out
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file; relative file names in it (certificates, keys,
+    /// key lists) are relative to its directory.
     pub fn load(path: &Path) -> Result<Config, Errors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Errors(vec![ConfigError::new("", format!("cannot read {}: {e}", path.display()))]))?;
-        Self::parse(&text)
+        validate::parse(&text, Some(path.parent().unwrap_or(Path::new("."))))
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
         let mut keys: Vec<(String, String)> =
             rc.keys.iter().enumerate().map(|(k, v)| (format!("{path}.keys[{k}]"), v.clone())).collect();
         if let Some(file) = &rc.keys_file {
-            match std::fs::read_to_string(file) {
+            match std::fs::read_to_string(c.file(file)) {
                 Ok(text) => keys.extend(
                     text.lines()
                         .enumerate()

@@ -62,26 +62,26 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
                 c.err(format!("{path}.cert_file"), "missing certificate file");
                 None
             }
-            Some(f) => read_chain(f).map_err(|e| c.err(format!("{path}.cert_file"), e)).ok(),
+            Some(f) => read_chain(&c.file(f)).map_err(|e| c.err(format!("{path}.cert_file"), e)).ok(),
         };
         let key = match &rc.key_file {
             None => {
                 c.err(format!("{path}.key_file"), "missing private key file");
                 None
             }
-            Some(f) => PrivateKeyDer::from_pem_file(f)
+            Some(f) => PrivateKeyDer::from_pem_file(c.file(f))
                 .map_err(|e| c.err(format!("{path}.key_file"), format!("cannot load a private key from {f:?}: {e}")))
                 .ok(),
         };
         if let (Some(chain), Some(key)) = (chain, key) {
-            let cert_file = rc.cert_file.clone().unwrap_or_default();
+            let cert_file = rc.cert_file.as_deref().map(|f| c.file(f).display().to_string()).unwrap_or_default();
             certificates.push(Certificate { chain, key: Arc::new(key), server_names, cert_file });
         }
     }
     Tls { listen, certificates }
 }
 
-fn read_chain(file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cannot load certificates from {file:?}: {e}"))?;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::policy::{build_api_key, build_consumers, build_route};
@@ -12,9 +13,21 @@ use crate::{Config, ConfigError, Errors, IoMode, Limits, Server, Timeouts, Upstr
 /// Collects errors while building typed values.
 pub(crate) struct Checker {
     pub(crate) errors: Vec<ConfigError>,
+    /// The directory of the configuration file: relative file names in it start there.
+    base: Option<PathBuf>,
 }
 
 impl Checker {
+    /// A file named in the configuration: relative to the configuration file's directory
+    /// (as nginx and HAProxy resolve theirs), or to the working directory for text parsed
+    /// without a file.
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        match &self.base {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
     pub(crate) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.errors.push(ConfigError::new(path, msg));
     }
@@ -76,12 +89,13 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-pub(crate) fn parse(text: &str) -> Result<Config, Errors> {
+pub(crate) fn parse(text: &str, base: Option<&Path>) -> Result<Config, Errors> {
     let mut unknown = Vec::new();
     let de = toml::Deserializer::new(text);
     let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
         .map_err(|e| Errors(vec![ConfigError::new("", format!("invalid TOML: {}", e.to_string().trim_end()))]))?;
-    let mut c = Checker { errors: unknown.into_iter().map(|p| ConfigError::new(p, "unknown key")).collect() };
+    let errors = unknown.into_iter().map(|p| ConfigError::new(p, "unknown key")).collect();
+    let mut c = Checker { errors, base: base.map(Path::to_path_buf) };
     let config = build(&mut c, &raw);
     if c.errors.is_empty() {
         Ok(config)
@@ -248,7 +262,7 @@ upstream = "api"
 
     #[test]
     fn minimal_contract_parses() {
-        let c = parse(MINIMAL).unwrap();
+        let c = parse(MINIMAL, None).unwrap();
         assert_eq!(c.server.workers.get(), 2);
         assert_eq!(c.server.io, IoMode::Auto);
         assert_eq!(c.routes[0].upstream(), Some(0));
@@ -288,7 +302,7 @@ path = "/static"
 respond = { status = 204 }
 websocket = true
 "#;
-        let errs = parse(text).unwrap_err();
+        let errs = parse(text, None).unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         for want in [
             "server.colour",
@@ -319,8 +333,8 @@ websocket = true
     #[test]
     fn hosts_and_syntax_errors() {
         let text = MINIMAL.replace("path = \"/\"", "path = \"/\"\nhost = \"*.Example.com\"");
-        assert_eq!(parse(&text).unwrap().routes[0].host, crate::HostMatch::Suffix(".example.com".into()));
-        let err = parse("[server\n").unwrap_err();
+        assert_eq!(parse(&text, None).unwrap().routes[0].host, crate::HostMatch::Suffix(".example.com".into()));
+        let err = parse("[server\n", None).unwrap_err();
         assert!(err.to_string().contains("invalid TOML"), "{err}");
     }
 }

@@ -109,7 +109,7 @@ impl Conn {
     /// several reads, such as those of one head.
     pub(crate) async fn fill_until(&mut self, room: usize, deadline: Instant) -> io::Result<usize> {
         if self.tls.is_some() {
-            return self.tls_fill_until(room, deadline).await;
+            return self.tls_fill_boxed(room, deadline).await;
         }
         // Two selects rather than one over an `async` block choosing the read: one future
         // less to build and poll per read (10,705 -> 10,480 instructions per proxied request,
@@ -203,14 +203,8 @@ impl Conn {
     /// Writes all of `data` and hands the buffer back.
     pub(crate) async fn write<B: IoBuf>(&mut self, data: B, timeout: Duration) -> io::Result<B> {
         let deadline = self.timers.deadline(timeout);
-        if let Some(tls) = self.tls.as_deref_mut() {
-            // SAFETY: `IoBuf` promises `bytes_init` initialised bytes at `read_ptr` for as
-            // long as the buffer lives and is not changed; `data` is held, unchanged, until
-            // this slice is no longer used (it ends with `seal`).
-            let plain = unsafe { std::slice::from_raw_parts(data.read_ptr(), data.bytes_init()) };
-            let sealed = tls.seal(plain)?;
-            self.write_sealed(sealed, deadline).await?;
-            return Ok(data);
+        if self.tls.is_some() {
+            return self.tls_write_boxed(data, deadline).await;
         }
         let (res, data) = monoio::select! {
             biased;

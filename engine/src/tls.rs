@@ -9,12 +9,14 @@
 //! to others: when to read and write (`io`, `conn`, `tunnel`); TLS to upstreams (coregate
 //! speaks plain HTTP to them).
 
+use std::future::Future;
 use std::io::{self, Read as _, Write as _};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
-use monoio::buf::IoBufMut as _;
+use monoio::buf::{IoBuf, IoBufMut as _};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use proto_http::Version;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
@@ -225,6 +227,28 @@ impl Tls {
     }
 }
 
+/// Bytes for the socket as TLS writes them: a type of its own, so that monoio's write
+/// functions made for it are not those of the plain path's `Vec<u8>` writes. Sharing them
+/// (`write_all::<Vec<u8>>`, or the `write` of its slices) stopped the compiler inlining
+/// them into the plain path, which then copied each write's operation: +160 to +400
+/// instructions per plain request (callgrind).
+struct Sealed(Vec<u8>);
+
+// SAFETY: the pointer and length are the Vec's: `len` initialised bytes at its pointer,
+// which stays put while the Vec is not changed (it cannot be through this wrapper).
+unsafe impl IoBuf for Sealed {
+    fn read_ptr(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A TLS read or write, as [`Conn`]'s plain methods await it.
+pub(crate) type Boxed<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
+
 /// The TLS side of [`Conn`]'s reads and writes.
 impl Conn {
     /// [`Conn::fill_until`] on a TLS connection: decrypted bytes already there first, else
@@ -288,11 +312,38 @@ impl Conn {
         io::Error::new(io::ErrorKind::InvalidData, why)
     }
 
+    /// [`Conn::tls_write`], boxed and out of line, so that the future of every plain
+    /// [`Conn::write`] stays the size it has without TLS. With this, [`Sealed`] and the
+    /// same for reads, the plain path went from 10,545 to 10,635 instructions per request
+    /// (callgrind; 10,565 with only the `tls` field added to `Conn`).
+    #[inline(never)]
+    pub(crate) fn tls_write_boxed<'a, B: IoBuf + 'a>(&'a mut self, data: B, deadline: Instant) -> Boxed<'a, B> {
+        Box::pin(self.tls_write(data, deadline))
+    }
+
+    /// [`Conn::tls_fill_until`], boxed and out of line, as [`Conn::tls_write_boxed`].
+    #[inline(never)]
+    pub(crate) fn tls_fill_boxed(&mut self, room: usize, deadline: Instant) -> Boxed<'_, usize> {
+        Box::pin(self.tls_fill_until(room, deadline))
+    }
+
+    /// [`Conn::write`] on a TLS connection: `data` sealed and written.
+    pub(crate) async fn tls_write<B: IoBuf>(&mut self, data: B, deadline: Instant) -> io::Result<B> {
+        let tls = self.tls.as_deref_mut().expect("a TLS connection");
+        // SAFETY: `IoBuf` promises `bytes_init` initialised bytes at `read_ptr` for as long
+        // as the buffer lives and is not changed; `data` is held, unchanged, until this
+        // slice is no longer used (it ends with `seal`).
+        let plain = unsafe { std::slice::from_raw_parts(data.read_ptr(), data.bytes_init()) };
+        let sealed = tls.seal(plain)?;
+        self.write_sealed(sealed, deadline).await?;
+        Ok(data)
+    }
+
     /// Writes ciphertext (or a plain answer) straight to the socket, then keeps the buffer.
     pub(crate) async fn write_sealed(&mut self, bytes: Vec<u8>, deadline: Instant) -> io::Result<()> {
-        let (res, bytes) = monoio::select! {
+        let (res, Sealed(bytes)) = monoio::select! {
             biased;
-            r = self.stream.write_all(bytes) => r,
+            r = self.stream.write_all(Sealed(bytes)) => r,
             _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
         };
         res?;
