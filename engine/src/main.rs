@@ -58,9 +58,10 @@ fn check(path: &Path) -> ExitCode {
                 println!("warning: {w}");
             }
             println!(
-                "{}: ok ({} listen address(es), {} upstream(s), {} route(s), {} worker(s))",
+                "{}: ok ({} listen address(es), {} TLS, {} upstream(s), {} route(s), {} worker(s))",
                 path.display(),
                 cfg.server.listen.len(),
+                cfg.tls.listen.len(),
                 cfg.upstreams.len(),
                 cfg.routes.len(),
                 cfg.server.workers

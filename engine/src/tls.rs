@@ -97,12 +97,22 @@ pub(crate) struct Tls {
     closed: bool,
     /// Any bytes were fed: the plain-HTTP check looks at the first only.
     started: bool,
+    /// The handshake was still under way at the last read.
+    handshaking: bool,
 }
 
 impl Tls {
     pub(crate) fn new(cfg: &Arc<ServerConfig>) -> io::Result<Box<Tls>> {
         let conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
-        Ok(Box::new(Tls { conn, inbuf: BytesMut::new(), out: Vec::new(), pending: 0, closed: false, started: false }))
+        Ok(Box::new(Tls {
+            conn,
+            inbuf: BytesMut::new(),
+            out: Vec::new(),
+            pending: 0,
+            closed: false,
+            started: false,
+            handshaking: true,
+        }))
     }
 
     /// Decrypted bytes wait to be taken, or ciphertext already read waits to be decrypted:
@@ -271,8 +281,22 @@ impl Conn {
             if tls.closed {
                 return Ok(0);
             }
+            let handshake_done = tls.handshaking && !tls.conn.is_handshaking();
+            tls.handshaking = tls.conn.is_handshaking();
             if let Some(flight) = tls.sealed() {
                 self.write_sealed(flight, deadline).await?;
+            }
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if handshake_done && tls.inbuf.is_empty() {
+                // The client may take its time over the first request: wait for it without
+                // a record-sized buffer (2,000 connections idle after their handshake: 17.6
+                // KiB each with the buffer posted, nginx 14.6).
+                tls.shrink();
+                monoio::select! {
+                    biased;
+                    r = self.stream.readable(false) => r?,
+                    _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
+                }
             }
             let tls = self.tls.as_deref_mut().expect("a TLS connection");
             let mut inbuf = std::mem::take(&mut tls.inbuf);
