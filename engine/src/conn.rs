@@ -143,9 +143,10 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     }
 }
 
-/// Reads into the buffer for at most `limit` or until the drain begins. `Ok(None)`: nothing
-/// came, and the connection may park (or close, when the drain began) without losing a
-/// byte; `None`: the drain began (epoll; the connection closes).
+/// Reads into the buffer for at most `limit` or until the drain begins. `Ok(Some(n))`: `n`
+/// bytes read (on a TLS connection, 1: the socket became readable, and `read_head` reads);
+/// `Ok(None)`: nothing came, and the connection may park (or close, when the drain began)
+/// without losing a byte; `None`: the drain began (epoll; the connection closes).
 async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> Option<io::Result<Option<usize>>> {
     if client.tls.is_some() {
         // The next read (of ciphertext, in `read_head`) follows readability: a poll, which

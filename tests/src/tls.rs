@@ -104,6 +104,11 @@ impl TlsClient {
         self.reader.get_ref().conn.alpn_protocol().map(<[u8]>::to_vec)
     }
 
+    /// The handshake resumed an earlier session (a ticket from any worker).
+    pub fn resumed(&self) -> bool {
+        self.reader.get_ref().conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The certificate the gateway presented.
     pub fn peer_cert(&self) -> CertificateDer<'static> {
         self.reader.get_ref().conn.peer_certificates().expect("a handshake")[0].clone()

@@ -25,7 +25,8 @@ both_drivers!(https_requests_are_proxied_with_keep_alive, |io| {
     let up = Upstream::echo();
     let cert = TestCert::new(&["localhost"]);
     let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "");
-    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[b"http/1.1"]));
+    let cfg = client_config(&[&cert], &[b"http/1.1"]);
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", cfg.clone());
     for i in 0..3 {
         let r = c.request(format!("GET /n/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
         assert_eq!(r.status(), 200);
@@ -50,6 +51,13 @@ both_drivers!(https_requests_are_proxied_with_keep_alive, |io| {
     c.close_notify();
     let mut rest = Vec::new();
     assert_eq!(c.reader.read_to_end(&mut rest).unwrap(), 0, "{}", String::from_utf8_lossy(&rest));
+    // The session tickets it received resume later connections, whichever of the two
+    // workers accepts them.
+    for _ in 0..4 {
+        let mut again = TlsClient::connect(gw.addr_at(1), "localhost", cfg.clone());
+        assert_eq!(again.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+        assert!(again.resumed(), "a full handshake where a ticket was offered");
+    }
 });
 
 both_drivers!(the_certificate_follows_the_server_name, |io| {
