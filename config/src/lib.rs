@@ -97,6 +97,36 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Active checks, when configured.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection of failing endpoints (on unless `consecutive_failures = 0`).
+    pub outlier: Outlier,
+}
+
+/// Active health checks: a `GET path` to every endpoint each `interval`, from a thread of
+/// its own. A 2xx or 3xx within `timeout` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    /// The Host field sent (default: the endpoint's address).
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that make a failed endpoint healthy again.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take an endpoint out.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive health: after `consecutive_failures` failed exchanges in a row on one worker
+/// (connect errors, timeouts, broken responses, 502/503/504), that worker sends the endpoint
+/// nothing for `ejection`; then one request goes through, and one more failure ejects it
+/// again while one success closes the circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// 0: never eject.
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
 }
 
 /// How a route matches the request's host.

@@ -81,6 +81,29 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+}
+
+/// Active health checks of an upstream's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    /// Host field of the check (default: the endpoint's address).
+    pub host: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Passive health (a circuit breaker per endpoint and worker).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub ejection: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::policy::{build_api_key, build_consumers, build_route};
-use crate::raw::{RawConfig, RawUpstream};
-use crate::{Config, ConfigError, Errors, IoMode, Limits, Server, Timeouts, Upstream, WireLimits};
+use crate::raw::{RawConfig, RawHealthCheck, RawOutlier, RawUpstream};
+use crate::{
+    Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, Server, Timeouts, Upstream, WireLimits,
+};
 
 /// Collects errors while building typed values.
 pub(crate) struct Checker {
@@ -238,6 +240,54 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             t.upstream_response,
         ),
         idle_timeout: c.duration(&format!("{path}.idle_timeout"), u.idle_timeout.as_ref(), t.upstream_idle),
+        health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
+        outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
+    }
+}
+
+fn build_health_check(c: &mut Checker, path: &str, h: &RawHealthCheck) -> HealthCheck {
+    let check_path = match h.path.as_deref() {
+        Some(p) if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => p.to_string(),
+        Some(p) => {
+            c.err(format!("{path}.path"), format!("{p:?} is not an origin-form path (starts with /, no spaces)"));
+            String::new()
+        }
+        None => {
+            c.err(format!("{path}.path"), "missing health check path");
+            String::new()
+        }
+    };
+    if let Some(host) = &h.host {
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
+            c.err(format!("{path}.host"), format!("{host:?} is not a host"));
+        }
+    }
+    let interval = c.duration(&format!("{path}.interval"), h.interval.as_ref(), Duration::from_secs(5));
+    let timeout = c.duration(&format!("{path}.timeout"), h.timeout.as_ref(), Duration::from_secs(1));
+    let threshold = |c: &mut Checker, key: &str, raw: Option<u32>, default: usize| {
+        c.bounded(&format!("{path}.{key}"), raw.map(|v| v as usize), default, 1, 100) as u32
+    };
+    HealthCheck {
+        path: check_path,
+        host: h.host.clone(),
+        interval,
+        timeout,
+        healthy_threshold: threshold(c, "healthy_threshold", h.healthy_threshold, 2),
+        unhealthy_threshold: threshold(c, "unhealthy_threshold", h.unhealthy_threshold, 3),
+    }
+}
+
+fn build_outlier(c: &mut Checker, path: &str, o: Option<&RawOutlier>) -> Outlier {
+    let o = o.unwrap_or(&RawOutlier { consecutive_failures: None, ejection: None });
+    Outlier {
+        consecutive_failures: c.bounded(
+            &format!("{path}.consecutive_failures"),
+            o.consecutive_failures.map(|v| v as usize),
+            5,
+            0,
+            1000,
+        ) as u32,
+        ejection: c.duration(&format!("{path}.ejection"), o.ejection.as_ref(), Duration::from_secs(10)),
     }
 }
 

@@ -16,6 +16,7 @@ mod date;
 mod driver;
 mod error;
 mod forward;
+mod health;
 mod io;
 mod jwt;
 mod listener;

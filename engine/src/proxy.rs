@@ -235,7 +235,17 @@ async fn exchange(
     let (mut up, endpoint, resp) = loop {
         let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
         match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
-            Ok(resp) => break (up, endpoint, resp),
+            Ok(resp) => {
+                // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of
+                // it) says it cannot serve now; other answers, 500 included, are the
+                // application's.
+                if matches!(resp.meta.status, 502..=504) {
+                    w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                } else {
+                    w.health.succeeded(upstream, endpoint);
+                }
+                break (up, endpoint, resp);
+            }
             Err(e)
                 if reused
                     && !p.response_bytes
@@ -251,7 +261,12 @@ async fn exchange(
                 }
                 fresh = true;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if e.side == Side::Upstream {
+                    w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                }
+                return Err(e);
+            }
         }
     };
 
@@ -448,34 +463,51 @@ async fn read_response_head(
 }
 
 /// A pooled connection to the next endpoint in round-robin order, or a new one; on connect
-/// failure the other endpoints are tried in turn. Returns (connection, endpoint, reused).
+/// failure the other endpoints are tried in turn. Endpoints out of service (ejected by this
+/// worker's circuits or failed by the active checks, `health`) are skipped, unless all are:
+/// then every one is tried, as Envoy's panic mode does, since a verdict may be stale and
+/// refusing all traffic helps nobody. Returns (connection, endpoint, reused).
 async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usize, bool), Error> {
     let up = &w.cfg.upstreams[upstream];
     let n = up.endpoints.len();
     let start = w.rr[upstream].get();
     w.rr[upstream].set(start.wrapping_add(1));
+    let now = w.timers.now();
     let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");
-    for k in 0..n {
-        let endpoint = (start + k) % n;
-        if !fresh {
-            if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, w.timers.now(), up.idle_timeout) {
-                return Ok((conn, endpoint, true));
-            }
+    let mut tried = false;
+    for all in [false, true] {
+        if all && tried {
+            break;
         }
-        let addr = up.endpoints[endpoint];
-        match timed(&w.timers, up.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
+        for k in 0..n {
+            let endpoint = (start + k) % n;
+            // A single endpoint would be tried whatever its health says (the panic rule):
+            // its health is not looked at.
+            if !all && n > 1 && !w.health.available(upstream, endpoint, now) {
+                continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = Error::new(Kind::ConnectTimeout, Side::Upstream, "connecting to the upstream timed out");
+            tried = true;
+            if !fresh {
+                if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, now, up.idle_timeout) {
+                    return Ok((conn, endpoint, true));
+                }
             }
-            Err(e) => {
-                log::debug!("connect to {addr} failed: {e}");
-                last = Error::io(Side::Upstream, "connecting to the upstream", e);
-                last.kind = Kind::Connect;
+            let addr = up.endpoints[endpoint];
+            match timed(&w.timers, up.connect_timeout, TcpStream::connect_addr(addr)).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    last = Error::new(Kind::ConnectTimeout, Side::Upstream, "connecting to the upstream timed out");
+                }
+                Err(e) => {
+                    log::debug!("connect to {addr} failed: {e}");
+                    last = Error::io(Side::Upstream, "connecting to the upstream", e);
+                    last.kind = Kind::Connect;
+                }
             }
+            w.health.failed(upstream, endpoint, &up.outlier, w.timers.now());
         }
     }
     Err(last)

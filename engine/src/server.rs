@@ -34,6 +34,9 @@ pub struct Server {
     /// SIGTERM/SIGINT, read by each worker's 50 ms control tick.
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The active health checks, which end when this is dropped.
+    checks_stop: crossbeam_channel::Sender<()>,
+    checks: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -54,6 +57,9 @@ impl Server {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         let mut banks = start_bank(&cfg, workers);
+        let verdicts = crate::health::verdicts(&cfg);
+        let (checks_stop, stop_rx) = crossbeam_channel::bounded(0);
+        let checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx);
         for (id, (listeners, tls_listeners)) in listeners.into_iter().zip(tls_listeners).enumerate() {
             let spawn = Spawn {
                 id,
@@ -66,6 +72,7 @@ impl Server {
                 shutdown: shutdown.clone(),
                 ready: ready_tx.clone(),
                 bank: banks.as_mut().map(|(tx, rxs)| (tx.clone(), rxs.remove(0))),
+                verdicts: verdicts.clone(),
             };
             match worker::spawn(spawn) {
                 Ok(t) => threads.push(t),
@@ -77,7 +84,7 @@ impl Server {
         }
         drop(ready_tx);
         drop(banks);
-        let server = Server { addrs, driver, shutdown, threads };
+        let server = Server { addrs, driver, shutdown, threads, checks_stop, checks };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -111,9 +118,13 @@ impl Server {
         self.shutdown.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for every worker to finish.
+    /// Waits for every worker to finish, then stops the health checks.
     pub fn join(self) {
         for t in self.threads {
+            let _ = t.join();
+        }
+        drop(self.checks_stop);
+        for t in self.checks {
             let _ = t.join();
         }
     }

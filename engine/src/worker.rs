@@ -19,6 +19,7 @@ use crate::arena::Arena;
 use crate::auth::ApiKeys;
 use crate::conn;
 use crate::driver::Driver;
+use crate::health::Health;
 use crate::pool::Pool;
 use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::route::RouteTable;
@@ -37,6 +38,8 @@ pub(crate) struct Worker {
     pub pool: RefCell<Pool>,
     /// Round-robin cursor per upstream.
     pub rr: Vec<Cell<usize>>,
+    /// Which endpoints take requests (passive circuits, active checks' verdicts).
+    pub health: Health,
     pub drain: Drain,
     /// Every timeout of this worker's connections, fired by the control tick.
     pub timers: Rc<CoarseTimers>,
@@ -77,6 +80,8 @@ pub(crate) struct Spawn {
     pub ready: mpsc::Sender<io::Result<()>>,
     /// Channels to the rate-limit bank, when there is one.
     pub bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
+    /// The active health checks' verdicts.
+    pub verdicts: crate::health::Verdicts,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -86,23 +91,13 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
                 log::warn!("worker {} could not be pinned to core {}", s.id, core.id);
             }
         }
-        let ready = s.ready.clone();
-        let Spawn { cfg, listeners, tls_listeners, tls, shutdown, driver, id, bank, .. } = s;
-        let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));
-        let listeners = listeners.collect();
-        driver.run(move |r| drop(ready.send(r)), run(id, cfg, listeners, tls, shutdown, bank, driver));
+        let (ready, driver) = (s.ready.clone(), s.driver);
+        driver.run(move |r| drop(ready.send(r)), run(s));
     })
 }
 
-async fn run(
-    id: usize,
-    cfg: Arc<Config>,
-    listeners: Vec<(std::net::TcpListener, bool)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: Arc<AtomicBool>,
-    bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
-    driver: Driver,
-) {
+async fn run(s: Spawn) {
+    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, .. } = s;
     let limit_ids = cfg
         .routes
         .iter()
@@ -123,6 +118,7 @@ async fn run(
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
+        health: Health::new(&cfg, verdicts),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),
         arena: Arena::default(),
@@ -132,6 +128,7 @@ async fn run(
         tls,
         cfg,
     });
+    let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));
     for (l, tls) in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {

@@ -1,0 +1,136 @@
+//! Upstream health end to end, on both drivers: passive ejection (the circuit opens after a
+//! run of failures, lets one request through after the ejection, closes on a success), the
+//! panic rule (every endpoint out: all are tried), and active health checks taking an
+//! endpoint out and putting it back.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coregate_tests::*;
+
+/// An endpoint that counts requests (health checks apart) and answers them 503 while `sick`
+/// is set, 200 otherwise; `GET /healthz` says the same.
+struct Endpoint {
+    up: Upstream,
+    requests: Arc<AtomicUsize>,
+    checks: Arc<AtomicUsize>,
+    sick: Arc<AtomicBool>,
+}
+
+fn endpoint(sick: bool) -> Endpoint {
+    let (requests, checks, sick) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(sick)));
+    let (r, c, s) = (requests.clone(), checks.clone(), sick.clone());
+    let up = Upstream::start(move |mut conn| {
+        while let Some(req) = conn.read_request() {
+            let counter = if req.start.starts_with("GET /healthz ") { &c } else { &r };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let status = if s.load(Ordering::SeqCst) { "503 Service Unavailable" } else { "200 OK" };
+            if !conn.write(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok")) {
+                return;
+            }
+        }
+    });
+    Endpoint { up, requests, checks, sick }
+}
+
+/// One worker (the circuits are per worker) in front of `endpoints`, with `upstream_extra`
+/// TOML lines in the upstream's table.
+fn gateway(io: &str, endpoints: &[&Endpoint], upstream_extra: &str) -> Gateway {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.up.addr)).collect();
+    Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [{}]\n{upstream_extra}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            list.join(", ")
+        ),
+    )
+}
+
+fn get(c: &mut Client) -> u16 {
+    c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status()
+}
+
+/// Runs `step` until `done` holds, for at most 10 s.
+fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "condition not reached in 10 s");
+        step();
+    }
+}
+
+both_drivers!(a_failing_endpoint_is_ejected_then_tried_again, |io| {
+    let (bad, good) = (endpoint(true), endpoint(false));
+    let gw = gateway(io, &[&bad, &good], "outlier = { consecutive_failures = 2, ejection = \"300ms\" }");
+    let mut c = gw.client();
+    // Round robin: bad, good, bad (second failure in a row: ejected), then good only.
+    let statuses: Vec<u16> = (0..20).map(|_| get(&mut c)).collect();
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 2);
+    // After the ejection one request goes through; failing again, it ejects at once.
+    until(|| bad.requests.load(Ordering::SeqCst) == 3, || assert!([200, 503].contains(&get(&mut c))));
+    for _ in 0..10 {
+        assert_eq!(get(&mut c), 200);
+    }
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 3, "one failure after the ejection ejects again");
+    // Healthy again: the request after the next ejection closes the circuit.
+    bad.sick.store(false, Ordering::SeqCst);
+    until(|| bad.requests.load(Ordering::SeqCst) == 4, || assert_eq!(get(&mut c), 200));
+    for _ in 0..10 {
+        assert_eq!(get(&mut c), 200);
+    }
+    assert!(bad.requests.load(Ordering::SeqCst) >= 8, "the circuit closed: round robin again");
+});
+
+both_drivers!(with_every_endpoint_out_all_are_tried, |io| {
+    let bad = endpoint(true);
+    let gw = gateway(io, &[&bad], "outlier = { consecutive_failures = 1, ejection = \"1h\" }");
+    let mut c = gw.client();
+    for _ in 0..5 {
+        assert_eq!(get(&mut c), 503);
+    }
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 5);
+});
+
+both_drivers!(ejection_can_be_turned_off, |io| {
+    let (bad, good) = (endpoint(true), endpoint(false));
+    let gw = gateway(io, &[&bad, &good], "outlier = { consecutive_failures = 0 }");
+    let mut c = gw.client();
+    for _ in 0..20 {
+        get(&mut c);
+    }
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 10);
+});
+
+both_drivers!(active_checks_take_an_endpoint_out_and_put_it_back, |io| {
+    let (bad, good) = (endpoint(true), endpoint(false));
+    let check = "health_check = { path = \"/healthz\", interval = \"20ms\", unhealthy_threshold = 1, healthy_threshold = 2 }\noutlier = { consecutive_failures = 0 }";
+    let gw = gateway(io, &[&bad, &good], check);
+    // The second check began after the first failed one was counted.
+    until(|| bad.checks.load(Ordering::SeqCst) >= 2, std::thread::yield_now);
+    let mut c = gw.client();
+    let before = bad.requests.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(get(&mut c), 200);
+    }
+    assert_eq!(bad.requests.load(Ordering::SeqCst), before, "an endpoint failing its checks got requests");
+    assert!(good.checks.load(Ordering::SeqCst) >= 1);
+    bad.sick.store(false, Ordering::SeqCst);
+    until(|| bad.requests.load(Ordering::SeqCst) > before, || assert_eq!(get(&mut c), 200));
+});
+
+#[test]
+fn health_settings_are_checked() {
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n";
+    let err = |extra: &str| config::Config::parse(&format!("{base}{extra}")).expect_err(extra).to_string();
+    assert!(err("health_check = { interval = \"1s\" }").contains("upstreams[0].health_check.path"));
+    assert!(err("health_check = { path = \"no-slash\" }").contains("upstreams[0].health_check.path"));
+    assert!(err("health_check = { path = \"/h\", unhealthy_threshold = 0 }").contains("unhealthy_threshold"));
+    assert!(err("outlier = { ejection = \"0s\" }").contains("upstreams[0].outlier.ejection"));
+    let cfg = config::Config::parse(base).unwrap();
+    assert_eq!(cfg.upstreams[0].outlier.consecutive_failures, 5);
+    assert!(cfg.upstreams[0].health_check.is_none());
+}
