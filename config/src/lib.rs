@@ -43,6 +43,18 @@ pub struct Config {
     pub api_key: ApiKeyAuth,
     pub jwt: JwtAuth,
     pub tls: Tls,
+    /// The admin listener (`GET /metrics`, `GET /healthz`), if any.
+    pub admin: Option<SocketAddr>,
+    /// Where the access log goes, if anywhere.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Access log destination: one JSON object per line and request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    /// Opened for appending at startup.
+    File(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +260,8 @@ pub struct RateLimit {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// For metrics and logs: `name`, or the route's index in the file.
+    pub name: String,
     pub host: HostMatch,
     pub path: PathMatch,
     /// Upper-case methods; empty matches any.

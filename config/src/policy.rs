@@ -244,6 +244,7 @@ fn valid_path(p: &str) -> bool {
 
 pub(crate) fn build_route(
     c: &mut Checker,
+    index: usize,
     path: &str,
     r: &RawRoute,
     upstreams: &[Upstream],
@@ -433,6 +434,14 @@ pub(crate) fn build_route(
         return None;
     }
     Some(Route {
+        name: match &r.name {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => n.clone(),
+            Some(n) => {
+                c.err(format!("{path}.name"), format!("{n:?} is not a name (printable, no quotes or backslashes)"));
+                return None;
+            }
+            None => index.to_string(),
+        },
         host: host?,
         path: path_match?,
         methods,

@@ -15,6 +15,22 @@ pub struct RawConfig {
     pub consumers: Vec<RawConsumer>,
     pub auth: RawAuth,
     pub tls: RawTls,
+    pub admin: RawAdmin,
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// The admin listener: Prometheus metrics and the gateway's own health.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAccessLog {
+    /// A file (appended to) or `"-"` for standard output.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +125,8 @@ pub struct RawOutlier {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
+    /// A name for metrics and logs (default: the route's index).
+    pub name: Option<String>,
     pub path: Option<String>,
     pub path_exact: Option<String>,
     /// `/users/{id}/orders/{order}`: one segment per `{name}`, same number of segments.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::policy::{build_api_key, build_consumers, build_route};
 use crate::raw::{RawConfig, RawHealthCheck, RawOutlier, RawUpstream};
 use crate::{
-    Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, Server, Timeouts, Upstream, WireLimits,
+    AccessLog, Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, Server, Timeouts, Upstream,
+    WireLimits,
 };
 
 /// Collects errors while building typed values.
@@ -163,7 +164,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| build_route(c, &format!("routes[{i}]"), r, &upstreams, &consumers, &jwt))
+        .filter_map(|(i, r)| build_route(c, i, &format!("routes[{i}]"), r, &upstreams, &consumers, &jwt))
         .collect::<Vec<_>>();
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
@@ -172,7 +173,22 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     if raw.server.listen.is_empty() && raw.tls.listen.is_empty() {
         c.err("server.listen", "at least one listen address (server.listen or tls.listen) is required");
     }
-    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls }
+    let admin = raw.admin.listen.as_deref().and_then(|a| c.addr("admin.listen", a));
+    let access_log = raw.access_log.as_ref().and_then(|l| match l.path.as_deref() {
+        Some("-") => Some(AccessLog::Stdout),
+        Some(p) if !p.is_empty() => Some(AccessLog::File(c.file(p))),
+        _ => {
+            c.err("access_log.path", "a file name, or \"-\" for standard output");
+            None
+        }
+    });
+    let mut names = std::collections::HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !names.insert(&r.name) {
+            c.err(format!("routes[{i}].name"), format!("another route is named {:?}", r.name));
+        }
+    }
+    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls, admin, access_log }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
@@ -74,26 +74,34 @@ async fn serve_requests(w: &Rc<Worker>, client: &mut Conn, peer: SocketAddr, tls
         // stays small. One block for both: a second cost about 60 instructions per request.
         let next = w.arena.run(|| one_request(w, &mut *client, peer, peer_text.as_bytes())).await;
         first = false;
-        if next == Next::Close {
+        if !next.keep_alive {
             return;
         }
     }
 }
 
 /// Reads one request head and serves it; malformed input is answered and closes.
+/// With metrics or an access log, each answered request is counted and logged, its
+/// duration taken from the first read of its head to its answer.
 async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text: &[u8]) -> Next {
+    let started = w.observed().then(Instant::now);
     let req = match read_head(w, client).await {
         Ok(Some(req)) => req,
-        Ok(None) => return Next::Close,
+        Ok(None) => return Next::UNANSWERED,
         Err(e) => {
-            if let Some(status) = e.status() {
-                log::debug!("{status} for {peer}: {e}");
-                proxy::send_error(w, client, status, e.context, &[], false, Version::Http11).await;
+            let Some(status) = e.status() else { return Next::UNANSWERED };
+            log::debug!("{status} for {peer}: {e}");
+            let next = proxy::send_error(w, client, status, e.context, &[], false, Version::Http11).await;
+            if let Some(t0) = started {
+                w.observe(None, None, next.status, t0.elapsed(), peer_text);
             }
-            return Next::Close;
+            return Next::UNANSWERED;
         }
     };
-    let next = proxy::handle(w, client, peer, peer_text, &req).await;
+    let (next, route) = proxy::handle(w, client, peer, peer_text, &req).await;
+    if let Some(t0) = started {
+        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text);
+    }
     client.spare_headers = req.meta.headers;
     next
 }

@@ -37,12 +37,14 @@ struct Circuit {
 pub(crate) struct Health {
     circuits: Vec<Vec<Circuit>>,
     verdicts: Verdicts,
+    /// Where failures and ejections are counted, with metrics on.
+    stats: Option<Arc<crate::metrics::Stats>>,
 }
 
 impl Health {
-    pub(crate) fn new(cfg: &Config, verdicts: Verdicts) -> Health {
+    pub(crate) fn new(cfg: &Config, verdicts: Verdicts, stats: Option<Arc<crate::metrics::Stats>>) -> Health {
         let circuits = cfg.upstreams.iter().map(|u| u.endpoints.iter().map(|_| Circuit::default()).collect()).collect();
-        Health { circuits, verdicts }
+        Health { circuits, verdicts, stats }
     }
 
     /// Whether the endpoint takes requests now: not ejected here, and not failed by the
@@ -69,18 +71,28 @@ impl Health {
     /// run is not reset by the ejection ending), and a success closes the circuit.
     #[cold]
     pub(crate) fn failed(&self, upstream: usize, endpoint: usize, outlier: &Outlier, now: Instant) {
+        let ejected = self.eject(upstream, endpoint, outlier, now);
+        if let Some(stats) = &self.stats {
+            stats.failure(upstream, endpoint, ejected);
+        }
+    }
+
+    /// Counts the failure; true when it (re-)ejects the endpoint.
+    fn eject(&self, upstream: usize, endpoint: usize, outlier: &Outlier, now: Instant) -> bool {
         if outlier.consecutive_failures == 0 {
-            return;
+            return false;
         }
         let c = &self.circuits[upstream][endpoint];
         let failures = c.failures.get().saturating_add(1);
         c.failures.set(failures);
-        if failures >= outlier.consecutive_failures {
-            if c.until.get().is_none() {
-                log::warn!("upstream {upstream} endpoint {endpoint}: {failures} failures in a row, ejected");
-            }
-            c.until.set(Some(now + outlier.ejection));
+        if failures < outlier.consecutive_failures {
+            return false;
         }
+        if c.until.get().is_none() {
+            log::warn!("upstream {upstream} endpoint {endpoint}: {failures} failures in a row, ejected");
+        }
+        c.until.set(Some(now + outlier.ejection));
+        true
     }
 }
 

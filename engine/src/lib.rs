@@ -8,6 +8,8 @@
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
 //! scheduling, routing, policies, pooling and the mapping of errors to status codes.
 
+mod access_log;
+mod admin;
 mod arena;
 mod auth;
 mod body;
@@ -20,6 +22,7 @@ mod health;
 mod io;
 mod jwt;
 mod listener;
+mod metrics;
 mod policy;
 mod pool;
 mod posted;

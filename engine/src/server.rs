@@ -34,9 +34,10 @@ pub struct Server {
     /// SIGTERM/SIGINT, read by each worker's 50 ms control tick.
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    /// The active health checks, which end when this is dropped.
+    /// The health-check threads and the admin thread, which end when this is dropped.
     checks_stop: crossbeam_channel::Sender<()>,
     checks: Vec<JoinHandle<()>>,
+    admin: Option<SocketAddr>,
 }
 
 impl Server {
@@ -59,7 +60,31 @@ impl Server {
         let mut banks = start_bank(&cfg, workers);
         let verdicts = crate::health::verdicts(&cfg);
         let (checks_stop, stop_rx) = crossbeam_channel::bounded(0);
-        let checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx);
+        let admin_listener = match cfg.admin {
+            Some(a) => Some(
+                std::net::TcpListener::bind(a).map_err(|e| StartError(format!("cannot listen on {a} (admin): {e}")))?,
+            ),
+            None => None,
+        };
+        let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let stats: Vec<_> =
+            (0..workers).map(|_| admin.is_some().then(|| Arc::new(crate::metrics::Stats::new(&cfg)))).collect();
+        let log = match &cfg.access_log {
+            Some(dest) => Some(Arc::new(crate::access_log::Sink::open(dest).map_err(|e| StartError(e.to_string()))?)),
+            None => None,
+        };
+        let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx);
+        if let Some(listener) = admin_listener {
+            let registry = crate::metrics::Registry {
+                cfg: cfg.clone(),
+                workers: stats.iter().flatten().cloned().collect(),
+                verdicts: verdicts.clone(),
+                draining: shutdown.clone(),
+            };
+            let thread = crate::admin::start(listener, registry, stop_rx.clone())
+                .map_err(|e| StartError(format!("cannot start the admin listener: {e}")))?;
+            checks.push(thread);
+        }
         for (id, (listeners, tls_listeners)) in listeners.into_iter().zip(tls_listeners).enumerate() {
             let spawn = Spawn {
                 id,
@@ -73,6 +98,8 @@ impl Server {
                 ready: ready_tx.clone(),
                 bank: banks.as_mut().map(|(tx, rxs)| (tx.clone(), rxs.remove(0))),
                 verdicts: verdicts.clone(),
+                stats: stats[id].clone(),
+                log: log.clone(),
             };
             match worker::spawn(spawn) {
                 Ok(t) => threads.push(t),
@@ -84,7 +111,7 @@ impl Server {
         }
         drop(ready_tx);
         drop(banks);
-        let server = Server { addrs, driver, shutdown, threads, checks_stop, checks };
+        let server = Server { addrs, driver, shutdown, threads, checks_stop, checks, admin };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -106,6 +133,11 @@ impl Server {
     /// `tls.listen`'s.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The admin listener's address (`admin.listen`, port 0 resolved), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     pub fn driver(&self) -> Driver {

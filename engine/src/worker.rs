@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 
 use config::Config;
 use monoio::net::TcpListener;
+use proto_http::RequestHead;
 use slab::Slab;
 
+use crate::access_log::{AccessLog, Entry, Sink};
 use crate::arena::Arena;
 use crate::auth::ApiKeys;
 use crate::conn;
 use crate::driver::Driver;
 use crate::health::Health;
+use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::ratelimit::{Buckets, Grant, ToBank};
 use crate::route::RouteTable;
@@ -63,6 +66,47 @@ pub(crate) struct Worker {
     /// The TLS configuration of `[tls]` listeners (shared by every worker: it is only read,
     /// per handshake).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// This worker's counters, when the admin listener serves metrics.
+    pub stats: Option<Arc<Stats>>,
+    /// This worker's side of the access log, when there is one.
+    pub log: Option<AccessLog>,
+}
+
+impl Worker {
+    fn count_connections(&self) {
+        if let Some(stats) = &self.stats {
+            stats.connections.set(self.open.borrow().len() as u64);
+        }
+    }
+
+    /// Requests are counted or logged.
+    #[inline]
+    pub(crate) fn observed(&self) -> bool {
+        self.stats.is_some() || self.log.is_some()
+    }
+
+    /// Counts and logs one answered request (status 0: closed unanswered).
+    pub(crate) fn observe(
+        &self,
+        req: Option<&RequestHead>,
+        route: Option<usize>,
+        status: u16,
+        took: Duration,
+        client: &[u8],
+    ) {
+        if let Some(stats) = &self.stats {
+            stats.request(route, status, took);
+        }
+        if let Some(log) = &self.log {
+            log.log(&Entry {
+                client,
+                request: req,
+                status,
+                route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
+                took,
+            });
+        }
+    }
 }
 
 pub(crate) struct Spawn {
@@ -82,6 +126,8 @@ pub(crate) struct Spawn {
     pub bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
     /// The active health checks' verdicts.
     pub verdicts: crate::health::Verdicts,
+    pub stats: Option<Arc<Stats>>,
+    pub log: Option<Arc<Sink>>,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -97,7 +143,7 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
 }
 
 async fn run(s: Spawn) {
-    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, .. } = s;
+    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, stats, log, .. } = s;
     let limit_ids = cfg
         .routes
         .iter()
@@ -118,7 +164,7 @@ async fn run(s: Spawn) {
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
-        health: Health::new(&cfg, verdicts),
+        health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),
         arena: Arena::default(),
@@ -126,6 +172,8 @@ async fn run(s: Spawn) {
         open: RefCell::new(Slab::new()),
         accepting: Cell::new(0),
         tls,
+        stats,
+        log: log.map(AccessLog::new),
         cfg,
     });
     let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));
@@ -146,6 +194,9 @@ async fn run(s: Spawn) {
         monoio::time::sleep(CONTROL_TICK).await;
         ticks = ticks.wrapping_add(1);
         w.timers.fire_expired(Instant::now());
+        if let Some(log) = &w.log {
+            log.flush();
+        }
         if ticks.is_multiple_of(SWEEP_EVERY) {
             let cfg = &w.cfg;
             w.pool.borrow_mut().sweep(w.timers.now(), |u| {
@@ -160,6 +211,9 @@ async fn run(s: Spawn) {
     wait_while(deadline, || !w.open.borrow().is_empty() || w.accepting.get() > 0).await;
     if !w.open.borrow().is_empty() {
         close_open(&w).await;
+    }
+    if let Some(log) = &w.log {
+        log.flush();
     }
 }
 
@@ -200,10 +254,12 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
                 }
                 // TCP_NODELAY comes from the listener (listener.rs).
                 let key = w.open.borrow_mut().insert(stream.as_raw_fd());
+                w.count_connections();
                 let w = w.clone();
                 monoio::spawn(async move {
                     conn::serve(w.clone(), stream, peer, tls).await;
                     w.open.borrow_mut().remove(key);
+                    w.count_connections();
                 });
             }
             Err(e) => {

@@ -80,6 +80,11 @@ impl Gateway {
         Client::connect(self.addr)
     }
 
+    /// The admin listener's address (`admin.listen`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").admin_addr().expect("an admin listener")
+    }
+
     /// The `i`th address bound: `server.listen`'s first, then `tls.listen`'s.
     pub fn addr_at(&self, i: usize) -> SocketAddr {
         self.server.as_ref().expect("running").local_addrs()[i]

@@ -1,0 +1,93 @@
+//! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format) and
+//! `GET /healthz` (200 while serving, 503 once the drain began), on a thread of its own so
+//! that a scrape never runs on a worker's core loop. One connection at a time, each closed
+//! after its answer; meant for a private address.
+//!
+//! Left to others: the counters and their rendering (`metrics`).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::metrics::Registry;
+
+/// Serves `listener` until `stop` is dropped.
+pub(crate) fn start(
+    listener: TcpListener,
+    registry: Registry,
+    stop: crossbeam_channel::Receiver<()>,
+) -> io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("coregate-admin".into()).spawn(move || loop {
+        match listener.accept() {
+            Ok((s, peer)) => {
+                if let Err(e) = answer(s, &registry) {
+                    log::debug!("admin request from {peer}: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!("admin accept failed: {e}");
+                if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Reads one request head (8 KiB at most, 2 s) and answers it.
+fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "head too large\n", false);
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let head_only = method == b"HEAD";
+    if method != b"GET" && !head_only {
+        return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET or HEAD\n", head_only);
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    match path {
+        b"/metrics" => {
+            let body = registry.render();
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head_only)
+        }
+        b"/healthz" if registry.draining.load(Ordering::Relaxed) => {
+            respond(&mut s, "503 Service Unavailable", "text/plain", "draining\n", head_only)
+        }
+        b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
+        _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics or /healthz\n", head_only),
+    }
+}
+
+fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    if !head_only {
+        s.write_all(body.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Metrics: counters each worker keeps for itself (written by that worker only, as a
+//! relaxed load and store: no locked instruction on the request path), summed by the admin
+//! thread when Prometheus scrapes `GET /metrics`, in its text format (0.0.4).
+//!
+//! Left to others: what a request's route, status and duration were (`conn`, `proxy`), when
+//! an endpoint failed (`health`), serving the admin listener (`admin`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Config;
+
+/// Upper bounds of the duration histogram's buckets, in seconds (+Inf follows).
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Status classes: 1xx to 5xx, and "none" (closed without an answer).
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A counter with one writer (its worker) and any number of readers.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        // One writer: a load and a store, not a locked read-modify-write.
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The requests of one route (or of none).
+#[derive(Default)]
+struct RouteStats {
+    by_class: [Counter; CLASSES.len()],
+    buckets: [Counter; BUCKETS.len() + 1],
+    micros: Counter,
+}
+
+/// One worker's counters.
+pub(crate) struct Stats {
+    /// One per route, then one for requests that matched none (or were refused unread).
+    routes: Vec<RouteStats>,
+    /// `[upstream][endpoint]`: failed exchanges (as `health` counts them) and ejections.
+    failures: Vec<Vec<Counter>>,
+    ejections: Vec<Vec<Counter>>,
+    /// Client connections open on this worker.
+    pub connections: Counter,
+}
+
+impl Stats {
+    pub(crate) fn new(cfg: &Config) -> Stats {
+        let per_endpoint = || cfg.upstreams.iter().map(|u| u.endpoints.iter().map(|_| Counter::default()).collect());
+        Stats {
+            routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
+            failures: per_endpoint().collect(),
+            ejections: per_endpoint().collect(),
+            connections: Counter::default(),
+        }
+    }
+
+    /// Counts one answered request; `route` None: it matched no route.
+    pub(crate) fn request(&self, route: Option<usize>, status: u16, took: Duration) {
+        let r = &self.routes[route.unwrap_or(self.routes.len() - 1)];
+        r.by_class[usize::from(status / 100).min(5)].add(1);
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        r.buckets[bucket].add(1);
+        r.micros.add(took.as_micros() as u64);
+    }
+
+    pub(crate) fn failure(&self, upstream: usize, endpoint: usize, ejected: bool) {
+        self.failures[upstream][endpoint].add(1);
+        if ejected {
+            self.ejections[upstream][endpoint].add(1);
+        }
+    }
+}
+
+/// Everything `GET /metrics` reports: every worker's counters and the active checks'
+/// verdicts.
+pub(crate) struct Registry {
+    pub cfg: Arc<Config>,
+    pub workers: Vec<Arc<Stats>>,
+    pub verdicts: crate::health::Verdicts,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Registry {
+    /// The Prometheus text exposition of the sums over the workers.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let sum = |f: &dyn Fn(&Stats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+        let route_name = |i: usize| self.cfg.routes.get(i).map_or("(none)", |r| r.name.as_str());
+        let rows = self.cfg.routes.len() + 1;
+
+        out.push_str("# HELP coregate_requests_total Requests answered, by route and status class (none: closed unanswered).\n# TYPE coregate_requests_total counter\n");
+        for i in 0..rows {
+            for (c, class) in CLASSES.iter().enumerate() {
+                let n = sum(&|s| s.routes[i].by_class[c].get());
+                let _ = writeln!(out, "coregate_requests_total{{route=\"{}\",code=\"{class}\"}} {n}", route_name(i));
+            }
+        }
+        out.push_str("# HELP coregate_request_duration_seconds From the request head read to the response sent.\n# TYPE coregate_request_duration_seconds histogram\n");
+        for i in 0..rows {
+            let name = route_name(i);
+            let mut cumulative = 0;
+            for (b, le) in BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).enumerate() {
+                cumulative += sum(&|s| s.routes[i].buckets[b].get());
+                let _ = writeln!(
+                    out,
+                    "coregate_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let micros = sum(&|s| s.routes[i].micros.get());
+            let _ = writeln!(out, "coregate_request_duration_seconds_sum{{route=\"{name}\"}} {}", micros as f64 / 1e6);
+            let _ = writeln!(out, "coregate_request_duration_seconds_count{{route=\"{name}\"}} {cumulative}");
+        }
+        out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");
+        let mut ejections = String::from("# HELP coregate_upstream_ejections_total Times a worker ejected the endpoint.\n# TYPE coregate_upstream_ejections_total counter\n");
+        let mut healthy = String::from("# HELP coregate_upstream_healthy 1 unless the active health checks failed the endpoint.\n# TYPE coregate_upstream_healthy gauge\n");
+        for (u, up) in self.cfg.upstreams.iter().enumerate() {
+            for (e, addr) in up.endpoints.iter().enumerate() {
+                let labels = format!("upstream=\"{}\",endpoint=\"{addr}\"", up.name);
+                let _ =
+                    writeln!(out, "coregate_upstream_failures_total{{{labels}}} {}", sum(&|s| s.failures[u][e].get()));
+                let _ = writeln!(
+                    ejections,
+                    "coregate_upstream_ejections_total{{{labels}}} {}",
+                    sum(&|s| s.ejections[u][e].get())
+                );
+                let up_now = u8::from(self.verdicts[u][e].load(Ordering::Relaxed));
+                let _ = writeln!(healthy, "coregate_upstream_healthy{{{labels}}} {up_now}");
+            }
+        }
+        out.push_str(&ejections);
+        out.push_str(&healthy);
+        out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());
+        }
+        out
+    }
+}

@@ -1,0 +1,123 @@
+//! Metrics and the access log end to end, on both drivers: the admin listener's
+//! `/metrics` (requests by route and status class, durations, upstream failures, open
+//! connections) and `/healthz`, and the JSON lines of the access log.
+
+use std::time::{Duration, Instant};
+
+use coregate_tests::*;
+
+/// Fetches `path` from the admin listener.
+fn admin(gw: &Gateway, raw: &str) -> Message {
+    Client::connect(gw.admin_addr()).request(raw)
+}
+
+fn metrics(gw: &Gateway) -> String {
+    let m = admin(gw, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(m.status(), 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    m.text()
+}
+
+/// Runs `f` until it returns true, for at most 10 s (counters and the log are written just
+/// after the answer leaves).
+fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "not reached in 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn config(up: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{up}\", \"{}\"]\noutlier = {{ consecutive_failures = 0 }}\n\n[[routes]]\nname = \"users\"\npath = \"/users\"\nupstream = \"api\"\n\n[[routes]]\npath = \"/teapot\"\nrespond = {{ status = 418, body = \"short and stout\" }}\n",
+        dead_addr()
+    )
+}
+
+both_drivers!(metrics_count_requests_by_route_and_status, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::start(io, &config(up.addr, "[admin]\nlisten = \"127.0.0.1:0\""));
+    let mut c = gw.client();
+    for _ in 0..4 {
+        // Round robin over a live and a dead endpoint: the dead one is skipped after its
+        // connect fails, and the failure counted.
+        assert_eq!(c.request("GET /users/1?api_key=secret HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    }
+    assert_eq!(c.request("GET /teapot HTTP/1.1\r\nHost: a\r\n\r\n").status(), 418);
+    assert_eq!(c.request("GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n").status(), 404);
+    assert_eq!(gw.client().request("GET / HTTP/1.1\r\n\r\n").status(), 400);
+    eventually(|| {
+        let m = metrics(&gw);
+        m.contains("coregate_requests_total{route=\"users\",code=\"2xx\"} 4\n")
+            && m.contains("coregate_requests_total{route=\"1\",code=\"4xx\"} 1\n")
+            && m.contains("coregate_requests_total{route=\"(none)\",code=\"4xx\"} 2\n")
+    });
+    let m = metrics(&gw);
+    assert!(m.contains("coregate_request_duration_seconds_count{route=\"users\"} 4\n"), "{m}");
+    assert!(m.contains("coregate_request_duration_seconds_bucket{route=\"users\",le=\"+Inf\"} 4\n"), "{m}");
+    let failures: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("coregate_upstream_failures_total{upstream=\"api\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(failures, 2, "two connects to the dead endpoint: {m}");
+    assert!(m.contains(&format!("coregate_upstream_healthy{{upstream=\"api\",endpoint=\"{}\"}} 1\n", up.addr)));
+    // The client connection `c` is still open.
+    assert!(m.lines().any(|l| l.starts_with("coregate_client_connections{worker=") && !l.ends_with(" 0")), "{m}");
+    // The rest of the admin listener.
+    let h = admin(&gw, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((h.status(), h.text().as_str()), (200, "ok\n"));
+    assert_eq!(admin(&gw, "GET /other HTTP/1.1\r\nHost: a\r\n\r\n").status(), 404);
+    assert_eq!(admin(&gw, "POST /metrics HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\n\r\n").status(), 405);
+});
+
+both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
+    let up = Upstream::echo();
+    let path = std::env::temp_dir().join(format!("coregate-access-{}-{io}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = Gateway::start(io, &config(up.addr, &format!("[access_log]\npath = {:?}", path.display().to_string())));
+    let mut c = gw.client();
+    assert_eq!(c.request("GET /users/7?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
+    assert_eq!(c.request("GET /teapot HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 418);
+    assert_eq!(
+        gw.client().request("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status(),
+        400
+    );
+    let mut lines = Vec::new();
+    eventually(|| {
+        lines = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect();
+        lines.len() >= 3
+    });
+    let entries: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let users = entries.iter().find(|e| e["route"] == "users").expect("the proxied request");
+    assert_eq!(users["status"], 200);
+    assert_eq!(users["method"], "GET");
+    assert_eq!(users["host"], "api.test");
+    assert_eq!(users["path"], "/users/7", "the query (an API key) is left out");
+    assert_eq!(users["client"], "127.0.0.1");
+    assert!(users["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(users["time"].as_str().unwrap().ends_with('Z'));
+    assert!(entries.iter().any(|e| e["route"] == "1" && e["status"] == 418));
+    assert!(entries.iter().any(|e| e["route"] == "" && e["status"] == 400 && e["method"] == ""));
+    assert!(!lines.iter().any(|l| l.contains("secret")));
+    drop(gw);
+    let _ = std::fs::remove_file(&path);
+});
+
+#[test]
+fn observability_settings_are_checked() {
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nname = \"x\"\n[[routes]]\npath = \"/b\"\nupstream = \"api\"\n";
+    let err = |extra: &str| config::Config::parse(&format!("{base}{extra}")).expect_err(extra).to_string();
+    assert!(err("name = \"x\"\n").contains("routes[1].name"));
+    assert!(err("name = \"a b\"\n").contains("routes[1].name"));
+    assert!(err("[admin]\nlisten = \"nope\"\n").contains("admin.listen"));
+    assert!(err("[access_log]\n").contains("access_log.path"));
+    let e = engine::Server::start(
+        config::Config::parse(&format!("{base}[access_log]\npath = \"/nonexistent-dir/x.log\"\n")).unwrap(),
+    )
+    .err()
+    .expect("an access log that cannot be opened")
+    .to_string();
+    assert!(e.contains("/nonexistent-dir/x.log"), "{e}");
+}
