@@ -26,18 +26,14 @@ pub(crate) fn start(
                 if let Err(e) = answer(s, &registry) {
                     log::debug!("admin request from {peer}: {e}");
                 }
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
-                    return;
-                }
-            }
-            Err(e) => {
-                log::warn!("admin accept failed: {e}");
-                if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
-                    return;
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => log::warn!("admin accept failed: {e}"),
+        }
+        // Nothing to accept: wait a little, or stop.
+        if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+            return;
         }
     })
 }

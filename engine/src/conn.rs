@@ -95,7 +95,7 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             if let Some(t0) = started {
                 w.observe(None, None, next.status, t0.elapsed(), peer_text);
             }
-            return Next::UNANSWERED;
+            return next;
         }
     };
     let (next, route) = proxy::handle(w, client, peer, peer_text, &req).await;

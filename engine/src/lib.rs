@@ -1,8 +1,10 @@
 //! coregate's engine: one pinned OS thread per core, each with its own monoio runtime
 //! (io_uring, or epoll where io_uring is not allowed), its own SO_REUSEPORT listeners, route
 //! table, policy state and upstream pools. Nothing is shared between workers on the request
-//! path; the named exceptions are the shutdown flag (control plane) and the rate-limit bank,
-//! reached once per lease, not per request (see `ratelimit`).
+//! path; the named exceptions are the shutdown flag (control plane), the rate-limit bank,
+//! reached once per lease, not per request (see `ratelimit`), the active health checks'
+//! verdicts (one flag per endpoint, read; see `health`), and the metrics counters (each
+//! written by its own worker, read by the admin thread; see `metrics`).
 //!
 //! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
