@@ -113,6 +113,9 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     /// Passive ejection of failing endpoints (on unless `consecutive_failures = 0`).
     pub outlier: Outlier,
+    /// Further attempts on other endpoints for an idempotent request that failed or got a
+    /// 502-504 before anything reached the client (0: none beyond the connect failover).
+    pub retries: u32,
 }
 
 /// Active health checks: a `GET path` to every endpoint each `interval`, from a thread of

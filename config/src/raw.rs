@@ -99,6 +99,7 @@ pub struct RawUpstream {
     pub idle_timeout: Option<String>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
+    pub retries: Option<usize>,
 }
 
 /// Active health checks of an upstream's endpoints.

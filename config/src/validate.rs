@@ -258,6 +258,7 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         idle_timeout: c.duration(&format!("{path}.idle_timeout"), u.idle_timeout.as_ref(), t.upstream_idle),
         health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
         outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
+        retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
     }
 }
 

@@ -243,20 +243,33 @@ async fn exchange(
 
     // A pooled connection may have been closed by the upstream just now. When nothing of the
     // response arrived and the request can be repeated (idempotent, no body: RFC 9112 9.3.1),
-    // try once more on a new connection.
+    // try once more on a new connection. Beyond that, `retries` more attempts go to other
+    // endpoints after a failure or a 502-504, for an idempotent request (RFC 9110 9.2.2)
+    // that `out.head` holds whole (no body, or one sent with the head).
     let mut fresh = false;
+    let mut retries = up_cfg.retries;
+    let mut avoid = None;
     let (mut up, endpoint, resp) = loop {
-        let (mut up, endpoint, reused) = acquire(w, upstream, fresh).await?;
-        match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
-            Ok(resp) => {
-                // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of
-                // it) says it cannot serve now; other answers, 500 included, are the
-                // application's.
-                if matches!(resp.meta.status, 502..=504) {
-                    w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
-                } else {
-                    w.health.succeeded(upstream, endpoint);
+        let (mut up, endpoint, reused) = acquire(w, upstream, fresh, avoid).await?;
+        let result = send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await;
+        let replayable = retries > 0
+            && meta.method.is_idempotent()
+            && out.body_left == 0
+            && !edits.websocket
+            && (!out.head.is_empty() || meta.body == BodyFraming::Empty);
+        let failure = match result {
+            // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of it)
+            // says it cannot serve now; other answers, 500 included, are the application's.
+            Ok(resp) if matches!(resp.meta.status, 502..=504) => {
+                w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                if !replayable {
+                    break (up, endpoint, resp);
                 }
+                // Its answer is dropped with the connection.
+                Error::new(Kind::Closed, Side::Upstream, "a 502-504 answer")
+            }
+            Ok(resp) => {
+                w.health.succeeded(upstream, endpoint);
                 break (up, endpoint, resp);
             }
             Err(e)
@@ -273,13 +286,25 @@ async fn exchange(
                     build_head(&mut out.head);
                 }
                 fresh = true;
+                continue;
             }
             Err(e) => {
-                if e.side == Side::Upstream {
-                    w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                if e.side != Side::Upstream {
+                    return Err(e);
                 }
-                return Err(e);
+                w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                if !replayable {
+                    return Err(e);
+                }
+                e
             }
+        };
+        log::debug!("retrying on another endpoint after: {failure}");
+        retries -= 1;
+        avoid = Some(endpoint);
+        (fresh, p.response_bytes) = (false, false);
+        if out.head.is_empty() {
+            build_head(&mut out.head);
         }
     };
 
@@ -481,12 +506,17 @@ async fn read_response_head(
 /// failure the other endpoints are tried in turn. Endpoints out of service (ejected by this
 /// worker's circuits or failed by the active checks, `health`) are skipped, unless all are:
 /// then every one is tried, as Envoy's panic mode does, since a verdict may be stale and
-/// refusing all traffic helps nobody. Returns (connection, endpoint, reused).
-async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usize, bool), Error> {
+/// refusing all traffic helps nobody. A retry passes the endpoint it comes from as `avoid`.
+/// Returns (connection, endpoint, reused).
+async fn acquire(w: &Worker, upstream: usize, fresh: bool, avoid: Option<usize>) -> Result<(Conn, usize, bool), Error> {
     let up = &w.cfg.upstreams[upstream];
     let n = up.endpoints.len();
     let start = w.rr[upstream].get();
-    w.rr[upstream].set(start.wrapping_add(1));
+    // A retry starts where the cursor stands (after the endpoint that failed) without
+    // moving it: the next request goes where it would have gone.
+    if avoid.is_none() {
+        w.rr[upstream].set(start.wrapping_add(1));
+    }
     let now = w.timers.now();
     let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");
     let mut tried = false;
@@ -497,8 +527,8 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool) -> Result<(Conn, usiz
         for k in 0..n {
             let endpoint = (start + k) % n;
             // A single endpoint would be tried whatever its health says (the panic rule):
-            // its health is not looked at.
-            if !all && n > 1 && !w.health.available(upstream, endpoint, now) {
+            // its health is not looked at. `avoid`: the one a retry comes from.
+            if !all && n > 1 && (avoid == Some(endpoint) || !w.health.available(upstream, endpoint, now)) {
                 continue;
             }
             tried = true;

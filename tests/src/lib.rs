@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -338,6 +338,49 @@ pub fn echo_response(req: &Message) -> Vec<u8> {
     let mut out = out.into_bytes();
     out.extend_from_slice(&body);
     out
+}
+
+/// An endpoint that counts requests (health checks apart) and answers them 503 while `sick`
+/// is set, 200 otherwise; `GET /healthz` says the same.
+pub struct Endpoint {
+    pub up: Upstream,
+    /// Requests other than health checks.
+    pub requests: Arc<AtomicUsize>,
+    /// `GET /healthz` requests.
+    pub checks: Arc<AtomicUsize>,
+    pub sick: Arc<AtomicBool>,
+}
+
+pub fn endpoint(sick: bool) -> Endpoint {
+    let (requests, checks, sick) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(sick)));
+    let (r, c, s) = (requests.clone(), checks.clone(), sick.clone());
+    let up = Upstream::start(move |mut conn| {
+        while let Some(req) = conn.read_request() {
+            let counter = if req.start.starts_with("GET /healthz ") { &c } else { &r };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let status = if s.load(Ordering::SeqCst) { "503 Service Unavailable" } else { "200 OK" };
+            if !conn.write(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok")) {
+                return;
+            }
+        }
+    });
+    Endpoint { up, requests, checks, sick }
+}
+
+/// A gateway with one worker (circuits and round robin are per worker, so a test can tell
+/// which endpoint gets which request) in front of `endpoints` as upstream "api" with a
+/// catch-all route, with `upstream_extra` TOML lines in the upstream's table.
+pub fn gateway_to(io: &str, endpoints: &[&Endpoint], upstream_extra: &str) -> Gateway {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.up.addr)).collect();
+    Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [{}]\n{upstream_extra}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            list.join(", ")
+        ),
+    )
 }
 
 /// An address on 127.0.0.1 where nothing listens (bound, then released).

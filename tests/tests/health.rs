@@ -3,51 +3,10 @@
 //! panic rule (every endpoint out: all are tried), and active health checks taking an
 //! endpoint out and putting it back.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use coregate_tests::*;
-
-/// An endpoint that counts requests (health checks apart) and answers them 503 while `sick`
-/// is set, 200 otherwise; `GET /healthz` says the same.
-struct Endpoint {
-    up: Upstream,
-    requests: Arc<AtomicUsize>,
-    checks: Arc<AtomicUsize>,
-    sick: Arc<AtomicBool>,
-}
-
-fn endpoint(sick: bool) -> Endpoint {
-    let (requests, checks, sick) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(sick)));
-    let (r, c, s) = (requests.clone(), checks.clone(), sick.clone());
-    let up = Upstream::start(move |mut conn| {
-        while let Some(req) = conn.read_request() {
-            let counter = if req.start.starts_with("GET /healthz ") { &c } else { &r };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let status = if s.load(Ordering::SeqCst) { "503 Service Unavailable" } else { "200 OK" };
-            if !conn.write(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok")) {
-                return;
-            }
-        }
-    });
-    Endpoint { up, requests, checks, sick }
-}
-
-/// One worker (the circuits are per worker) in front of `endpoints`, with `upstream_extra`
-/// TOML lines in the upstream's table.
-fn gateway(io: &str, endpoints: &[&Endpoint], upstream_extra: &str) -> Gateway {
-    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.up.addr)).collect();
-    Gateway::start_with_workers(
-        io,
-        1,
-        &format!(
-            "[[upstreams]]\nname = \"api\"\nendpoints = [{}]\n{upstream_extra}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
-            list.join(", ")
-        ),
-    )
-}
 
 fn get(c: &mut Client) -> u16 {
     c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status()
@@ -64,7 +23,7 @@ fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
 
 both_drivers!(a_failing_endpoint_is_ejected_then_tried_again, |io| {
     let (bad, good) = (endpoint(true), endpoint(false));
-    let gw = gateway(io, &[&bad, &good], "outlier = { consecutive_failures = 2, ejection = \"300ms\" }");
+    let gw = gateway_to(io, &[&bad, &good], "outlier = { consecutive_failures = 2, ejection = \"300ms\" }");
     let mut c = gw.client();
     // Round robin: bad, good, bad (second failure in a row: ejected), then good only.
     let statuses: Vec<u16> = (0..20).map(|_| get(&mut c)).collect();
@@ -87,7 +46,7 @@ both_drivers!(a_failing_endpoint_is_ejected_then_tried_again, |io| {
 
 both_drivers!(with_every_endpoint_out_all_are_tried, |io| {
     let bad = endpoint(true);
-    let gw = gateway(io, &[&bad], "outlier = { consecutive_failures = 1, ejection = \"1h\" }");
+    let gw = gateway_to(io, &[&bad], "outlier = { consecutive_failures = 1, ejection = \"1h\" }");
     let mut c = gw.client();
     for _ in 0..5 {
         assert_eq!(get(&mut c), 503);
@@ -97,7 +56,7 @@ both_drivers!(with_every_endpoint_out_all_are_tried, |io| {
 
 both_drivers!(ejection_can_be_turned_off, |io| {
     let (bad, good) = (endpoint(true), endpoint(false));
-    let gw = gateway(io, &[&bad, &good], "outlier = { consecutive_failures = 0 }");
+    let gw = gateway_to(io, &[&bad, &good], "outlier = { consecutive_failures = 0 }");
     let mut c = gw.client();
     for _ in 0..20 {
         get(&mut c);
@@ -108,7 +67,7 @@ both_drivers!(ejection_can_be_turned_off, |io| {
 both_drivers!(active_checks_take_an_endpoint_out_and_put_it_back, |io| {
     let (bad, good) = (endpoint(true), endpoint(false));
     let check = "health_check = { path = \"/healthz\", interval = \"20ms\", unhealthy_threshold = 1, healthy_threshold = 2 }\noutlier = { consecutive_failures = 0 }";
-    let gw = gateway(io, &[&bad, &good], check);
+    let gw = gateway_to(io, &[&bad, &good], check);
     // The second check began after the first failed one was counted.
     until(|| bad.checks.load(Ordering::SeqCst) >= 2, std::thread::yield_now);
     let mut c = gw.client();
