@@ -251,26 +251,29 @@ async fn exchange(
     let mut avoid = None;
     let (mut up, endpoint, resp) = loop {
         let (mut up, endpoint, reused) = acquire(w, upstream, fresh, avoid).await?;
-        let result = send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await;
-        let replayable = retries > 0
-            && meta.method.is_idempotent()
-            && out.body_left == 0
-            && !edits.websocket
-            && (!out.head.is_empty() || meta.body == BodyFraming::Empty);
-        let failure = match result {
-            // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of it)
-            // says it cannot serve now; other answers, 500 included, are the application's.
-            Ok(resp) if matches!(resp.meta.status, 502..=504) => {
-                w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
-                if !replayable {
+        let replayable = |out: &Outgoing| {
+            retries > 0
+                && meta.method.is_idempotent()
+                && out.body_left == 0
+                && !out.websocket
+                && (!out.head.is_empty() || meta.body == BodyFraming::Empty)
+        };
+        let failure = match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
+            Ok(resp) => {
+                // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of
+                // it) says it cannot serve now; other answers, 500 included, are the
+                // application's.
+                let unavailable = matches!(resp.meta.status, 502..=504);
+                if unavailable {
+                    w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+                } else {
+                    w.health.succeeded(upstream, endpoint);
+                }
+                if !unavailable || !replayable(&out) {
                     break (up, endpoint, resp);
                 }
                 // Its answer is dropped with the connection.
                 Error::new(Kind::Closed, Side::Upstream, "a 502-504 answer")
-            }
-            Ok(resp) => {
-                w.health.succeeded(upstream, endpoint);
-                break (up, endpoint, resp);
             }
             Err(e)
                 if reused
@@ -293,7 +296,7 @@ async fn exchange(
                     return Err(e);
                 }
                 w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
-                if !replayable {
+                if !replayable(&out) {
                     return Err(e);
                 }
                 e
