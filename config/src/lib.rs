@@ -66,6 +66,8 @@ pub struct Server {
     pub pin_cores: bool,
     /// Client connections one worker holds at once; more are closed on accept.
     pub max_connections_per_worker: usize,
+    /// Lower-case name of the request id field, when request ids are on.
+    pub request_id: Option<String>,
 }
 
 /// Every timeout, all non-zero.

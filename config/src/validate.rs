@@ -211,7 +211,16 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
             IoMode::Auto
         }
     };
+    let request_id = s.request_id.as_deref().and_then(|h| {
+        if crate::policy::is_token(h) {
+            Some(h.to_ascii_lowercase())
+        } else {
+            c.err("server.request_id", format!("{h:?} is not a header name"));
+            None
+        }
+    });
     Server {
+        request_id,
         listen,
         workers,
         io,

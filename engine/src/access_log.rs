@@ -59,6 +59,8 @@ pub(crate) struct Entry<'a> {
     /// None for a request refused before its head was read. Its path is logged without the
     /// query, which may carry an API key.
     pub request: Option<&'a RequestHead>,
+    /// With `server.request_id`.
+    pub request_id: Option<&'a [u8]>,
     pub status: u16,
     pub route: &'a str,
     pub took: Duration,
@@ -84,6 +86,10 @@ impl AccessLog {
         escape(&mut buf, host.unwrap_or_default());
         buf.extend_from_slice(b"\",\"path\":\"");
         escape(&mut buf, path);
+        if let Some(id) = e.request_id {
+            buf.extend_from_slice(b"\",\"request_id\":\"");
+            escape(&mut buf, id);
+        }
         let _ = write!(buf, "\",\"status\":{},\"route\":\"", e.status);
         escape(&mut buf, e.route.as_bytes());
         let _ = writeln!(buf, "\",\"duration_ms\":{:.3}}}", e.took.as_secs_f64() * 1e3);

@@ -15,6 +15,7 @@ use proto_http::{downgrade_minor_version, parse_request_in, ParseError, RequestH
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
 use crate::proxy::{self, Next};
+use crate::request_id::RequestId;
 use crate::tls::Tls;
 use crate::worker::Worker;
 
@@ -93,14 +94,16 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             log::debug!("{status} for {peer}: {e}");
             let next = proxy::send_error(w, client, status, e.context, &[], false, Version::Http11).await;
             if let Some(t0) = started {
-                w.observe(None, None, next.status, t0.elapsed(), peer_text);
+                w.observe(None, None, next.status, t0.elapsed(), peer_text, None);
             }
             return next;
         }
     };
-    let (next, route) = proxy::handle(w, client, peer, peer_text, &req).await;
+    let id = w.cfg.server.request_id.as_deref().map(|name| w.ids.for_request(name, &req));
+    let id = id.as_ref().map(RequestId::as_bytes);
+    let (next, route) = proxy::handle(w, client, peer, peer_text, &req, id).await;
     if let Some(t0) = started {
-        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text);
+        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text, id);
     }
     client.spare_headers = req.meta.headers;
     next

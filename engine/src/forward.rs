@@ -48,11 +48,15 @@ pub(crate) struct Edits<'a> {
     pub websocket: bool,
     /// The client connection speaks TLS: `X-Forwarded-Proto: https`.
     pub https: bool,
+    /// The request id field and its value (`server.request_id`): sent upstream and back in
+    /// place of any field of that name from either side.
+    pub request_id: Option<(&'a [u8], &'a [u8])>,
 }
 
 impl Edits<'_> {
     fn dropped(&self, name: &[u8]) -> bool {
         self.drop.iter().flatten().any(|d| d.eq_ignore_ascii_case(name))
+            || self.request_id.is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
             || self.claim_headers.iter().any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
@@ -166,6 +170,9 @@ pub(crate) fn request_head(
     if let Some((name, consumer)) = edits.consumer {
         field(out, name, consumer);
     }
+    if let Some((name, id)) = edits.request_id {
+        field(out, name, id);
+    }
     for (name, value) in edits.claim_fields {
         field(out, name, value);
     }
@@ -210,12 +217,16 @@ pub(crate) fn response_head(
             || (other_tokens && named_by_connection(connection_values(resp.headers()), name))
             || replaced(edits.response_ops, name)
             || (edits.cors.is_some() && name.len() > 15 && name[..15].eq_ignore_ascii_case(b"access-control-"))
+            || edits.request_id.is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             continue;
         }
         field(out, name, value);
     }
     edits.write_ops(out, edits.response_ops);
+    if let Some((name, id)) = edits.request_id {
+        field(out, name, id);
+    }
     if let Some((cors, origin)) = edits.cors {
         field(out, b"access-control-allow-origin", if cors.origins.is_empty() { b"*" } else { origin });
         if !cors.origins.is_empty() {
@@ -327,6 +338,7 @@ mod tests {
             cors: None,
             websocket: false,
             https: false,
+            request_id: None,
         }
     }
 

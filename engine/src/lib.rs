@@ -30,6 +30,7 @@ mod pool;
 mod posted;
 mod proxy;
 mod ratelimit;
+mod request_id;
 mod route;
 mod server;
 mod shutdown;

@@ -76,9 +76,10 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     peer_text: &[u8],
     req: &RequestHead,
+    request_id: Option<&[u8]>,
 ) -> (Next, Option<usize>) {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, peer_text, req, &mut progress).await {
+    let err = match exchange(w, client, peer, peer_text, req, request_id, &mut progress).await {
         Ok(next) => return (next, progress.route),
         Err(e) => e,
     };
@@ -144,6 +145,7 @@ async fn exchange(
     peer: SocketAddr,
     peer_text: &[u8],
     req: &RequestHead,
+    request_id: Option<&[u8]>,
     p: &mut Progress,
 ) -> Result<Next, Error> {
     let meta = &req.meta;
@@ -213,6 +215,7 @@ async fn exchange(
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),
+        request_id: request_id.and_then(|id| Some((cfg.server.request_id.as_deref()?.as_bytes(), id))),
     };
     // The connection's spare buffer carries the request head, then the response head, and
     // goes back to the connection: no head allocation per request once it has grown.

@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::ratelimit::{Buckets, Grant, ToBank};
+use crate::request_id::Ids;
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
 use crate::timers::CoarseTimers;
@@ -70,6 +71,8 @@ pub(crate) struct Worker {
     pub stats: Option<Arc<Stats>>,
     /// This worker's side of the access log, when there is one.
     pub log: Option<AccessLog>,
+    /// Makes request ids (`server.request_id`).
+    pub ids: Ids,
 }
 
 impl Worker {
@@ -93,6 +96,7 @@ impl Worker {
         status: u16,
         took: Duration,
         client: &[u8],
+        request_id: Option<&[u8]>,
     ) {
         if let Some(stats) = &self.stats {
             stats.request(route, status, took);
@@ -101,6 +105,7 @@ impl Worker {
             log.log(&Entry {
                 client,
                 request: req,
+                request_id,
                 status,
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
                 took,
@@ -174,6 +179,7 @@ async fn run(s: Spawn) {
         tls,
         stats,
         log: log.map(AccessLog::new),
+        ids: Ids::new(),
         cfg,
     });
     let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));

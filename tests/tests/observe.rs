@@ -121,3 +121,45 @@ fn observability_settings_are_checked() {
     .to_string();
     assert!(e.contains("/nonexistent-dir/x.log"), "{e}");
 }
+
+both_drivers!(request_ids_go_upstream_back_and_into_the_log, |io| {
+    let up = Upstream::echo();
+    let path = std::env::temp_dir().join(format!("coregate-rid-{}-{io}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = Gateway::start_with(
+        io,
+        1,
+        "request_id = \"X-Request-Id\"",
+        &format!(
+            "[access_log]\npath = {:?}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            path.display().to_string(),
+            up.addr
+        ),
+    );
+    let mut c = gw.client();
+    // None sent: one is made, 32 hex digits, the same upstream and back, new per request.
+    let r = c.request("GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    let made = r.header("x-request-id").expect("an id in the response").to_string();
+    assert_eq!(made.len(), 32);
+    assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(r.header("x-echo-x-request-id"), Some(made.as_str()));
+    let next = c.request("GET /a HTTP/1.1\r\nHost: a\r\n\r\n").header("x-request-id").unwrap().to_string();
+    assert_ne!(next, made);
+    // A sane one is kept.
+    let r = c.request("GET /b HTTP/1.1\r\nHost: a\r\nX-Request-Id: trace-42\r\n\r\n");
+    assert_eq!(r.header("x-request-id"), Some("trace-42"));
+    assert_eq!(r.header_all("x-echo-x-request-id"), ["trace-42"]);
+    // One too long is replaced.
+    let long = "x".repeat(200);
+    let r = c.request(format!("GET /c HTTP/1.1\r\nHost: a\r\nX-Request-Id: {long}\r\n\r\n"));
+    assert_eq!(r.header("x-request-id").unwrap().len(), 32);
+    let mut lines = String::new();
+    eventually(|| {
+        lines = std::fs::read_to_string(&path).unwrap_or_default();
+        lines.lines().count() >= 4
+    });
+    assert!(lines.contains("\"request_id\":\"trace-42\""), "{lines}");
+    assert!(lines.contains(&format!("\"request_id\":\"{made}\"")), "{lines}");
+    drop(gw);
+    let _ = std::fs::remove_file(&path);
+});
