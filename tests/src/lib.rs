@@ -383,6 +383,15 @@ pub fn gateway_to(io: &str, endpoints: &[&Endpoint], upstream_extra: &str) -> Ga
     )
 }
 
+/// Runs `step` until `done` holds, for at most 10 s.
+pub fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "condition not reached in 10 s");
+        step();
+    }
+}
+
 /// An address on 127.0.0.1 where nothing listens (bound, then released).
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

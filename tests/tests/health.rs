@@ -4,21 +4,11 @@
 //! endpoint out and putting it back.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use coregate_tests::*;
 
 fn get(c: &mut Client) -> u16 {
     c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status()
-}
-
-/// Runs `step` until `done` holds, for at most 10 s.
-fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "condition not reached in 10 s");
-        step();
-    }
 }
 
 both_drivers!(a_failing_endpoint_is_ejected_then_tried_again, |io| {

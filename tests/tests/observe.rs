@@ -2,7 +2,7 @@
 //! `/metrics` (requests by route and status class, durations, upstream failures, open
 //! connections) and `/healthz`, and the JSON lines of the access log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coregate_tests::*;
 
@@ -18,14 +18,9 @@ fn metrics(gw: &Gateway) -> String {
     m.text()
 }
 
-/// Runs `f` until it returns true, for at most 10 s (counters and the log are written just
-/// after the answer leaves).
-fn eventually(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "not reached in 10 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Waits until `f` holds (counters and the log are written just after the answer leaves).
+fn eventually(f: impl FnMut() -> bool) {
+    until(f, || std::thread::sleep(Duration::from_millis(5)));
 }
 
 fn config(up: std::net::SocketAddr, extra: &str) -> String {
