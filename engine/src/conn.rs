@@ -55,8 +55,8 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
         if client.buf.is_empty() && !wait_for_request(&w, &mut client, first).await {
             break;
         }
-        if let Some(cfg) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
-            match Tls::new(cfg) {
+        if let Some(current) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
+            match Tls::new(current.config()) {
                 Ok(state) => client.tls = Some(state),
                 Err(e) => {
                     log::warn!("TLS connection from {peer} refused: {e}");

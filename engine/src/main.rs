@@ -1,12 +1,13 @@
 //! The `coregate` binary: `coregate --config FILE` runs the gateway, `coregate check FILE`
-//! validates a configuration. Signals: SIGTERM/SIGINT drain and exit; a second one exits now.
+//! validates a configuration. Signals: SIGTERM/SIGINT drain and exit; a second one exits now;
+//! SIGHUP reloads the TLS certificates from the configuration file.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use config::Config;
 use engine::Server;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 const HELP: &str = "\
@@ -21,6 +22,8 @@ USAGE:
 SIGNALS:
     SIGTERM, SIGINT    stop accepting, finish requests in flight (up to timeouts.drain), exit
                        (a second signal exits at once)
+    SIGHUP             read FILE again and serve its TLS certificates to new connections
+                       (nothing else changes; an invalid file is logged and ignored)
 
 ENVIRONMENT:
     RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
@@ -83,7 +86,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("coregate: cannot install signal handlers: {e}");
@@ -100,12 +103,17 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            reload(path, &server);
+            continue;
+        }
         log::info!("signal {sig}: draining");
+        break;
     }
     server.shutdown();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if signals.forever().any(|sig| sig != SIGHUP) {
             log::warn!("second signal: exiting now");
             std::process::exit(130);
         }
@@ -113,4 +121,19 @@ fn run(path: &Path) -> ExitCode {
     server.join();
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: the certificates of `path`'s `[tls]` section go to new connections.
+fn reload(path: &Path, server: &Server) {
+    match Config::load(path) {
+        Ok(cfg) => match server.reload_tls(&cfg) {
+            Ok(()) => log::info!("SIGHUP: TLS certificates reloaded from {}", path.display()),
+            Err(e) => log::error!("SIGHUP: {e}; the running certificates stay"),
+        },
+        Err(errors) => {
+            // One log line: the errors joined.
+            let all = errors.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+            log::error!("SIGHUP: {}: nothing reloaded: {all}", path.display());
+        }
+    }
 }

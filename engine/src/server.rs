@@ -38,6 +38,10 @@ pub struct Server {
     checks_stop: crossbeam_channel::Sender<()>,
     checks: Vec<JoinHandle<()>>,
     admin: Option<SocketAddr>,
+    /// The TLS configuration new connections take, replaced by [`Server::reload_tls`].
+    tls: Option<Arc<crate::tls::Current>>,
+    /// `tls.listen` as started with (a reload does not change listeners).
+    tls_listen: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -50,7 +54,7 @@ impl Server {
         addrs.extend(tls_addrs);
         let tls = match cfg.tls.listen.is_empty() {
             true => None,
-            false => Some(crate::tls::server_config(&cfg.tls).map_err(StartError)?),
+            false => Some(Arc::new(crate::tls::Current::new(crate::tls::server_config(&cfg.tls).map_err(StartError)?))),
         };
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let cfg = Arc::new(cfg);
@@ -111,7 +115,8 @@ impl Server {
         }
         drop(ready_tx);
         drop(banks);
-        let server = Server { addrs, driver, shutdown, threads, checks_stop, checks, admin };
+        let tls_listen = cfg.tls.listen.clone();
+        let server = Server { addrs, driver, shutdown, threads, checks_stop, checks, admin, tls, tls_listen };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -142,6 +147,24 @@ impl Server {
 
     pub fn driver(&self) -> Driver {
         self.driver
+    }
+
+    /// Serves the certificates of `cfg`'s `[tls]` section to new TLS connections (connections
+    /// already open keep theirs; session tickets stay valid). Only the certificates change:
+    /// listen addresses and everything else need a restart. Errors leave the running
+    /// certificates in place.
+    pub fn reload_tls(&self, cfg: &Config) -> Result<(), StartError> {
+        let Some(current) = &self.tls else {
+            return Err(StartError("no TLS listener was started; adding one needs a restart".into()));
+        };
+        if cfg.tls.listen.is_empty() {
+            return Err(StartError("the new configuration has no [tls] section".into()));
+        }
+        if cfg.tls.listen != self.tls_listen {
+            log::warn!("tls.listen changed: listeners change only with a restart");
+        }
+        current.replace(crate::tls::server_config(&cfg.tls).map_err(StartError)?);
+        Ok(())
     }
 
     /// Starts the drain: workers stop accepting, close idle connections and finish the

@@ -29,6 +29,7 @@ use crate::request_id::Ids;
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
 use crate::timers::CoarseTimers;
+use crate::tls::WorkerTls;
 
 /// How often a worker looks at the process-wide shutdown flag, fires its timers and sweeps
 /// its pools.
@@ -64,9 +65,8 @@ pub(crate) struct Worker {
     pub open: RefCell<Slab<RawFd>>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
     pub accepting: Cell<usize>,
-    /// The TLS configuration of `[tls]` listeners (shared by every worker: it is only read,
-    /// per handshake).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS configuration of `[tls]` listeners: this worker's copy of the current one.
+    pub tls: Option<WorkerTls>,
     /// This worker's counters, when the admin listener serves metrics.
     pub stats: Option<Arc<Stats>>,
     /// This worker's side of the access log, when there is one.
@@ -121,7 +121,7 @@ pub(crate) struct Spawn {
     pub listeners: Vec<std::net::TcpListener>,
     /// Listeners whose connections speak TLS (`[tls]`), with the configuration for them.
     pub tls_listeners: Vec<std::net::TcpListener>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<crate::tls::Current>>,
     pub core: Option<core_affinity::CoreId>,
     /// Control plane only: read by the control tick, never on the request path.
     pub shutdown: Arc<AtomicBool>,
@@ -176,7 +176,7 @@ async fn run(s: Spawn) {
         uring: driver == Driver::IoUring,
         open: RefCell::new(Slab::new()),
         accepting: Cell::new(0),
-        tls,
+        tls: tls.map(WorkerTls::new),
         stats,
         log: log.map(AccessLog::new),
         ids: Ids::new(),

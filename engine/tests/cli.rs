@@ -75,7 +75,7 @@ fn start_gateway(io: &str, name: &str, extra: &str) -> (Child, BufReader<ChildSt
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains(&format!("on {io}")), "{line}");
-    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split([']', ',']).next().unwrap().parse().unwrap();
     (child, stderr, port, upstream)
 }
 
@@ -130,6 +130,48 @@ fn sigterm_ends_an_open_tunnel_at_the_drain_deadline(io: &str) {
     client.read_to_end(&mut rest).expect("the connection closes when the drain ends");
     assert!(rest.is_empty());
     assert!(child.wait().unwrap().success());
+}
+
+/// Sends `sig` and returns the next line the gateway logs.
+fn signal(child: &Child, stderr: &mut BufReader<ChildStderr>, sig: i32) -> String {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    line
+}
+
+/// SIGHUP reloads the TLS certificates; an invalid file is reported and the gateway goes on.
+fn sighup_reloads_tls_certificates(io: &str) {
+    let certs = repo().join("config/examples/certs");
+    let tls = format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+        certs.join("localhost.pem").display().to_string(),
+        certs.join("localhost.key").display().to_string()
+    );
+    let (mut child, mut stderr, _, _upstream) = start_gateway(io, "hup", &tls);
+    let line = signal(&child, &mut stderr, libc::SIGHUP);
+    assert!(line.contains("TLS certificates reloaded"), "{line}");
+    // The same file, now broken: logged, nothing changes, the gateway keeps running.
+    std::fs::write(temp_config(&format!("hup-{io}"), "[server\n"), "[server\n").unwrap();
+    let mut line = signal(&child, &mut stderr, libc::SIGHUP);
+    while !line.contains("nothing reloaded") {
+        assert!(!line.is_empty(), "the gateway exited");
+        line.clear();
+        stderr.read_line(&mut line).unwrap();
+    }
+    sigterm(&child, &mut stderr);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sighup_reloads_tls_certificates_io_uring() {
+    sighup_reloads_tls_certificates("io_uring");
+}
+
+#[test]
+fn sighup_reloads_tls_certificates_epoll() {
+    sighup_reloads_tls_certificates("epoll");
 }
 
 #[test]

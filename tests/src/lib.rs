@@ -80,6 +80,11 @@ impl Gateway {
         Client::connect(self.addr)
     }
 
+    /// [`Server::reload_tls`] with `cfg`.
+    pub fn reload_tls(&self, cfg: &Config) -> Result<(), String> {
+        self.server.as_ref().expect("running").reload_tls(cfg).map_err(|e| e.to_string())
+    }
+
     /// The admin listener's address (`admin.listen`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.server.as_ref().expect("running").admin_addr().expect("an admin listener")

@@ -187,6 +187,42 @@ both_drivers!(websocket_upgrades_tunnel_over_tls, |io| {
     assert_eq!(&received[LARGE..], b"bye");
 });
 
+both_drivers!(a_reload_serves_new_certificates_to_new_connections, |io| {
+    let up = Upstream::echo();
+    let (a, b, other) = (TestCert::new(&["localhost"]), TestCert::new(&["localhost"]), TestCert::new(&["x"]));
+    let gw = tls_gateway(io, up.addr, &[(&a, &["localhost"])], "");
+    let addr = gw.addr_at(1);
+    let old_cfg = client_config(&[&a, &b], &[]);
+    let mut before = TlsClient::connect(addr, "localhost", old_cfg.clone());
+    assert_eq!(before.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    assert!(before.peer_cert() == a.der);
+    let reloaded = |cert: &TestCert, key: &TestCert| {
+        config::Config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            cert.cert_file.display().to_string(),
+            key.key_file.display().to_string(),
+            up.addr
+        ))
+        .unwrap()
+    };
+    gw.reload_tls(&reloaded(&b, &b)).unwrap();
+    // New connections get the new certificate; the open one goes on with the old.
+    let mut after = TlsClient::connect(addr, "localhost", client_config(&[&a, &b], &[]));
+    assert_eq!(after.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    assert!(after.peer_cert() == b.der, "the old certificate after the reload");
+    assert_eq!(before.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    // Tickets from before the reload still resume.
+    let mut resumed = TlsClient::connect(addr, "localhost", old_cfg);
+    assert_eq!(resumed.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    assert!(resumed.resumed());
+    // A key that does not fit: refused, and the running certificate stays.
+    let e = gw.reload_tls(&reloaded(&b, &other)).expect_err("a mismatched key");
+    assert!(e.contains("cert.pem"), "{e}");
+    let mut last = TlsClient::connect(addr, "localhost", client_config(&[&a, &b], &[]));
+    last.handshake().unwrap();
+    assert!(last.peer_cert() == b.der);
+});
+
 #[test]
 fn configurations_that_cannot_serve_tls_are_refused() {
     let cert = TestCert::new(&["localhost"]);
