@@ -92,7 +92,8 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
         Err(e) => {
             let Some(status) = e.status() else { return Next::UNANSWERED };
             log::debug!("{status} for {peer}: {e}");
-            let next = proxy::send_error(w, client, status, e.context, &[], false, Version::Http11).await;
+            let reply = proxy::Reply { keep_alive: false, version: Version::Http11, request_id: None };
+            let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
                 w.observe(None, None, next.status, t0.elapsed(), peer_text, None);
             }

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Required, Route};
-use proto_http::{RequestHead, Version};
+use proto_http::RequestHead;
 
 use crate::auth::{presented_key, query_param, without_query_param, KeySource};
 use crate::forward;
 use crate::io::Conn;
 use crate::jwt::{self, JwtError};
-use crate::proxy::{send_error, send_local, Next};
+use crate::proxy::{send_error, send_local, Next, Reply};
 use crate::ratelimit::{bucket_key, Decision};
 use crate::worker::Worker;
 
@@ -26,9 +26,9 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    pub(crate) async fn send(self, w: &Worker, client: &mut Conn, keep_alive: bool, version: Version) -> Next {
+    pub(crate) async fn send(self, w: &Worker, client: &mut Conn, reply: Reply<'_>) -> Next {
         let extra: Vec<(&[u8], &[u8])> = self.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-        send_error(w, client, self.status, self.detail, &extra, keep_alive, version).await
+        send_error(w, client, self.status, self.detail, &extra, reply).await
     }
 }
 
@@ -40,7 +40,7 @@ pub(crate) async fn preflight(
     client: &mut Conn,
     route: &Route,
     req: &RequestHead,
-    keep_alive: bool,
+    reply: Reply<'_>,
 ) -> Option<Next> {
     let cors = route.cors.as_ref()?;
     if req.method() != b"OPTIONS" {
@@ -50,7 +50,7 @@ pub(crate) async fn preflight(
     req.header(b"access-control-request-method")?;
     if !cors.allows_origin(origin) {
         let r = Refusal { status: 403, headers: Vec::new(), detail: "origin not allowed" };
-        return Some(r.send(w, client, keep_alive, req.meta.version).await);
+        return Some(r.send(w, client, reply).await);
     }
     let max_age = cors.max_age_secs.to_string();
     let mut fields: Vec<(&[u8], &[u8])> = vec![
@@ -69,7 +69,7 @@ pub(crate) async fn preflight(
     if cors.credentials {
         fields.push((b"access-control-allow-credentials", b"true"));
     }
-    Some(send_local(w, client, 204, &fields, b"", keep_alive, req.meta.version).await)
+    Some(send_local(w, client, 204, &fields, b"", reply).await)
 }
 
 /// The origin to answer on a CORS route's actual response, when it is allowed.
@@ -229,21 +229,15 @@ fn too_many(rate: f64, burst: u32) -> Refusal {
 }
 
 /// Answers a route whose action is a direct response or a redirect.
-pub(crate) async fn respond(
-    w: &Worker,
-    client: &mut Conn,
-    action: &Action,
-    keep_alive: bool,
-    version: Version,
-) -> Next {
+pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, reply: Reply<'_>) -> Next {
     match action {
         Action::Respond { status, headers, body } => {
             let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
-            send_local(w, client, *status, &fields, body.as_bytes(), keep_alive, version).await
+            send_local(w, client, *status, &fields, body.as_bytes(), reply).await
         }
         Action::Redirect { status, location } => {
             let fields: [(&[u8], &[u8]); 1] = [(b"location", location.as_bytes())];
-            send_local(w, client, *status, &fields, b"", keep_alive, version).await
+            send_local(w, client, *status, &fields, b"", reply).await
         }
         Action::Proxy { .. } => unreachable!("proxy routes are not answered locally"),
     }

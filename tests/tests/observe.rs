@@ -148,11 +148,15 @@ both_drivers!(request_ids_go_upstream_back_and_into_the_log, |io| {
     let long = "x".repeat(200);
     let r = c.request(format!("GET /c HTTP/1.1\r\nHost: a\r\nX-Request-Id: {long}\r\n\r\n"));
     assert_eq!(r.header("x-request-id").unwrap().len(), 32);
+    // Answers coregate makes itself carry it too (a 413 here, refused before any upstream).
+    let r = c.request("POST /d HTTP/1.1\r\nHost: a\r\nX-Request-Id: big-1\r\ncontent-length: 999999999999\r\n\r\n");
+    assert_eq!((r.status(), r.header("x-request-id")), (413, Some("big-1")));
     let mut lines = String::new();
     eventually(|| {
         lines = std::fs::read_to_string(&path).unwrap_or_default();
-        lines.lines().count() >= 4
+        lines.lines().count() >= 5
     });
+    assert!(lines.contains("\"request_id\":\"big-1\""), "{lines}");
     assert!(lines.contains("\"request_id\":\"trace-42\""), "{lines}");
     assert!(lines.contains(&format!("\"request_id\":\"{made}\"")), "{lines}");
     drop(gw);
