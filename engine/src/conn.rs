@@ -15,7 +15,6 @@ use proto_http::{downgrade_minor_version, parse_request_in, ParseError, RequestH
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
 use crate::proxy::{self, Next};
-use crate::request_id::RequestId;
 use crate::tls::Tls;
 use crate::worker::Worker;
 
@@ -100,11 +99,12 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             return next;
         }
     };
-    let id = w.cfg.server.request_id.as_deref().map(|name| w.ids.for_request(name, &req));
-    let id = id.as_ref().map(RequestId::as_bytes);
-    let (next, route) = proxy::handle(w, client, peer, peer_text, &req, id).await;
+    let name = w.cfg.server.request_id.as_deref();
+    let id = name.map(|name| w.ids.for_request(name, &req));
+    let field = name.zip(id.as_ref()).map(|(name, id)| (name.as_bytes(), id.as_bytes()));
+    let (next, route) = proxy::handle(w, client, peer, peer_text, &req, field).await;
     if let Some(t0) = started {
-        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text, id);
+        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text, field.map(|(_, id)| id));
     }
     client.spare_headers = req.meta.headers;
     next

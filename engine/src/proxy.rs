@@ -63,25 +63,21 @@ struct Outgoing {
     websocket: bool,
 }
 
-/// The request id field's name and the id, when ids are on.
-fn id_field<'a>(w: &'a Worker, id: Option<&'a [u8]>) -> Option<(&'a [u8], &'a [u8])> {
-    Some((w.cfg.server.request_id.as_deref()?.as_bytes(), id?))
-}
-
 /// True when the request has no body bytes to read.
 fn no_body(b: BodyFraming) -> bool {
     matches!(b, BodyFraming::Empty | BodyFraming::Length(0))
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
-/// Returns what happens next and the route the request matched.
+/// `request_id`: the id field's name and value, when ids are on. Returns what happens next
+/// and the route the request matched.
 pub(crate) async fn handle(
     w: &Worker,
     client: &mut Conn,
     peer: SocketAddr,
     peer_text: &[u8],
     req: &RequestHead,
-    request_id: Option<&[u8]>,
+    request_id: Option<(&[u8], &[u8])>,
 ) -> (Next, Option<usize>) {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
     let err = match exchange(w, client, peer, peer_text, req, request_id, &mut progress).await {
@@ -104,7 +100,7 @@ pub(crate) async fn handle(
     // request was read leaves it usable.
     let refused = err.side == Side::Client && err.kind != Kind::NoRoute;
     let keep = progress.body_done && req.meta.keep_alive() && !refused;
-    let reply = Reply { keep_alive: keep, version: req.meta.version, request_id: id_field(w, request_id) };
+    let reply = Reply { keep_alive: keep, version: req.meta.version, request_id };
     (send_error(w, client, status, err.context, &[], reply).await, progress.route)
 }
 
@@ -174,7 +170,7 @@ async fn exchange(
     peer: SocketAddr,
     peer_text: &[u8],
     req: &RequestHead,
-    request_id: Option<&[u8]>,
+    request_id: Option<(&[u8], &[u8])>,
     p: &mut Progress,
 ) -> Result<Next, Error> {
     let meta = &req.meta;
@@ -190,11 +186,8 @@ async fn exchange(
     ))?;
     p.route = Some(route_idx);
     let route = &cfg.routes[route_idx];
-    let refusal_reply = Reply {
-        keep_alive: no_body(meta.body) && meta.keep_alive(),
-        version: meta.version,
-        request_id: id_field(w, request_id),
-    };
+    let refusal_reply =
+        Reply { keep_alive: no_body(meta.body) && meta.keep_alive(), version: meta.version, request_id };
 
     // Policies, in order: CORS preflight, IP access rules, authentication, rate limits;
     // each may answer on its own.
@@ -248,7 +241,7 @@ async fn exchange(
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),
-        request_id: id_field(w, request_id),
+        request_id,
     };
     // The connection's spare buffer carries the request head, then the response head, and
     // goes back to the connection: no head allocation per request once it has grown.
