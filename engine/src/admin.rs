@@ -32,7 +32,7 @@ pub(crate) fn start(
             Err(e) => log::warn!("admin accept failed: {e}"),
         }
         // Nothing to accept: wait a little, or stop.
-        if stop.recv_timeout(Duration::from_millis(20)) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+        if crate::health::stopped(&stop, Duration::from_millis(20)) {
             return;
         }
     })

@@ -145,10 +145,16 @@ fn check_loop(
                 }
             }
         }
-        if stop.recv_timeout(check.interval) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+        if stopped(stop, check.interval) {
             return;
         }
     }
+}
+
+/// Waits `d`; true when `stop` was dropped meanwhile (the server is stopping). Shared by the
+/// threads that run beside the workers (health checks, the admin listener).
+pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bool {
+    stop.recv_timeout(d) != Err(crossbeam_channel::RecvTimeoutError::Timeout)
 }
 
 /// One check: `GET path` with `Connection: close`; a 2xx or 3xx status line within the
