@@ -5,6 +5,7 @@
 //! Sockets, runtimes and routing data structures are left to the engine.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod error;
 mod jwt;
 mod policy;
@@ -17,6 +18,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
@@ -47,6 +49,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Where the access log goes, if anywhere.
     pub access_log: Option<AccessLog>,
+    /// The response cache's size (used when a route has `cache`).
+    pub cache: Cache,
 }
 
 /// Access log destination: one JSON object per line and request.
@@ -297,6 +301,8 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// Forward WebSocket upgrades (RFC 9110 7.8) and tunnel the connection after a 101.
     pub websocket: bool,
+    /// Responses stored and served by the gateway.
+    pub cache: Option<RouteCache>,
 }
 
 /// IP access rules: deny first, then (when non-empty) allow.

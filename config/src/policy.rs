@@ -427,6 +427,8 @@ pub(crate) fn build_route(
     if r.websocket == Some(true) && r.upstream.is_none() {
         c.err(format!("{path}.websocket"), "websocket needs an upstream to tunnel to");
     }
+    let cache =
+        r.cache.as_ref().map(|rc| crate::cache::route_cache(c, &format!("{path}.cache"), rc, r.upstream.is_some()));
     if rewrite.is_some() && strip_prefix {
         c.err(format!("{path}.rewrite"), "use rewrite or strip_prefix, not both");
     }
@@ -462,6 +464,7 @@ pub(crate) fn build_route(
         access,
         cors,
         websocket: r.websocket.unwrap_or(true),
+        cache,
     })
 }
 

@@ -17,6 +17,24 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub admin: RawAdmin,
     pub access_log: Option<RawAccessLog>,
+    pub cache: RawCache,
+}
+
+/// The response cache shared by the routes that have `cache`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCache {
+    /// Bytes of cached heads and bodies, over all routes and workers.
+    pub max_bytes: Option<u64>,
+}
+
+/// A route's response caching.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRouteCache {
+    /// Freshness for responses that state none.
+    pub ttl: Option<String>,
+    pub max_entry_bytes: Option<u64>,
 }
 
 /// The admin listener: Prometheus metrics and the gateway's own health.
@@ -167,6 +185,8 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     /// Whether WebSocket upgrades are forwarded (default true).
     pub websocket: Option<bool>,
+    /// Store and serve this route's responses (RFC 9111).
+    pub cache: Option<RawRouteCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -160,7 +160,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     let consumers = build_consumers(c, &raw.consumers);
     let api_key = build_api_key(c, &raw.auth.api_key);
     let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt);
-    let routes = raw
+    let mut routes = raw
         .routes
         .iter()
         .enumerate()
@@ -169,6 +169,8 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
     }
+    let cache = crate::cache::build_cache(c, &raw.cache);
+    crate::cache::check_entries(c, &cache, &mut routes);
     let tls = crate::tls::build_tls(c, &raw.tls);
     if raw.server.listen.is_empty() && raw.tls.listen.is_empty() {
         c.err("server.listen", "at least one listen address (server.listen or tls.listen) is required");
@@ -188,7 +190,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
             c.err(format!("routes[{i}].name"), format!("another route is named {:?}", r.name));
         }
     }
-    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls, admin, access_log }
+    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls, admin, access_log, cache }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {

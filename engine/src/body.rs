@@ -2,7 +2,7 @@
 //! Content-Length (RFC 9112 6.2), chunked (RFC 9112 7.1, decoded strictly and re-encoded
 //! without extensions or trailers) and close-delimited (RFC 9112 6.3 rule 8). The exception
 //! is a Content-Length body of up to 64 KiB, read whole so that it leaves with its head
-//! ([`buffer_small_body`]).
+//! ([`buffer_small_body`]), and a response the cache stores ([`read_whole`]).
 //!
 //! Data read into the source's buffer is split off and frozen into `Bytes`, then written
 //! to the destination: no copy for Content-Length and close-delimited bodies. Re-encoded
@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Buf as _;
 
 use proto_http::chunked::{encode_chunk_header, ChunkedDecoder, Decoded, LAST_CHUNK};
-use proto_http::Limits;
+use proto_http::{Limits, ResponseBody};
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
@@ -106,6 +106,60 @@ pub(crate) async fn copy_until_close(src: &mut Conn, dst: &mut Conn, leg: Leg) -
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(Error::io(leg.from, "reading a body", e)),
+        }
+    }
+}
+
+/// Reads a whole response body of at most `max` bytes, for the cache: Some(body) with the
+/// body's bytes taken from `src`, or None, with nothing taken (the body is larger, or
+/// close-delimited), so that it can still be streamed from the start. A chunked body is
+/// decoded without consuming `src`'s buffer until its end is found; its trailers are
+/// dropped (RFC 9112 7.1.2 lets a recipient discard them).
+pub(crate) async fn read_whole(
+    src: &mut Conn,
+    framing: ResponseBody,
+    max: usize,
+    limits: &Limits,
+    leg: &Leg,
+) -> Result<Option<bytes::Bytes>, Error> {
+    match framing {
+        ResponseBody::None => Ok(Some(bytes::Bytes::new())),
+        ResponseBody::Close => Ok(None),
+        ResponseBody::Length(n) if n > max as u64 => Ok(None),
+        ResponseBody::Length(n) => {
+            let n = n as usize;
+            while src.buf.len() < n {
+                leg.read_room(src, n - src.buf.len()).await?;
+            }
+            Ok(Some(src.buf.split_to(n).freeze()))
+        }
+        ResponseBody::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limits);
+            let (mut pos, mut data) = (0, Vec::new());
+            loop {
+                let (used, event) = decoder.decode(&src.buf[pos..]).map_err(|e| Error::malformed(leg.from, e))?;
+                match event {
+                    Decoded::Data(range) => {
+                        if data.len() + range.len() > max {
+                            return Ok(None);
+                        }
+                        data.extend_from_slice(&src.buf[pos + range.start..pos + range.end]);
+                        pos += range.end;
+                    }
+                    Decoded::Done => {
+                        src.buf.advance(pos + used);
+                        return Ok(Some(data.into()));
+                    }
+                    Decoded::NeedMore => {
+                        pos += used;
+                        // Framing of many tiny chunks must not grow the buffer unbounded.
+                        if pos > max.saturating_mul(2).saturating_add(BODY_READ) {
+                            return Ok(None);
+                        }
+                        leg.read(src).await?;
+                    }
+                }
+            }
         }
     }
 }

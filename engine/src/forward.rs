@@ -10,11 +10,13 @@ use proto_http::{is_hop_by_hop, BodyFraming, FieldList, RequestHead, ResponseHea
 use crate::date::with_date;
 
 /// True for fields named by a Connection header of this message (RFC 9110 7.6.1).
-fn named_by_connection<'a>(mut connection_values: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> bool {
+pub(crate) fn named_by_connection<'a>(mut connection_values: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> bool {
     connection_values.any(|v| FieldList::new(v).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
-fn connection_values<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn connection_values<'a>(
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> impl Iterator<Item = &'a [u8]> {
     headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v)
 }
 
@@ -97,7 +99,7 @@ pub(crate) fn expand_capture(out: &mut Vec<u8>, captures: &[(&str, &[u8])], name
 }
 
 /// True when `ops` removes or replaces the field `name`.
-fn replaced(ops: &HeaderOps, name: &[u8]) -> bool {
+pub(crate) fn replaced(ops: &HeaderOps, name: &[u8]) -> bool {
     ops.remove.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name))
         || ops.set.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
 }

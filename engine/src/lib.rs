@@ -4,7 +4,8 @@
 //! path; the named exceptions are the shutdown flag (control plane), the rate-limit bank,
 //! reached once per lease, not per request (see `ratelimit`), the active health checks'
 //! verdicts (one flag per endpoint, read; see `health`), and the metrics counters (each
-//! written by its own worker, read by the admin thread; see `metrics`).
+//! written by its own worker, read by the admin thread; see `metrics`), and the response
+//! cache of the routes that have one (a sharded store; see `cache`).
 //!
 //! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
@@ -15,6 +16,7 @@ mod admin;
 mod arena;
 mod auth;
 mod body;
+mod cache;
 mod conn;
 mod date;
 mod driver;

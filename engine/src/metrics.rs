@@ -18,6 +18,9 @@ const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 /// Status classes: 1xx to 5xx, and "none" (closed without an answer).
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Cache lookup results, as `X-Cache-Status` names them.
+const CACHE_RESULTS: [&str; 4] = ["HIT", "MISS", "EXPIRED", "BYPASS"];
+
 /// A counter with one writer (its worker) and any number of readers.
 #[derive(Default)]
 pub(crate) struct Counter(AtomicU64);
@@ -56,6 +59,8 @@ pub(crate) struct Stats {
     ejections: Vec<Vec<Counter>>,
     /// Client connections open on this worker.
     pub connections: Counter,
+    /// Cache lookups by result ([`CACHE_RESULTS`]).
+    cache: [Counter; CACHE_RESULTS.len()],
 }
 
 impl Stats {
@@ -66,6 +71,7 @@ impl Stats {
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
+            cache: Default::default(),
         }
     }
 
@@ -77,6 +83,13 @@ impl Stats {
         let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
         r.buckets[bucket].add(1);
         r.micros.add(took.as_micros() as u64);
+    }
+
+    /// Counts a cache lookup by its `X-Cache-Status`.
+    pub(crate) fn cache(&self, status: &[u8]) {
+        if let Some(i) = CACHE_RESULTS.iter().position(|r| r.as_bytes() == status) {
+            self.cache[i].add(1);
+        }
     }
 
     pub(crate) fn failure(&self, upstream: usize, endpoint: usize, ejected: bool) {
@@ -94,6 +107,8 @@ pub(crate) struct Registry {
     pub workers: Vec<Arc<Stats>>,
     pub verdicts: crate::health::Verdicts,
     pub draining: Arc<AtomicBool>,
+    /// The response cache, when a route has one.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl Registry {
@@ -148,6 +163,16 @@ impl Registry {
         out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());
+        }
+        if let Some(cache) = &self.cache {
+            out.push_str("# HELP coregate_cache_lookups_total Requests of cached routes, by X-Cache-Status.\n# TYPE coregate_cache_lookups_total counter\n");
+            for (i, result) in CACHE_RESULTS.iter().enumerate() {
+                let n = sum(&|s| s.cache[i].get());
+                let _ = writeln!(out, "coregate_cache_lookups_total{{result=\"{}\"}} {n}", result.to_ascii_lowercase());
+            }
+            let (targets, bytes) = cache.usage();
+            let _ = writeln!(out, "# HELP coregate_cache_targets Targets (URLs) with a stored response.\n# TYPE coregate_cache_targets gauge\ncoregate_cache_targets {targets}");
+            let _ = writeln!(out, "# HELP coregate_cache_bytes Bytes the stored responses take, bookkeeping included.\n# TYPE coregate_cache_bytes gauge\ncoregate_cache_bytes {bytes}");
         }
         out
     }

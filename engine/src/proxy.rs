@@ -15,6 +15,7 @@ use crate::body::{
     buffer_small_body, coalesce_buffered, copy_chunked, copy_length, copy_until_close, precheck_chunked, ChunkedOut,
     Leg,
 };
+use crate::cache;
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::{timed, Conn};
@@ -243,6 +244,15 @@ async fn exchange(
         https: client.tls.is_some(),
         request_id,
     };
+    // A route with a cache answers from it when it can; otherwise the plan says what to do
+    // with the response. Boxed: the plain path's per-request state does not carry it.
+    let cache_plan = match route.cache {
+        Some(_) => match Box::pin(cache::serve::lookup(w, client, req, route_idx, &edits)).await {
+            cache::serve::Looked::Served(next) => return Ok(next),
+            cache::serve::Looked::Upstream(plan) => Some(plan),
+        },
+        None => None,
+    };
     // The connection's spare buffer carries the request head, then the response head, and
     // goes back to the connection: no head allocation per request once it has grown.
     let mut head = std::mem::take(&mut client.spare);
@@ -347,29 +357,39 @@ async fn exchange(
         // every request's arena block (3,200 -> 7,808 bytes inline).
         return Box::pin(tunnel(w, client, up, resp, out.head, &edits)).await;
     }
-    let http10 = meta.version == Version::Http10;
-    let framing = match resp.meta.body {
-        ResponseBody::None => ClientFraming::None,
-        ResponseBody::Length(n) => ClientFraming::Length(n),
-        ResponseBody::Chunked if !http10 => ClientFraming::Chunked,
-        ResponseBody::Chunked | ResponseBody::Close => ClientFraming::Close,
-    };
-    let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
-    let mut head = std::mem::take(&mut out.head);
-    forward::response_head(&mut head, &resp, framing, keep, http10, &edits);
-    // The head's bytes share the upstream buffer's allocation: released now, the buffer is
-    // the only owner again, and the body reads below reuse it instead of allocating anew
-    // per response (they reserve more room than a head read leaves).
-    let resp_meta = resp.meta;
-    drop(resp.bytes);
     let leg = Leg {
         from: Side::Upstream,
         to: Side::Client,
         read_timeout: response_timeout,
         write_timeout: cfg.timeouts.client_send,
     };
-    let body_left = match resp_meta.body {
-        ResponseBody::Length(n) => {
+    // A response the cache stores is read whole first, and sent from memory.
+    let stored = match &cache_plan {
+        Some(plan) => Box::pin(cache::serve::on_response(w, plan, req, &resp, &mut up, &leg)).await?,
+        None => None,
+    };
+    let http10 = meta.version == Version::Http10;
+    let framing = match (resp.meta.body, &stored) {
+        (ResponseBody::None, _) => ClientFraming::None,
+        (_, Some(body)) => ClientFraming::Length(body.len() as u64),
+        (ResponseBody::Length(n), None) => ClientFraming::Length(n),
+        (ResponseBody::Chunked, None) if !http10 => ClientFraming::Chunked,
+        (ResponseBody::Chunked | ResponseBody::Close, None) => ClientFraming::Close,
+    };
+    let keep = meta.keep_alive() && framing != ClientFraming::Close && !w.drain.is_draining();
+    let mut head = std::mem::take(&mut out.head);
+    forward::response_head(&mut head, &resp, framing, keep, http10, &edits);
+    if let Some(plan) = &cache_plan {
+        cache::serve::mark(&mut head, plan.status, None, &route.response_headers);
+    }
+    // The head's bytes share the upstream buffer's allocation: released now, the buffer is
+    // the only owner again, and the body reads below reuse it instead of allocating anew
+    // per response (they reserve more room than a head read leaves).
+    let resp_meta = resp.meta;
+    drop(resp.bytes);
+    let body_left = match (resp_meta.body, &stored) {
+        (_, Some(body)) => cache::serve::append_small(&mut head, body),
+        (ResponseBody::Length(n), None) => {
             buffer_small_body(&mut up, n, &leg).await?;
             n - coalesce_buffered(&mut up, n, &mut head)
         }
@@ -383,6 +403,15 @@ async fn exchange(
         .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
 
     match resp_meta.body {
+        _ if stored.is_some() => {
+            if body_left > 0 {
+                let body = stored.unwrap_or_default();
+                client
+                    .write(body, cfg.timeouts.client_send)
+                    .await
+                    .map_err(|e| Error::io(Side::Client, "writing a body", e))?;
+            }
+        }
         ResponseBody::None => {}
         // A small body went out with the head: no copy to start.
         ResponseBody::Length(_) if body_left == 0 => {}

@@ -77,6 +77,11 @@ impl Server {
             Some(dest) => Some(Arc::new(crate::access_log::Sink::open(dest).map_err(|e| StartError(e.to_string()))?)),
             None => None,
         };
+        let cache = cfg
+            .routes
+            .iter()
+            .any(|r| r.cache.is_some())
+            .then(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes)));
         let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx);
         if let Some(listener) = admin_listener {
             let registry = crate::metrics::Registry {
@@ -84,6 +89,7 @@ impl Server {
                 workers: stats.iter().flatten().cloned().collect(),
                 verdicts: verdicts.clone(),
                 draining: shutdown.clone(),
+                cache: cache.clone(),
             };
             let thread = crate::admin::start(listener, registry, stop_rx.clone())
                 .map_err(|e| StartError(format!("cannot start the admin listener: {e}")))?;
@@ -104,6 +110,7 @@ impl Server {
                 verdicts: verdicts.clone(),
                 stats: stats[id].clone(),
                 log: log.clone(),
+                cache: cache.clone(),
             };
             match worker::spawn(spawn) {
                 Ok(t) => threads.push(t),

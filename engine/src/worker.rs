@@ -1,6 +1,6 @@
 //! A worker: one OS thread pinned to a core, one runtime, its own listeners, route table,
-//! pools and drain state. The only thing it shares with other threads is the shutdown
-//! flag, read by its control tick (never on the request path).
+//! pools and drain state. It shares with other threads the shutdown flag, read by its
+//! control tick (never on the request path), and the exceptions `lib.rs` names.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -73,12 +73,21 @@ pub(crate) struct Worker {
     pub log: Option<AccessLog>,
     /// Makes request ids (`server.request_id`).
     pub ids: Ids,
+    /// The response cache, when a route has `cache`.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl Worker {
     fn count_connections(&self) {
         if let Some(stats) = &self.stats {
             stats.connections.set(self.open.borrow().len() as u64);
+        }
+    }
+
+    /// Counts a cache lookup by its `X-Cache-Status`.
+    pub(crate) fn count_cache(&self, status: &[u8]) {
+        if let Some(stats) = &self.stats {
+            stats.cache(status);
         }
     }
 
@@ -133,6 +142,7 @@ pub(crate) struct Spawn {
     pub verdicts: crate::health::Verdicts,
     pub stats: Option<Arc<Stats>>,
     pub log: Option<Arc<Sink>>,
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -148,7 +158,7 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
 }
 
 async fn run(s: Spawn) {
-    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, stats, log, .. } = s;
+    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, stats, log, cache, .. } = s;
     let limit_ids = cfg
         .routes
         .iter()
@@ -180,6 +190,7 @@ async fn run(s: Spawn) {
         stats,
         log: log.map(AccessLog::new),
         ids: Ids::new(),
+        cache,
         cfg,
     });
     let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));

@@ -1,12 +1,14 @@
 //! HTTP/1.1 wire format for coregate: zero-copy head parsing (httparse offsets into one
 //! `Bytes`), message framing (RFC 9112 section 6), the chunked codec (RFC 9112 section 7),
-//! hop-by-hop rules (RFC 9110 section 7.6.1) and head serialisation.
+//! hop-by-hop rules (RFC 9110 section 7.6.1), Cache-Control directives (RFC 9111 section 5.2)
+//! and head serialisation.
 //!
 //! This crate owns no sockets, runtimes, clocks or configuration: callers feed it bytes and
 //! limits and act on what it returns. Errors are small `Copy` values with static messages;
 //! mapping them to status codes is the engine's job.
 #![forbid(unsafe_code)]
 
+pub mod cache_control;
 pub mod chunked;
 mod error;
 mod fields;

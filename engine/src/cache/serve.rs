@@ -1,0 +1,244 @@
+//! The cache on the request path: looks a request up before it goes upstream and answers a
+//! fresh hit (or its 304), stores a storable response on its way back, invalidates after
+//! unsafe methods, and marks every response of a cached route with `X-Cache-Status`
+//! (HIT, MISS, EXPIRED or BYPASS, as nginx's `$upstream_cache_status`) and hits with `Age`.
+//!
+//! Left to others: the rules ([`super::rules`]), the store ([`super::Cache`]), the exchange
+//! itself (`proxy`), the heads (`forward`).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use config::{HeaderOps, RouteCache};
+use proto_http::write::{field, field_u64, status_line};
+use proto_http::{is_hop_by_hop, parse_response, RequestHead, ResponseBody, ResponseHead, Version};
+
+use super::rules::{self, Ask};
+use super::Stored;
+use crate::body::{read_whole, Leg};
+use crate::error::Error;
+use crate::forward::{self, connection_values, named_by_connection, replaced, ClientFraming, Edits};
+use crate::io::Conn;
+use crate::proxy::Next;
+use crate::worker::Worker;
+
+/// The cache's part in one request of a route with `cache`.
+pub(crate) struct Plan<'a> {
+    cache: &'a super::Cache,
+    route: &'a RouteCache,
+    key: Vec<u8>,
+    ask: Option<Ask>,
+    /// The authenticated consumer, which selects its own variants.
+    consumer: Option<&'a [u8]>,
+    /// `X-Cache-Status` of the response.
+    pub status: &'static [u8],
+}
+
+/// What the lookup did.
+pub(crate) enum Looked<'a> {
+    /// A stored response answered the request.
+    Served(Next),
+    /// The request goes upstream.
+    Upstream(Plan<'a>),
+}
+
+const MISS: &[u8] = b"MISS";
+const EXPIRED: &[u8] = b"EXPIRED";
+const BYPASS: &[u8] = b"BYPASS";
+
+/// Bodies up to this size go out in the same write as their head.
+const WITH_HEAD: usize = 64 * 1024;
+
+/// Looks the request up and answers it when a fresh stored response selects it.
+pub(crate) async fn lookup<'a>(
+    w: &'a Worker,
+    client: &mut Conn,
+    req: &RequestHead,
+    route: usize,
+    edits: &Edits<'a>,
+) -> Looked<'a> {
+    let cache = w.cache.as_deref().expect("a route with cache has the store");
+    let rc = w.cfg.routes[route].cache.as_ref().expect("a route with cache");
+    let mut key = Vec::new();
+    super::key(&mut key, route, req.host(), req.path());
+    let ask = if edits.websocket { None } else { rules::ask(req) };
+    let status = match ask {
+        None => BYPASS,
+        Some(a) if !a.lookup => MISS,
+        Some(a) => {
+            let mut scratch = Vec::new();
+            let found = cache.get(&key, |s| {
+                rules::selecting(&mut scratch, req, edits.identity_name, &s.vary);
+                scratch == *s.selecting
+            });
+            match found {
+                None => MISS,
+                Some(s) => {
+                    let age = s.age(w.timers.now());
+                    if age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m) {
+                        w.count_cache(b"HIT");
+                        return Looked::Served(serve_hit(w, client, req, &s, age, edits).await);
+                    }
+                    EXPIRED
+                }
+            }
+        }
+    };
+    w.count_cache(status);
+    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status })
+}
+
+/// Once the response head is in: invalidates the target after a successful unsafe method,
+/// or stores a storable response, reading its body whole (taken from `up`). Returns the
+/// stored body, which the client then gets from memory; None: the body streams as usual.
+pub(crate) async fn on_response(
+    w: &Worker,
+    plan: &Plan<'_>,
+    req: &RequestHead,
+    resp: &ResponseHead,
+    up: &mut Conn,
+    leg: &Leg,
+) -> Result<Option<Bytes>, Error> {
+    if rules::invalidates(req.meta.method) {
+        if resp.meta.status < 400 {
+            plan.cache.invalidate(&plan.key);
+        }
+        return Ok(None);
+    }
+    if !plan.ask.is_some_and(|a| a.store) {
+        return Ok(None);
+    }
+    let authorized = req.header(b"authorization").is_some();
+    let Some(freshness) = rules::freshness(resp, plan.route, authorized, SystemTime::now()) else {
+        return Ok(None);
+    };
+    let head = stored_head(resp);
+    let vary = rules::vary_names(resp);
+    let room = plan.route.max_entry_bytes.saturating_sub(head.len() + vary.len());
+    let Some(body) = read_whole(up, resp.meta.body, room, &w.cfg.limits.wire, leg).await? else {
+        return Ok(None);
+    };
+    let mut selecting = Vec::new();
+    rules::selecting(&mut selecting, req, plan.consumer, &vary);
+    let stored = Stored {
+        head,
+        body: body.clone(),
+        vary: vary.into(),
+        selecting: selecting.into(),
+        stored_at: w.timers.now(),
+        freshness,
+    };
+    plan.cache.put(&plan.key, stored);
+    Ok(Some(body))
+}
+
+/// The head kept for a stored response: status line and end-to-end fields, without the
+/// framing (restated when served), hop-by-hop fields and Age (computed when served).
+fn stored_head(resp: &ResponseHead) -> Bytes {
+    let mut out = Vec::with_capacity(resp.bytes.len());
+    status_line(&mut out, resp.meta.status, resp.reason());
+    let other = resp.meta.connection.other;
+    for (name, value) in resp.headers() {
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"age")
+            || name.eq_ignore_ascii_case(STATUS_FIELD)
+            || (other && named_by_connection(connection_values(resp.headers()), name))
+        {
+            continue;
+        }
+        field(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.into()
+}
+
+const STATUS_FIELD: &[u8] = b"x-cache-status";
+
+/// Adds `X-Cache-Status` (and `Age` on a hit) to a finished head, unless the route's
+/// `response_headers` remove or set them.
+pub(crate) fn mark(out: &mut Vec<u8>, status: &[u8], age: Option<u64>, ops: &HeaderOps) {
+    // The head ends with the empty line: the fields go before it.
+    out.truncate(out.len() - 2);
+    if let Some(age) = age.filter(|_| !replaced(ops, b"age")) {
+        field_u64(out, b"age", age);
+    }
+    if !replaced(ops, STATUS_FIELD) {
+        field(out, STATUS_FIELD, status);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a stored body to its head when small enough to go in the same write; returns
+/// the bytes left to write apart (0 or the whole body).
+pub(crate) fn append_small(head: &mut Vec<u8>, body: &Bytes) -> u64 {
+    if body.len() > WITH_HEAD {
+        return body.len() as u64;
+    }
+    head.extend_from_slice(body);
+    0
+}
+
+/// Fields a 304 carries from the stored 200 (RFC 9110 15.4.5).
+const NOT_MODIFIED_FIELDS: [&[u8]; 7] =
+    [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"];
+
+/// Answers from a stored response: the 200 (or other stored status), its 304 when the
+/// request's preconditions say the client has it, or the head alone for HEAD. The route's
+/// response edits, CORS and request id apply as they do to a proxied response.
+async fn serve_hit(w: &Worker, client: &mut Conn, req: &RequestHead, s: &Stored, age: u64, edits: &Edits<'_>) -> Next {
+    let limits = &w.cfg.limits.wire;
+    let Ok(Some(meta)) = parse_response(&s.head, limits, false) else {
+        // Heads are stored as coregate wrote them; one that does not parse is a bug.
+        log::error!("a stored response head does not parse");
+        return Next::UNANSWERED;
+    };
+    let mut head = ResponseHead::new(s.head.clone(), meta);
+    let head_request = req.meta.method == proto_http::Method::Head;
+    let mut body = (!head_request).then(|| s.body.clone());
+    if rules::not_modified(req, &head) {
+        let mut nm = Vec::with_capacity(s.head.len());
+        status_line(&mut nm, 304, b"Not Modified");
+        for (name, value) in
+            head.headers().filter(|(n, _)| NOT_MODIFIED_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        {
+            field(&mut nm, name, value);
+        }
+        nm.extend_from_slice(b"\r\n");
+        let Ok(Some(meta)) = parse_response(&nm, limits, false) else {
+            log::error!("a 304 head does not parse");
+            return Next::UNANSWERED;
+        };
+        head = ResponseHead::new(nm.into(), meta);
+        body = None;
+    }
+    let status = head.meta.status;
+    let framing = match head.meta.body {
+        ResponseBody::None => ClientFraming::None,
+        _ => ClientFraming::Length(s.body.len() as u64),
+    };
+    let keep = req.meta.keep_alive() && !w.drain.is_draining();
+    let mut out = std::mem::take(&mut client.spare);
+    forward::response_head(&mut out, &head, framing, keep, req.meta.version == Version::Http10, edits);
+    mark(&mut out, b"HIT", Some(age), edits.response_ops);
+    let apart = body.filter(|b| append_small(&mut out, b) > 0);
+    let send = w.cfg.timeouts.client_send;
+    match client.write(out, send).await {
+        Ok(mut out) if out.capacity() <= 2 * WITH_HEAD => {
+            out.clear();
+            client.spare = out;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            log::debug!("writing a cached response: {e}");
+            return Next { keep_alive: false, status };
+        }
+    }
+    if let Some(b) = apart {
+        if let Err(e) = client.write(b, send).await {
+            log::debug!("writing a cached body: {e}");
+            return Next { keep_alive: false, status };
+        }
+    }
+    Next { keep_alive: keep, status }
+}

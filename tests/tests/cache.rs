@@ -1,0 +1,357 @@
+//! The response cache end to end, on both drivers: what is stored and what is not
+//! (RFC 9111 3), freshness from the response, the route's `ttl` and the request's
+//! directives, conditional requests answered with 304, invalidation by unsafe methods,
+//! variants by Vary and by consumer, chunked and large bodies, eviction within
+//! `cache.max_bytes`, and the metrics. Every cache decision is checked by counting the
+//! requests that reach the origin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use coregate_tests::*;
+
+/// An origin that counts requests and answers by path: the body names the path, the
+/// request's number at the origin and its Accept-Language, so a test can tell a stored
+/// response from a fresh one.
+struct Origin {
+    up: Upstream,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    fn start() -> Origin {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        let up = Upstream::start(move |mut c| {
+            while let Some(req) = c.read_request() {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let target = req.start.split(' ').nth(1).unwrap_or("").to_string();
+                let path = target.split('?').next().unwrap_or("").to_string();
+                let lang = req.header("accept-language").unwrap_or("-").to_string();
+                let mut body = format!("{target} v{n} lang={lang}").into_bytes();
+                let fields = match path.as_str() {
+                    "/fresh" => {
+                        "cache-control: max-age=60\r\netag: \"e1\"\r\nlast-modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"
+                    }
+                    "/none" => "",
+                    "/private" => "cache-control: private, max-age=60\r\n",
+                    "/no-store" => "cache-control: no-store\r\n",
+                    "/cookie" => "cache-control: max-age=60\r\nset-cookie: session=1\r\n",
+                    "/public" => "cache-control: public, max-age=60\r\n",
+                    "/aged" => "cache-control: max-age=100\r\nage: 30\r\n",
+                    "/vary" => "cache-control: max-age=60\r\nvary: Accept-Language\r\n",
+                    "/vary-all" => "cache-control: max-age=60\r\nvary: *\r\n",
+                    "/gone" => "cache-control: max-age=60\r\n",
+                    "/big" => {
+                        body.resize(200_000, b'b');
+                        "cache-control: max-age=60\r\n"
+                    }
+                    p if p.starts_with("/item") => {
+                        body.resize(30_000, b'i');
+                        "cache-control: max-age=60\r\n"
+                    }
+                    "/huge" => {
+                        body.resize(2_000_000, b'h');
+                        "cache-control: max-age=60\r\n"
+                    }
+                    _ => "cache-control: max-age=60\r\n",
+                };
+                let status = if path == "/gone" { "404 Not Found" } else { "200 OK" };
+                let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
+                if path == "/chunked" {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    for piece in body.chunks(7) {
+                        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                        out.extend_from_slice(piece);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\nx-trailer: t\r\n\r\n");
+                } else {
+                    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+                    if !req.start.starts_with("HEAD ") {
+                        out.extend_from_slice(&body);
+                    }
+                }
+                if !c.write(out) {
+                    return;
+                }
+            }
+        });
+        Origin { up, requests }
+    }
+
+    fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// A gateway with `route` keys on a catch-all cached route, and `extra` TOML before it.
+fn cached(io: &str, origin: &Origin, route: &str, extra: &str) -> Gateway {
+    Gateway::start(
+        io,
+        &format!(
+            "{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route}\n",
+            origin.up.addr
+        ),
+    )
+}
+
+fn get(c: &mut Client, target: &str, fields: &str) -> Message {
+    c.request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n{fields}\r\n"))
+}
+
+fn cache_status(m: &Message) -> &str {
+    m.header("x-cache-status").unwrap_or("(none)")
+}
+
+both_drivers!(fresh_responses_are_served_from_the_cache, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    let first = get(&mut c, "/fresh?q=1", "");
+    assert_eq!((first.status(), cache_status(&first)), (200, "MISS"));
+    assert_eq!(first.text(), "/fresh?q=1 v1 lang=-");
+    assert_eq!(first.header("age"), None);
+    let second = get(&mut c, "/fresh?q=1", "");
+    assert_eq!((second.status(), cache_status(&second)), (200, "HIT"));
+    assert_eq!(second.text(), first.text());
+    assert_eq!(second.header("etag"), Some("\"e1\""));
+    assert_eq!(second.header("cache-control"), Some("max-age=60"));
+    let age: u64 = second.header("age").expect("a hit has an Age").parse().unwrap();
+    assert!(age < 60);
+    assert_eq!(second.header("content-length"), Some("20"));
+    // Another query is another target.
+    assert_eq!(cache_status(&get(&mut c, "/fresh?q=2", "")), "MISS");
+    // HEAD is answered from the stored GET, without a body.
+    c.send("HEAD /fresh?q=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = c.response_to(true);
+    assert_eq!((head.status(), cache_status(&head)), (200, "HIT"));
+    assert_eq!(head.header("content-length"), Some("20"));
+    assert!(head.body.is_empty());
+    // New connections, which the kernel spreads over both workers, share the store.
+    for _ in 0..8 {
+        let r = get(&mut gw.client(), "/fresh?q=1", "");
+        assert_eq!((cache_status(&r), r.text().as_str()), ("HIT", "/fresh?q=1 v1 lang=-"));
+    }
+    // An HTTP/1.0 client gets the stored response with its length and keep-alive as asked.
+    let r = c.request("GET /fresh?q=1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!((cache_status(&r), r.header("connection")), ("HIT", Some("keep-alive")));
+    assert_eq!(origin.count(), 2);
+    // Stored 404s are served too.
+    for want in ["MISS", "HIT"] {
+        let r = get(&mut c, "/gone", "");
+        assert_eq!((r.status(), cache_status(&r)), (404, want));
+    }
+});
+
+both_drivers!(responses_that_must_not_be_shared_are_not_stored, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    for (target, fields) in [
+        ("/private", ""),
+        ("/no-store", ""),
+        ("/cookie", ""),
+        ("/vary-all", ""),
+        // No freshness and no ttl on the route.
+        ("/none", ""),
+        // An answer to an authorized request, without public or s-maxage.
+        ("/fresh", "Authorization: Bearer x\r\n"),
+    ] {
+        let before = origin.count();
+        for _ in 0..2 {
+            let r = get(&mut c, target, fields);
+            assert_eq!((r.status(), cache_status(&r)), (200, "MISS"), "{target}");
+        }
+        assert_eq!(origin.count(), before + 2, "{target} reached the origin both times");
+    }
+    // public allows storing the answer to an authorized request.
+    get(&mut c, "/public", "Authorization: Bearer x\r\n");
+    assert_eq!(cache_status(&get(&mut c, "/public", "")), "HIT");
+    // Methods other than GET and HEAD, and ranges, pass by.
+    let r = c.request("POST /fresh HTTP/1.1\r\nHost: a\r\ncontent-length: 1\r\n\r\nx");
+    assert_eq!(cache_status(&r), "BYPASS");
+    let r = get(&mut c, "/fresh", "Range: bytes=0-3\r\n");
+    assert_eq!(cache_status(&r), "BYPASS");
+});
+
+both_drivers!(a_route_ttl_stores_responses_without_freshness, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = { ttl = \"30s\" }", "");
+    let mut c = gw.client();
+    assert_eq!(cache_status(&get(&mut c, "/none", "")), "MISS");
+    assert_eq!(cache_status(&get(&mut c, "/none", "")), "HIT");
+    // It does not override what the response says.
+    get(&mut c, "/private", "");
+    assert_eq!(cache_status(&get(&mut c, "/private", "")), "MISS");
+    assert_eq!(origin.count(), 3);
+});
+
+both_drivers!(request_directives_are_honoured, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    get(&mut c, "/fresh", "");
+    // no-cache: fetched again, and the fresh response replaces the stored one.
+    let r = get(&mut c, "/fresh", "Cache-Control: no-cache\r\n");
+    assert_eq!((cache_status(&r), r.text().as_str()), ("MISS", "/fresh v2 lang=-"));
+    let r = get(&mut c, "/fresh", "Pragma: no-cache\r\n");
+    assert_eq!((cache_status(&r), r.text().as_str()), ("MISS", "/fresh v3 lang=-"));
+    assert_eq!(get(&mut c, "/fresh", "").text(), "/fresh v3 lang=-");
+    // no-store may be answered from the cache.
+    assert_eq!(cache_status(&get(&mut c, "/fresh", "Cache-Control: no-store\r\n")), "HIT");
+    // A stored response older than the request's max-age is not used (it came 30 s old).
+    get(&mut c, "/aged", "");
+    let r = get(&mut c, "/aged", "");
+    assert_eq!(cache_status(&r), "HIT");
+    assert!(r.header("age").unwrap().parse::<u64>().unwrap() >= 30);
+    assert_eq!(cache_status(&get(&mut c, "/aged", "Cache-Control: max-age=10\r\n")), "EXPIRED");
+    assert_eq!(cache_status(&get(&mut c, "/aged", "Cache-Control: max-age=100\r\n")), "HIT");
+    assert_eq!(origin.count(), 5);
+});
+
+both_drivers!(conditional_requests_get_304_from_the_cache, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    get(&mut c, "/fresh", "");
+    for fields in [
+        "If-None-Match: \"e1\"\r\n",
+        "If-None-Match: W/\"e0\", W/\"e1\"\r\n",
+        "If-Modified-Since: Tue, 24 Nov 2026 11:00:00 GMT\r\n",
+    ] {
+        let r = get(&mut c, "/fresh", fields);
+        assert_eq!((r.status(), cache_status(&r)), (304, "HIT"), "{fields}");
+        assert_eq!(r.header("etag"), Some("\"e1\""));
+        assert_eq!(r.header("content-length"), None);
+        assert!(r.body.is_empty());
+    }
+    let r = get(&mut c, "/fresh", "If-None-Match: \"e2\"\r\n");
+    assert_eq!((r.status(), r.text().as_str()), (200, "/fresh v1 lang=-"));
+    assert_eq!(origin.count(), 1);
+    // The connection is still in step after the bodiless 304s.
+    assert_eq!(get(&mut c, "/fresh", "").status(), 200);
+});
+
+both_drivers!(unsafe_methods_invalidate_the_target, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    get(&mut c, "/doc", "");
+    assert_eq!(cache_status(&get(&mut c, "/doc", "")), "HIT");
+    let r = c.request("PUT /doc HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\n\r\nnew");
+    assert_eq!((r.status(), cache_status(&r)), (200, "BYPASS"));
+    // On a new connection too: the store is shared.
+    let r = get(&mut gw.client(), "/doc", "");
+    assert_eq!((cache_status(&r), r.text().as_str()), ("MISS", "/doc v3 lang=-"));
+    let r = c.request("DELETE /doc HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_status(&get(&mut c, "/doc", "")), "MISS");
+    assert_eq!(origin.count(), 5);
+});
+
+both_drivers!(variants_by_vary_and_by_consumer, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    let en = "Accept-Language: en\r\n";
+    let de = "Accept-Language: de\r\n";
+    for (fields, want, body) in [
+        (en, "MISS", "v1 lang=en"),
+        (en, "HIT", "v1 lang=en"),
+        (de, "MISS", "v2 lang=de"),
+        (de, "HIT", "v2 lang=de"),
+        (en, "HIT", "v1 lang=en"),
+        ("", "MISS", "v3 lang=-"),
+    ] {
+        let r = get(&mut c, "/vary", fields);
+        assert_eq!((cache_status(&r), r.text().as_str()), (want, format!("/vary {body}").as_str()), "{fields:?}");
+    }
+
+    // Consumers never get each other's responses.
+    let origin = Origin::start();
+    let gw = cached(
+        io,
+        &origin,
+        "auth = \"api_key\"\ncache = {}",
+        "[[consumers]]\nname = \"alice\"\nkeys = [\"alice-key-1\"]\n[[consumers]]\nname = \"bob\"\nkeys = [\"bob-key-22\"]\n",
+    );
+    let mut c = gw.client();
+    for (key, want, version) in
+        [("alice-key-1", "MISS", 1), ("alice-key-1", "HIT", 1), ("bob-key-22", "MISS", 2), ("bob-key-22", "HIT", 2)]
+    {
+        let r = get(&mut c, "/fresh", &format!("x-api-key: {key}\r\n"));
+        assert_eq!((cache_status(&r), r.text()), (want, format!("/fresh v{version} lang=-")), "{key}");
+    }
+    // Unauthenticated requests are refused before the cache is consulted.
+    assert_eq!(get(&mut c, "/fresh", "").status(), 401);
+});
+
+both_drivers!(chunked_and_large_bodies, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    // Chunked: stored decoded, served with a length.
+    let first = get(&mut c, "/chunked", "");
+    assert_eq!((cache_status(&first), first.text().as_str()), ("MISS", "/chunked v1 lang=-"));
+    let hit = get(&mut c, "/chunked", "");
+    assert_eq!((cache_status(&hit), hit.text()), ("HIT", first.text()));
+    assert!(!hit.chunked);
+    assert_eq!(hit.header("content-length"), Some("18"));
+    // Over 64 KiB: the body leaves apart from its head.
+    let big = get(&mut c, "/big", "");
+    assert_eq!(big.body.len(), 200_000);
+    let hit = get(&mut c, "/big", "");
+    assert_eq!((cache_status(&hit), hit.body == big.body), ("HIT", true));
+    // Over max_entry_bytes (1 MiB by default): streamed through, never stored.
+    for _ in 0..2 {
+        let r = get(&mut c, "/huge", "");
+        assert_eq!((cache_status(&r), r.body.len()), ("MISS", 2_000_000));
+    }
+    assert_eq!(origin.count(), 4);
+    assert_eq!(get(&mut c, "/chunked", "").status(), 200);
+});
+
+both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
+    let origin = Origin::start();
+    let gw = cached(
+        io,
+        &origin,
+        "cache = { max_entry_bytes = 60000 }\nresponse_headers = { remove = [\"x-cache-status\"] }",
+        "[cache]\nmax_bytes = 1048576\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let mut c = gw.client();
+    // 100 targets of 30 KB: three times what the store may hold.
+    for i in 0..100 {
+        let r = get(&mut c, &format!("/item{i}"), "");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.header("x-cache-status"), None, "removed by response_headers");
+    }
+    let metrics = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("coregate_cache_bytes ") <= 1_048_576, "{metrics}");
+    let targets = value("coregate_cache_targets ");
+    assert!((10..100).contains(&targets), "{targets}");
+    assert_eq!(value("coregate_cache_lookups_total{result=\"miss\"}"), 100);
+    assert_eq!(value("coregate_cache_lookups_total{result=\"hit\"}"), 0);
+});
+
+#[test]
+fn configurations_that_cannot_work_are_refused() {
+    let err = |route: &str, extra: &str| {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\n{route}\n"
+        );
+        config::Config::parse(&text).expect_err("refused").to_string()
+    };
+    assert!(err("respond = { status = 200 }\ncache = {}", "").contains("cache needs an upstream"));
+    assert!(err("upstream = \"api\"\ncache = { ttl = \"soon\" }", "").contains("routes[0].cache.ttl"));
+    assert!(err("upstream = \"api\"\ncache = { max_entry_bytes = 0 }", "").contains("max_entry_bytes"));
+    let e = err("upstream = \"api\"\ncache = { max_entry_bytes = 100000 }", "[cache]\nmax_bytes = 1048576");
+    assert!(e.contains("routes[0].cache.max_entry_bytes") && e.contains("65536"), "{e}");
+    assert!(err("upstream = \"api\"\ncache = {}", "[cache]\nmax_bytes = 1000").contains("cache.max_bytes"));
+    assert!(err("upstream = \"api\"\ncache = { size = 1 }", "").contains("size"));
+}
