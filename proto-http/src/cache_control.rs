@@ -56,6 +56,22 @@ impl CacheControl {
     }
 }
 
+impl CacheControl {
+    /// The directives of two fields of one message together (a later `max-age` or
+    /// `s-maxage` wins, as a later directive of one field does).
+    pub fn merge(self, later: CacheControl) -> CacheControl {
+        CacheControl {
+            no_store: self.no_store || later.no_store,
+            no_cache: self.no_cache || later.no_cache,
+            private: self.private || later.private,
+            public: self.public || later.public,
+            must_revalidate: self.must_revalidate || later.must_revalidate,
+            max_age: later.max_age.or(self.max_age),
+            s_maxage: later.s_maxage.or(self.s_maxage),
+        }
+    }
+}
+
 /// Parses delta-seconds (1*DIGIT), capped at [`MAX_DELTA_SECONDS`].
 pub fn delta_seconds(v: &[u8]) -> Option<u64> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
@@ -147,6 +163,13 @@ mod tests {
         ];
         for (values, want) in table {
             assert_eq!(cc(values), *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn merging_fields_is_parsing_them_together() {
+        for pair in [["max-age=5", "no-store"], ["public", "s-maxage=3, private"], ["max-age=1", "max-age=2"]] {
+            assert_eq!(cc(&pair[..1]).merge(cc(&pair[1..])), cc(&pair), "{pair:?}");
         }
     }
 

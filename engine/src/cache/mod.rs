@@ -29,8 +29,9 @@ const ENTRY_OVERHEAD: usize = 160;
 /// One stored response.
 #[derive(Debug)]
 pub(crate) struct Stored {
-    /// Status line and end-to-end fields, without framing, hop-by-hop fields and Age.
-    pub head: Bytes,
+    /// Status line and end-to-end fields, without framing, hop-by-hop fields and Age;
+    /// parsed once when stored (parsing it per hit cost about 1,000 instructions, callgrind).
+    pub head: proto_http::ResponseHead,
     pub body: Bytes,
     /// The response's Vary names ([`rules::vary_names`]).
     pub vary: Box<[u8]>,
@@ -42,7 +43,13 @@ pub(crate) struct Stored {
 
 impl Stored {
     fn size(&self, key: &[u8]) -> usize {
-        self.head.len() + self.body.len() + self.vary.len() + self.selecting.len() + key.len() + ENTRY_OVERHEAD
+        self.head.bytes.len()
+            + self.head.meta.headers.len() * 16
+            + self.body.len()
+            + self.vary.len()
+            + self.selecting.len()
+            + key.len()
+            + ENTRY_OVERHEAD
     }
 
     /// Current age in seconds (RFC 9111 4.2.3).
@@ -150,6 +157,7 @@ impl Cache {
 /// client sent it, query included.
 pub(crate) fn key(out: &mut Vec<u8>, route: usize, host: Option<&[u8]>, target: &[u8]) {
     out.clear();
+    out.reserve(5 + host.map_or(0, <[u8]>::len) + target.len());
     out.extend_from_slice(&(route as u32).to_le_bytes());
     out.extend(host.unwrap_or_default().iter().map(u8::to_ascii_lowercase));
     out.push(0);
@@ -162,7 +170,10 @@ mod tests {
 
     fn stored(body: usize, selecting: &[u8]) -> Stored {
         Stored {
-            head: Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"),
+            head: proto_http::ResponseHead::new(
+                Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"),
+                proto_http::parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &Default::default(), false).unwrap().unwrap(),
+            ),
             body: Bytes::from(vec![b'x'; body]),
             vary: Box::default(),
             selecting: selecting.into(),

@@ -18,6 +18,8 @@ pub(crate) struct Ask {
     pub store: bool,
     /// The request's `max-age`: a stored response older than this is not used.
     pub max_age: Option<u64>,
+    /// It has If-None-Match or If-Modified-Since ([`not_modified`] applies).
+    pub conditional: bool,
 }
 
 /// The cache's part in a request: None for requests it has nothing to do with (methods
@@ -33,21 +35,26 @@ pub(crate) fn ask(req: &RequestHead) -> Option<Ask> {
         Method::Head => false,
         _ => return None,
     };
-    if m.body != BodyFraming::Empty || m.upgrade || req.header(b"range").is_some() {
+    if m.body != BodyFraming::Empty || m.upgrade {
         return None;
     }
-    let mut has_cc = false;
-    let cc =
-        CacheControl::parse(req.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"cache-control")).map(|(_, v)| {
+    // One pass over the fields.
+    let (mut cc, mut has_cc, mut pragma_no_cache, mut conditional) = (CacheControl::default(), false, false, false);
+    for (name, value) in req.headers() {
+        if name.eq_ignore_ascii_case(b"cache-control") {
+            cc = cc.merge(CacheControl::parse([value]));
             has_cc = true;
-            v
-        }));
-    let pragma_no_cache = !has_cc
-        && req
-            .headers()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"pragma"))
-            .any(|(_, v)| FieldList::new(v).any(|t| t.eq_ignore_ascii_case(b"no-cache")));
-    Some(Ask { lookup: !cc.no_cache && !pragma_no_cache, store: get && !cc.no_store, max_age: cc.max_age })
+        } else if name.eq_ignore_ascii_case(b"pragma") {
+            pragma_no_cache |= FieldList::new(value).any(|t| t.eq_ignore_ascii_case(b"no-cache"));
+        } else if name.eq_ignore_ascii_case(b"range") {
+            return None;
+        } else {
+            conditional |=
+                name.eq_ignore_ascii_case(b"if-none-match") || name.eq_ignore_ascii_case(b"if-modified-since");
+        }
+    }
+    let no_cache = cc.no_cache || (pragma_no_cache && !has_cc);
+    Some(Ask { lookup: !no_cache, store: get && !cc.no_store, max_age: cc.max_age, conditional })
 }
 
 /// Methods whose success makes the stored responses of their target stale (RFC 9111 4.4):
@@ -135,25 +142,46 @@ pub(crate) fn vary_names(resp: &ResponseHead) -> Vec<u8> {
 /// the same as empty). Written into `out`, cleared first.
 pub(crate) fn selecting(out: &mut Vec<u8>, req: &RequestHead, consumer: Option<&[u8]>, vary: &[u8]) {
     out.clear();
-    if let Some(c) = consumer {
-        out.extend_from_slice(c);
+    encode_selecting(req, consumer, vary, |piece| {
+        out.extend_from_slice(piece);
+        true
+    });
+}
+
+/// Whether the request selects the variant stored with `stored` (as [`selecting`] would
+/// write it), compared piece by piece without building it.
+pub(crate) fn selects(req: &RequestHead, consumer: Option<&[u8]>, vary: &[u8], stored: &[u8]) -> bool {
+    let mut rest = stored;
+    encode_selecting(req, consumer, vary, |piece| match rest.strip_prefix(piece) {
+        Some(r) => {
+            rest = r;
+            true
+        }
+        None => false,
+    }) && rest.is_empty()
+}
+
+/// Feeds the pieces of the selecting values to `put`, stopping when it returns false.
+fn encode_selecting(
+    req: &RequestHead,
+    consumer: Option<&[u8]>,
+    vary: &[u8],
+    mut put: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    if !put(consumer.unwrap_or_default()) || !put(b"\0") {
+        return false;
     }
-    out.push(0);
     for name in vary.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let mut values = req.headers().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-        match values.next() {
-            None => out.push(1),
-            Some(first) => {
-                out.push(2);
-                out.extend_from_slice(first);
-                for v in values {
-                    out.extend_from_slice(b", ");
-                    out.extend_from_slice(v);
-                }
-            }
+        let ok = match values.next() {
+            None => put(b"\x01"),
+            Some(first) => put(b"\x02") && put(first) && values.all(|v| put(b", ") && put(v)),
+        };
+        if !ok || !put(b"\0") {
+            return false;
         }
-        out.push(0);
     }
+    true
 }
 
 /// Whether a stored 200 answers the request's preconditions with 304 Not Modified:
@@ -198,7 +226,7 @@ mod tests {
 
     #[test]
     fn requests_table() {
-        let on = |store, max_age| Some(Ask { lookup: true, store, max_age });
+        let on = |store, max_age| Some(Ask { lookup: true, store, max_age, conditional: false });
         let table: &[(&str, Option<Ask>)] = &[
             ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", on(true, None)),
             ("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", on(false, None)),
@@ -207,14 +235,22 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nHost: h\r\nCache-Control: max-age=5\r\n\r\n", on(true, Some(5))),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nCache-Control: max-age=5\r\nCache-Control: no-store\r\n\r\n",
+                Some(Ask { lookup: true, store: false, max_age: Some(5), conditional: false }),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n",
+                Some(Ask { lookup: true, store: true, max_age: None, conditional: true }),
+            ),
             ("GET / HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n", on(false, None)),
             (
                 "GET / HTTP/1.1\r\nHost: h\r\nCache-Control: no-cache\r\n\r\n",
-                Some(Ask { lookup: false, store: true, max_age: None }),
+                Some(Ask { lookup: false, store: true, max_age: None, conditional: false }),
             ),
             (
                 "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n",
-                Some(Ask { lookup: false, store: true, max_age: None }),
+                Some(Ask { lookup: false, store: true, max_age: None, conditional: false }),
             ),
             // Cache-Control present: Pragma is ignored (RFC 9111 5.4).
             ("GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\nCache-Control: max-age=9\r\n\r\n", on(true, Some(9))),
@@ -273,11 +309,15 @@ mod tests {
         let sel = |text: &str, consumer: Option<&[u8]>| {
             let mut out = Vec::new();
             selecting(&mut out, &req(text), consumer, &vary);
+            assert!(selects(&req(text), consumer, &vary, &out));
             out
         };
         let gzip = sel("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n", None);
         assert_eq!(gzip, sel("GET / HTTP/1.1\r\nhost: h\r\naccept-encoding: gzip\r\n\r\n", None));
         assert_ne!(gzip, sel("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: br\r\n\r\n", None));
+        let two = req("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nAccept-Encoding: br\r\n\r\n");
+        assert!(!selects(&two, None, &vary, &gzip));
+        assert!(!selects(&req("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzi\r\n\r\n"), None, &vary, &gzip));
         assert_ne!(gzip, sel("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n", Some(b"alice")));
         assert_ne!(
             sel("GET / HTTP/1.1\r\nHost: h\r\n\r\n", None),

@@ -16,7 +16,7 @@ use proto_http::{is_hop_by_hop, parse_response, RequestHead, ResponseBody, Respo
 use super::rules::{self, Ask};
 use super::Stored;
 use crate::body::{read_whole, Leg};
-use crate::error::Error;
+use crate::error::{Error, Side};
 use crate::forward::{self, connection_values, named_by_connection, replaced, ClientFraming, Edits};
 use crate::io::Conn;
 use crate::proxy::Next;
@@ -66,18 +66,14 @@ pub(crate) async fn lookup<'a>(
         None => BYPASS,
         Some(a) if !a.lookup => MISS,
         Some(a) => {
-            let mut scratch = Vec::new();
-            let found = cache.get(&key, |s| {
-                rules::selecting(&mut scratch, req, edits.identity_name, &s.vary);
-                scratch == *s.selecting
-            });
+            let found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
             match found {
                 None => MISS,
                 Some(s) => {
                     let age = s.age(w.timers.now());
                     if age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m) {
                         w.count_cache(b"HIT");
-                        return Looked::Served(serve_hit(w, client, req, &s, age, edits).await);
+                        return Looked::Served(serve_hit(w, client, req, &s, age, a.conditional, edits).await);
                     }
                     EXPIRED
                 }
@@ -112,9 +108,9 @@ pub(crate) async fn on_response(
     let Some(freshness) = rules::freshness(resp, plan.route, authorized, SystemTime::now()) else {
         return Ok(None);
     };
-    let head = stored_head(resp);
+    let head = stored_head(resp, &w.cfg.limits.wire)?;
     let vary = rules::vary_names(resp);
-    let room = plan.route.max_entry_bytes.saturating_sub(head.len() + vary.len());
+    let room = plan.route.max_entry_bytes.saturating_sub(head.bytes.len() + vary.len());
     let Some(body) = read_whole(up, resp.meta.body, room, &w.cfg.limits.wire, leg).await? else {
         return Ok(None);
     };
@@ -134,7 +130,7 @@ pub(crate) async fn on_response(
 
 /// The head kept for a stored response: status line and end-to-end fields, without the
 /// framing (restated when served), hop-by-hop fields and Age (computed when served).
-fn stored_head(resp: &ResponseHead) -> Bytes {
+fn stored_head(resp: &ResponseHead, limits: &proto_http::Limits) -> Result<ResponseHead, Error> {
     let mut out = Vec::with_capacity(resp.bytes.len());
     status_line(&mut out, resp.meta.status, resp.reason());
     let other = resp.meta.connection.other;
@@ -150,7 +146,17 @@ fn stored_head(resp: &ResponseHead) -> Bytes {
         field(&mut out, name, value);
     }
     out.extend_from_slice(b"\r\n");
-    out.into()
+    reparse(out, limits)
+}
+
+/// A head coregate wrote, parsed (it holds what the upstream's parsed head held, less).
+fn reparse(out: Vec<u8>, limits: &proto_http::Limits) -> Result<ResponseHead, Error> {
+    match parse_response(&out, limits, false) {
+        Ok(Some(meta)) => Ok(ResponseHead::new(out.into(), meta)),
+        // Complete by construction: only a head over the size limit is cut short.
+        Ok(None) => Err(Error::malformed(Side::Upstream, proto_http::ParseError::HeadTooLarge)),
+        Err(e) => Err(Error::malformed(Side::Upstream, e)),
+    }
 }
 
 const STATUS_FIELD: &[u8] = b"x-cache-status";
@@ -186,18 +192,21 @@ const NOT_MODIFIED_FIELDS: [&[u8]; 7] =
 /// Answers from a stored response: the 200 (or other stored status), its 304 when the
 /// request's preconditions say the client has it, or the head alone for HEAD. The route's
 /// response edits, CORS and request id apply as they do to a proxied response.
-async fn serve_hit(w: &Worker, client: &mut Conn, req: &RequestHead, s: &Stored, age: u64, edits: &Edits<'_>) -> Next {
-    let limits = &w.cfg.limits.wire;
-    let Ok(Some(meta)) = parse_response(&s.head, limits, false) else {
-        // Heads are stored as coregate wrote them; one that does not parse is a bug.
-        log::error!("a stored response head does not parse");
-        return Next::UNANSWERED;
-    };
-    let mut head = ResponseHead::new(s.head.clone(), meta);
+async fn serve_hit(
+    w: &Worker,
+    client: &mut Conn,
+    req: &RequestHead,
+    s: &Stored,
+    age: u64,
+    conditional: bool,
+    edits: &Edits<'_>,
+) -> Next {
+    let not_modified;
+    let mut head = &s.head;
     let head_request = req.meta.method == proto_http::Method::Head;
     let mut body = (!head_request).then(|| s.body.clone());
-    if rules::not_modified(req, &head) {
-        let mut nm = Vec::with_capacity(s.head.len());
+    if conditional && rules::not_modified(req, head) {
+        let mut nm = Vec::with_capacity(head.bytes.len());
         status_line(&mut nm, 304, b"Not Modified");
         for (name, value) in
             head.headers().filter(|(n, _)| NOT_MODIFIED_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f)))
@@ -205,11 +214,14 @@ async fn serve_hit(w: &Worker, client: &mut Conn, req: &RequestHead, s: &Stored,
             field(&mut nm, name, value);
         }
         nm.extend_from_slice(b"\r\n");
-        let Ok(Some(meta)) = parse_response(&nm, limits, false) else {
-            log::error!("a 304 head does not parse");
-            return Next::UNANSWERED;
+        not_modified = match reparse(nm, &w.cfg.limits.wire) {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("a 304 head: {e}");
+                return Next::UNANSWERED;
+            }
         };
-        head = ResponseHead::new(nm.into(), meta);
+        head = &not_modified;
         body = None;
     }
     let status = head.meta.status;
@@ -219,7 +231,7 @@ async fn serve_hit(w: &Worker, client: &mut Conn, req: &RequestHead, s: &Stored,
     };
     let keep = req.meta.keep_alive() && !w.drain.is_draining();
     let mut out = std::mem::take(&mut client.spare);
-    forward::response_head(&mut out, &head, framing, keep, req.meta.version == Version::Http10, edits);
+    forward::response_head(&mut out, head, framing, keep, req.meta.version == Version::Http10, edits);
     mark(&mut out, b"HIT", Some(age), edits.response_ops);
     let apart = body.filter(|b| append_small(&mut out, b) > 0);
     let send = w.cfg.timeouts.client_send;
