@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use procs::{have, Env, Proc};
+use procs::{have, Env, Proc, Variant};
 use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
 use summary::{faults, paired_ratios, summarise, Paired, Summary};
 
@@ -37,6 +37,9 @@ OPTIONS:
     --no-epoll            skip the coregate epoll run
     --no-policies         skip coregate with the policy chain (API key + rate limit +
                           header transform), which is compared with plain coregate
+    --cache               add coregate and nginx answering from their response caches
+                          (every request a hit after the first): coregate-io_uring-cache
+                          and nginx-cache, compared with each other
     --floor               add coregate-pipe to the closed-loop rounds: a byte pipe on raw
                           io_uring (no HTTP work), as monoio drives the ring (pipe-plain)
                           and with multishot receives, a buffer ring and registered files
@@ -61,6 +64,7 @@ struct Args {
     upstream: String,
     epoll: bool,
     policies: bool,
+    cache: bool,
     floor: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         upstream: if have("nginx") { "nginx".into() } else { "bundled".into() },
         epoll: true,
         policies: true,
+        cache: false,
         floor: false,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
@@ -111,6 +116,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--no-epoll" => a.epoll = false,
             "--no-policies" => a.policies = false,
             "--floor" => a.floor = true,
+            "--cache" => a.cache = true,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--replot" => {
                 a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
@@ -197,17 +203,23 @@ fn run(a: &Args) -> Result<(), String> {
         _ => env.upstream_bundled(&other_cores)?,
     };
     let up = upstream.addr;
-    let mut targets: Vec<Proc> = vec![env.coregate(&proxy_cores, a.workers, up, "io_uring", false)?];
+    let mut targets: Vec<Proc> = vec![env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Plain)?];
     if a.epoll {
-        targets.push(env.coregate(&proxy_cores, a.workers, up, "epoll", false)?);
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "epoll", Variant::Plain)?);
     }
     if a.policies {
-        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", true)?);
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Policies)?);
+    }
+    if a.cache {
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Cache)?);
     }
     // The memory test holds two sets of idle connections at once.
     let max_conns = 2 * idle + 4096;
     if have("nginx") {
-        targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns)?);
+        targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, false)?);
+        if a.cache {
+            targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, true)?);
+        }
     } else {
         eprintln!("nginx not installed: skipped");
     }

@@ -142,6 +142,14 @@ pub struct Env {
     pub nofile: u64,
 }
 
+/// What coregate's route does in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Plain,
+    Policies,
+    Cache,
+}
+
 impl Env {
     pub fn upstream_bundled(&self, cores: &str) -> Result<Proc, String> {
         let port = free_port();
@@ -167,25 +175,29 @@ impl Env {
         spawn("upstream-nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("upstream-nginx.log"))
     }
 
-    /// coregate with the plain route, or (`policies`) with the policy chain the README
-    /// measures: API key, rate limit (never reached) and a request header set from a template.
+    /// coregate with the plain route, the policy chain the README measures (API key, rate
+    /// limit never reached, a request header set from a template), or the route cached.
     pub fn coregate(
         &self,
         cores: &str,
         workers: usize,
         upstream: SocketAddr,
         io: &str,
-        policies: bool,
+        variant: Variant,
     ) -> Result<Proc, String> {
         let port = free_port();
-        let name = if policies { format!("coregate-{io}-policies") } else { format!("coregate-{io}") };
-        let route_extra = if policies {
-            "auth = \"api_key\"\nrate_limits = [{ rate = 10000000, burst = 1000000, key = \"consumer\" }]\n\
-             request_headers = { set = { x-consumer-tag = \"c-{consumer}\" } }\n"
-        } else {
-            ""
+        let (name, route_extra) = match variant {
+            Variant::Plain => (format!("coregate-{io}"), ""),
+            Variant::Policies => (
+                format!("coregate-{io}-policies"),
+                "auth = \"api_key\"\nrate_limits = [{ rate = 10000000, burst = 1000000, key = \"consumer\" }]\n\
+                 request_headers = { set = { x-consumer-tag = \"c-{consumer}\" } }\n",
+            ),
+            // The bench upstream states no freshness: the route's ttl gives it 10 minutes,
+            // as nginx-cache's proxy_cache_valid does.
+            Variant::Cache => (format!("coregate-{io}-cache"), "cache = { ttl = \"10m\" }\n"),
         };
-        let consumers = if policies {
+        let consumers = if variant == Variant::Policies {
             format!("[[consumers]]\nname = \"bench\"\nkeys = [\"{BENCH_KEY}\"]\n")
         } else {
             String::new()
@@ -201,16 +213,42 @@ impl Env {
         spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
-    pub fn nginx(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
+    /// nginx as a reverse proxy; with `cache`, answering from its `proxy_cache` (named
+    /// nginx-cache).
+    pub fn nginx(
+        &self,
+        cores: &str,
+        workers: usize,
+        upstream: SocketAddr,
+        max_conns: usize,
+        cache: bool,
+    ) -> Result<Proc, String> {
         let port = free_port();
-        let dir = self.work.join("nginx-proxy");
+        let name = if cache { "nginx-cache" } else { "nginx" };
+        let dir = self.work.join(format!("{name}-proxy"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (cache_path, cache_use) = match cache {
+            true => (
+                {
+                    // nginx's workers run as another user when started as root: the
+                    // directory must be theirs to write.
+                    let store = dir.join("cache");
+                    std::fs::create_dir_all(&store).map_err(|e| e.to_string())?;
+                    let mut perms = std::fs::metadata(&store).map_err(|e| e.to_string())?.permissions();
+                    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+                    std::fs::set_permissions(&store, perms).map_err(|e| e.to_string())?;
+                    format!("proxy_cache_path {} keys_zone=c:16m use_temp_path=off;\n", store.display())
+                },
+                "proxy_cache c; proxy_cache_valid 200 10m; ",
+            ),
+            false => (String::new(), ""),
+        };
         let conf = format!(
             "worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
-             events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
+             events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n{cache_path}\
              upstream up {{ server {upstream}; keepalive 256; }}\n\
              server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass http://up; proxy_http_version 1.1; \
-             proxy_set_header Connection \"\"; }} }} }}\n",
+             proxy_set_header Connection \"\"; {cache_use}}} }} }}\n",
             d = dir.display(),
             lim = max_conns + 1024
         );
@@ -218,7 +256,7 @@ impl Env {
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args =
             ["-c".to_string(), dir.join("nginx.conf").display().to_string(), "-p".into(), dir.display().to_string()];
-        spawn("nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("nginx.log"))
+        spawn(name, cores, Path::new("nginx"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
     /// coregate-pipe in `mode` (plain or ideal), named `pipe-<mode>`.

@@ -97,7 +97,7 @@ fn rps(r: &Round) -> f64 {
 const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
 
 /// The ratios the goals are stated in, and those that explain them.
-pub const RATIOS: [Ratio; 9] = [
+pub const RATIOS: [Ratio; 11] = [
     Ratio {
         what: "CPU per request, coregate / nginx",
         num: "coregate-io_uring",
@@ -138,6 +138,20 @@ pub const RATIOS: [Ratio; 9] = [
         num: "coregate-io_uring-policies",
         den: "coregate-io_uring",
         figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate cache hits / nginx proxy_cache hits",
+        num: "coregate-io_uring-cache",
+        den: "nginx-cache",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "throughput, coregate cache hits / nginx proxy_cache hits",
+        num: "coregate-io_uring-cache",
+        den: "nginx-cache",
+        figure: rps,
         goal: None,
     },
     Ratio { what: "CPU per request, byte pipe / nginx", num: "pipe-plain", den: "nginx", figure: cpu, goal: None },

@@ -131,7 +131,11 @@ pub(crate) async fn read_whole(
             while src.buf.len() < n {
                 leg.read_room(src, n - src.buf.len()).await?;
             }
-            Ok(Some(src.buf.split_to(n).freeze()))
+            // Copied out: a split would share (and keep alive) the connection's whole read
+            // buffer for as long as the response stays stored.
+            let body = bytes::Bytes::copy_from_slice(&src.buf[..n]);
+            src.buf.advance(n);
+            Ok(Some(body))
         }
         ResponseBody::Chunked => {
             let mut decoder = ChunkedDecoder::new(limits);
@@ -148,6 +152,7 @@ pub(crate) async fn read_whole(
                     }
                     Decoded::Done => {
                         src.buf.advance(pos + used);
+                        data.shrink_to_fit();
                         return Ok(Some(data.into()));
                     }
                     Decoded::NeedMore => {
