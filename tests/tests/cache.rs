@@ -39,6 +39,7 @@ impl Origin {
                     "/cookie" => "cache-control: max-age=60\r\nset-cookie: session=1\r\n",
                     "/public" => "cache-control: public, max-age=60\r\n",
                     "/aged" => "cache-control: max-age=100\r\nage: 30\r\n",
+                    "/reval" => "cache-control: max-age=100\r\nage: 30\r\netag: \"r1\"\r\n",
                     "/vary" => "cache-control: max-age=60\r\nvary: Accept-Language\r\n",
                     "/vary-all" => "cache-control: max-age=60\r\nvary: *\r\n",
                     "/gone" => "cache-control: max-age=60\r\n",
@@ -56,6 +57,14 @@ impl Origin {
                     }
                     _ => "cache-control: max-age=60\r\n",
                 };
+                if path == "/reval" && req.header("if-none-match") == Some("\"r1\"") {
+                    // Still valid: a 304 that adds a field and states new freshness.
+                    let ok = "HTTP/1.1 304 Not Modified\r\netag: \"r1\"\r\ncache-control: max-age=100\r\nx-refreshed: yes\r\n\r\n";
+                    if !c.write(ok) {
+                        return;
+                    }
+                    continue;
+                }
                 let status = if path == "/gone" { "404 Not Found" } else { "200 OK" };
                 let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
                 if path == "/chunked" {
@@ -231,6 +240,31 @@ both_drivers!(conditional_requests_get_304_from_the_cache, |io| {
     assert_eq!(origin.count(), 1);
     // The connection is still in step after the bodiless 304s.
     assert_eq!(get(&mut c, "/fresh", "").status(), 200);
+});
+
+both_drivers!(stale_responses_are_revalidated_with_their_validators, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    let first = get(&mut c, "/reval", "");
+    assert_eq!((cache_status(&first), first.text().as_str()), ("MISS", "/reval v1 lang=-"));
+    // Too old for this request (it came 30 s old): asked again with its ETag, confirmed by
+    // a 304, and the stored response goes to the client with the 304's fields.
+    let r = get(&mut c, "/reval", "Cache-Control: max-age=10\r\n");
+    assert_eq!((r.status(), cache_status(&r), r.text().as_str()), (200, "REVALIDATED", "/reval v1 lang=-"));
+    assert_eq!(r.header("x-refreshed"), Some("yes"));
+    assert_eq!(r.header("content-length"), Some("16"));
+    assert_eq!(origin.count(), 2);
+    // Refreshed: its age starts again, and it answers the same request from the store now.
+    let r = get(&mut c, "/reval", "Cache-Control: max-age=10\r\n");
+    assert_eq!((cache_status(&r), r.header("x-refreshed")), ("HIT", Some("yes")));
+    assert!(r.header("age").unwrap().parse::<u64>().unwrap() <= 10);
+    assert_eq!(origin.count(), 2);
+    // A client with preconditions of its own gets the upstream's answer to them.
+    let r = get(&mut c, "/reval", "Cache-Control: no-cache\r\nIf-None-Match: \"r1\"\r\n");
+    assert_eq!((r.status(), cache_status(&r)), (304, "MISS"));
+    assert_eq!(origin.count(), 3);
+    assert_eq!(get(&mut c, "/reval", "").status(), 200);
 });
 
 both_drivers!(unsafe_methods_invalidate_the_target, |io| {

@@ -100,6 +100,11 @@ impl Cache {
     /// Stores `s` under `key`, replacing the variant with the same selecting values, then
     /// evicts the least recently used targets until the shard is within its budget.
     pub(crate) fn put(&self, key: &[u8], s: Stored) {
+        self.put_shared(key, Arc::new(s));
+    }
+
+    /// As [`Cache::put`], for a response the caller also serves.
+    pub(crate) fn put_shared(&self, key: &[u8], s: Arc<Stored>) {
         let mut shard = self.shard(key);
         let shard = &mut *shard;
         let added = s.size(key);
@@ -118,7 +123,7 @@ impl Cache {
         if variants.len() == MAX_VARIANTS {
             freed += variants.remove(0).size(key);
         }
-        variants.push(Arc::new(s));
+        variants.push(s);
         shard.bytes = shard.bytes + added - freed;
         while shard.bytes > self.budget {
             // The target just stored is the most recent: it goes last, and only its older

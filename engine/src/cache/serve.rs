@@ -6,6 +6,7 @@
 //! Left to others: the rules ([`super::rules`]), the store ([`super::Cache`]), the exchange
 //! itself (`proxy`), the heads (`forward`).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -32,6 +33,37 @@ pub(crate) struct Plan<'a> {
     consumer: Option<&'a [u8]>,
     /// `X-Cache-Status` of the response.
     pub status: &'static [u8],
+    /// A stale stored 200 with validators, revalidated with the upstream (RFC 9111 4.3.1):
+    /// its ETag and Last-Modified go upstream as preconditions, and a 304 refreshes it.
+    /// Not when the client sent preconditions of its own (the upstream then answers those).
+    stale: Option<Arc<Stored>>,
+}
+
+/// What the response does once its head is in ([`on_response`]).
+pub(crate) enum After {
+    /// It streams to the client as usual.
+    Stream,
+    /// It was stored: the client gets this body from memory.
+    Stored(Bytes),
+    /// A 304 confirmed the stale stored response: the client gets it, refreshed.
+    Revalidated(Arc<Stored>),
+}
+
+impl Plan<'_> {
+    /// Adds the stale response's validators to the request head going upstream (which
+    /// ends with its empty line).
+    pub(crate) fn add_validators(&self, head: &mut Vec<u8>) {
+        let Some(s) = &self.stale else { return };
+        head.truncate(head.len() - 2);
+        for (name, value) in s.head.headers() {
+            if name.eq_ignore_ascii_case(b"etag") {
+                field(head, b"if-none-match", value);
+            } else if name.eq_ignore_ascii_case(b"last-modified") {
+                field(head, b"if-modified-since", value);
+            }
+        }
+        head.extend_from_slice(b"\r\n");
+    }
 }
 
 /// What the lookup did.
@@ -45,6 +77,7 @@ pub(crate) enum Looked<'a> {
 const MISS: &[u8] = b"MISS";
 const EXPIRED: &[u8] = b"EXPIRED";
 const BYPASS: &[u8] = b"BYPASS";
+const REVALIDATED: &[u8] = b"REVALIDATED";
 
 /// Bodies up to this size go out in the same write as their head.
 const WITH_HEAD: usize = 64 * 1024;
@@ -62,6 +95,7 @@ pub(crate) async fn lookup<'a>(
     let mut key = Vec::new();
     super::key(&mut key, route, req.host(), req.path());
     let ask = if edits.websocket { None } else { rules::ask(req) };
+    let mut stale = None;
     let status = match ask {
         None => BYPASS,
         Some(a) if !a.lookup => MISS,
@@ -73,7 +107,14 @@ pub(crate) async fn lookup<'a>(
                     let age = s.age(w.timers.now());
                     if age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m) {
                         w.count_cache(b"HIT");
-                        return Looked::Served(serve_hit(w, client, req, &s, age, a.conditional, edits).await);
+                        return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, b"HIT").await);
+                    }
+                    let validators = s
+                        .head
+                        .headers()
+                        .any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
+                    if s.head.meta.status == 200 && validators && !a.conditional {
+                        stale = Some(s);
                     }
                     EXPIRED
                 }
@@ -81,12 +122,12 @@ pub(crate) async fn lookup<'a>(
         }
     };
     w.count_cache(status);
-    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status })
+    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status, stale })
 }
 
 /// Once the response head is in: invalidates the target after a successful unsafe method,
-/// or stores a storable response, reading its body whole (taken from `up`). Returns the
-/// stored body, which the client then gets from memory; None: the body streams as usual.
+/// refreshes a revalidated stale response, or stores a storable response, reading its body
+/// whole (taken from `up`).
 pub(crate) async fn on_response(
     w: &Worker,
     plan: &Plan<'_>,
@@ -94,25 +135,46 @@ pub(crate) async fn on_response(
     resp: &ResponseHead,
     up: &mut Conn,
     leg: &Leg,
-) -> Result<Option<Bytes>, Error> {
+) -> Result<After, Error> {
     if rules::invalidates(req.meta.method) {
         if resp.meta.status < 400 {
             plan.cache.invalidate(&plan.key);
         }
-        return Ok(None);
+        return Ok(After::Stream);
+    }
+    let limits = &w.cfg.limits.wire;
+    let authorized = req.header(b"authorization").is_some();
+    if let (Some(stale), 304) = (&plan.stale, resp.meta.status) {
+        // RFC 9111 4.3.4: the stored head takes the 304's fields; the body stays.
+        let head = merged_head(&stale.head, resp, limits)?;
+        let freshness = rules::freshness(&head, plan.route, authorized, SystemTime::now());
+        let refreshed = Arc::new(Stored {
+            head,
+            body: stale.body.clone(),
+            vary: stale.vary.clone(),
+            selecting: stale.selecting.clone(),
+            stored_at: w.timers.now(),
+            freshness: freshness.unwrap_or(rules::Freshness { lifetime: 0, initial_age: 0 }),
+        });
+        match freshness {
+            Some(_) => plan.cache.put_shared(&plan.key, refreshed.clone()),
+            // The 304 forbids storing it now (no-store, private, no freshness left).
+            None => plan.cache.invalidate(&plan.key),
+        }
+        w.count_cache(REVALIDATED);
+        return Ok(After::Revalidated(refreshed));
     }
     if !plan.ask.is_some_and(|a| a.store) {
-        return Ok(None);
+        return Ok(After::Stream);
     }
-    let authorized = req.header(b"authorization").is_some();
     let Some(freshness) = rules::freshness(resp, plan.route, authorized, SystemTime::now()) else {
-        return Ok(None);
+        return Ok(After::Stream);
     };
-    let head = stored_head(resp, &w.cfg.limits.wire)?;
+    let head = stored_head(resp, limits)?;
     let vary = rules::vary_names(resp);
     let room = plan.route.max_entry_bytes.saturating_sub(head.bytes.len() + vary.len());
-    let Some(body) = read_whole(up, resp.meta.body, room, &w.cfg.limits.wire, leg).await? else {
-        return Ok(None);
+    let Some(body) = read_whole(up, resp.meta.body, room, limits, leg).await? else {
+        return Ok(After::Stream);
     };
     let mut selecting = Vec::new();
     rules::selecting(&mut selecting, req, plan.consumer, &vary);
@@ -125,7 +187,48 @@ pub(crate) async fn on_response(
         freshness,
     };
     plan.cache.put(&plan.key, stored);
-    Ok(Some(body))
+    Ok(After::Stored(body))
+}
+
+/// Answers with a response a 304 from the upstream just confirmed.
+pub(crate) async fn serve_revalidated(
+    w: &Worker,
+    client: &mut Conn,
+    req: &RequestHead,
+    s: &Stored,
+    edits: &Edits<'_>,
+) -> Next {
+    serve(w, client, req, s, s.age(w.timers.now()), false, edits, REVALIDATED).await
+}
+
+/// Fields a stored head never keeps: framing (restated when served), hop-by-hop fields,
+/// Age (computed when served) and coregate's own mark.
+fn kept(resp: &ResponseHead, name: &[u8]) -> bool {
+    !(is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"age")
+        || name.eq_ignore_ascii_case(STATUS_FIELD)
+        || (resp.meta.connection.other && named_by_connection(connection_values(resp.headers()), name)))
+}
+
+/// The stored head updated by a 304: its fields, each replaced by the 304's fields of the
+/// same name, and the 304's other fields added.
+fn merged_head(
+    stored: &ResponseHead,
+    update: &ResponseHead,
+    limits: &proto_http::Limits,
+) -> Result<ResponseHead, Error> {
+    let mut out = Vec::with_capacity(stored.bytes.len() + update.bytes.len());
+    status_line(&mut out, stored.meta.status, stored.reason());
+    let updated = |name: &[u8]| update.headers().any(|(n, _)| n.eq_ignore_ascii_case(name) && kept(update, n));
+    for (name, value) in stored.headers().filter(|(n, _)| !updated(n)) {
+        field(&mut out, name, value);
+    }
+    for (name, value) in update.headers().filter(|(n, _)| kept(update, n)) {
+        field(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    reparse(out, limits)
 }
 
 /// The head kept for a stored response: status line and end-to-end fields, without the
@@ -133,16 +236,7 @@ pub(crate) async fn on_response(
 fn stored_head(resp: &ResponseHead, limits: &proto_http::Limits) -> Result<ResponseHead, Error> {
     let mut out = Vec::with_capacity(resp.bytes.len());
     status_line(&mut out, resp.meta.status, resp.reason());
-    let other = resp.meta.connection.other;
-    for (name, value) in resp.headers() {
-        if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"age")
-            || name.eq_ignore_ascii_case(STATUS_FIELD)
-            || (other && named_by_connection(connection_values(resp.headers()), name))
-        {
-            continue;
-        }
+    for (name, value) in resp.headers().filter(|(n, _)| kept(resp, n)) {
         field(&mut out, name, value);
     }
     out.extend_from_slice(b"\r\n");
@@ -189,10 +283,11 @@ pub(crate) fn append_small(head: &mut Vec<u8>, body: &Bytes) -> u64 {
 const NOT_MODIFIED_FIELDS: [&[u8]; 7] =
     [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"];
 
-/// Answers from a stored response: the 200 (or other stored status), its 304 when the
-/// request's preconditions say the client has it, or the head alone for HEAD. The route's
-/// response edits, CORS and request id apply as they do to a proxied response.
-async fn serve_hit(
+/// Answers from a stored response, marked `status`: the 200 (or other stored status), its
+/// 304 when the request's preconditions say the client has it, or the head alone for HEAD.
+/// The route's response edits, CORS and request id apply as they do to a proxied response.
+#[allow(clippy::too_many_arguments)] // the hit's parts, each used once
+pub(crate) async fn serve(
     w: &Worker,
     client: &mut Conn,
     req: &RequestHead,
@@ -200,6 +295,7 @@ async fn serve_hit(
     age: u64,
     conditional: bool,
     edits: &Edits<'_>,
+    status_mark: &[u8],
 ) -> Next {
     let not_modified;
     let mut head = &s.head;
@@ -232,7 +328,7 @@ async fn serve_hit(
     let keep = req.meta.keep_alive() && !w.drain.is_draining();
     let mut out = std::mem::take(&mut client.spare);
     forward::response_head(&mut out, head, framing, keep, req.meta.version == Version::Http10, edits);
-    mark(&mut out, b"HIT", Some(age), edits.response_ops);
+    mark(&mut out, status_mark, Some(age), edits.response_ops);
     let apart = body.filter(|b| append_small(&mut out, b) > 0);
     let send = w.cfg.timeouts.client_send;
     match client.write(out, send).await {
