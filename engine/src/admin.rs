@@ -1,5 +1,6 @@
-//! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format) and
-//! `GET /healthz` (200 while serving, 503 once the drain began), on a thread of its own so
+//! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format),
+//! `GET /healthz` (200 while serving, 503 once the drain began) and `DELETE /cache` (empties
+//! the response cache), on a thread of its own so
 //! that a scrape never runs on a worker's core loop. One connection at a time, each closed
 //! after its answer; meant for a private address.
 //!
@@ -59,10 +60,21 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let head_only = method == b"HEAD";
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    if path == b"/cache" {
+        return match (method, &registry.cache) {
+            (b"DELETE", Some(cache)) => {
+                let targets = cache.clear();
+                log::info!("admin: response cache emptied ({targets} targets)");
+                respond(&mut s, "200 OK", "text/plain", &format!("purged {targets} targets\n"), false)
+            }
+            (b"DELETE", None) => respond(&mut s, "404 Not Found", "text/plain", "no route has a cache\n", false),
+            _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "DELETE\n", head_only),
+        };
+    }
     if method != b"GET" && !head_only {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET or HEAD\n", head_only);
     }
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     match path {
         b"/metrics" => {
             let body = registry.render();
@@ -72,7 +84,7 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
             respond(&mut s, "503 Service Unavailable", "text/plain", "draining\n", head_only)
         }
         b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
-        _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics or /healthz\n", head_only),
+        _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz or /cache\n", head_only),
     }
 }
 

@@ -371,6 +371,15 @@ both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
     assert!((10..100).contains(&targets), "{targets}");
     assert_eq!(value("coregate_cache_lookups_total{result=\"miss\"}"), 100);
     assert_eq!(value("coregate_cache_lookups_total{result=\"hit\"}"), 0);
+    // The admin listener empties the store.
+    assert_eq!(get(&mut c, "/item99", "").header("x-cache-status"), None);
+    let admin = |raw: &str| Client::connect(gw.admin_addr()).request(raw);
+    let purged = admin("DELETE /cache HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((purged.status(), purged.text()), (200, format!("purged {targets} targets\n")));
+    assert_eq!(admin("GET /cache HTTP/1.1\r\nHost: a\r\n\r\n").status(), 405);
+    let before = origin.count();
+    get(&mut c, "/item99", "");
+    assert_eq!(origin.count(), before + 1, "fetched again after the purge");
 });
 
 #[test]

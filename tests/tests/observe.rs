@@ -65,6 +65,8 @@ both_drivers!(metrics_count_requests_by_route_and_status, |io| {
     assert_eq!((h.status(), h.text().as_str()), (200, "ok\n"));
     assert_eq!(admin(&gw, "GET /other HTTP/1.1\r\nHost: a\r\n\r\n").status(), 404);
     assert_eq!(admin(&gw, "POST /metrics HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\n\r\n").status(), 405);
+    // No route has a cache: nothing to empty.
+    assert_eq!(admin(&gw, "DELETE /cache HTTP/1.1\r\nHost: a\r\n\r\n").status(), 404);
 });
 
 both_drivers!(the_access_log_has_a_json_line_per_request, |io| {

@@ -149,6 +149,17 @@ impl Cache {
         }
     }
 
+    /// Drops everything (the admin's `DELETE /cache`); returns how many targets were held.
+    pub(crate) fn clear(&self) -> usize {
+        self.shards.iter().fold(0, |n, s| {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let held = s.map.len();
+            s.map.clear();
+            s.bytes = 0;
+            n + held
+        })
+    }
+
     /// (targets, bytes) held now, for the metrics.
     pub(crate) fn usage(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(n, b), s| {
@@ -212,6 +223,11 @@ mod tests {
         assert_eq!(bytes, stored(30, b"a").size(k) + stored(20, b"b").size(k));
         c.invalidate(k);
         assert!(c.get(k, |_| true).is_none());
+        assert_eq!(c.usage(), (0, 0));
+        for k in keys(5) {
+            c.put(&k, stored(1, b""));
+        }
+        assert_eq!(c.clear(), 5);
         assert_eq!(c.usage(), (0, 0));
     }
 
