@@ -64,6 +64,8 @@ pub(crate) struct Entry<'a> {
     pub status: u16,
     pub route: &'a str,
     pub took: Duration,
+    /// `X-Cache-Status`, on a cached route.
+    pub cache: Option<&'a [u8]>,
 }
 
 impl AccessLog {
@@ -92,6 +94,10 @@ impl AccessLog {
         }
         let _ = write!(buf, "\",\"status\":{},\"route\":\"", e.status);
         escape(&mut buf, e.route.as_bytes());
+        if let Some(cache) = e.cache {
+            buf.extend_from_slice(b"\",\"cache\":\"");
+            buf.extend_from_slice(cache);
+        }
         let _ = writeln!(buf, "\",\"duration_ms\":{:.3}}}", e.took.as_secs_f64() * 1e3);
         if buf.len() >= FLUSH_AT {
             drop(buf);

@@ -94,7 +94,7 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             let reply = proxy::Reply { keep_alive: false, version: Version::Http11, request_id: None };
             let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
-                w.observe(None, None, next.status, t0.elapsed(), peer_text, None);
+                w.observe(None, proxy::Outcome::default(), next.status, t0.elapsed(), peer_text, None);
             }
             return next;
         }
@@ -102,9 +102,9 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
     let name = w.cfg.server.request_id.as_deref();
     let id = name.map(|name| w.ids.for_request(name, &req));
     let field = name.zip(id.as_ref()).map(|(name, id)| (name.as_bytes(), id.as_bytes()));
-    let (next, route) = proxy::handle(w, client, peer, peer_text, &req, field).await;
+    let (next, outcome) = proxy::handle(w, client, peer, peer_text, &req, field).await;
     if let Some(t0) = started {
-        w.observe(Some(&req), route, next.status, t0.elapsed(), peer_text, field.map(|(_, id)| id));
+        w.observe(Some(&req), outcome, next.status, t0.elapsed(), peer_text, field.map(|(_, id)| id));
     }
     client.spare_headers = req.meta.headers;
     next

@@ -49,6 +49,23 @@ struct Progress {
     status: u16,
     /// The route the request matched.
     route: Option<usize>,
+    /// Its `X-Cache-Status`, on a cached route.
+    cache: Option<&'static [u8]>,
+}
+
+/// What an exchange was, for the metrics and the access log.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcome {
+    /// The route the request matched.
+    pub route: Option<usize>,
+    /// Its `X-Cache-Status`, on a cached route.
+    pub cache: Option<&'static [u8]>,
+}
+
+impl Progress {
+    fn outcome(&self) -> Outcome {
+        Outcome { route: self.route, cache: self.cache }
+    }
 }
 
 /// The request as it goes upstream: the head (with any buffered Content-Length body bytes
@@ -71,7 +88,7 @@ fn no_body(b: BodyFraming) -> bool {
 
 /// Proxies one request; on failure answers with an error response where one is possible.
 /// `request_id`: the id field's name and value, when ids are on. Returns what happens next
-/// and the route the request matched.
+/// and what the exchange was.
 pub(crate) async fn handle(
     w: &Worker,
     client: &mut Conn,
@@ -79,17 +96,17 @@ pub(crate) async fn handle(
     peer_text: &[u8],
     req: &RequestHead,
     request_id: Option<(&[u8], &[u8])>,
-) -> (Next, Option<usize>) {
+) -> (Next, Outcome) {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
     let err = match exchange(w, client, peer, peer_text, req, request_id, &mut progress).await {
-        Ok(next) => return (next, progress.route),
+        Ok(next) => return (next, progress.outcome()),
         Err(e) => e,
     };
     let status = match err.status() {
         Some(s) if !progress.response_started => s,
         _ => {
             log::debug!("closing client {peer}: {err}");
-            return (Next { keep_alive: false, status: progress.status }, progress.route);
+            return (Next { keep_alive: false, status: progress.status }, progress.outcome());
         }
     };
     if err.side == Side::Upstream {
@@ -102,7 +119,7 @@ pub(crate) async fn handle(
     let refused = err.side == Side::Client && err.kind != Kind::NoRoute;
     let keep = progress.body_done && req.meta.keep_alive() && !refused;
     let reply = Reply { keep_alive: keep, version: req.meta.version, request_id };
-    (send_error(w, client, status, err.context, &[], reply).await, progress.route)
+    (send_error(w, client, status, err.context, &[], reply).await, progress.outcome())
 }
 
 /// How an answer coregate makes itself goes out.
@@ -248,8 +265,14 @@ async fn exchange(
     // with the response. Boxed: the plain path's per-request state does not carry it.
     let cache_plan = match route.cache {
         Some(_) => match Box::pin(cache::serve::lookup(w, client, req, route_idx, &edits)).await {
-            cache::serve::Looked::Served(next) => return Ok(next),
-            cache::serve::Looked::Upstream(plan) => Some(plan),
+            cache::serve::Looked::Served(next) => {
+                p.cache = Some(cache::serve::HIT);
+                return Ok(next);
+            }
+            cache::serve::Looked::Upstream(plan) => {
+                p.cache = Some(plan.status);
+                Some(plan)
+            }
         },
         None => None,
     };
@@ -377,6 +400,7 @@ async fn exchange(
                 let resp_meta = resp.meta;
                 drop(resp.bytes);
                 pool_back(w, upstream, endpoint, up, resp_meta);
+                p.cache = Some(cache::serve::REVALIDATED);
                 return Ok(Box::pin(cache::serve::serve_revalidated(w, client, req, &s, &edits)).await);
             }
         },

@@ -101,12 +101,13 @@ impl Worker {
     pub(crate) fn observe(
         &self,
         req: Option<&RequestHead>,
-        route: Option<usize>,
+        outcome: crate::proxy::Outcome,
         status: u16,
         took: Duration,
         client: &[u8],
         request_id: Option<&[u8]>,
     ) {
+        let route = outcome.route;
         if let Some(stats) = &self.stats {
             stats.request(route, status, took);
         }
@@ -118,6 +119,7 @@ impl Worker {
                 status,
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
                 took,
+                cache: outcome.cache,
             });
         }
     }

@@ -382,6 +382,31 @@ both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
     assert_eq!(origin.count(), before + 1, "fetched again after the purge");
 });
 
+both_drivers!(the_access_log_names_the_cache_result, |io| {
+    let origin = Origin::start();
+    let path = std::env::temp_dir().join(format!("coregate-cache-access-{}-{io}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = cached(io, &origin, "cache = {}", &format!("[access_log]\npath = {:?}", path.display().to_string()));
+    let mut c = gw.client();
+    get(&mut c, "/fresh", "");
+    get(&mut c, "/fresh", "");
+    c.request("POST /fresh HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\n\r\n");
+    let mut lines = Vec::new();
+    until(
+        || {
+            lines = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect();
+            lines.len() >= 3
+        },
+        || std::thread::sleep(std::time::Duration::from_millis(20)),
+    );
+    let results: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect(l)["cache"].as_str().unwrap_or("-").to_string())
+        .collect();
+    assert_eq!(results, ["MISS", "HIT", "BYPASS"]);
+    let _ = std::fs::remove_file(&path);
+});
+
 #[test]
 fn configurations_that_cannot_work_are_refused() {
     let err = |route: &str, extra: &str| {

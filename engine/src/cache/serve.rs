@@ -74,10 +74,12 @@ pub(crate) enum Looked<'a> {
     Upstream(Plan<'a>),
 }
 
+/// The `X-Cache-Status` values.
+pub(crate) const HIT: &[u8] = b"HIT";
 const MISS: &[u8] = b"MISS";
 const EXPIRED: &[u8] = b"EXPIRED";
 const BYPASS: &[u8] = b"BYPASS";
-const REVALIDATED: &[u8] = b"REVALIDATED";
+pub(crate) const REVALIDATED: &[u8] = b"REVALIDATED";
 
 /// Bodies up to this size go out in the same write as their head.
 const WITH_HEAD: usize = 64 * 1024;
@@ -106,8 +108,8 @@ pub(crate) async fn lookup<'a>(
                 Some(s) => {
                     let age = s.age(w.timers.now());
                     if age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m) {
-                        w.count_cache(b"HIT");
-                        return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, b"HIT").await);
+                        w.count_cache(HIT);
+                        return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, HIT).await);
                     }
                     let validators = s
                         .head
