@@ -27,6 +27,9 @@ pub struct RouteCache {
     pub ttl: Option<Duration>,
     /// Larger responses (head and body) are passed through, not stored.
     pub max_entry_bytes: usize,
+    /// Collapsed misses: while one request of a target is being fetched, others of it wait
+    /// up to this long for its response to be stored (nginx's `proxy_cache_lock`).
+    pub lock: Option<Duration>,
 }
 
 const DEFAULT_MAX_BYTES: usize = 64 << 20;
@@ -50,13 +53,17 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
     if !proxied {
         c.err(path, "cache needs an upstream: only proxied responses are cached");
     }
-    let ttl = raw.ttl.as_ref().and_then(|t| match parse_duration(t) {
-        Some(d) if !d.is_zero() => Some(d),
-        _ => {
-            c.err(format!("{path}.ttl"), format!("invalid duration {t:?} (greater than zero, such as \"30s\")"));
-            None
-        }
-    });
+    let mut duration = |key: &str, raw: &Option<String>| {
+        raw.as_ref().and_then(|t| match parse_duration(t) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                c.err(format!("{path}.{key}"), format!("invalid duration {t:?} (greater than zero, such as \"30s\")"));
+                None
+            }
+        })
+    };
+    let ttl = duration("ttl", &raw.ttl);
+    let lock = duration("lock", &raw.lock);
     let max_entry_bytes = match raw.max_entry_bytes {
         Some(0) => {
             c.err(format!("{path}.max_entry_bytes"), "must be greater than zero");
@@ -65,7 +72,7 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => 0,
     };
-    RouteCache { ttl, max_entry_bytes }
+    RouteCache { ttl, max_entry_bytes, lock }
 }
 
 /// Gives routes without `max_entry_bytes` the default (1 MiB, or one shard's share when

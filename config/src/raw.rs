@@ -35,6 +35,8 @@ pub struct RawRouteCache {
     /// Freshness for responses that state none.
     pub ttl: Option<String>,
     pub max_entry_bytes: Option<u64>,
+    /// Concurrent misses of one target wait this long for the first one's response.
+    pub lock: Option<String>,
 }
 
 /// The admin listener: Prometheus metrics and the gateway's own health.

@@ -6,7 +6,8 @@
 //! requests that reach the origin.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use coregate_tests::*;
 
@@ -22,11 +23,21 @@ impl Origin {
     fn start() -> Origin {
         let requests = Arc::new(AtomicUsize::new(0));
         let count = requests.clone();
+        let slow = Arc::new((Mutex::new(0usize), Condvar::new()));
         let up = Upstream::start(move |mut c| {
             while let Some(req) = c.read_request() {
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
                 let target = req.start.split(' ').nth(1).unwrap_or("").to_string();
                 let path = target.split('?').next().unwrap_or("").to_string();
+                if path == "/slow" {
+                    // The first answer waits until a second request of it arrives, or 1 s:
+                    // with collapsed misses no second one comes.
+                    let (seen, arrived) = &*slow;
+                    let mut seen = seen.lock().unwrap();
+                    *seen += 1;
+                    arrived.notify_all();
+                    let _ = arrived.wait_timeout_while(seen, Duration::from_secs(1), |n| *n < 2).unwrap();
+                }
                 let lang = req.header("accept-language").unwrap_or("-").to_string();
                 let mut body = format!("{target} v{n} lang={lang}").into_bytes();
                 let fields = match path.as_str() {
@@ -267,6 +278,32 @@ both_drivers!(stale_responses_are_revalidated_with_their_validators, |io| {
     assert_eq!(get(&mut c, "/reval", "").status(), 200);
 });
 
+both_drivers!(concurrent_misses_collapse_into_one_fetch_with_a_lock, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = { lock = \"10s\" }", "");
+    // Five clients ask at once: one fetch reaches the origin, the others wait for it.
+    let answers: Vec<Message> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..5).map(|_| s.spawn(|| get(&mut gw.client(), "/slow", ""))).collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    assert_eq!(origin.count(), 1, "collapsed into one fetch");
+    for a in &answers {
+        assert_eq!((a.status(), a.text().as_str()), (200, "/slow v1 lang=-"));
+    }
+    let mut marks: Vec<&str> = answers.iter().map(cache_status).collect();
+    marks.sort();
+    assert_eq!(marks, ["HIT", "HIT", "HIT", "HIT", "MISS"]);
+    // Without a lock every miss goes upstream.
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| get(&mut gw.client(), "/slow", ""));
+        }
+    });
+    assert_eq!(origin.count(), 2);
+});
+
 both_drivers!(unsafe_methods_invalidate_the_target, |io| {
     let origin = Origin::start();
     let gw = cached(io, &origin, "cache = {}", "");
@@ -422,4 +459,5 @@ fn configurations_that_cannot_work_are_refused() {
     assert!(e.contains("routes[0].cache.max_entry_bytes") && e.contains("65536"), "{e}");
     assert!(err("upstream = \"api\"\ncache = {}", "[cache]\nmax_bytes = 1000").contains("cache.max_bytes"));
     assert!(err("upstream = \"api\"\ncache = { size = 1 }", "").contains("size"));
+    assert!(err("upstream = \"api\"\ncache = { lock = \"0s\" }", "").contains("routes[0].cache.lock"));
 }

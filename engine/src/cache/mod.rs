@@ -61,6 +61,17 @@ impl Stored {
 struct Shard {
     map: LruCache<Box<[u8]>, Vec<Arc<Stored>>, ahash::RandomState>,
     bytes: usize,
+    /// Targets being fetched by a request that others wait for (`lock`), since when.
+    filling: std::collections::HashMap<Box<[u8]>, Instant, ahash::RandomState>,
+}
+
+/// Whether a request fetches a target itself or waits for another's fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// It fetches it; others wait until it calls [`Cache::release`].
+    Mine,
+    /// Another request fetches it, since less than the lock's time.
+    Wait,
 }
 
 /// The store shared by the workers.
@@ -80,7 +91,13 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     pub(crate) fn new(max_bytes: usize) -> Cache {
         let shards = (0..config::CACHE_SHARDS)
-            .map(|_| Mutex::new(Shard { map: LruCache::unbounded_with_hasher(ahash::RandomState::new()), bytes: 0 }))
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: LruCache::unbounded_with_hasher(ahash::RandomState::new()),
+                    bytes: 0,
+                    filling: Default::default(),
+                })
+            })
             .collect();
         Cache { shards, budget: max_bytes / config::CACHE_SHARDS, hasher: ahash::RandomState::new() }
     }
@@ -139,6 +156,28 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// Claims the fetch of `key` at `now`, unless another request claimed it less than
+    /// `lock` ago (an older claim is taken over: its request may be stuck).
+    pub(crate) fn claim(&self, key: &[u8], now: Instant, lock: std::time::Duration) -> Claim {
+        let mut shard = self.shard(key);
+        match shard.filling.get_mut(key) {
+            Some(since) if now.saturating_duration_since(*since) < lock => Claim::Wait,
+            Some(since) => {
+                *since = now;
+                Claim::Mine
+            }
+            None => {
+                shard.filling.insert(key.into(), now);
+                Claim::Mine
+            }
+        }
+    }
+
+    /// Ends a claim: waiting requests look the target up again.
+    pub(crate) fn release(&self, key: &[u8]) {
+        self.shard(key).filling.remove(key);
     }
 
     /// Drops every variant stored under `key` (RFC 9111 4.4).
@@ -229,6 +268,19 @@ mod tests {
         }
         assert_eq!(c.clear(), 5);
         assert_eq!(c.usage(), (0, 0));
+    }
+
+    #[test]
+    fn one_claim_per_target_until_released_or_too_old() {
+        let c = Cache::new(1 << 20);
+        let (ks, t0, lock) = (keys(2), Instant::now(), std::time::Duration::from_secs(5));
+        assert_eq!(c.claim(&ks[0], t0, lock), Claim::Mine);
+        assert_eq!(c.claim(&ks[0], t0 + lock / 2, lock), Claim::Wait);
+        assert_eq!(c.claim(&ks[1], t0, lock), Claim::Mine, "another target");
+        c.release(&ks[0]);
+        assert_eq!(c.claim(&ks[0], t0, lock), Claim::Mine);
+        assert_eq!(c.claim(&ks[0], t0 + lock, lock), Claim::Mine, "taken over");
+        assert_eq!(c.claim(&ks[0], t0 + lock, lock), Claim::Wait);
     }
 
     #[test]

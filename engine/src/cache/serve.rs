@@ -15,7 +15,7 @@ use proto_http::write::{field, field_u64, status_line};
 use proto_http::{is_hop_by_hop, parse_response, RequestHead, ResponseBody, ResponseHead, Version};
 
 use super::rules::{self, Ask};
-use super::Stored;
+use super::{Claim, Stored};
 use crate::body::{read_whole, Leg};
 use crate::error::{Error, Side};
 use crate::forward::{self, connection_values, named_by_connection, replaced, ClientFraming, Edits};
@@ -37,6 +37,17 @@ pub(crate) struct Plan<'a> {
     /// its ETag and Last-Modified go upstream as preconditions, and a 304 refreshes it.
     /// Not when the client sent preconditions of its own (the upstream then answers those).
     stale: Option<Arc<Stored>>,
+    /// This request claimed the target's fetch (`lock`): released when the plan goes,
+    /// whether the response was stored or the exchange failed.
+    claimed: bool,
+}
+
+impl Drop for Plan<'_> {
+    fn drop(&mut self) {
+        if self.claimed {
+            self.cache.release(&self.key);
+        }
+    }
 }
 
 /// What the response does once its head is in ([`on_response`]).
@@ -98,19 +109,34 @@ pub(crate) async fn lookup<'a>(
     super::key(&mut key, route, req.host(), req.path());
     let ask = if edits.websocket { None } else { rules::ask(req) };
     let mut stale = None;
+    let mut claimed = false;
     let status = match ask {
         None => BYPASS,
         Some(a) if !a.lookup => MISS,
         Some(a) => {
-            let found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+            // With `lock`, a miss waits while another request of the target fetches it, and
+            // looks again each tick (nginx's proxy_cache_lock looks every 500 ms).
+            let give_up = rc.lock.map(|lock| (lock, w.timers.deadline(lock)));
+            let mut found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+            while let Some((lock, until)) =
+                give_up.filter(|_| a.store && !found.as_ref().is_some_and(|s| is_fresh(w, s, a)))
+            {
+                let now = w.timers.now();
+                if now >= until || cache.claim(&key, now, lock) == Claim::Mine {
+                    claimed = now < until;
+                    break;
+                }
+                w.timers.wait(w.timers.deadline(crate::timers::TICK)).await;
+                found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+            }
             match found {
                 None => MISS,
-                Some(s) => {
+                Some(s) if is_fresh(w, &s, a) => {
+                    w.count_cache(HIT);
                     let age = s.age(w.timers.now());
-                    if age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m) {
-                        w.count_cache(HIT);
-                        return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, HIT).await);
-                    }
+                    return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, HIT).await);
+                }
+                Some(s) => {
                     let validators = s
                         .head
                         .headers()
@@ -124,7 +150,13 @@ pub(crate) async fn lookup<'a>(
         }
     };
     w.count_cache(status);
-    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status, stale })
+    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status, stale, claimed })
+}
+
+/// Whether `s` is fresh enough for the request (RFC 9111 4.2, and its `max-age`).
+fn is_fresh(w: &Worker, s: &Stored, a: Ask) -> bool {
+    let age = s.age(w.timers.now());
+    age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m)
 }
 
 /// Once the response head is in: invalidates the target after a successful unsafe method,
