@@ -227,24 +227,20 @@ impl Env {
         let name = if cache { "nginx-cache" } else { "nginx" };
         let dir = self.work.join(format!("{name}-proxy"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // Started as root, nginx's workers run as another user, who may not reach the cache
+        // directory (under a private temporary directory in CI): they stay root then.
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| e.to_string())?) == 0;
         let (cache_path, cache_use) = match cache {
             true => (
-                {
-                    // nginx's workers run as another user when started as root: the
-                    // directory must be theirs to write.
-                    let store = dir.join("cache");
-                    std::fs::create_dir_all(&store).map_err(|e| e.to_string())?;
-                    let mut perms = std::fs::metadata(&store).map_err(|e| e.to_string())?.permissions();
-                    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
-                    std::fs::set_permissions(&store, perms).map_err(|e| e.to_string())?;
-                    format!("proxy_cache_path {} keys_zone=c:16m use_temp_path=off;\n", store.display())
-                },
+                format!("proxy_cache_path {}/cache keys_zone=c:16m use_temp_path=off;\n", dir.display()),
                 "proxy_cache c; proxy_cache_valid 200 10m; ",
             ),
             false => (String::new(), ""),
         };
+        let user = if cache && root { "user root;\n" } else { "" };
         let conf = format!(
-            "worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
+            "{user}worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
              events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n{cache_path}\
              upstream up {{ server {upstream}; keepalive 256; }}\n\
              server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass http://up; proxy_http_version 1.1; \

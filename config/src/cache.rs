@@ -30,6 +30,9 @@ pub struct RouteCache {
     /// Collapsed misses: while one request of a target is being fetched, others of it wait
     /// up to this long for its response to be stored (nginx's `proxy_cache_lock`).
     pub lock: Option<Duration>,
+    /// How long past its freshness a stored response still answers a request whose upstream
+    /// fails (RFC 5861's stale-if-error, nginx's `proxy_cache_use_stale`).
+    pub stale_if_error: Option<Duration>,
 }
 
 const DEFAULT_MAX_BYTES: usize = 64 << 20;
@@ -64,6 +67,7 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
     };
     let ttl = duration("ttl", &raw.ttl);
     let lock = duration("lock", &raw.lock);
+    let stale_if_error = duration("stale_if_error", &raw.stale_if_error);
     let max_entry_bytes = match raw.max_entry_bytes {
         Some(0) => {
             c.err(format!("{path}.max_entry_bytes"), "must be greater than zero");
@@ -72,7 +76,7 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => 0,
     };
-    RouteCache { ttl, max_entry_bytes, lock }
+    RouteCache { ttl, max_entry_bytes, lock, stale_if_error }
 }
 
 /// Gives routes without `max_entry_bytes` the default (1 MiB, or one shard's share when

@@ -37,6 +37,8 @@ pub struct RawRouteCache {
     pub max_entry_bytes: Option<u64>,
     /// Concurrent misses of one target wait this long for the first one's response.
     pub lock: Option<String>,
+    /// How long past its freshness a stored response may answer when the upstream fails.
+    pub stale_if_error: Option<String>,
 }
 
 /// The admin listener: Prometheus metrics and the gateway's own health.

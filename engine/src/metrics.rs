@@ -19,8 +19,9 @@ const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Cache lookup results, as `X-Cache-Status` names them.
-/// REVALIDATED counts the EXPIRED lookups that a 304 from the upstream then confirmed.
-const CACHE_RESULTS: [&str; 5] = ["HIT", "MISS", "EXPIRED", "BYPASS", "REVALIDATED"];
+/// REVALIDATED counts the EXPIRED lookups that a 304 from the upstream then confirmed,
+/// STALE those answered stale because the upstream failed.
+const CACHE_RESULTS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "BYPASS", "REVALIDATED", "STALE"];
 
 /// A counter with one writer (its worker) and any number of readers.
 #[derive(Default)]

@@ -51,6 +51,8 @@ struct Progress {
     route: Option<usize>,
     /// Its `X-Cache-Status`, on a cached route.
     cache: Option<&'static [u8]>,
+    /// A stale stored response that answers an upstream failure (`stale_if_error`).
+    stale: Option<Box<cache::serve::Reply>>,
 }
 
 /// What an exchange was, for the metrics and the access log.
@@ -102,6 +104,12 @@ pub(crate) async fn handle(
         Ok(next) => return (next, progress.outcome()),
         Err(e) => e,
     };
+    if let (Some(stale), Side::Upstream, false) = (progress.stale.take(), err.side, progress.response_started) {
+        log::warn!("answering {peer} with a stale response: {err}");
+        progress.cache = Some(cache::serve::STALE);
+        w.count_cache(cache::serve::STALE);
+        return (cache::serve::send(w, client, *stale).await, progress.outcome());
+    }
     let status = match err.status() {
         Some(s) if !progress.response_started => s,
         _ => {
@@ -269,8 +277,9 @@ async fn exchange(
                 p.cache = Some(cache::serve::HIT);
                 return Ok(next);
             }
-            cache::serve::Looked::Upstream(plan) => {
+            cache::serve::Looked::Upstream(mut plan) => {
                 p.cache = Some(plan.status);
+                p.stale = plan.take_fallback();
                 Some(plan)
             }
         },
@@ -378,6 +387,10 @@ async fn exchange(
         }
     };
 
+    if p.stale.is_some() && matches!(resp.meta.status, 502..=504) {
+        // A stale response answers it (in `handle`); this one goes with its connection.
+        return Err(Error::new(Kind::Closed, Side::Upstream, "a 502-504 answer"));
+    }
     if resp.meta.status == 101 {
         p.response_started = true;
         p.status = 101;

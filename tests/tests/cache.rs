@@ -50,6 +50,7 @@ impl Origin {
                     "/cookie" => "cache-control: max-age=60\r\nset-cookie: session=1\r\n",
                     "/public" => "cache-control: public, max-age=60\r\n",
                     "/aged" => "cache-control: max-age=100\r\nage: 30\r\n",
+                    "/strict" => "cache-control: max-age=100, must-revalidate\r\nage: 30\r\n",
                     "/reval" => "cache-control: max-age=100\r\nage: 30\r\netag: \"r1\"\r\n",
                     "/vary" => "cache-control: max-age=60\r\nvary: Accept-Language\r\n",
                     "/vary-all" => "cache-control: max-age=60\r\nvary: *\r\n",
@@ -68,6 +69,16 @@ impl Origin {
                     }
                     _ => "cache-control: max-age=60\r\n",
                 };
+                // A failing upstream, on request: an unavailable answer or a hang-up.
+                if req.header("x-origin-down").is_some() {
+                    if !c.write("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown") {
+                        return;
+                    }
+                    continue;
+                }
+                if req.header("x-origin-hang-up").is_some() {
+                    return;
+                }
                 if path == "/reval" && req.header("if-none-match") == Some("\"r1\"") {
                     // Still valid: a 304 that adds a field and states new freshness.
                     let ok = "HTTP/1.1 304 Not Modified\r\netag: \"r1\"\r\ncache-control: max-age=100\r\nx-refreshed: yes\r\n\r\n";
@@ -304,6 +315,35 @@ both_drivers!(concurrent_misses_collapse_into_one_fetch_with_a_lock, |io| {
     assert_eq!(origin.count(), 2);
 });
 
+both_drivers!(stale_responses_answer_when_the_upstream_fails, |io| {
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = { stale_if_error = \"1h\" }", "");
+    let mut c = gw.client();
+    get(&mut c, "/aged", "");
+    get(&mut c, "/strict", "");
+    // Too old for these requests (the responses came 30 s old), and the upstream fails.
+    let old = "Cache-Control: max-age=10\r\n";
+    for fails in ["x-origin-down: 1\r\n", "x-origin-hang-up: 1\r\n"] {
+        let r = get(&mut c, "/aged", &format!("{old}{fails}"));
+        assert_eq!((r.status(), cache_status(&r), r.text().as_str()), (200, "STALE", "/aged v1 lang=-"), "{fails}");
+        assert!(r.header("age").unwrap().parse::<u64>().unwrap() >= 30);
+    }
+    // must-revalidate forbids it (RFC 9111 5.2.2.2).
+    let r = get(&mut gw.client(), "/strict", &format!("{old}x-origin-down: 1\r\n"));
+    assert_eq!((r.status(), cache_status(&r)), (503, "EXPIRED"));
+    // A working upstream is asked as usual.
+    let r = get(&mut c, "/aged", old);
+    assert_eq!((r.status(), cache_status(&r), r.text().as_str()), (200, "EXPIRED", "/aged v6 lang=-"));
+
+    // Without stale_if_error the failure goes to the client.
+    let origin = Origin::start();
+    let gw = cached(io, &origin, "cache = {}", "");
+    let mut c = gw.client();
+    get(&mut c, "/aged", "");
+    let r = get(&mut c, "/aged", &format!("{old}x-origin-down: 1\r\n"));
+    assert_eq!((r.status(), cache_status(&r)), (503, "EXPIRED"));
+});
+
 both_drivers!(unsafe_methods_invalidate_the_target, |io| {
     let origin = Origin::start();
     let gw = cached(io, &origin, "cache = {}", "");
@@ -460,4 +500,5 @@ fn configurations_that_cannot_work_are_refused() {
     assert!(err("upstream = \"api\"\ncache = {}", "[cache]\nmax_bytes = 1000").contains("cache.max_bytes"));
     assert!(err("upstream = \"api\"\ncache = { size = 1 }", "").contains("size"));
     assert!(err("upstream = \"api\"\ncache = { lock = \"0s\" }", "").contains("routes[0].cache.lock"));
+    assert!(err("upstream = \"api\"\ncache = { stale_if_error = \"x\" }", "").contains("stale_if_error"));
 }

@@ -263,7 +263,12 @@ mod tests {
     #[test]
     fn responses_table() {
         let now = httpdate::parse_http_date("Tue, 24 Nov 2026 12:00:00 GMT").unwrap();
-        let with_ttl = RouteCache { ttl: Some(Duration::from_secs(30)), max_entry_bytes: 1 << 20, lock: None };
+        let with_ttl = RouteCache {
+            ttl: Some(Duration::from_secs(30)),
+            max_entry_bytes: 1 << 20,
+            lock: None,
+            stale_if_error: None,
+        };
         let no_ttl = RouteCache { ttl: None, ..with_ttl };
         let fresh = |lifetime, initial_age| Some(Freshness { lifetime, initial_age });
         let table: &[(&str, &RouteCache, bool, Option<Freshness>)] = &[

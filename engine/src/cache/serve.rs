@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use config::{HeaderOps, RouteCache};
+use proto_http::cache_control::CacheControl;
 use proto_http::write::{field, field_u64, status_line};
 use proto_http::{is_hop_by_hop, parse_response, RequestHead, ResponseBody, ResponseHead, Version};
 
@@ -37,6 +38,9 @@ pub(crate) struct Plan<'a> {
     /// its ETag and Last-Modified go upstream as preconditions, and a 304 refreshes it.
     /// Not when the client sent preconditions of its own (the upstream then answers those).
     stale: Option<Arc<Stored>>,
+    /// A stale stored response, made ready to answer if the upstream fails
+    /// (`stale_if_error`): the exchange hands it to `proxy::handle`, which sends it.
+    fallback: Option<Box<Reply>>,
     /// This request claimed the target's fetch (`lock`): released when the plan goes,
     /// whether the response was stored or the exchange failed.
     claimed: bool,
@@ -61,6 +65,11 @@ pub(crate) enum After {
 }
 
 impl Plan<'_> {
+    /// The stale response to answer with when the upstream fails, if the route allows one.
+    pub(crate) fn take_fallback(&mut self) -> Option<Box<Reply>> {
+        self.fallback.take()
+    }
+
     /// Adds the stale response's validators to the request head going upstream (which
     /// ends with its empty line).
     pub(crate) fn add_validators(&self, head: &mut Vec<u8>) {
@@ -91,6 +100,7 @@ const MISS: &[u8] = b"MISS";
 const EXPIRED: &[u8] = b"EXPIRED";
 const BYPASS: &[u8] = b"BYPASS";
 pub(crate) const REVALIDATED: &[u8] = b"REVALIDATED";
+pub(crate) const STALE: &[u8] = b"STALE";
 
 /// Bodies up to this size go out in the same write as their head.
 const WITH_HEAD: usize = 64 * 1024;
@@ -110,6 +120,7 @@ pub(crate) async fn lookup<'a>(
     let ask = if edits.websocket { None } else { rules::ask(req) };
     let mut stale = None;
     let mut claimed = false;
+    let mut fallback = None;
     let status = match ask {
         None => BYPASS,
         Some(a) if !a.lookup => MISS,
@@ -137,6 +148,16 @@ pub(crate) async fn lookup<'a>(
                     return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, HIT).await);
                 }
                 Some(s) => {
+                    // RFC 9111 4.2.4: never served stale under must-revalidate.
+                    if let Some(grace) = rc.stale_if_error {
+                        let age = s.age(w.timers.now());
+                        let revalidate = s.head.headers().any(|(n, v)| {
+                            n.eq_ignore_ascii_case(b"cache-control") && CacheControl::parse([v]).must_revalidate
+                        });
+                        if !revalidate && age < s.freshness.lifetime.saturating_add(grace.as_secs()) {
+                            fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE).map(Box::new);
+                        }
+                    }
                     let validators = s
                         .head
                         .headers()
@@ -150,7 +171,17 @@ pub(crate) async fn lookup<'a>(
         }
     };
     w.count_cache(status);
-    Looked::Upstream(Plan { cache, route: rc, key, ask, consumer: edits.identity_name, status, stale, claimed })
+    Looked::Upstream(Plan {
+        cache,
+        route: rc,
+        key,
+        ask,
+        consumer: edits.identity_name,
+        status,
+        stale,
+        fallback,
+        claimed,
+    })
 }
 
 /// Whether `s` is fresh enough for the request (RFC 9111 4.2, and its `max-age`).
@@ -331,6 +362,35 @@ pub(crate) async fn serve(
     edits: &Edits<'_>,
     status_mark: &[u8],
 ) -> Next {
+    let spare = std::mem::take(&mut client.spare);
+    match render(w, spare, req, s, age, conditional, edits, status_mark) {
+        Some(reply) => send(w, client, reply).await,
+        None => Next::UNANSWERED,
+    }
+}
+
+/// A response made from a stored one, ready to write.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    out: Vec<u8>,
+    /// A body too large to go in the head's write.
+    apart: Option<Bytes>,
+    status: u16,
+    keep: bool,
+}
+
+/// Makes the response [`serve`] sends, in `out` (a connection's spare buffer, or new).
+#[allow(clippy::too_many_arguments)] // as `serve`
+fn render(
+    w: &Worker,
+    mut out: Vec<u8>,
+    req: &RequestHead,
+    s: &Stored,
+    age: u64,
+    conditional: bool,
+    edits: &Edits<'_>,
+    status_mark: &[u8],
+) -> Option<Reply> {
     let not_modified;
     let mut head = &s.head;
     let head_request = req.meta.method == proto_http::Method::Head;
@@ -348,24 +408,28 @@ pub(crate) async fn serve(
             Ok(h) => h,
             Err(e) => {
                 log::error!("a 304 head: {e}");
-                return Next::UNANSWERED;
+                return None;
             }
         };
         head = &not_modified;
         body = None;
     }
-    let status = head.meta.status;
     let framing = match head.meta.body {
         ResponseBody::None => ClientFraming::None,
         _ => ClientFraming::Length(s.body.len() as u64),
     };
     let keep = req.meta.keep_alive() && !w.drain.is_draining();
-    let mut out = std::mem::take(&mut client.spare);
     forward::response_head(&mut out, head, framing, keep, req.meta.version == Version::Http10, edits);
     mark(&mut out, status_mark, Some(age), edits.response_ops);
     let apart = body.filter(|b| append_small(&mut out, b) > 0);
-    let send = w.cfg.timeouts.client_send;
-    match client.write(out, send).await {
+    Some(Reply { out, apart, status: head.meta.status, keep })
+}
+
+/// Writes a [`Reply`].
+pub(crate) async fn send(w: &Worker, client: &mut Conn, reply: Reply) -> Next {
+    let Reply { out, apart, status, keep } = reply;
+    let timeout = w.cfg.timeouts.client_send;
+    match client.write(out, timeout).await {
         Ok(mut out) if out.capacity() <= 2 * WITH_HEAD => {
             out.clear();
             client.spare = out;
@@ -377,7 +441,7 @@ pub(crate) async fn serve(
         }
     }
     if let Some(b) = apart {
-        if let Err(e) = client.write(b, send).await {
+        if let Err(e) = client.write(b, timeout).await {
             log::debug!("writing a cached body: {e}");
             return Next { keep_alive: false, status };
         }
