@@ -1,7 +1,10 @@
-//! The cache on the request path: looks a request up before it goes upstream and answers a
-//! fresh hit (or its 304), stores a storable response on its way back, invalidates after
-//! unsafe methods, and marks every response of a cached route with `X-Cache-Status`
-//! (HIT, MISS, EXPIRED or BYPASS, as nginx's `$upstream_cache_status`) and hits with `Age`.
+//! The cache on the request path: looks a request up before it goes upstream (waiting for
+//! another request's fetch with `lock`) and answers a fresh hit (or its 304), revalidates a
+//! stale response with its validators, stores a storable response on its way back,
+//! prepares a stale answer for an upstream failure (`stale_if_error`), invalidates after
+//! unsafe methods, and marks every response of a cached route with `X-Cache-Status` (HIT,
+//! MISS, EXPIRED, REVALIDATED, STALE or BYPASS, as nginx's `$upstream_cache_status`) and
+//! answers from the store with `Age`.
 //!
 //! Left to others: the rules ([`super::rules`]), the store ([`super::Cache`]), the exchange
 //! itself (`proxy`), the heads (`forward`).
@@ -37,7 +40,7 @@ pub(crate) struct Plan<'a> {
     /// A stale stored 200 with validators, revalidated with the upstream (RFC 9111 4.3.1):
     /// its ETag and Last-Modified go upstream as preconditions, and a 304 refreshes it.
     /// Not when the client sent preconditions of its own (the upstream then answers those).
-    stale: Option<Arc<Stored>>,
+    revalidate: Option<Arc<Stored>>,
     /// A stale stored response, made ready to answer if the upstream fails
     /// (`stale_if_error`): the exchange hands it to `proxy::handle`, which sends it.
     fallback: Option<Box<Reply>>,
@@ -73,7 +76,7 @@ impl Plan<'_> {
     /// Adds the stale response's validators to the request head going upstream (which
     /// ends with its empty line).
     pub(crate) fn add_validators(&self, head: &mut Vec<u8>) {
-        let Some(s) = &self.stale else { return };
+        let Some(s) = &self.revalidate else { return };
         head.truncate(head.len() - 2);
         for (name, value) in s.head.headers() {
             if name.eq_ignore_ascii_case(b"etag") {
@@ -118,7 +121,7 @@ pub(crate) async fn lookup<'a>(
     let mut key = Vec::new();
     super::key(&mut key, route, req.host(), req.path());
     let ask = if edits.websocket { None } else { rules::ask(req) };
-    let mut stale = None;
+    let mut revalidate = None;
     let mut claimed = false;
     let mut fallback = None;
     let status = match ask {
@@ -151,10 +154,10 @@ pub(crate) async fn lookup<'a>(
                     // RFC 9111 4.2.4: never served stale under must-revalidate.
                     if let Some(grace) = rc.stale_if_error {
                         let age = s.age(w.timers.now());
-                        let revalidate = s.head.headers().any(|(n, v)| {
+                        let must_revalidate = s.head.headers().any(|(n, v)| {
                             n.eq_ignore_ascii_case(b"cache-control") && CacheControl::parse([v]).must_revalidate
                         });
-                        if !revalidate && age < s.freshness.lifetime.saturating_add(grace.as_secs()) {
+                        if !must_revalidate && age < s.freshness.lifetime.saturating_add(grace.as_secs()) {
                             fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE).map(Box::new);
                         }
                     }
@@ -163,7 +166,7 @@ pub(crate) async fn lookup<'a>(
                         .headers()
                         .any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
                     if s.head.meta.status == 200 && validators && !a.conditional {
-                        stale = Some(s);
+                        revalidate = Some(s);
                     }
                     EXPIRED
                 }
@@ -178,7 +181,7 @@ pub(crate) async fn lookup<'a>(
         ask,
         consumer: edits.identity_name,
         status,
-        stale,
+        revalidate,
         fallback,
         claimed,
     })
@@ -209,7 +212,7 @@ pub(crate) async fn on_response(
     }
     let limits = &w.cfg.limits.wire;
     let authorized = req.header(b"authorization").is_some();
-    if let (Some(stale), 304) = (&plan.stale, resp.meta.status) {
+    if let (Some(stale), 304) = (&plan.revalidate, resp.meta.status) {
         // RFC 9111 4.3.4: the stored head takes the 304's fields; the body stays.
         let head = merged_head(&stale.head, resp, limits)?;
         let freshness = rules::freshness(&head, plan.route, authorized, SystemTime::now());
