@@ -406,10 +406,10 @@ async fn exchange(
     };
     // A response the cache stores is read whole first, and sent from memory.
     let stored = match &cache_plan {
-        Some(plan) => match Box::pin(cache::serve::on_response(w, plan, req, &resp, &mut up, &leg)).await? {
-            cache::serve::After::Stream => None,
-            cache::serve::After::Stored(body) => Some(body),
-            cache::serve::After::Revalidated(s) => {
+        Some(plan) => match Box::pin(cache::fill::on_response(w, plan, req, &resp, &mut up, &leg)).await? {
+            cache::fill::After::Stream => None,
+            cache::fill::After::Stored(body) => Some(body),
+            cache::fill::After::Revalidated(s) => {
                 let resp_meta = resp.meta;
                 drop(resp.bytes);
                 pool_back(w, upstream, endpoint, up, resp_meta);

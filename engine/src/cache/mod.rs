@@ -8,9 +8,10 @@
 //! a PUT or DELETE on one worker invalidate what another serves (RFC 9111 4.4); nginx shares
 //! its cache between workers for the same reasons. Only routes with `cache` touch it.
 //!
-//! Left to others: what may be stored and served ([`rules`]), reading and answering
-//! ([`serve`]).
+//! Left to others: what may be stored and served ([`rules`]), answering ([`serve`]),
+//! filling from upstream responses ([`fill`]).
 
+pub(crate) mod fill;
 pub(crate) mod rules;
 pub(crate) mod serve;
 
