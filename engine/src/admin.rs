@@ -1,6 +1,7 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format),
 //! `GET /healthz` (200 while serving, 503 once the drain began) and `DELETE /cache` (empties
-//! the response cache), on a thread of its own so
+//! the response cache, or purges one target named by `x-purge-host` and `x-purge-target`),
+//! on a thread of its own so
 //! that a scrape never runs on a worker's core loop. One connection at a time, each closed
 //! after its answer; meant for a private address.
 //!
@@ -63,11 +64,28 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     if path == b"/cache" {
         return match (method, &registry.cache) {
-            (b"DELETE", Some(cache)) => {
-                let targets = cache.clear();
-                log::info!("admin: response cache emptied ({targets} targets)");
-                respond(&mut s, "200 OK", "text/plain", &format!("purged {targets} targets\n"), false)
-            }
+            (b"DELETE", Some(cache)) => match (field(&head, b"x-purge-host"), field(&head, b"x-purge-target")) {
+                (None, None) => {
+                    let targets = cache.clear();
+                    log::info!("admin: response cache emptied ({targets} targets)");
+                    respond(&mut s, "200 OK", "text/plain", &format!("purged {targets} targets\n"), false)
+                }
+                (host, Some(target)) => {
+                    // The target as clients send it, on every route with a cache.
+                    let cached = registry.cfg.routes.iter().enumerate().filter(|(_, r)| r.cache.is_some());
+                    let mut key = Vec::new();
+                    let purged = cached
+                        .filter(|(i, _)| {
+                            crate::cache::key(&mut key, *i, host, target);
+                            cache.invalidate(&key)
+                        })
+                        .count();
+                    respond(&mut s, "200 OK", "text/plain", &format!("purged {purged} targets\n"), false)
+                }
+                (Some(_), None) => {
+                    respond(&mut s, "400 Bad Request", "text/plain", "x-purge-target names the target\n", false)
+                }
+            },
             (b"DELETE", None) => respond(&mut s, "404 Not Found", "text/plain", "no route has a cache\n", false),
             _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "DELETE\n", head_only),
         };
@@ -86,6 +104,15 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
         b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
         _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz or /cache\n", head_only),
     }
+}
+
+/// The value of the first field `name` in a request head (OWS trimmed).
+fn field<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
+    })
 }
 
 fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) -> io::Result<()> {

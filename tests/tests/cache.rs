@@ -448,9 +448,19 @@ both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
     assert!((10..100).contains(&targets), "{targets}");
     assert_eq!(value("coregate_cache_lookups_total{result=\"miss\"}"), 100);
     assert_eq!(value("coregate_cache_lookups_total{result=\"hit\"}"), 0);
-    // The admin listener empties the store.
-    assert_eq!(get(&mut c, "/item99", "").header("x-cache-status"), None);
     let admin = |raw: &str| Client::connect(gw.admin_addr()).request(raw);
+    // The admin listener purges one target (as clients send it; the host in any case)...
+    let before = origin.count();
+    get(&mut c, "/item99", "");
+    assert_eq!(origin.count(), before, "stored");
+    let purged = admin("DELETE /cache HTTP/1.1\r\nHost: a\r\nx-purge-host: A\r\nx-purge-target: /item99\r\n\r\n");
+    assert_eq!((purged.status(), purged.text().as_str()), (200, "purged 1 targets\n"));
+    let purged = admin("DELETE /cache HTTP/1.1\r\nHost: a\r\nx-purge-host: a\r\nx-purge-target: /item99\r\n\r\n");
+    assert_eq!(purged.text(), "purged 0 targets\n");
+    assert_eq!(admin("DELETE /cache HTTP/1.1\r\nHost: a\r\nx-purge-host: a\r\n\r\n").status(), 400);
+    get(&mut c, "/item99", "");
+    assert_eq!(origin.count(), before + 1, "fetched again after its purge");
+    // ... or empties the store.
     let purged = admin("DELETE /cache HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!((purged.status(), purged.text()), (200, format!("purged {targets} targets\n")));
     assert_eq!(admin("GET /cache HTTP/1.1\r\nHost: a\r\n\r\n").status(), 405);

@@ -65,7 +65,9 @@ pub(crate) async fn on_response(
         match freshness {
             Some(_) => plan.cache.put_shared(&plan.key, refreshed.clone()),
             // The 304 forbids storing it now (no-store, private, no freshness left).
-            None => plan.cache.invalidate(&plan.key),
+            None => {
+                plan.cache.invalidate(&plan.key);
+            }
         }
         w.count_cache(REVALIDATED);
         return Ok(After::Revalidated(refreshed));

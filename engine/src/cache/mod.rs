@@ -181,12 +181,12 @@ impl Cache {
         self.shard(key).filling.remove(key);
     }
 
-    /// Drops every variant stored under `key` (RFC 9111 4.4).
-    pub(crate) fn invalidate(&self, key: &[u8]) {
+    /// Drops every variant stored under `key` (RFC 9111 4.4); true when there were some.
+    pub(crate) fn invalidate(&self, key: &[u8]) -> bool {
         let mut shard = self.shard(key);
-        if let Some(gone) = shard.map.pop(key) {
-            shard.bytes -= gone.iter().map(|v| v.size(key)).sum::<usize>();
-        }
+        let Some(gone) = shard.map.pop(key) else { return false };
+        shard.bytes -= gone.iter().map(|v| v.size(key)).sum::<usize>();
+        true
     }
 
     /// Drops everything (the admin's `DELETE /cache`); returns how many targets were held.
