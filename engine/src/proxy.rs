@@ -108,7 +108,7 @@ pub(crate) async fn handle(
         log::warn!("answering {peer} with a stale response: {err}");
         progress.cache = Some(cache::serve::STALE);
         w.count_cache(cache::serve::STALE);
-        return (cache::serve::send(w, client, *stale).await, progress.outcome());
+        return (cache::serve::send(w, client, Some(*stale)).await, progress.outcome());
     }
     let status = match err.status() {
         Some(s) if !progress.response_started => s,

@@ -135,7 +135,9 @@ pub(crate) async fn lookup<'a>(
                 Some(s) if is_fresh(w, &s, a) => {
                     w.count_cache(HIT);
                     let age = s.age(w.timers.now());
-                    return Looked::Served(serve(w, client, req, &s, age, a.conditional, edits, HIT).await);
+                    let spare = std::mem::take(&mut client.spare);
+                    let reply = render(w, spare, req, &s, age, a.conditional, edits, HIT);
+                    return Looked::Served(send(w, client, reply).await);
                 }
                 Some(s) => {
                     // RFC 9111 4.2.4: never served stale under must-revalidate.
@@ -188,7 +190,9 @@ pub(crate) async fn serve_revalidated(
     s: &Stored,
     edits: &Edits<'_>,
 ) -> Next {
-    serve(w, client, req, s, s.age(w.timers.now()), false, edits, REVALIDATED).await
+    let spare = std::mem::take(&mut client.spare);
+    let reply = render(w, spare, req, s, s.age(w.timers.now()), false, edits, REVALIDATED);
+    send(w, client, reply).await
 }
 
 pub(super) const STATUS_FIELD: &[u8] = b"x-cache-status";
@@ -221,27 +225,6 @@ pub(crate) fn append_small(head: &mut Vec<u8>, body: &Bytes) -> u64 {
 const NOT_MODIFIED_FIELDS: [&[u8]; 7] =
     [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"];
 
-/// Answers from a stored response, marked `status`: the 200 (or other stored status), its
-/// 304 when the request's preconditions say the client has it, or the head alone for HEAD.
-/// The route's response edits, CORS and request id apply as they do to a proxied response.
-#[allow(clippy::too_many_arguments)] // the hit's parts, each used once
-async fn serve(
-    w: &Worker,
-    client: &mut Conn,
-    req: &RequestHead,
-    s: &Stored,
-    age: u64,
-    conditional: bool,
-    edits: &Edits<'_>,
-    status_mark: &[u8],
-) -> Next {
-    let spare = std::mem::take(&mut client.spare);
-    match render(w, spare, req, s, age, conditional, edits, status_mark) {
-        Some(reply) => send(w, client, reply).await,
-        None => Next::UNANSWERED,
-    }
-}
-
 /// A response made from a stored one, ready to write.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -252,8 +235,12 @@ pub(crate) struct Reply {
     keep: bool,
 }
 
-/// Makes the response [`serve`] sends, in `out` (a connection's spare buffer, or new).
-#[allow(clippy::too_many_arguments)] // as `serve`
+/// Makes an answer from a stored response, marked `status_mark`, in `out` (a connection's
+/// spare buffer, or new): the 200 (or other stored status), its 304 when the request's
+/// preconditions say the client has it, or the head alone for HEAD. The route's response
+/// edits, CORS and request id apply as they do to a proxied response. None: a 304 head
+/// that does not parse (a bug, logged).
+#[allow(clippy::too_many_arguments)] // the answer's parts, each used once
 fn render(
     w: &Worker,
     mut out: Vec<u8>,
@@ -298,9 +285,9 @@ fn render(
     Some(Reply { out, apart, status: head.meta.status, keep })
 }
 
-/// Writes a [`Reply`].
-pub(crate) async fn send(w: &Worker, client: &mut Conn, reply: Reply) -> Next {
-    let Reply { out, apart, status, keep } = reply;
+/// Writes a [`Reply`] (None: closes unanswered).
+pub(crate) async fn send(w: &Worker, client: &mut Conn, reply: Option<Reply>) -> Next {
+    let Some(Reply { out, apart, status, keep }) = reply else { return Next::UNANSWERED };
     let timeout = w.cfg.timeouts.client_send;
     match client.write(out, timeout).await {
         Ok(mut out) if out.capacity() <= 2 * WITH_HEAD => {
