@@ -64,28 +64,35 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     if path == b"/cache" {
         return match (method, &registry.cache) {
-            (b"DELETE", Some(cache)) => match (field(&head, b"x-purge-host"), field(&head, b"x-purge-target")) {
-                (None, None) => {
-                    let targets = cache.clear();
-                    log::info!("admin: response cache emptied ({targets} targets)");
-                    respond(&mut s, "200 OK", "text/plain", &format!("purged {targets} targets\n"), false)
+            (b"DELETE", Some(cache)) => {
+                // Its fields as the proxy reads them (proto-http). `x-purge-target`: the target
+                // as clients send it, purged on every route with a cache; none: everything.
+                let Ok(Some(meta)) = proto_http::parse_request(&head, &proto_http::Limits::default()) else {
+                    return respond(&mut s, "400 Bad Request", "text/plain", "malformed request\n", false);
+                };
+                let req = proto_http::RequestHead::new(bytes::Bytes::copy_from_slice(&head), meta);
+                match (req.header(b"x-purge-host"), req.header(b"x-purge-target")) {
+                    (None, None) => {
+                        let targets = cache.clear();
+                        log::info!("admin: response cache emptied ({targets} targets)");
+                        respond(&mut s, "200 OK", "text/plain", &format!("purged {targets} targets\n"), false)
+                    }
+                    (host, Some(target)) => {
+                        let cached = registry.cfg.routes.iter().enumerate().filter(|(_, r)| r.cache.is_some());
+                        let mut key = Vec::new();
+                        let purged = cached
+                            .filter(|(i, _)| {
+                                crate::cache::key(&mut key, *i, host, target);
+                                cache.invalidate(&key)
+                            })
+                            .count();
+                        respond(&mut s, "200 OK", "text/plain", &format!("purged {purged} targets\n"), false)
+                    }
+                    (Some(_), None) => {
+                        respond(&mut s, "400 Bad Request", "text/plain", "x-purge-target names the target\n", false)
+                    }
                 }
-                (host, Some(target)) => {
-                    // The target as clients send it, on every route with a cache.
-                    let cached = registry.cfg.routes.iter().enumerate().filter(|(_, r)| r.cache.is_some());
-                    let mut key = Vec::new();
-                    let purged = cached
-                        .filter(|(i, _)| {
-                            crate::cache::key(&mut key, *i, host, target);
-                            cache.invalidate(&key)
-                        })
-                        .count();
-                    respond(&mut s, "200 OK", "text/plain", &format!("purged {purged} targets\n"), false)
-                }
-                (Some(_), None) => {
-                    respond(&mut s, "400 Bad Request", "text/plain", "x-purge-target names the target\n", false)
-                }
-            },
+            }
             (b"DELETE", None) => respond(&mut s, "404 Not Found", "text/plain", "no route has a cache\n", false),
             _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "DELETE\n", head_only),
         };
@@ -104,15 +111,6 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
         b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
         _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz or /cache\n", head_only),
     }
-}
-
-/// The value of the first field `name` in a request head (OWS trimmed).
-fn field<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
-    })
 }
 
 fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) -> io::Result<()> {
