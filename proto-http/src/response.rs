@@ -66,6 +66,12 @@ impl ResponseHead {
         self.meta.headers.iter().map(move |h| (h.name.get(&self.bytes), h.value.get(&self.bytes)))
     }
 
+    /// The value of the first field named `name` (case-insensitive), as
+    /// [`RequestHead::header`](crate::RequestHead::header).
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
     /// A 101 that switches to WebSocket: RFC 9110 15.2.2 requires the Upgrade field naming
     /// the protocol switched to.
     pub fn switches_to_websocket(&self) -> bool {
@@ -205,6 +211,14 @@ mod tests {
             assert_eq!(m.body, *body, "{input:?}");
             assert_eq!(m.keep_alive(), *keep, "{input:?}");
         }
+    }
+
+    #[test]
+    fn first_field_by_name() {
+        let input = "HTTP/1.1 200 OK\r\nETag: \"a\"\r\netag: \"b\"\r\nContent-Length: 0\r\n\r\n";
+        let head = ResponseHead::new(Bytes::from(input), parse(input, false));
+        assert_eq!(head.header(b"ETAG"), Some(&b"\"a\""[..]));
+        assert_eq!(head.header(b"age"), None);
     }
 
     #[test]

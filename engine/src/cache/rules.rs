@@ -95,7 +95,7 @@ pub(crate) fn freshness(
     }
     let named = |name: &'static [u8]| resp.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
     let cc = CacheControl::parse(named(b"cache-control"));
-    if cc.no_store || cc.no_cache || cc.private || named(b"set-cookie").next().is_some() {
+    if cc.no_store || cc.no_cache || cc.private || resp.header(b"set-cookie").is_some() {
         return None;
     }
     if named(b"vary").any(|v| FieldList::new(v).any(|t| t == b"*")) {
@@ -104,8 +104,8 @@ pub(crate) fn freshness(
     if authorized && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return None;
     }
-    let date = named(b"date").next().and_then(http_date);
-    let lifetime = match (cc.s_maxage.or(cc.max_age), named(b"expires").next()) {
+    let date = resp.header(b"date").and_then(http_date);
+    let lifetime = match (cc.s_maxage.or(cc.max_age), resp.header(b"expires")) {
         (Some(secs), _) => secs,
         // An Expires that is no date means already expired (RFC 9111 5.3).
         (None, Some(expires)) => {
@@ -113,7 +113,7 @@ pub(crate) fn freshness(
         }
         (None, None) => route.ttl?.as_secs(),
     };
-    let age_field = named(b"age").next().and_then(delta_seconds).unwrap_or(0);
+    let age_field = resp.header(b"age").and_then(delta_seconds).unwrap_or(0);
     let apparent = date.and_then(|d| now.duration_since(d).ok()).unwrap_or(Duration::ZERO).as_secs();
     let initial_age = age_field.max(apparent);
     // Stale on arrival: nothing to serve it for.
@@ -191,17 +191,16 @@ pub(crate) fn not_modified(req: &RequestHead, stored: &ResponseHead) -> bool {
     if stored.meta.status != 200 {
         return false;
     }
-    let field = |name: &[u8]| stored.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
     let mut inm = req.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"if-none-match")).map(|(_, v)| v).peekable();
     if inm.peek().is_some() {
-        let Some(etag) = field(b"etag") else {
+        let Some(etag) = stored.header(b"etag") else {
             return inm.any(|v| FieldList::new(v).any(|t| t == b"*"));
         };
         let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
         let etag = weak(etag);
         return inm.any(|v| FieldList::new(v).any(|t| t == b"*" || weak(t) == etag));
     }
-    match (req.header(b"if-modified-since").and_then(http_date), field(b"last-modified").and_then(http_date)) {
+    match (req.header(b"if-modified-since").and_then(http_date), stored.header(b"last-modified").and_then(http_date)) {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
     }

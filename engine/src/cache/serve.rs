@@ -118,7 +118,8 @@ pub(crate) async fn lookup<'a>(
             // With `lock`, a miss waits while another request of the target fetches it, and
             // looks again each tick (nginx's proxy_cache_lock looks every 500 ms).
             let give_up = rc.lock.map(|lock| (lock, w.timers.deadline(lock)));
-            let mut found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+            let find = || cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+            let mut found = find();
             while let Some((lock, until)) =
                 give_up.filter(|_| a.store && !found.as_ref().is_some_and(|s| is_fresh(w, s, a)))
             {
@@ -128,7 +129,7 @@ pub(crate) async fn lookup<'a>(
                     break;
                 }
                 w.timers.wait(w.timers.deadline(crate::timers::TICK)).await;
-                found = cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
+                found = find();
             }
             match found {
                 None => MISS,
@@ -150,10 +151,7 @@ pub(crate) async fn lookup<'a>(
                             fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE).map(Box::new);
                         }
                     }
-                    let validators = s
-                        .head
-                        .headers()
-                        .any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
+                    let validators = s.head.header(b"etag").is_some() || s.head.header(b"last-modified").is_some();
                     if s.head.meta.status == 200 && validators && !a.conditional {
                         revalidate = Some(s);
                     }
