@@ -22,7 +22,7 @@ pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
-pub use tls::{Certificate, Tls};
+pub use tls::{Certificate, Tls, UpstreamTls};
 
 /// Which I/O driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,8 @@ pub struct Upstream {
     /// Further attempts on other endpoints for an idempotent request that failed or got a
     /// 502-504 before anything reached the client (0: none beyond the connect failover).
     pub retries: u32,
+    /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Active health checks: a `GET path` to every endpoint each `interval`, from a thread of

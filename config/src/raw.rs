@@ -125,6 +125,24 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retries: Option<usize>,
+    /// Speak TLS to the endpoints (HTTPS upstreams).
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// TLS from coregate to an upstream's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUpstreamTls {
+    /// Sent as SNI and checked against the certificate (default: the endpoint's address).
+    pub server_name: Option<String>,
+    /// PEM file of the certificate authorities trusted for this upstream (default: the
+    /// Mozilla roots built into coregate).
+    pub ca_file: Option<String>,
+    /// Check the upstream's certificate (default true).
+    pub verify: Option<bool>,
+    /// PEM files of a client certificate and its key, for upstreams that ask for one (mTLS).
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 /// Active health checks of an upstream's endpoints.

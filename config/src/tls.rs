@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::raw::RawTls;
+use crate::raw::{RawTls, RawUpstreamTls};
 use crate::validate::Checker;
 
 /// TLS termination: empty `listen` means none.
@@ -57,28 +57,75 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
                 None => c.err(p, format!("{name:?} is not a host name or a *.suffix wildcard")),
             }
         }
-        let chain = match &rc.cert_file {
-            None => {
-                c.err(format!("{path}.cert_file"), "missing certificate file");
-                None
-            }
-            Some(f) => read_chain(&c.file(f)).map_err(|e| c.err(format!("{path}.cert_file"), e)).ok(),
-        };
-        let key = match &rc.key_file {
-            None => {
-                c.err(format!("{path}.key_file"), "missing private key file");
-                None
-            }
-            Some(f) => PrivateKeyDer::from_pem_file(c.file(f))
-                .map_err(|e| c.err(format!("{path}.key_file"), format!("cannot load a private key from {f:?}: {e}")))
-                .ok(),
-        };
-        if let (Some(chain), Some(key)) = (chain, key) {
-            let cert_file = rc.cert_file.as_deref().map(|f| c.file(f).display().to_string()).unwrap_or_default();
-            certificates.push(Certificate { chain, key: Arc::new(key), server_names, cert_file });
+        if let Some((chain, key, cert_file)) = cert_and_key(c, &path, rc.cert_file.as_deref(), rc.key_file.as_deref()) {
+            certificates.push(Certificate { chain, key, server_names, cert_file });
         }
     }
     Tls { listen, certificates }
+}
+
+/// A certificate chain and its key, from the PEM files at `{path}.cert_file` and
+/// `{path}.key_file` (both required), with the chain's file for messages.
+type Loaded = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>, String);
+
+fn cert_and_key(c: &mut Checker, path: &str, cert_file: Option<&str>, key_file: Option<&str>) -> Option<Loaded> {
+    let chain = match cert_file {
+        None => {
+            c.err(format!("{path}.cert_file"), "missing certificate file");
+            None
+        }
+        Some(f) => read_chain(&c.file(f)).map_err(|e| c.err(format!("{path}.cert_file"), e)).ok(),
+    };
+    let key = match key_file {
+        None => {
+            c.err(format!("{path}.key_file"), "missing private key file");
+            None
+        }
+        Some(f) => PrivateKeyDer::from_pem_file(c.file(f))
+            .map_err(|e| c.err(format!("{path}.key_file"), format!("cannot load a private key from {f:?}: {e}")))
+            .ok(),
+    };
+    let cert_file = cert_file.map(|f| c.file(f).display().to_string()).unwrap_or_default();
+    Some((chain?, Arc::new(key?), cert_file))
+}
+
+/// TLS from coregate to an upstream's endpoints (`upstreams[].tls`).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Sent as SNI and matched against the certificate; `None`: the endpoint's IP address
+    /// is matched (and no SNI is sent, RFC 6066 3 allows only host names there).
+    pub server_name: Option<String>,
+    /// The certificate authorities trusted; `None`: the Mozilla roots built into coregate.
+    pub roots: Option<Vec<CertificateDer<'static>>>,
+    /// `false`: any certificate is accepted (the handshake's signatures are still checked).
+    pub verify: bool,
+    /// Presented when the upstream asks for a client certificate (mTLS); no server names.
+    pub client_cert: Option<Certificate>,
+}
+
+pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamTls) -> UpstreamTls {
+    let server_name = raw.server_name.as_ref().and_then(|name| {
+        let ip = name.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string());
+        let host = server_name(name).filter(|n| !n.starts_with("*."));
+        let valid = ip.or(host);
+        if valid.is_none() {
+            c.err(format!("{path}.server_name"), format!("{name:?} is not a host name or an IP address"));
+        }
+        valid
+    });
+    let verify = raw.verify.unwrap_or(true);
+    let roots = raw.ca_file.as_ref().and_then(|f| {
+        if !verify {
+            c.err(format!("{path}.ca_file"), "is not used with verify = false: remove one of them");
+            return None;
+        }
+        read_chain(&c.file(f)).map_err(|e| c.err(format!("{path}.ca_file"), e)).ok()
+    });
+    let client_cert = (raw.cert_file.is_some() || raw.key_file.is_some())
+        .then(|| cert_and_key(c, path, raw.cert_file.as_deref(), raw.key_file.as_deref()))
+        .flatten()
+        .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file });
+    UpstreamTls { server_name, roots, verify, client_cert }
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {

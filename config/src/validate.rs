@@ -92,10 +92,25 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
+/// A key's path as the other errors write it: `upstreams[0].tls.sni`, where serde_ignored
+/// writes `upstreams.0.tls.?.sni` (`?` for a table behind an `Option`).
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        P::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
 pub(crate) fn parse(text: &str, base: Option<&Path>) -> Result<Config, Errors> {
     let mut unknown = Vec::new();
     let de = toml::Deserializer::new(text);
-    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)))
         .map_err(|e| Errors(vec![ConfigError::new("", format!("invalid TOML: {}", e.to_string().trim_end()))]))?;
     let errors = unknown.into_iter().map(|p| ConfigError::new(p, "unknown key")).collect();
     let mut c = Checker { errors, base: base.map(Path::to_path_buf) };
@@ -270,6 +285,7 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
         outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
         retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
+        tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
     }
 }
 
@@ -384,7 +400,7 @@ websocket = true
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         for want in [
             "server.colour",
-            "upstreams.0.typo",
+            "upstreams[0].typo",
             "server.listen[0]",
             "server.io",
             "timeouts.client_idle",

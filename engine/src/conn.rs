@@ -55,7 +55,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
             break;
         }
         if let Some(current) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
-            match Tls::new(current.config()) {
+            match Tls::server(current.config()) {
                 Ok(state) => client.tls = Some(state),
                 Err(e) => {
                     log::warn!("TLS connection from {peer} refused: {e}");

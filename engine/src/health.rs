@@ -102,15 +102,17 @@ pub(crate) fn start_checks(
     cfg: &Config,
     verdicts: &Verdicts,
     stop: &crossbeam_channel::Receiver<()>,
+    tls: &crate::upstream_tls::Clients,
 ) -> Vec<JoinHandle<()>> {
     let mut threads = Vec::new();
     for (u, up) in cfg.upstreams.iter().enumerate() {
         let Some(check) = &up.health_check else { continue };
         for (e, &addr) in up.endpoints.iter().enumerate() {
             let (check, verdicts, stop, name) = (check.clone(), verdicts.clone(), stop.clone(), up.name.clone());
+            let tls = tls.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("coregate-hc{u}.{e}"))
-                .spawn(move || check_loop(&name, addr, &check, &verdicts[u][e], &stop));
+                .spawn(move || check_loop(&name, addr, &check, tls[u].as_ref(), &verdicts[u][e], &stop));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(err) => log::error!("cannot start the health check of {} {addr}: {err}", up.name),
@@ -124,12 +126,13 @@ fn check_loop(
     name: &str,
     addr: SocketAddr,
     check: &HealthCheck,
+    tls: Option<&crate::upstream_tls::UpstreamTls>,
     up: &AtomicBool,
     stop: &crossbeam_channel::Receiver<()>,
 ) {
     let (mut passes, mut fails) = (0u32, 0u32);
     loop {
-        match probe(addr, check) {
+        match probe(addr, check, tls) {
             Ok(()) => {
                 (passes, fails) = (passes.saturating_add(1), 0);
                 if !up.load(Ordering::Relaxed) && passes >= check.healthy_threshold {
@@ -157,23 +160,45 @@ pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bo
     stop.recv_timeout(d) != Err(crossbeam_channel::RecvTimeoutError::Timeout)
 }
 
-/// One check: `GET path` with `Connection: close`; a 2xx or 3xx status line within the
-/// timeout passes. The whole check (connect, write, reading the status line) shares it.
-fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+/// One check: `GET path` with `Connection: close`, over TLS for an HTTPS upstream (whose
+/// certificate is checked as the workers check it); a 2xx or 3xx status line within the
+/// timeout passes. The whole check (connect, handshake, write, reading the status line)
+/// shares it.
+fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
+    let s = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    // The timeouts are the socket's: set through a second handle while rustls owns the first.
+    let ctl = s.try_clone().map_err(|e| e.to_string())?;
+    match tls {
+        None => exchange(s, &ctl, addr, check, deadline),
+        Some(t) => {
+            let conn = t.connection(addr).map_err(|e| format!("TLS: {e}"))?;
+            exchange(rustls::StreamOwned::new(conn, s), &ctl, addr, check, deadline)
+        }
+    }
+}
+
+/// The check's request and status line over `s`, whose socket `ctl` is.
+fn exchange(
+    mut s: impl Read + Write,
+    ctl: &TcpStream,
+    addr: SocketAddr,
+    check: &HealthCheck,
+    deadline: Instant,
+) -> Result<(), String> {
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut s = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
-    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    ctl.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    ctl.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
     let host = check.host.clone().unwrap_or_else(|| addr.to_string());
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health-check\r\nConnection: close\r\n\r\n",
         check.path
     );
-    s.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    s.write_all(req.as_bytes()).and_then(|()| s.flush()).map_err(|e| format!("write: {e}"))?;
     let mut head = [0u8; 16];
     let mut got = 0;
     while got < 12 {
-        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        ctl.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
         match s.read(&mut head[got..]) {
             Ok(0) => return Err("closed without a status line".into()),
             Ok(n) => got += n,

@@ -60,8 +60,9 @@ pub(crate) struct Conn {
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
     pub alt: BytesMut,
-    /// TLS state of a client connection accepted on a `[tls]` listener (`crate::tls`):
-    /// reads return plaintext, writes are sealed. Created when its first bytes arrive.
+    /// TLS state (`crate::tls`) of a client connection accepted on a `[tls]` listener
+    /// (made when its first bytes arrive) or of a connection to an HTTPS upstream (made
+    /// at connect, `crate::upstream_tls`): reads return plaintext, writes are sealed.
     pub tls: Option<Box<Tls>>,
     pub(crate) timers: Rc<CoarseTimers>,
 }
@@ -133,6 +134,20 @@ impl Conn {
         };
         self.buf = slice.into_inner();
         res
+    }
+
+    /// Awaits the read posted while this connection idled in the pool, if one is still
+    /// to be consumed (until `deadline`); its bytes end up in `buf`. `None`: there is none.
+    /// For reads that do not go through [`Conn::fill_until`] (TLS ciphertext).
+    pub(crate) async fn await_posted(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
+        let posted = self.posted.as_deref_mut().filter(|p| p.is_live())?;
+        let (res, slice) = monoio::select! {
+            biased;
+            r = std::future::poll_fn(|cx| posted.poll_read(cx)) => r,
+            _ = self.timers.wait(deadline) => return Some(Err(io::ErrorKind::TimedOut.into())),
+        };
+        self.buf = slice.into_inner();
+        Some(res)
     }
 
     /// The buffer the next read fills, taken out of `self.buf`, with room for `room` more

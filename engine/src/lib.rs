@@ -40,6 +40,7 @@ mod timers;
 mod tls;
 mod tls_tunnel;
 mod tunnel;
+mod upstream_tls;
 mod waiters;
 mod worker;
 

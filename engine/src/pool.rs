@@ -61,7 +61,9 @@ impl Pool {
     /// Returns a connection whose last exchange ended cleanly, posting a read on it; with
     /// `max_idle` 0 (no keep-alive to this upstream) it is closed instead.
     pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, max_idle: usize, now: Instant) {
-        if max_idle == 0 {
+        // A TLS connection holding ciphertext or plaintext beyond its response has the
+        // same framing disagreement as one with bytes in `buf` (see `proxy::pool_back`).
+        if max_idle == 0 || conn.tls.as_deref().is_some_and(crate::tls::Tls::has_buffered) {
             return;
         }
         conn.post_read(HEAD_ROOM);

@@ -493,6 +493,29 @@ fn pool_back(w: &Worker, upstream: usize, endpoint: usize, mut up: Conn, resp_me
     }
 }
 
+/// The TLS handshake on a new connection to an HTTPS upstream, within what is left of the
+/// connect timeout; boxed by the caller, so that plain upstreams' requests do not carry its
+/// state. A failed handshake counts as a failed connect.
+async fn handshake(
+    mut conn: Conn,
+    tls: &crate::upstream_tls::UpstreamTls,
+    addr: std::net::SocketAddr,
+    deadline: std::time::Instant,
+) -> Result<Conn, Error> {
+    match conn.tls_connect(tls, addr, deadline).await {
+        Ok(()) => Ok(conn),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(Error::new(Kind::ConnectTimeout, Side::Upstream, "the TLS handshake with the upstream timed out"))
+        }
+        Err(e) => {
+            log::warn!("TLS handshake with upstream {addr} failed: {e}");
+            let mut err = Error::io(Side::Upstream, "the TLS handshake with the upstream", e);
+            err.kind = Kind::Connect;
+            Err(err)
+        }
+    }
+}
+
 /// Answers the client with the upstream's 101 and relays bytes both ways until the tunnel
 /// ends; the upstream connection is never pooled again and the client's closes after.
 async fn tunnel(
@@ -514,7 +537,7 @@ async fn tunnel(
         upstream_send: t.upstream_send,
         uring: w.uring,
     };
-    let relayed = match client.tls.is_some() {
+    let relayed = match client.tls.is_some() || up.tls.is_some() {
         true => crate::tls_tunnel::relay(&w.timers, client, &mut up, limits).await,
         false => tunnel::relay(&w.timers, client, &mut up, limits).await,
     };
@@ -661,10 +684,18 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool, avoid: Option<usize>)
                 }
             }
             let addr = up.endpoints[endpoint];
+            let deadline = w.timers.deadline(up.connect_timeout);
             match timed(&w.timers, up.connect_timeout, TcpStream::connect_addr(addr)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
+                    let conn = Conn::new(stream, 8 * 1024, w.timers.clone());
+                    match &w.upstream_tls[upstream] {
+                        None => return Ok((conn, endpoint, false)),
+                        Some(tls) => match Box::pin(handshake(conn, tls, addr, deadline)).await {
+                            Ok(conn) => return Ok((conn, endpoint, false)),
+                            Err(e) => last = e,
+                        },
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     last = Error::new(Kind::ConnectTimeout, Side::Upstream, "connecting to the upstream timed out");

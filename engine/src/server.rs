@@ -56,6 +56,7 @@ impl Server {
             true => None,
             false => Some(Arc::new(crate::tls::Current::new(crate::tls::server_config(&cfg.tls).map_err(StartError)?))),
         };
+        let upstream_tls = crate::upstream_tls::clients(&cfg).map_err(StartError)?;
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let cfg = Arc::new(cfg);
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -82,7 +83,7 @@ impl Server {
             .iter()
             .any(|r| r.cache.is_some())
             .then(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes)));
-        let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx);
+        let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx, &upstream_tls);
         if let Some(listener) = admin_listener {
             let registry = crate::metrics::Registry {
                 cfg: cfg.clone(),
@@ -111,6 +112,7 @@ impl Server {
                 stats: stats[id].clone(),
                 log: log.clone(),
                 cache: cache.clone(),
+                upstream_tls: upstream_tls.clone(),
             };
             match worker::spawn(spawn) {
                 Ok(t) => threads.push(t),

@@ -24,6 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use proto_http::Version;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConnection, Connection};
 
 use crate::io::Conn;
 
@@ -133,9 +134,10 @@ pub(crate) enum Refused {
     Tls(rustls::Error),
 }
 
-/// One client connection's TLS state.
+/// One connection's TLS state: a client's (coregate the server) or an upstream's
+/// (coregate the client, [`crate::upstream_tls`]).
 pub(crate) struct Tls {
-    conn: ServerConnection,
+    conn: Connection,
     /// Ciphertext read from the socket and not yet given to rustls (it takes at most one
     /// record's worth of plaintext ahead of the reader).
     pub inbuf: BytesMut,
@@ -152,17 +154,29 @@ pub(crate) struct Tls {
 }
 
 impl Tls {
-    pub(crate) fn new(cfg: Arc<ServerConfig>) -> io::Result<Box<Tls>> {
+    /// The state of a client connection accepted on a `[tls]` listener.
+    pub(crate) fn server(cfg: Arc<ServerConfig>) -> io::Result<Box<Tls>> {
         let conn = ServerConnection::new(cfg).map_err(io::Error::other)?;
-        Ok(Box::new(Tls {
+        Ok(Tls::with(conn.into(), false))
+    }
+
+    /// The state of a connection to an HTTPS upstream, whose handshake
+    /// ([`Conn::tls_handshake`]) is still to run. Its peer is no HTTP client: the
+    /// plain-HTTP check is off.
+    pub(crate) fn client(conn: ClientConnection) -> Box<Tls> {
+        Tls::with(conn.into(), true)
+    }
+
+    fn with(conn: Connection, started: bool) -> Box<Tls> {
+        Box::new(Tls {
             conn,
             inbuf: BytesMut::new(),
             out: Vec::new(),
             pending: 0,
             closed: false,
-            started: false,
+            started,
             handshaking: true,
-        }))
+        })
     }
 
     /// Decrypted bytes wait to be taken, or ciphertext already read waits to be decrypted:
@@ -348,21 +362,57 @@ impl Conn {
                     _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
                 }
             }
-            let tls = self.tls.as_deref_mut().expect("a TLS connection");
-            let mut inbuf = std::mem::take(&mut tls.inbuf);
-            inbuf.reserve(RECORD_ROOM);
-            let (len, cap) = (inbuf.len(), inbuf.capacity());
-            let (res, slice) = monoio::select! {
-                biased;
-                r = self.stream.read(inbuf.slice_mut(len..cap)) => r,
-                _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
-            };
-            let tls = self.tls.as_deref_mut().expect("a TLS connection");
-            tls.inbuf = slice.into_inner();
-            if res? == 0 {
+            if self.read_ciphertext(deadline).await? == 0 {
+                let tls = self.tls.as_deref_mut().expect("a TLS connection");
                 if let Err(refused) = tls.eof() {
                     return Err(self.refuse(refused, deadline).await);
                 }
+            }
+        }
+    }
+
+    /// Reads ciphertext after what `inbuf` holds; returns the number read (0: EOF). A
+    /// pooled upstream connection's first read is the one posted while it idled, whose
+    /// bytes are moved over.
+    async fn read_ciphertext(&mut self, deadline: Instant) -> io::Result<usize> {
+        if let Some(res) = self.await_posted(deadline).await {
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            tls.inbuf.extend_from_slice(&self.buf);
+            self.buf.clear();
+            return res;
+        }
+        let tls = self.tls.as_deref_mut().expect("a TLS connection");
+        let mut inbuf = std::mem::take(&mut tls.inbuf);
+        inbuf.reserve(RECORD_ROOM);
+        let (len, cap) = (inbuf.len(), inbuf.capacity());
+        let (res, slice) = monoio::select! {
+            biased;
+            r = self.stream.read(inbuf.slice_mut(len..cap)) => r,
+            _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        self.tls.as_deref_mut().expect("a TLS connection").inbuf = slice.into_inner();
+        res
+    }
+
+    /// Runs a client handshake ([`Tls::client`]) to its end: flights written, the server's
+    /// read and checked. Errors: the socket's, EOF, or rustls' refusal (its alert sent).
+    pub(crate) async fn tls_handshake(&mut self, deadline: Instant) -> io::Result<()> {
+        loop {
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if let Some(flight) = tls.sealed() {
+                self.write_sealed(flight, deadline).await?;
+            }
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if !tls.conn.is_handshaking() {
+                tls.handshaking = false;
+                return Ok(());
+            }
+            if self.read_ciphertext(deadline).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed in the TLS handshake"));
+            }
+            let tls = self.tls.as_deref_mut().expect("a TLS connection");
+            if let Err(refused) = tls.feed() {
+                return Err(self.refuse(refused, deadline).await);
             }
         }
     }

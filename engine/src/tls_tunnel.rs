@@ -1,13 +1,14 @@
-//! The byte relay of an upgraded connection whose client side speaks TLS (`wss://`): the
-//! same contract as [`crate::tunnel`] (both ways until both sides closed, an error, or
-//! `timeouts.tunnel_idle` of silence; half-closes passed on), in one loop, since both
-//! directions need the connection's one TLS state.
+//! The byte relay of an upgraded connection where either side speaks TLS (a `wss://`
+//! client, an HTTPS upstream, or both): the same contract as [`crate::tunnel`] (both ways
+//! until both sides closed, an error, or `timeouts.tunnel_idle` of silence; half-closes
+//! passed on), in one loop, since both directions need a connection's one TLS state.
 //!
 //! The loop waits for either socket to become readable (a poll, which loses nothing when the
 //! other side wins), then moves what that side has, sealed or opened, to the other. A write
 //! in one direction holds the other back until it completes (bounded by the send timeouts),
-//! where the plain relay runs the two at once. A client's close_notify or EOF half-closes the
-//! upstream socket; the upstream's EOF sends close_notify and half-closes the client's.
+//! where the plain relay runs the two at once. One side's close_notify or EOF ends the
+//! other's sending half: close_notify first where it speaks TLS, then a half-close of its
+//! socket.
 
 use std::cell::Cell;
 use std::io;
@@ -18,8 +19,8 @@ use crate::io::Conn;
 use crate::timers::CoarseTimers;
 use crate::tunnel::{or_idle, Limits, CHUNK};
 
-/// Relays between a TLS `client` and a plain `up` until the tunnel ends. Bytes already read
-/// on either side go first.
+/// Relays between `client` and `up`, one or both speaking TLS, until the tunnel ends. Bytes
+/// already read on either side go first.
 pub(crate) async fn relay(timers: &CoarseTimers, client: &mut Conn, up: &mut Conn, limits: Limits) -> io::Result<()> {
     let last = Cell::new(timers.now());
     let (mut client_open, mut up_open) = (true, true);
@@ -35,16 +36,17 @@ pub(crate) async fn relay(timers: &CoarseTimers, client: &mut Conn, up: &mut Con
             to_client.clear();
         }
         // What TLS already holds is read without waiting for the socket.
-        let buffered = client_open && client.tls.as_deref().is_some_and(|t| t.has_buffered() || t.is_closed());
-        let from_client = buffered
-            || or_idle(timers, &last, limits.idle, async {
-                monoio::select! {
-                    biased;
-                    r = client.stream.readable(false), if client_open => r.map(|()| true),
-                    r = up.stream.readable(false), if up_open => r.map(|()| false),
-                }
-            })
-            .await??;
+        let buffered = |c: &Conn| c.tls.as_deref().is_some_and(|t| t.has_buffered() || t.is_closed());
+        let from_client = (client_open && buffered(client))
+            || (!(up_open && buffered(up))
+                && or_idle(timers, &last, limits.idle, async {
+                    monoio::select! {
+                        biased;
+                        r = client.stream.readable(false), if client_open => r.map(|()| true),
+                        r = up.stream.readable(false), if up_open => r.map(|()| false),
+                    }
+                })
+                .await??);
         // The side is readable: these reads return at once (or after the rest of a TLS
         // record that has begun to arrive).
         if from_client {
@@ -53,6 +55,7 @@ pub(crate) async fn relay(timers: &CoarseTimers, client: &mut Conn, up: &mut Con
             to_up = std::mem::take(&mut client.buf);
             if n == 0 {
                 client_open = false;
+                let _ = up.tls_close_notify(timers.deadline(limits.upstream_send)).await;
                 let _ = up.stream.shutdown().await;
             }
         } else {

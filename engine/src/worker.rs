@@ -75,6 +75,8 @@ pub(crate) struct Worker {
     pub ids: Ids,
     /// The response cache, when a route has `cache`.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// The TLS client side of each HTTPS upstream.
+    pub upstream_tls: crate::upstream_tls::Clients,
 }
 
 impl Worker {
@@ -145,6 +147,7 @@ pub(crate) struct Spawn {
     pub stats: Option<Arc<Stats>>,
     pub log: Option<Arc<Sink>>,
     pub cache: Option<Arc<crate::cache::Cache>>,
+    pub upstream_tls: crate::upstream_tls::Clients,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -160,7 +163,22 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
 }
 
 async fn run(s: Spawn) {
-    let Spawn { id, cfg, driver, listeners, tls_listeners, tls, shutdown, bank, verdicts, stats, log, cache, .. } = s;
+    let Spawn {
+        id,
+        cfg,
+        driver,
+        listeners,
+        tls_listeners,
+        tls,
+        shutdown,
+        bank,
+        verdicts,
+        stats,
+        log,
+        cache,
+        upstream_tls,
+        ..
+    } = s;
     let limit_ids = cfg
         .routes
         .iter()
@@ -193,6 +211,7 @@ async fn run(s: Spawn) {
         log: log.map(AccessLog::new),
         ids: Ids::new(),
         cache,
+        upstream_tls,
         cfg,
     });
     let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));

@@ -1,15 +1,17 @@
 //! TLS for the end-to-end tests: self-signed certificates written to a temporary directory
-//! for the gateway's `[tls]` section, and a blocking rustls client that trusts exactly the
-//! certificates a test gives it.
+//! for the gateway's `[tls]` section and `upstreams[].tls`, a blocking rustls client that
+//! trusts exactly the certificates a test gives it, and an HTTPS upstream.
 
 use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 use crate::{read_message, Framing, Message, IO_TIMEOUT};
 
@@ -136,5 +138,101 @@ impl TlsClient {
         let s = self.reader.get_mut();
         s.conn.send_close_notify();
         s.flush().expect("flush close_notify");
+    }
+}
+
+/// A connection to a [`TlsUpstream`], as its handler sees it.
+pub struct TlsUpConn {
+    pub reader: BufReader<StreamOwned<ServerConnection, TcpStream>>,
+    /// The connection's sequence number at this upstream (0-based).
+    pub index: usize,
+}
+
+impl TlsUpConn {
+    /// The next request; `None` at EOF, close_notify, or a broken handshake.
+    pub fn read_request(&mut self) -> Option<Message> {
+        read_message(&mut self.reader, Framing::Request).ok().flatten()
+    }
+
+    pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+        let s = self.reader.get_mut();
+        s.write_all(bytes.as_ref()).and_then(|()| s.flush()).is_ok()
+    }
+
+    /// Sends close_notify and closes the socket.
+    pub fn close(mut self) {
+        let s = self.reader.get_mut();
+        s.conn.send_close_notify();
+        let _ = s.flush();
+        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The client certificate the gateway presented, if any.
+    pub fn client_cert(&self) -> Option<CertificateDer<'static>> {
+        self.reader.get_ref().conn.peer_certificates().map(|c| c[0].clone())
+    }
+}
+
+/// An HTTPS upstream on 127.0.0.1:0 serving `cert`, that runs `handler` on a thread per
+/// accepted connection (after accepting it; the handshake runs with the first read). With
+/// `client_ca`, it demands a client certificate issued by (here: equal to) that one.
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl TlsUpstream {
+    pub fn start(
+        cert: &TestCert,
+        client_ca: Option<&TestCert>,
+        handler: impl Fn(TlsUpConn) + Send + Sync + 'static,
+    ) -> TlsUpstream {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder =
+            ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.der.clone()).unwrap();
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let key = PrivateKeyDer::from_pem_file(&cert.key_file).expect("the test key");
+        let cfg = Arc::new(builder.with_single_cert(vec![cert.der.clone()], key).expect("a server configuration"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let handler = Arc::new(handler);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let index = count.fetch_add(1, Ordering::SeqCst);
+                stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let (handler, cfg) = (handler.clone(), cfg.clone());
+                std::thread::spawn(move || {
+                    let conn = ServerConnection::new(cfg).expect("a server connection");
+                    handler(TlsUpConn { reader: BufReader::new(StreamOwned::new(conn, stream)), index });
+                });
+            }
+        });
+        TlsUpstream { addr, connections }
+    }
+
+    /// Answers every request as [`crate::Upstream::echo`] does.
+    pub fn echo(cert: &TestCert, client_ca: Option<&TestCert>) -> TlsUpstream {
+        TlsUpstream::start(cert, client_ca, |mut c| {
+            while let Some(req) = c.read_request() {
+                if !c.write(crate::echo_response(&req)) {
+                    return;
+                }
+            }
+        })
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }

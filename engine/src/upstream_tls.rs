@@ -1,0 +1,142 @@
+//! TLS from coregate to upstreams (`upstreams[].tls`): the rustls client configuration of
+//! each such upstream, the name its endpoints are checked against, and the handshake on a
+//! new upstream connection, run within `connect_timeout` before the connection is used.
+//!
+//! After the handshake the connection is an ordinary [`Conn`] whose reads return plaintext
+//! and whose writes are sealed ([`crate::tls`] holds the per-connection state for both
+//! directions). Left to others: when to connect and reuse (`proxy`, `pool`), the health
+//! checks' own blocking client (`health`), and the configuration's checks (`config`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::io::Conn;
+use crate::tls::Tls;
+
+/// One upstream's TLS: its client configuration (shared by every worker; rustls keeps the
+/// session tickets it was given there, so a new connection on any worker resumes) and the
+/// configured server name.
+#[derive(Debug)]
+pub(crate) struct UpstreamTls {
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+/// Per upstream, in configuration order: `None` for plain-HTTP upstreams.
+pub(crate) type Clients = Arc<Vec<Option<UpstreamTls>>>;
+
+/// Builds the client side of every upstream with `tls`. Errors name the upstream, such as a
+/// client key that does not fit its certificate or a CA file rustls cannot use.
+pub(crate) fn clients(cfg: &config::Config) -> Result<Clients, String> {
+    let built = cfg
+        .upstreams
+        .iter()
+        .map(|u| u.tls.as_ref().map(|t| client(t).map_err(|e| format!("upstreams {:?} tls: {e}", u.name))).transpose());
+    Ok(Arc::new(built.collect::<Result<_, _>>()?))
+}
+
+fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if t.verify {
+        let mut roots = RootCertStore::empty();
+        match &t.roots {
+            Some(certs) => {
+                for c in certs {
+                    roots.add(c.clone()).map_err(|e| format!("ca_file: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+    };
+    let mut config = match &t.client_cert {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .map_err(|e| format!("client certificate {}: {e}", c.cert_file))?,
+        None => builder.with_no_client_auth(),
+    };
+    // Only HTTP/1.1 is spoken upstream too (RFC 7301): a server that insists on h2 refuses.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = match &t.server_name {
+        Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| format!("server_name {n:?}: {e}"))?),
+        None => None,
+    };
+    Ok(UpstreamTls { config: Arc::new(config), server_name })
+}
+
+impl UpstreamTls {
+    /// A client connection to `addr`, whose certificate must carry the configured name, else
+    /// the address (an IP-address name, sent without SNI).
+    pub(crate) fn connection(&self, addr: SocketAddr) -> std::io::Result<ClientConnection> {
+        let name = self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        ClientConnection::new(self.config.clone(), name).map_err(std::io::Error::other)
+    }
+}
+
+impl Conn {
+    /// Runs the client handshake on a new upstream connection to `addr` until `deadline`.
+    /// Afterwards the connection reads plaintext and seals its writes. Errors are the
+    /// socket's, or rustls' refusal (an untrusted certificate, a name that does not match)
+    /// as `InvalidData`, after the alert it queued was sent.
+    pub(crate) async fn tls_connect(
+        &mut self,
+        up: &UpstreamTls,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> std::io::Result<()> {
+        self.tls = Some(Tls::client(up.connection(addr)?));
+        self.tls_handshake(deadline).await
+    }
+}
+
+/// Accepts any certificate (`verify = false`), as nginx's `proxy_ssl_verify off` does; the
+/// signatures of the handshake are still checked, so the peer holds the key of the
+/// certificate it sent.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
