@@ -119,6 +119,22 @@ both_drivers!(certificates_that_are_not_trusted_or_not_for_the_name_are_refused,
     assert_eq!(plain.connection_count(), 1, "one attempt at the plain upstream");
 });
 
+both_drivers!(a_handshake_the_upstream_never_answers_times_out_within_connect_timeout, |io| {
+    // Accepts, reads the ClientHello and whatever follows, never answers.
+    let silent = Upstream::start(|mut c| {
+        let mut buf = [0; 1024];
+        while c.reader.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let cert = TestCert::new(&["upstream.test"]);
+    let table = tls_table(&cert, "upstream.test", "");
+    let gw = gateway(io, &[(silent.addr, format!("connect_timeout = \"200ms\"\n{table}"))]);
+    let mut c = gw.client();
+    let r = get(&mut c, "/0/x");
+    assert_eq!(r.status(), 504, "{}", r.text());
+    // The gateway carries on.
+    assert_eq!(gw.client().request("GET /none HTTP/1.1\r\nHost: a\r\n\r\n").status(), 404);
+});
+
 both_drivers!(client_certificates_are_presented_to_upstreams_that_ask, |io| {
     let cert = TestCert::new(&["upstream.test"]);
     let client = TestCert::new(&["gateway.test"]);
