@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use procs::{have, Env, Proc, Variant};
+use procs::{have, Env, Nginx, Proc, Variant};
 use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
 use summary::{faults, paired_ratios, summarise, Paired, Summary};
 
@@ -40,6 +40,10 @@ OPTIONS:
     --cache               add coregate and nginx answering from their response caches
                           (every request a hit after the first): coregate-io_uring-cache
                           and nginx-cache, compared with each other
+    --https-upstream      add coregate and nginx proxying to an HTTPS upstream (nginx
+                          serving the demo certificate, which both verify):
+                          coregate-io_uring-https and nginx-https, compared with each other
+                          (needs nginx)
     --floor               add coregate-pipe to the closed-loop rounds: a byte pipe on raw
                           io_uring (no HTTP work), as monoio drives the ring (pipe-plain)
                           and with multishot receives, a buffer ring and registered files
@@ -65,6 +69,8 @@ struct Args {
     epoll: bool,
     policies: bool,
     cache: bool,
+    /// Add the HTTPS-upstream pair.
+    https: bool,
     floor: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
@@ -85,6 +91,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         epoll: true,
         policies: true,
         cache: false,
+        https: false,
         floor: false,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
@@ -117,6 +124,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--no-policies" => a.policies = false,
             "--floor" => a.floor = true,
             "--cache" => a.cache = true,
+            "--https-upstream" => a.https = true,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--replot" => {
                 a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
@@ -198,7 +206,7 @@ fn run(a: &Args) -> Result<(), String> {
     eprintln!("cores: proxies on [{proxy_cores}], upstream and load on [{other_cores}]; {} workers", a.workers);
 
     let upstream = match a.upstream.as_str() {
-        "nginx" if have("nginx") => env.upstream_nginx(&other_cores)?,
+        "nginx" if have("nginx") => env.upstream_nginx(&other_cores, false)?,
         "nginx" => return Err("--upstream nginx but nginx is not installed (scripts/install-peers)".into()),
         _ => env.upstream_bundled(&other_cores)?,
     };
@@ -213,12 +221,25 @@ fn run(a: &Args) -> Result<(), String> {
     if a.cache {
         targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Cache)?);
     }
+    // The HTTPS upstream runs beside the plain one, on the same cores; only the -https
+    // targets use it.
+    let https_upstream = match a.https {
+        true if have("nginx") => Some(env.upstream_nginx(&other_cores, true)?),
+        true => return Err("--https-upstream needs nginx (scripts/install-peers)".into()),
+        false => None,
+    };
+    if let Some(hu) = &https_upstream {
+        targets.push(env.coregate(&proxy_cores, a.workers, hu.addr, "io_uring", Variant::Https)?);
+    }
     // The memory test holds two sets of idle connections at once.
     let max_conns = 2 * idle + 4096;
     if have("nginx") {
-        targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, false)?);
+        targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, Nginx::Plain)?);
         if a.cache {
-            targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, true)?);
+            targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, Nginx::Cache)?);
+        }
+        if let Some(hu) = &https_upstream {
+            targets.push(env.nginx(&proxy_cores, a.workers, hu.addr, max_conns, Nginx::Https)?);
         }
     } else {
         eprintln!("nginx not installed: skipped");

@@ -14,6 +14,8 @@ fn color_of(target: &str) -> RGBColor {
         "nginx" => RGBColor(0x1b, 0x9e, 0x77),
         "coregate-io_uring-cache" => RGBColor(0x66, 0xa6, 0x1e),
         "nginx-cache" => RGBColor(0x1f, 0x78, 0xb4),
+        "coregate-io_uring-https" => RGBColor(0xe6, 0xab, 0x02),
+        "nginx-https" => RGBColor(0x7f, 0x7f, 0x7f),
         "haproxy" => RGBColor(0x66, 0x66, 0x66),
         "direct" => RGBColor(0xe6, 0xab, 0x02),
         _ => RGBColor(0xa6, 0x76, 0x1d),

@@ -148,7 +148,23 @@ pub enum Variant {
     Plain,
     Policies,
     Cache,
+    /// To an HTTPS upstream (`upstreams[].tls`, checked against the demo certificate).
+    Https,
 }
+
+/// How nginx runs as a proxy: plain, answering from its `proxy_cache`, or to an HTTPS
+/// upstream (`proxy_pass https://`, the certificate verified, sessions reused).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nginx {
+    Plain,
+    Cache,
+    Https,
+}
+
+/// The demo certificate (localhost, 127.0.0.1) and its key, which the HTTPS upstream serves
+/// and the proxies trust.
+pub const DEMO_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/certs/localhost.pem");
+const DEMO_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/certs/localhost.key");
 
 impl Env {
     pub fn upstream_bundled(&self, cores: &str) -> Result<Proc, String> {
@@ -158,21 +174,27 @@ impl Env {
         spawn("upstream", cores, &self.bin_dir.join("coregate-load"), &args, addr, &self.work.join("upstream.log"))
     }
 
-    pub fn upstream_nginx(&self, cores: &str) -> Result<Proc, String> {
+    /// nginx as the upstream (1 worker); with `tls`, serving HTTPS with the demo certificate.
+    pub fn upstream_nginx(&self, cores: &str, tls: bool) -> Result<Proc, String> {
         let port = free_port();
-        let dir = self.work.join("nginx-upstream");
+        let name = if tls { "upstream-nginx-https" } else { "upstream-nginx" };
+        let dir = self.work.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let ssl = match tls {
+            true => format!(" ssl; ssl_certificate {DEMO_CERT}; ssl_certificate_key {DEMO_KEY}"),
+            false => String::new(),
+        };
         let conf = format!(
             "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello world!\\n\"; }} }} }}\n",
+             server {{ listen 127.0.0.1:{port}{ssl}; location / {{ return 200 \"hello world!\\n\"; }} }} }}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args =
             ["-c".to_string(), dir.join("nginx.conf").display().to_string(), "-p".into(), dir.display().to_string()];
-        spawn("upstream-nginx", cores, Path::new("nginx"), &args, addr, &self.work.join("upstream-nginx.log"))
+        spawn(name, cores, Path::new("nginx"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
     /// coregate with the plain route, the policy chain the README measures (API key, rate
@@ -196,6 +218,11 @@ impl Env {
             // The bench upstream states no freshness: the route's ttl gives it 10 minutes,
             // as nginx-cache's proxy_cache_valid does.
             Variant::Cache => (format!("coregate-{io}-cache"), "cache = { ttl = \"10m\" }\n"),
+            Variant::Https => (format!("coregate-{io}-https"), ""),
+        };
+        let upstream_extra = match variant {
+            Variant::Https => format!("tls = {{ server_name = \"localhost\", ca_file = \"{DEMO_CERT}\" }}\n"),
+            _ => String::new(),
         };
         let consumers = if variant == Variant::Policies {
             format!("[[consumers]]\nname = \"bench\"\nkeys = [\"{BENCH_KEY}\"]\n")
@@ -204,7 +231,7 @@ impl Env {
         };
         let conf = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{consumers}\
-             [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
+             [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n{upstream_extra}[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
         );
         let path = self.work.join(format!("{name}.toml"));
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
@@ -213,18 +240,22 @@ impl Env {
         spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
-    /// nginx as a reverse proxy; with `cache`, answering from its `proxy_cache` (named
-    /// nginx-cache).
+    /// nginx as a reverse proxy, named nginx, nginx-cache or nginx-https by `kind`.
     pub fn nginx(
         &self,
         cores: &str,
         workers: usize,
         upstream: SocketAddr,
         max_conns: usize,
-        cache: bool,
+        kind: Nginx,
     ) -> Result<Proc, String> {
         let port = free_port();
-        let name = if cache { "nginx-cache" } else { "nginx" };
+        let cache = kind == Nginx::Cache;
+        let name = match kind {
+            Nginx::Plain => "nginx",
+            Nginx::Cache => "nginx-cache",
+            Nginx::Https => "nginx-https",
+        };
         let dir = self.work.join(format!("{name}-proxy"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         // Started as root, nginx's workers run as another user, who may not reach the cache
@@ -238,13 +269,25 @@ impl Env {
             ),
             false => (String::new(), ""),
         };
+        // As coregate-https: the name sent and checked, the demo certificate trusted,
+        // sessions resumed on new connections.
+        let (scheme, https) = match kind {
+            Nginx::Https => (
+                "https",
+                format!(
+                    "proxy_ssl_server_name on; proxy_ssl_name localhost; proxy_ssl_verify on; \
+                     proxy_ssl_trusted_certificate {DEMO_CERT}; proxy_ssl_session_reuse on; "
+                ),
+            ),
+            _ => ("http", String::new()),
+        };
         let user = if cache && root { "user root;\n" } else { "" };
         let conf = format!(
             "{user}worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
              events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n{cache_path}\
              upstream up {{ server {upstream}; keepalive 256; }}\n\
-             server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass http://up; proxy_http_version 1.1; \
-             proxy_set_header Connection \"\"; {cache_use}}} }} }}\n",
+             server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass {scheme}://up; proxy_http_version 1.1; \
+             proxy_set_header Connection \"\"; {cache_use}{https}}} }} }}\n",
             d = dir.display(),
             lim = max_conns + 1024
         );

@@ -97,7 +97,7 @@ fn rps(r: &Round) -> f64 {
 const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
 
 /// The ratios the goals are stated in, and those that explain them.
-pub const RATIOS: [Ratio; 11] = [
+pub const RATIOS: [Ratio; 13] = [
     Ratio {
         what: "CPU per request, coregate / nginx",
         num: "coregate-io_uring",
@@ -151,6 +151,20 @@ pub const RATIOS: [Ratio; 11] = [
         what: "throughput, coregate cache hits / nginx proxy_cache hits",
         num: "coregate-io_uring-cache",
         den: "nginx-cache",
+        figure: rps,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate / nginx, both to an HTTPS upstream",
+        num: "coregate-io_uring-https",
+        den: "nginx-https",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "throughput, coregate / nginx, both to an HTTPS upstream",
+        num: "coregate-io_uring-https",
+        den: "nginx-https",
         figure: rps,
         goal: None,
     },

@@ -66,6 +66,9 @@ pub(crate) struct Entry<'a> {
     pub took: Duration,
     /// `X-Cache-Status`, on a cached route.
     pub cache: Option<&'a [u8]>,
+    /// Bytes written to the client for it: head and body, as they left coregate (before
+    /// TLS; nginx's `$bytes_sent`). An upgraded connection counts its 101 head only.
+    pub sent: u64,
 }
 
 impl AccessLog {
@@ -98,7 +101,7 @@ impl AccessLog {
             buf.extend_from_slice(b"\",\"cache\":\"");
             buf.extend_from_slice(cache);
         }
-        let _ = writeln!(buf, "\",\"duration_ms\":{:.3}}}", e.took.as_secs_f64() * 1e3);
+        let _ = writeln!(buf, "\",\"bytes_sent\":{},\"duration_ms\":{:.3}}}", e.sent, e.took.as_secs_f64() * 1e3);
         if buf.len() >= FLUSH_AT {
             drop(buf);
             self.flush();

@@ -85,6 +85,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
 /// duration taken from the first read of its head to its answer.
 async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text: &[u8]) -> Next {
     let started = w.observed().then(Instant::now);
+    let sent = client.sent;
     let req = match read_head(w, client).await {
         Ok(Some(req)) => req,
         Ok(None) => return Next::UNANSWERED,
@@ -94,7 +95,8 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             let reply = proxy::Reply { keep_alive: false, version: Version::Http11, request_id: None };
             let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
-                w.observe(None, proxy::Outcome::default(), next.status, t0.elapsed(), peer_text, None);
+                let outcome = proxy::Outcome { sent: client.sent - sent, ..Default::default() };
+                w.observe(None, outcome, next.status, t0.elapsed(), peer_text, None);
             }
             return next;
         }
@@ -102,8 +104,9 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
     let name = w.cfg.server.request_id.as_deref();
     let id = name.map(|name| w.ids.for_request(name, &req));
     let field = name.zip(id.as_ref()).map(|(name, id)| (name.as_bytes(), id.as_bytes()));
-    let (next, outcome) = proxy::handle(w, client, peer, peer_text, &req, field).await;
+    let (next, mut outcome) = proxy::handle(w, client, peer, peer_text, &req, field).await;
     if let Some(t0) = started {
+        outcome.sent = client.sent - sent;
         w.observe(Some(&req), outcome, next.status, t0.elapsed(), peer_text, field.map(|(_, id)| id));
     }
     client.spare_headers = req.meta.headers;

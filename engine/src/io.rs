@@ -65,6 +65,9 @@ pub(crate) struct Conn {
     /// at connect, `crate::upstream_tls`): reads return plaintext, writes are sealed.
     pub tls: Option<Box<Tls>>,
     pub(crate) timers: Rc<CoarseTimers>,
+    /// Bytes written through [`Conn::write`] so far (plaintext, before TLS; a failed write
+    /// counts nothing), for the access log's `bytes_sent`.
+    pub sent: u64,
 }
 
 impl Conn {
@@ -79,6 +82,7 @@ impl Conn {
             alt: BytesMut::new(),
             tls: None,
             timers,
+            sent: 0,
         }
     }
 
@@ -226,7 +230,8 @@ impl Conn {
             r = self.stream.write_all(data) => r,
             _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
         };
-        res.map(|_| data)
+        self.sent += res? as u64;
+        Ok(data)
     }
 }
 

@@ -62,11 +62,13 @@ pub(crate) struct Outcome {
     pub route: Option<usize>,
     /// Its `X-Cache-Status`, on a cached route.
     pub cache: Option<&'static [u8]>,
+    /// Bytes of the answer (head and body) written to the client; set by `conn`.
+    pub sent: u64,
 }
 
 impl Progress {
     fn outcome(&self) -> Outcome {
-        Outcome { route: self.route, cache: self.cache }
+        Outcome { route: self.route, cache: self.cache, sent: 0 }
     }
 }
 
@@ -500,10 +502,10 @@ enum Connected {
 }
 
 /// Connects to `addr`, and runs the TLS handshake for an HTTPS upstream (a failed handshake
-/// is a failed connect, logged with rustls' reason); the caller bounds both with
-/// `timeout`, the upstream's connect timeout. The plain path's output stays a socket: returning the whole `Conn`
-/// through this future made the pooled path copy it 4 more times per request (+58
-/// instructions, callgrind), and so did a second await in `acquire`.
+/// is a failed connect, logged with rustls' reason); the caller bounds both with `timeout`,
+/// the upstream's connect timeout. The plain path's output stays a socket: returning the
+/// whole `Conn` through this future made the pooled path copy it 4 more times per request
+/// (+58 instructions, callgrind), and so did a second await in `acquire`.
 async fn connect(
     w: &Worker,
     addr: std::net::SocketAddr,
@@ -512,6 +514,7 @@ async fn connect(
 ) -> std::io::Result<Connected> {
     let deadline = w.timers.deadline(timeout);
     let stream = TcpStream::connect_addr(addr).await?;
+    let _ = stream.set_nodelay(true);
     match tls {
         None => Ok(Connected::Plain(stream)),
         Some(tls) => handshake(stream, w, tls, addr, deadline).await.map(Connected::Tls),
@@ -530,7 +533,6 @@ fn handshake<'a>(
     deadline: std::time::Instant,
 ) -> crate::tls::Boxed<'a, Box<Conn>> {
     Box::pin(async move {
-        let _ = stream.set_nodelay(true);
         let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
         conn.tls_connect(tls, addr, deadline).await.inspect_err(|e| {
             log::warn!("TLS handshake with upstream {addr} failed: {e}");
@@ -710,7 +712,6 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool, avoid: Option<usize>)
             let tls = w.upstream_tls[upstream].as_ref();
             match timed(&w.timers, up.connect_timeout, connect(w, addr, tls, up.connect_timeout)).await {
                 Ok(Connected::Plain(stream)) => {
-                    let _ = stream.set_nodelay(true);
                     return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
                 }
                 Ok(Connected::Tls(conn)) => return Ok((*conn, endpoint, false)),

@@ -460,6 +460,7 @@ impl Conn {
         let plain = unsafe { std::slice::from_raw_parts(data.read_ptr(), data.bytes_init()) };
         let sealed = tls.seal(plain)?;
         self.write_sealed(sealed, deadline).await?;
+        self.sent += data.bytes_init() as u64;
         Ok(data)
     }
 

@@ -122,6 +122,7 @@ impl Worker {
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
                 took,
                 cache: outcome.cache,
+                sent: outcome.sent,
             });
         }
     }

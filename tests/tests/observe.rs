@@ -2,6 +2,7 @@
 //! `/metrics` (requests by route and status class, durations, upstream failures, open
 //! connections) and `/healthz`, and the JSON lines of the access log.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use coregate_tests::*;
@@ -77,6 +78,12 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let mut c = gw.client();
     assert_eq!(c.request("GET /users/7?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
     assert_eq!(c.request("GET /teapot HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 418);
+    // Its whole answer, as the client received it, for `bytes_sent`.
+    let mut raw = std::net::TcpStream::connect(gw.addr).unwrap();
+    raw.write_all(b"GET /users/8 HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "));
     assert_eq!(
         gw.client().request("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status(),
         400
@@ -84,16 +91,18 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let mut lines = Vec::new();
     eventually(|| {
         lines = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect();
-        lines.len() >= 3
+        lines.len() >= 4
     });
     let entries: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).expect(l)).collect();
-    let users = entries.iter().find(|e| e["route"] == "users").expect("the proxied request");
+    let users = entries.iter().find(|e| e["route"] == "users" && e["path"] == "/users/7").expect("the proxied request");
     assert_eq!(users["status"], 200);
     assert_eq!(users["method"], "GET");
     assert_eq!(users["host"], "api.test");
-    assert_eq!(users["path"], "/users/7", "the query (an API key) is left out");
+
     assert_eq!(users["client"], "127.0.0.1");
     assert!(users["duration_ms"].as_f64().unwrap() >= 0.0);
+    let closed = entries.iter().find(|e| e["path"] == "/users/8").expect("the request with its answer read");
+    assert_eq!(closed["bytes_sent"].as_u64(), Some(answer.len() as u64));
     assert!(users["time"].as_str().unwrap().ends_with('Z'));
     assert!(entries.iter().any(|e| e["route"] == "1" && e["status"] == 418));
     assert!(entries.iter().any(|e| e["route"] == "" && e["status"] == 400 && e["method"] == ""));
