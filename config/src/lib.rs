@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod compress;
 mod error;
 mod jwt;
 mod policy;
@@ -19,6 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
+pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
@@ -305,6 +307,8 @@ pub struct Route {
     pub websocket: bool,
     /// Responses stored and served by the gateway.
     pub cache: Option<RouteCache>,
+    /// gzip for clients that accept it.
+    pub compress: Option<RouteCompress>,
 }
 
 /// IP access rules: deny first, then (when non-empty) allow.

@@ -429,6 +429,10 @@ pub(crate) fn build_route(
     }
     let cache =
         r.cache.as_ref().map(|rc| crate::cache::route_cache(c, &format!("{path}.cache"), rc, r.upstream.is_some()));
+    let compress = r
+        .compress
+        .as_ref()
+        .map(|rc| crate::compress::route_compress(c, &format!("{path}.compress"), rc, r.upstream.is_some()));
     if rewrite.is_some() && strip_prefix {
         c.err(format!("{path}.rewrite"), "use rewrite or strip_prefix, not both");
     }
@@ -465,6 +469,7 @@ pub(crate) fn build_route(
         cors,
         websocket: r.websocket.unwrap_or(true),
         cache,
+        compress,
     })
 }
 

@@ -209,6 +209,18 @@ pub struct RawRoute {
     pub websocket: Option<bool>,
     /// Store and serve this route's responses (RFC 9111).
     pub cache: Option<RawRouteCache>,
+    /// gzip eligible responses for clients that accept it.
+    pub compress: Option<RawRouteCompress>,
+}
+
+/// A route's response compression.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRouteCompress {
+    pub types: Option<Vec<String>>,
+    pub min_bytes: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub level: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

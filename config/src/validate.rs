@@ -52,7 +52,7 @@ impl Checker {
         }
     }
 
-    fn bounded(&mut self, path: &str, raw: Option<usize>, default: usize, min: usize, max: usize) -> usize {
+    pub(crate) fn bounded(&mut self, path: &str, raw: Option<usize>, default: usize, min: usize, max: usize) -> usize {
         match raw {
             None => default,
             Some(v) if (min..=max).contains(&v) => v,

@@ -17,6 +17,7 @@ mod arena;
 mod auth;
 mod body;
 mod cache;
+mod compress;
 mod conn;
 mod date;
 mod driver;

@@ -407,7 +407,7 @@ async fn exchange(
         write_timeout: cfg.timeouts.client_send,
     };
     // A response the cache stores is read whole first, and sent from memory.
-    let stored = match &cache_plan {
+    let mut stored = match &cache_plan {
         Some(plan) => match Box::pin(cache::fill::on_response(w, plan, req, &resp, &mut up, &leg)).await? {
             cache::fill::After::Stream => None,
             cache::fill::After::Stored(body) => Some(body),
@@ -416,11 +416,25 @@ async fn exchange(
                 drop(resp.bytes);
                 pool_back(w, upstream, endpoint, up, resp_meta);
                 p.cache = Some(cache::serve::REVALIDATED);
-                return Ok(Box::pin(cache::serve::serve_revalidated(w, client, req, &s, &edits)).await);
+                return Ok(Box::pin(cache::serve::serve_revalidated(
+                    w,
+                    client,
+                    req,
+                    &s,
+                    &edits,
+                    route.compress.as_ref(),
+                ))
+                .await);
             }
         },
         None => None,
     };
+    // So is one the route gzips (`compress`).
+    let mut applied = crate::compress::Applied::No;
+    if let Some(c) = &route.compress {
+        let on_response = crate::compress::on_response(c, req, &resp, &mut up, stored, &cfg.limits.wire, &leg);
+        (stored, applied) = Box::pin(on_response).await?;
+    }
     let http10 = meta.version == Version::Http10;
     let framing = match (resp.meta.body, &stored) {
         (ResponseBody::None, _) => ClientFraming::None,
@@ -434,6 +448,9 @@ async fn exchange(
     forward::response_head(&mut head, &resp, framing, keep, http10, &edits);
     if let Some(plan) = &cache_plan {
         cache::serve::mark(&mut head, plan.status, None, &route.response_headers);
+    }
+    if applied != crate::compress::Applied::No {
+        crate::compress::mark(&mut head, applied);
     }
     // The head's bytes share the upstream buffer's allocation: released now, the buffer is
     // the only owner again, and the body reads below reuse it instead of allocating anew

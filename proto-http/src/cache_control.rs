@@ -21,6 +21,9 @@ pub struct CacheControl {
     pub must_revalidate: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
+    /// `no-transform` (RFC 9111 5.2.2.6): intermediaries leave the content as it is (no
+    /// compression, RFC 9110 7.7).
+    pub no_transform: bool,
 }
 
 impl CacheControl {
@@ -41,6 +44,8 @@ impl CacheControl {
                     cc.no_cache = true;
                 } else if is("private") {
                     cc.private = true;
+                } else if is("no-transform") {
+                    cc.no_transform = true;
                 } else if is("public") {
                     cc.public = true;
                 } else if is("must-revalidate") || is("proxy-revalidate") {
@@ -68,6 +73,7 @@ impl CacheControl {
             must_revalidate: self.must_revalidate || later.must_revalidate,
             max_age: later.max_age.or(self.max_age),
             s_maxage: later.s_maxage.or(self.s_maxage),
+            no_transform: self.no_transform || later.no_transform,
         }
     }
 }

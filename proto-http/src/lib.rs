@@ -8,6 +8,7 @@
 //! mapping them to status codes is the engine's job.
 #![forbid(unsafe_code)]
 
+pub mod accept_encoding;
 pub mod cache_control;
 pub mod chunked;
 mod error;

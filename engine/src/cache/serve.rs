@@ -105,6 +105,7 @@ pub(crate) async fn lookup<'a>(
 ) -> Looked<'a> {
     let cache = w.cache.as_deref().expect("a route with cache has the store");
     let rc = w.cfg.routes[route].cache.as_ref().expect("a route with cache");
+    let compress = w.cfg.routes[route].compress.as_ref();
     let mut key = Vec::new();
     super::key(&mut key, route, req.host(), req.path());
     let ask = if edits.websocket { None } else { rules::ask(req) };
@@ -137,7 +138,7 @@ pub(crate) async fn lookup<'a>(
                     w.count_cache(HIT);
                     let age = s.age(w.timers.now());
                     let spare = std::mem::take(&mut client.spare);
-                    let reply = render(w, spare, req, &s, age, a.conditional, edits, HIT);
+                    let reply = render(w, spare, req, &s, age, a.conditional, edits, HIT, compress);
                     return Looked::Served(send(w, client, reply).await);
                 }
                 Some(s) => {
@@ -148,7 +149,7 @@ pub(crate) async fn lookup<'a>(
                             n.eq_ignore_ascii_case(b"cache-control") && CacheControl::parse([v]).must_revalidate
                         });
                         if !must_revalidate && age < s.freshness.lifetime.saturating_add(grace.as_secs()) {
-                            fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE).map(Box::new);
+                            fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE, compress).map(Box::new);
                         }
                     }
                     let validators = s.head.header(b"etag").is_some() || s.head.header(b"last-modified").is_some();
@@ -187,9 +188,10 @@ pub(crate) async fn serve_revalidated(
     req: &RequestHead,
     s: &Stored,
     edits: &Edits<'_>,
+    compress: Option<&config::RouteCompress>,
 ) -> Next {
     let spare = std::mem::take(&mut client.spare);
-    let reply = render(w, spare, req, s, s.age(w.timers.now()), false, edits, REVALIDATED);
+    let reply = render(w, spare, req, s, s.age(w.timers.now()), false, edits, REVALIDATED, compress);
     send(w, client, reply).await
 }
 
@@ -236,8 +238,8 @@ pub(crate) struct Reply {
 /// Makes an answer from a stored response, marked `status_mark`, in `out` (a connection's
 /// spare buffer, or new): the 200 (or other stored status), its 304 when the request's
 /// preconditions say the client has it, or the head alone for HEAD. The route's response
-/// edits, CORS and request id apply as they do to a proxied response. None: a 304 head
-/// that does not parse (a bug, logged).
+/// edits, CORS, request id and compression apply as they do to a proxied response. None: a
+/// 304 head that does not parse (a bug, logged).
 #[allow(clippy::too_many_arguments)] // the answer's parts, each used once
 fn render(
     w: &Worker,
@@ -248,6 +250,7 @@ fn render(
     conditional: bool,
     edits: &Edits<'_>,
     status_mark: &[u8],
+    compress: Option<&config::RouteCompress>,
 ) -> Option<Reply> {
     let not_modified;
     let mut head = &s.head;
@@ -272,13 +275,18 @@ fn render(
         head = &not_modified;
         body = None;
     }
+    let mut applied = crate::compress::Applied::No;
+    if let Some(c) = compress.filter(|_| head.meta.status != 304) {
+        (body, applied) = crate::compress::on_stored(c, req, head, body);
+    }
     let framing = match head.meta.body {
         ResponseBody::None => ClientFraming::None,
-        _ => ClientFraming::Length(s.body.len() as u64),
+        _ => ClientFraming::Length(body.as_ref().unwrap_or(&s.body).len() as u64),
     };
     let keep = req.meta.keep_alive() && !w.drain.is_draining();
     forward::response_head(&mut out, head, framing, keep, req.meta.version == Version::Http10, edits);
     mark(&mut out, status_mark, Some(age), edits.response_ops);
+    crate::compress::mark(&mut out, applied);
     let apart = body.filter(|b| append_small(&mut out, b) > 0);
     Some(Reply { out, apart, status: head.meta.status, keep })
 }

@@ -1,0 +1,211 @@
+//! gzip for routes with `compress` (RFC 9110 8.4.1.3): an eligible response to a request
+//! that accepts gzip (proto-http's `accept_encoding`) is read whole (up to the route's
+//! `max_bytes`), compressed in memory and sent with its Content-Length, `Content-Encoding:
+//! gzip`, `Vary: Accept-Encoding`, and its ETag made weak (the bytes differ from the
+//! upstream's, RFC 9110 8.8.1). Whole rather than streamed: an API response is small,
+//! a known length keeps the client connection's framing simple, and `max_bytes` bounds
+//! the memory. Larger, close-delimited and already-encoded bodies pass through untouched.
+//!
+//! Left to others: reading the body (`body::read_whole`), the head (`forward`), and the
+//! route's settings (`config::RouteCompress`).
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use config::RouteCompress;
+use proto_http::cache_control::CacheControl;
+use proto_http::{RequestHead, ResponseBody, ResponseHead};
+
+use crate::body::{read_whole, Leg};
+use crate::error::Error;
+use crate::io::Conn;
+
+/// What compression did to a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Nothing: the response is not one the route compresses for anybody.
+    No,
+    /// It goes out as it came, but another request (with another Accept-Encoding) would
+    /// have got it compressed: caches after coregate are told so with Vary.
+    Vary,
+    /// It goes out gzip-encoded.
+    Gzip,
+}
+
+/// What the route does with `resp` for `req`, its body's size aside: [`Applied::No`]
+/// unless the response is a success with content (not 204 or a 206 range) of a covered
+/// type, not encoded yet and without `no-transform`; then [`Applied::Gzip`] when the request
+/// accepts gzip, else [`Applied::Vary`].
+fn decide(c: &RouteCompress, req: &RequestHead, resp: &ResponseHead) -> Applied {
+    let named = |name: &'static [u8]| move |(n, _): &(&[u8], &[u8])| n.eq_ignore_ascii_case(name);
+    let eligible = matches!(resp.meta.status, 200..=203)
+        && resp.header(b"content-encoding").is_none()
+        && resp.header(b"content-type").is_some_and(|t| c.covers(t))
+        && !CacheControl::parse(resp.headers().filter(named(b"cache-control")).map(|(_, v)| v)).no_transform;
+    if !eligible {
+        Applied::No
+    } else if proto_http::accept_encoding::accepts(
+        req.headers().filter(named(b"accept-encoding")).map(|(_, v)| v),
+        "gzip",
+    ) {
+        Applied::Gzip
+    } else {
+        Applied::Vary
+    }
+}
+
+/// Whether a body of `len` bytes is within the route's bounds.
+fn sized(c: &RouteCompress, len: u64) -> bool {
+    (c.min_bytes as u64..=c.max_bytes as u64).contains(&len)
+}
+
+/// A body to gzip: compressed, unless that would not make it smaller.
+fn encode(c: &RouteCompress, body: Bytes) -> (Bytes, Applied) {
+    let gz = gzip(&body, c.level);
+    if gz.len() >= body.len() {
+        return (body, Applied::Vary);
+    }
+    (gz.into(), Applied::Gzip)
+}
+
+/// Decides for a response from upstream and, for gzip, reads its body (unless the cache
+/// already did: `stored`) and compresses it. Returns the body to send from memory, if any,
+/// and what was applied.
+pub(crate) async fn on_response(
+    c: &RouteCompress,
+    req: &RequestHead,
+    resp: &ResponseHead,
+    up: &mut Conn,
+    stored: Option<Bytes>,
+    limits: &proto_http::Limits,
+    leg: &Leg,
+) -> Result<(Option<Bytes>, Applied), Error> {
+    let within = match (resp.meta.body, &stored) {
+        (_, Some(body)) => sized(c, body.len() as u64),
+        (ResponseBody::Length(n), None) => sized(c, n),
+        // Its size is seen once it is read.
+        (ResponseBody::Chunked, None) => true,
+        (ResponseBody::None | ResponseBody::Close, None) => false,
+    };
+    let applied = if within { decide(c, req, resp) } else { Applied::No };
+    if applied != Applied::Gzip {
+        return Ok((stored, applied));
+    }
+    let body = match stored {
+        Some(body) => body,
+        None => match read_whole(up, resp.meta.body, c.max_bytes, limits, leg).await? {
+            Some(body) if body.len() >= c.min_bytes => body,
+            // Too small after all: the same for every client.
+            Some(body) => return Ok((Some(body), Applied::No)),
+            // A chunked body over max_bytes: streamed as it comes, for everybody alike.
+            None => return Ok((None, Applied::No)),
+        },
+    };
+    let (body, applied) = encode(c, body);
+    Ok((Some(body), applied))
+}
+
+/// As [`on_response`] for a response from the cache (`head` as stored, `body` whole; none
+/// for HEAD).
+pub(crate) fn on_stored(
+    c: &RouteCompress,
+    req: &RequestHead,
+    head: &ResponseHead,
+    body: Option<Bytes>,
+) -> (Option<Bytes>, Applied) {
+    let Some(body) = body else { return (None, Applied::No) };
+    match decide(c, req, head) {
+        Applied::Gzip if sized(c, body.len() as u64) => {
+            let (body, applied) = encode(c, body);
+            (Some(body), applied)
+        }
+        Applied::Vary if sized(c, body.len() as u64) => (Some(body), Applied::Vary),
+        _ => (Some(body), Applied::No),
+    }
+}
+
+/// `body` as one gzip member (RFC 1952).
+fn gzip(body: &[u8], level: u32) -> Vec<u8> {
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3 + 64), flate2::Compression::new(level));
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+/// Edits a client response head built by `forward::response_head` for what was applied.
+pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
+    if applied == Applied::No {
+        return;
+    }
+    let mut varies = false;
+    let mut out = Vec::with_capacity(head.len() + 64);
+    // The head ends with the empty line: the fields go before it.
+    for line in head[..head.len() - 2].split_inclusive(|&b| b == b'\n') {
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (&line[..0], line),
+        };
+        if name.eq_ignore_ascii_case(b"vary") {
+            varies |= value.split(|&b| b == b',').any(|v| {
+                let v = v.trim_ascii();
+                v == b"*" || v.eq_ignore_ascii_case(b"accept-encoding")
+            });
+        }
+        let strong = value.trim_ascii_start().starts_with(b"\"");
+        if applied == Applied::Gzip && name.eq_ignore_ascii_case(b"etag") && strong {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": W/");
+            out.extend_from_slice(value.trim_ascii_start());
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    if applied == Applied::Gzip {
+        out.extend_from_slice(b"content-encoding: gzip\r\n");
+    }
+    if !varies {
+        out.extend_from_slice(b"vary: accept-encoding\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    *head = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_marked() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nETag: \"v1\"\r\ncontent-length: 9\r\n\r\n";
+        let mut h = head.to_vec();
+        mark(&mut h, Applied::Gzip);
+        assert_eq!(
+            String::from_utf8(h).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nETag: W/\"v1\"\r\ncontent-length: 9\r\n\
+             content-encoding: gzip\r\nvary: accept-encoding\r\n\r\n"
+        );
+        let mut h = b"HTTP/1.1 200 OK\r\nVary: Origin, Accept-Encoding\r\netag: W/\"w\"\r\n\r\n".to_vec();
+        mark(&mut h, Applied::Gzip);
+        assert_eq!(
+            String::from_utf8(h).unwrap(),
+            "HTTP/1.1 200 OK\r\nVary: Origin, Accept-Encoding\r\netag: W/\"w\"\r\ncontent-encoding: gzip\r\n\r\n"
+        );
+        let mut h = head.to_vec();
+        mark(&mut h, Applied::Vary);
+        assert!(h.ends_with(b"ETag: \"v1\"\r\ncontent-length: 9\r\nvary: accept-encoding\r\n\r\n"));
+        let mut h = head.to_vec();
+        mark(&mut h, Applied::No);
+        assert_eq!(h, head);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let body: Vec<u8> = b"{\"id\":1,\"name\":\"coregate\"}".repeat(100);
+        let gz = gzip(&body, 1);
+        assert!(gz.len() < body.len() / 5 && gz.starts_with(&[0x1f, 0x8b]));
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
+        assert_eq!(back, body);
+    }
+}

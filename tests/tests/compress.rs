@@ -1,0 +1,184 @@
+//! Response compression (`routes[].compress`) end to end, on both drivers: what is gzipped
+//! and how it is marked (Content-Encoding, Vary, a weak ETag, the length), what is left as
+//! it came (no or refused Accept-Encoding, small, large, incompressible, already encoded,
+//! `no-transform`, types not listed, HEAD), chunked upstream bodies, the cache beside it,
+//! and the settings that are refused.
+
+use std::io::Read;
+
+use coregate_tests::*;
+
+/// A JSON document of `n` bytes that compresses well.
+fn json(n: usize) -> Vec<u8> {
+    let mut v = b"[".to_vec();
+    let mut i = 0;
+    while v.len() < n - 1 {
+        v.extend_from_slice(format!("{{\"id\":{i},\"name\":\"item\"}},").as_bytes());
+        i += 1;
+    }
+    v.truncate(n - 1);
+    v.push(b']');
+    v
+}
+
+/// `n` bytes that gzip cannot shrink.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Answers by path: the body and the fields that make each case.
+fn origin() -> Upstream {
+    Upstream::start(|mut c| {
+        while let Some(req) = c.read_request() {
+            let path = req.start.split(' ').nth(1).unwrap_or("").to_string();
+            let (fields, body) = match path.as_str() {
+                "/json" | "/cached" => ("content-type: application/json\r\netag: \"v1\"\r\n", json(3000)),
+                "/small" => ("content-type: application/json\r\n", json(100)),
+                "/png" => ("content-type: image/png\r\n", json(3000)),
+                "/encoded" => ("content-type: application/json\r\ncontent-encoding: br\r\n", json(3000)),
+                "/no-transform" => ("content-type: application/json\r\ncache-control: no-transform\r\n", json(3000)),
+                "/big" => ("content-type: text/plain; charset=utf-8\r\n", json(9000)),
+                "/noise" => ("content-type: application/json\r\n", noise(3000)),
+                "/created" => ("content-type: application/json\r\n", json(1000)),
+                _ => ("content-type: text/plain\r\n", b"no".to_vec()),
+            };
+            let status = if path == "/created" { "201 Created" } else { "200 OK" };
+            let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
+            if path == "/chunked" {
+                let body = json(5000);
+                out.extend_from_slice(b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                for part in body.chunks(1000) {
+                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+                if !req.start.starts_with("HEAD ") {
+                    out.extend_from_slice(&body);
+                }
+            }
+            if !c.write(out) {
+                return;
+            }
+        }
+    })
+}
+
+fn gateway(io: &str, up: &Upstream) -> Gateway {
+    Gateway::start(
+        io,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
+             [[routes]]\npath = \"/cached\"\nupstream = \"api\"\ncompress = {{}}\ncache = {{ ttl = \"60s\" }}\n\
+             [[routes]]\npath = \"/\"\nupstream = \"api\"\ncompress = {{ max_bytes = 8192 }}\n",
+            up.addr
+        ),
+    )
+}
+
+fn get(c: &mut Client, path: &str, accept: &str) -> Message {
+    c.request(format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n{accept}\r\n"))
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body).read_to_end(&mut out).expect("a gzip body");
+    out
+}
+
+both_drivers!(eligible_responses_are_gzipped_for_clients_that_accept_it, |io| {
+    let up = origin();
+    let gw = gateway(io, &up);
+    let mut c = gw.client();
+    for (path, original) in [("/json", json(3000)), ("/chunked", json(5000)), ("/created", json(1000))] {
+        let r = get(&mut c, path, "Accept-Encoding: br, gzip;q=0.8\r\n");
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{path}");
+        assert_eq!(r.header("vary"), Some("accept-encoding"), "{path}");
+        assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()), "{path}");
+        assert!(!r.chunked && r.body.len() < original.len() / 3, "{path}: {} bytes", r.body.len());
+        assert!(gunzip(&r.body) == original, "{path}: the body came back changed");
+    }
+    let r = get(&mut c, "/json", "Accept-Encoding: gzip\r\n");
+    assert_eq!(r.header("etag"), Some("W/\"v1\""), "the gzip bytes are another representation");
+});
+
+both_drivers!(responses_are_left_as_they_came_otherwise, |io| {
+    let up = origin();
+    let gw = gateway(io, &up);
+    let mut c = gw.client();
+    // The client does not accept gzip: as it came, but caches after coregate learn that the
+    // representation depends on Accept-Encoding.
+    for accept in ["", "Accept-Encoding: identity\r\n", "Accept-Encoding: gzip;q=0, br\r\n"] {
+        let r = get(&mut c, "/json", accept);
+        assert_eq!(r.header("content-encoding"), None, "{accept:?}");
+        assert_eq!(r.header("vary"), Some("accept-encoding"), "{accept:?}");
+        assert_eq!(r.header("etag"), Some("\"v1\""));
+        assert!(r.body == json(3000));
+    }
+    let gz = "Accept-Encoding: gzip\r\n";
+    // Not worth it or not allowed: the same for every client, so no Vary either.
+    for (path, body, encoding) in [
+        ("/small", json(100), None),
+        ("/png", json(3000), None),
+        ("/encoded", json(3000), Some("br")),
+        ("/no-transform", json(3000), None),
+        ("/big", json(9000), None),
+    ] {
+        let r = get(&mut c, path, gz);
+        assert_eq!(r.header("content-encoding"), encoding, "{path}");
+        assert_eq!(r.header("vary"), None, "{path}");
+        assert!(r.body == body, "{path}");
+    }
+    // Incompressible: sent as it came (gzip would be larger), marked as depending on it.
+    let r = get(&mut c, "/noise", gz);
+    assert_eq!((r.header("content-encoding"), r.header("vary")), (None, Some("accept-encoding")));
+    assert!(r.body == noise(3000));
+    // HEAD: no body to compress; the fields are the upstream's.
+    c.send("HEAD /json HTTP/1.1\r\nHost: api.test\r\nAccept-Encoding: gzip\r\n\r\n");
+    let r = c.response_to(true);
+    assert_eq!((r.status(), r.header("content-encoding")), (200, None));
+    assert_eq!(r.header("content-length"), Some("3000"));
+    assert_eq!(up.connection_count(), 1, "every answer kept the connection usable");
+});
+
+both_drivers!(cached_responses_are_gzipped_on_the_way_out, |io| {
+    let up = origin();
+    let gw = gateway(io, &up);
+    let mut c = gw.client();
+    for (accept, status) in [("Accept-Encoding: gzip\r\n", "MISS"), ("", "HIT"), ("Accept-Encoding: gzip\r\n", "HIT")] {
+        let r = get(&mut c, "/cached", accept);
+        assert_eq!(r.header("x-cache-status"), Some(status));
+        let body = if accept.is_empty() { r.body.clone() } else { gunzip(&r.body) };
+        assert!(body == json(3000), "{status} {accept:?}");
+        assert_eq!(r.header("content-encoding"), (!accept.is_empty()).then_some("gzip"), "{status} {accept:?}");
+        assert_eq!(r.header("vary"), Some("accept-encoding"));
+    }
+});
+
+#[test]
+fn compress_settings_are_checked() {
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\n";
+    let parse = |route: &str| config::Config::parse(&format!("{base}{route}"));
+    let err = |route: &str| parse(route).expect_err(route).to_string();
+    assert!(err("respond = { status = 200 }\ncompress = {}\n").contains("routes[0].compress"));
+    assert!(err("upstream = \"api\"\ncompress = { types = [\"json\"] }\n").contains("routes[0].compress.types[0]"));
+    assert!(err("upstream = \"api\"\ncompress = { types = [] }\n").contains("routes[0].compress.types"));
+    assert!(err("upstream = \"api\"\ncompress = { level = 0 }\n").contains("routes[0].compress.level"));
+    assert!(err("upstream = \"api\"\ncompress = { level = 10 }\n").contains("routes[0].compress.level"));
+    assert!(err("upstream = \"api\"\ncompress = { min_bytes = 9, max_bytes = 8 }\n").contains("min_bytes"));
+    assert!(err("upstream = \"api\"\ncompress = { gzip = true }\n").contains("routes[0].compress.gzip"));
+    let cfg = parse("upstream = \"api\"\ncompress = {}\n").unwrap();
+    let c = cfg.routes[0].compress.as_ref().unwrap();
+    assert_eq!((c.level, c.min_bytes, c.max_bytes), (1, 256, 1 << 20));
+    assert_eq!(c.types.len(), config::COMPRESS_TYPES.len());
+}
