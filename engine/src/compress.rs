@@ -9,7 +9,7 @@
 //! Left to others: reading the body (`body::read_whole`), the head (`forward`), and the
 //! route's settings (`config::RouteCompress`).
 
-use std::io::Write as _;
+use zlib_rs::{DeflateConfig, ReturnCode};
 
 use bytes::Bytes;
 use config::RouteCompress;
@@ -61,11 +61,10 @@ fn sized(c: &RouteCompress, len: u64) -> bool {
 
 /// A body to gzip: compressed, unless that would not make it smaller.
 fn encode(c: &RouteCompress, body: Bytes) -> (Bytes, Applied) {
-    let gz = gzip(&body, c.level);
-    if gz.len() >= body.len() {
-        return (body, Applied::Vary);
+    match gzip(&body, c.level) {
+        Some(gz) => (gz.into(), Applied::Gzip),
+        None => (body, Applied::Vary),
     }
-    (gz.into(), Applied::Gzip)
 }
 
 /// Decides for a response from upstream and, for gzip, reads its body (unless the cache
@@ -124,13 +123,31 @@ pub(crate) fn on_stored(
     }
 }
 
-/// `body` as one gzip member (RFC 1952).
-fn gzip(body: &[u8], level: u32) -> Vec<u8> {
-    let mut enc =
-        flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3 + 64), flate2::Compression::new(level));
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(body);
-    enc.finish().unwrap_or_default()
+/// `body` as one gzip member (RFC 1952), or None when that would not be smaller. zlib's
+/// window and hash table are sized down for small bodies as nginx does (`gzip_window`,
+/// `gzip_hash`: one bit less each while the body fits in half the window): the state to
+/// clear per response then grows with the body instead of being 256 KiB for every one.
+fn gzip(body: &[u8], level: u32) -> Option<Vec<u8>> {
+    let (mut window_bits, mut mem_level) = (15, 8);
+    while window_bits > 9 && body.len() < 1 << (window_bits - 1) {
+        window_bits -= 1;
+        mem_level -= 1;
+    }
+    let config = DeflateConfig {
+        level: level as i32,
+        // 16 + bits: the gzip wrapper (header, CRC-32 and length) around the deflate stream.
+        window_bits: 16 + window_bits,
+        mem_level: mem_level.max(1),
+        ..DeflateConfig::default()
+    };
+    // Room for less than the body: a result that does not fit is not worth sending.
+    let mut out = vec![0; body.len().saturating_sub(1)];
+    let (done, rc) = zlib_rs::compress_slice(&mut out, body, config);
+    let n = done.len();
+    (rc == ReturnCode::Ok).then(|| {
+        out.truncate(n);
+        out
+    })
 }
 
 /// Edits a client response head built by `forward::response_head` for what was applied.
@@ -200,12 +217,39 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips() {
-        let body: Vec<u8> = b"{\"id\":1,\"name\":\"coregate\"}".repeat(100);
-        let gz = gzip(&body, 1);
-        assert!(gz.len() < body.len() / 5 && gz.starts_with(&[0x1f, 0x8b]));
-        let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
-        assert_eq!(back, body);
+    fn gzip_round_trips_at_every_window_size() {
+        let unzip = |gz: &[u8]| {
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut back).unwrap();
+            back
+        };
+        for (level, body) in [
+            (1, b"{\"id\":1,\"name\":\"coregate\"}".repeat(100)),
+            (1, b"another body, another time".repeat(3)),
+            (9, (0..200_000u32).map(|i| (i % 251) as u8).collect()),
+            (1, json_like(300)),
+            (1, json_like(70_000)),
+        ] {
+            let gz = gzip(&body, level).expect("smaller");
+            assert!(gz.starts_with(&[0x1f, 0x8b]) && gz.len() < body.len());
+            assert_eq!(unzip(&gz), body, "level {level}, {} bytes", body.len());
+        }
+        // Not smaller: none.
+        assert_eq!(gzip(b"", 1), None);
+        assert_eq!(gzip(b"abc", 1), None);
+        let mut x: u32 = 0x9e37_79b9;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert_eq!(gzip(&noise, 9), None);
+    }
+
+    fn json_like(n: usize) -> Vec<u8> {
+        (0..).map(|i| format!("{{\"id\":{i},\"ok\":true}},")).flat_map(String::into_bytes).take(n).collect()
     }
 }
