@@ -331,6 +331,19 @@ impl Upstream {
     }
 }
 
+/// `body` in the chunked coding (RFC 9112 7.1), `piece` bytes per chunk, ending with the
+/// last chunk and `trailer` (field lines, each ending in CRLF; empty for none).
+pub fn chunked(body: &[u8], piece: usize, trailer: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / piece * 8 + 16);
+    for part in body.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("0\r\n{trailer}\r\n").as_bytes());
+    out
+}
+
 /// The response [`Upstream::echo`] sends for `req`.
 pub fn echo_response(req: &Message) -> Vec<u8> {
     let mut body = format!("{}\n", req.start.rsplit_once(' ').map(|(a, _)| a).unwrap_or(&req.start)).into_bytes();

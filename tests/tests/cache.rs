@@ -91,12 +91,7 @@ impl Origin {
                 let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
                 if path == "/chunked" {
                     out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-                    for piece in body.chunks(7) {
-                        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-                        out.extend_from_slice(piece);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    out.extend_from_slice(b"0\r\nx-trailer: t\r\n\r\n");
+                    out.extend_from_slice(&chunked(&body, 7, "x-trailer: t\r\n"));
                 } else {
                     out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
                     if !req.start.starts_with("HEAD ") {

@@ -53,14 +53,8 @@ fn origin() -> Upstream {
             let status = if path == "/created" { "201 Created" } else { "200 OK" };
             let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
             if path == "/chunked" {
-                let body = json(5000);
                 out.extend_from_slice(b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
-                for part in body.chunks(1000) {
-                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                    out.extend_from_slice(part);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
+                out.extend_from_slice(&chunked(&json(5000), 1000, ""));
             } else {
                 out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
                 if !req.start.starts_with("HEAD ") {

@@ -50,14 +50,9 @@ both_drivers!(requests_and_bodies_go_over_one_pooled_tls_connection, |io| {
     let r = c.request(&req);
     assert_eq!(r.status(), 200);
     assert!(r.body[..] == [&b"POST /0/big\n"[..], &body].concat()[..], "the body came back changed");
-    let mut chunked = b"POST /0/chunked HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for part in body.chunks(30_000) {
-        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        chunked.extend_from_slice(part);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let r = c.request(&chunked);
+    let mut req = b"POST /0/chunked HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(&chunked(&body, 30_000, ""));
+    let r = c.request(&req);
     assert_eq!(r.status(), 200);
     assert_eq!(r.body.len(), "POST /0/chunked\n".len() + body.len());
     assert_eq!(get(&mut c, "/0/last").status(), 200);
