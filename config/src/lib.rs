@@ -24,7 +24,7 @@ pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
-pub use tls::{Certificate, Tls, UpstreamTls};
+pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
 
 /// Which I/O driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

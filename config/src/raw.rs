@@ -61,6 +61,10 @@ pub struct RawTls {
     /// Addresses that accept TLS connections (HTTPS); `server.listen` stays plain HTTP.
     pub listen: Vec<String>,
     pub certificates: Vec<RawCertificate>,
+    /// PEM file of the authorities whose client certificates are accepted (mTLS).
+    pub client_ca_file: Option<String>,
+    /// `"required"` (default with client_ca_file) or `"optional"`.
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

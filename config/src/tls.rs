@@ -18,6 +18,18 @@ pub struct Tls {
     /// The first is also served to clients that send no server name (SNI) or one that no
     /// certificate lists, as nginx's default server does.
     pub certificates: Vec<Certificate>,
+    /// Client certificates (mTLS), when `client_ca_file` is set.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Which client certificates the TLS listeners ask for and accept.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The authorities a client certificate must chain to.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// A client without a certificate is let in too (routes see no certificate then);
+    /// one with a certificate that does not verify is still refused.
+    pub optional: bool,
 }
 
 /// One certificate chain, its key, and the names it is chosen for.
@@ -61,7 +73,29 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
             certificates.push(Certificate { chain, key, server_names, cert_file });
         }
     }
-    Tls { listen, certificates }
+    let client_auth = match (&raw.client_ca_file, raw.client_auth.as_deref()) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            c.err("tls.client_auth", "needs tls.client_ca_file: the authorities client certificates chain to");
+            None
+        }
+        (Some(f), mode) => {
+            let optional = match mode {
+                None | Some("required") => false,
+                Some("optional") => true,
+                Some(other) => {
+                    c.err("tls.client_auth", format!("{other:?} is not \"required\" or \"optional\""));
+                    false
+                }
+            };
+            let roots = read_chain(&c.file(f)).map_err(|e| c.err("tls.client_ca_file", e)).ok();
+            roots.map(|roots| ClientAuth { roots, optional })
+        }
+    };
+    if client_auth.is_some() && raw.listen.is_empty() {
+        c.err("tls.client_ca_file", "client certificates need a TLS listen address (tls.listen)");
+    }
+    Tls { listen, certificates, client_auth }
 }
 
 /// A certificate chain and its key, from the PEM files at `{path}.cert_file` and

@@ -26,9 +26,10 @@ pub(crate) struct Edits<'a> {
     pub target: Option<&'a [u8]>,
     pub request_ops: &'a HeaderOps,
     pub response_ops: &'a HeaderOps,
-    /// Request fields never forwarded: the API key's header and the consumer header
-    /// (a client must not name its own consumer).
-    pub drop: [Option<&'a [u8]>; 2],
+    /// Request fields never forwarded: the API key's header, the consumer header (a client
+    /// must not name its own consumer), and X-Forwarded-Client-Cert where client
+    /// certificates are verified (a client must not claim one).
+    pub drop: [Option<&'a [u8]>; 3],
     /// The consumer header and the authenticated consumer's name.
     pub consumer: Option<(&'a [u8], &'a [u8])>,
     /// The authenticated identity for `{consumer}` (API-key consumer or JWT subject).
@@ -50,6 +51,8 @@ pub(crate) struct Edits<'a> {
     pub websocket: bool,
     /// The client connection speaks TLS: `X-Forwarded-Proto: https`.
     pub https: bool,
+    /// The SHA-256 (hex) of the client's verified certificate: `X-Forwarded-Client-Cert`.
+    pub client_cert: Option<[u8; 64]>,
     /// The request id field and its value (`server.request_id`): sent upstream and back in
     /// place of any field of that name from either side.
     pub request_id: Option<(&'a [u8], &'a [u8])>,
@@ -166,6 +169,12 @@ pub(crate) fn request_head(
     out.extend_from_slice(edits.client_ip);
     out.extend_from_slice(b"\r\n");
     field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
+    if let Some(hash) = &edits.client_cert {
+        // Envoy's format, with its Hash element only (no subject or chain).
+        out.extend_from_slice(b"x-forwarded-client-cert: Hash=");
+        out.extend_from_slice(hash);
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some(h) = req.host() {
         field(out, b"x-forwarded-host", h);
     }
@@ -329,7 +338,7 @@ mod tests {
             target: None,
             request_ops: none,
             response_ops: none,
-            drop: [None, None],
+            drop: [None, None, None],
             consumer: None,
             identity_name: None,
             claim_fields: &[],
@@ -340,6 +349,7 @@ mod tests {
             cors: None,
             websocket: false,
             https: false,
+            client_cert: None,
             request_id: None,
         }
     }

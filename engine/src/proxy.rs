@@ -258,6 +258,7 @@ async fn exchange(
         drop: [
             (identity.key_source == Some(KeySource::Header)).then_some(cfg.api_key.header.as_bytes()),
             (!cfg.consumers.is_empty()).then_some(cfg.api_key.consumer_header.as_bytes()),
+            cfg.tls.client_auth.is_some().then_some(b"x-forwarded-client-cert"),
         ],
         consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
         identity_name: identity.name(cfg),
@@ -269,6 +270,7 @@ async fn exchange(
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),
+        client_cert: client.tls.as_deref().and_then(crate::tls::Tls::client_cert_hash),
         request_id,
     };
     // A route with a cache answers from it when it can; otherwise the plan says what to do

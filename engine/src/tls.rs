@@ -42,11 +42,22 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
             .map_err(|e| format!("tls certificate {}: {e}", c.cert_file))?;
         certs.push((c.server_names.clone(), Arc::new(key)));
     }
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { certs }));
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in &auth.roots {
+                roots.add(c.clone()).map_err(|e| format!("tls.client_ca_file: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth.optional { verifier.allow_unauthenticated() } else { verifier };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("tls.client_ca_file: {e}"))?)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(BySni { certs }));
     // Only HTTP/1.1 is spoken: a client that offers ALPN without it is refused in the
     // handshake (RFC 7301 3.2), one that offers h2 and http/1.1 gets http/1.1.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -151,6 +162,8 @@ pub(crate) struct Tls {
     started: bool,
     /// The handshake was still under way at the last read.
     handshaking: bool,
+    /// The SHA-256 of the client's certificate in hex, made at its first use.
+    client_cert: std::cell::OnceCell<Option<[u8; 64]>>,
 }
 
 impl Tls {
@@ -176,7 +189,25 @@ impl Tls {
             closed: false,
             started,
             handshaking: true,
+            client_cert: std::cell::OnceCell::new(),
         })
+    }
+
+    /// The SHA-256 of the certificate the peer presented (a client verified against
+    /// `tls.client_ca_file`), as 64 lower-case hex digits: Envoy's `Hash` of
+    /// `X-Forwarded-Client-Cert`. None without one.
+    pub(crate) fn client_cert_hash(&self) -> Option<[u8; 64]> {
+        let hash = self.client_cert.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let cert = self.conn.peer_certificates()?.first()?;
+            let mut hex = [0u8; 64];
+            for (i, b) in Sha256::digest(cert).iter().enumerate() {
+                hex[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+                hex[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+            }
+            Some(hex)
+        });
+        *hash
     }
 
     /// Decrypted bytes wait to be taken, or ciphertext already read waits to be decrypted:

@@ -75,6 +75,23 @@ pub fn client_config(roots: &[&TestCert], alpn: &[&[u8]]) -> Arc<ClientConfig> {
     Arc::new(cfg)
 }
 
+/// As [`client_config`], presenting `cert` when the server asks for a client certificate.
+pub fn client_config_with_cert(roots: &[&TestCert], cert: &TestCert) -> Arc<ClientConfig> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add(r.der.clone()).unwrap();
+    }
+    let key = PrivateKeyDer::from_pem_file(&cert.key_file).expect("the test key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_client_auth_cert(vec![cert.der.clone()], key)
+        .expect("a client certificate");
+    Arc::new(cfg)
+}
+
 /// An HTTP/1.1 client over one TLS connection.
 pub struct TlsClient {
     pub reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use coregate_tests::tls::{client_config, TestCert, TlsClient};
+use coregate_tests::tls::{client_config, client_config_with_cert, TestCert, TlsClient};
 use coregate_tests::*;
 
 /// A gateway with a plain listener (address 0) and a TLS one (address 1) serving `certs`
@@ -223,6 +223,74 @@ both_drivers!(a_reload_serves_new_certificates_to_new_connections, |io| {
     assert!(last.peer_cert() == b.der);
 });
 
+/// A gateway whose TLS listener (address 1) asks for client certificates issued by (here:
+/// equal to) `ca`, in `mode`; the plain listener is address 0.
+fn mtls_gateway(io: &str, upstream: std::net::SocketAddr, server: &TestCert, ca: &TestCert, mode: &str) -> Gateway {
+    Gateway::start(
+        io,
+        &format!(
+            "[tls]\nlisten = [\"127.0.0.1:0\"]\nclient_ca_file = {:?}\nclient_auth = \"{mode}\"\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            ca.cert_file.display().to_string(),
+            server.toml_entry(&["localhost"])
+        ),
+    )
+}
+
+/// Whether the gateway refuses a TLS client made with `cfg`: in the handshake, or (TLS 1.3,
+/// where the client finishes first) with the alert that answers its first request.
+fn refused(addr: std::net::SocketAddr, cfg: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let mut c = TlsClient::connect(addr, "localhost", cfg);
+    if c.handshake().is_err() {
+        return true;
+    }
+    let s = c.reader.get_mut();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").and_then(|()| s.flush());
+    !matches!(read_message(&mut c.reader, Framing::Response { head_request: false }), Ok(Some(_)))
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+both_drivers!(client_certificates_are_required_verified_and_forwarded, |io| {
+    let up = Upstream::echo();
+    let (server, client, stranger) =
+        (TestCert::new(&["localhost"]), TestCert::new(&["client.test"]), TestCert::new(&["client.test"]));
+    let gw = mtls_gateway(io, up.addr, &server, &client, "required");
+    let tls = gw.addr_at(1);
+    let mut c = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &client));
+    for _ in 0..2 {
+        let r = c.request("GET /who HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n");
+        assert_eq!(r.status(), 200);
+        let want = format!("Hash={}", sha256_hex(&client.der));
+        assert_eq!(r.header_all("x-echo-x-forwarded-client-cert"), vec![want.as_str()], "the verified one, only");
+    }
+    assert!(refused(tls, client_config(&[&server], &[])), "no certificate");
+    assert!(refused(tls, client_config_with_cert(&[&server], &stranger)), "a certificate from another issuer");
+    // The plain listener: nobody's certificate, and a claimed one is dropped.
+    let r = gw.client().request("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n");
+    assert_eq!((r.status(), r.header("x-echo-x-forwarded-client-cert")), (200, None));
+    // The refusals did not stop the listener.
+    let mut again = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &client));
+    assert_eq!(again.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+});
+
+both_drivers!(optional_client_certificates_let_clients_without_one_in, |io| {
+    let up = Upstream::echo();
+    let (server, client, stranger) =
+        (TestCert::new(&["localhost"]), TestCert::new(&["client.test"]), TestCert::new(&["client.test"]));
+    let gw = mtls_gateway(io, up.addr, &server, &client, "optional");
+    let tls = gw.addr_at(1);
+    let mut anonymous = TlsClient::connect(tls, "localhost", client_config(&[&server], &[]));
+    let r = anonymous.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!((r.status(), r.header("x-echo-x-forwarded-client-cert")), (200, None));
+    let mut known = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &client));
+    let r = known.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.header("x-echo-x-forwarded-client-cert"), Some(format!("Hash={}", sha256_hex(&client.der)).as_str()));
+    assert!(refused(tls, client_config_with_cert(&[&server], &stranger)), "a certificate that does not verify");
+});
+
 #[test]
 fn configurations_that_cannot_serve_tls_are_refused() {
     let cert = TestCert::new(&["localhost"]);
@@ -232,6 +300,13 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     let err = |tls: &str| parse(tls).expect_err(tls).to_string();
     assert!(err("[tls]\nlisten = [\"127.0.0.1:0\"]\n").contains("tls.certificates"));
     assert!(err(&cert.toml_entry(&[])).contains("tls.listen"));
+    let listen = "[tls]\nlisten = [\"127.0.0.1:0\"]\n";
+    assert!(err(&format!("{listen}client_auth = \"required\"\n{}", cert.toml_entry(&[]))).contains("tls.client_auth"));
+    let ca = format!("client_ca_file = {:?}\n", cert.cert_file.display().to_string());
+    assert!(err(&format!("{listen}{ca}client_auth = \"maybe\"\n{}", cert.toml_entry(&[]))).contains("tls.client_auth"));
+    assert!(err(&format!("[tls]\n{ca}")).contains("tls.client_ca_file"));
+    assert!(err(&format!("{listen}client_ca_file = \"/nonexistent/ca.pem\"\n{}", cert.toml_entry(&[])))
+        .contains("tls.client_ca_file"));
     let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
     let e = err(missing);
     assert!(e.contains("tls.certificates[0].cert_file") && e.contains("tls.certificates[0].key_file"), "{e}");
