@@ -5,16 +5,16 @@
 //! upstream's, RFC 9110 8.8.1). Whole rather than streamed: an API response is small,
 //! a known length keeps the client connection's framing simple, and `max_bytes` bounds
 //! the memory. Larger, close-delimited and already-encoded bodies pass through untouched.
+//! Responses from the cache are compressed on the way out the same way ([`on_stored`]).
 //!
 //! Left to others: reading the body (`body::read_whole`), the head (`forward`), and the
 //! route's settings (`config::RouteCompress`).
-
-use zlib_rs::{DeflateConfig, ReturnCode};
 
 use bytes::Bytes;
 use config::RouteCompress;
 use proto_http::cache_control::CacheControl;
 use proto_http::{RequestHead, ResponseBody, ResponseHead};
+use zlib_rs::{DeflateConfig, ReturnCode};
 
 use crate::body::{read_whole, Leg};
 use crate::error::Error;
