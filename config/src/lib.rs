@@ -309,6 +309,9 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// gzip for clients that accept it.
     pub compress: Option<RouteCompress>,
+    /// 403 unless the client presented a certificate verified against
+    /// `tls.client_ca_file` (for routes on a listener where certificates are optional).
+    pub require_client_cert: bool,
 }
 
 /// IP access rules: deny first, then (when non-empty) allow.

@@ -468,6 +468,7 @@ pub(crate) fn build_route(
         access,
         cors,
         websocket: r.websocket.unwrap_or(true),
+        require_client_cert: r.require_client_cert.unwrap_or(false),
         cache,
         compress,
     })

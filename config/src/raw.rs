@@ -215,6 +215,8 @@ pub struct RawRoute {
     pub cache: Option<RawRouteCache>,
     /// gzip eligible responses for clients that accept it.
     pub compress: Option<RawRouteCompress>,
+    /// Only clients that presented a verified certificate (mTLS) are served.
+    pub require_client_cert: Option<bool>,
 }
 
 /// A route's response compression.

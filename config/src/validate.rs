@@ -187,6 +187,14 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     let cache = crate::cache::build_cache(c, &raw.cache);
     crate::cache::check_entries(c, &cache, &mut routes);
     let tls = crate::tls::build_tls(c, &raw.tls);
+    if tls.client_auth.is_none() {
+        for (i, _) in routes.iter().enumerate().filter(|(_, r)| r.require_client_cert) {
+            c.err(
+                format!("routes[{i}].require_client_cert"),
+                "needs tls.client_ca_file: no client is asked for a certificate",
+            );
+        }
+    }
     if raw.server.listen.is_empty() && raw.tls.listen.is_empty() {
         c.err("server.listen", "at least one listen address (server.listen or tls.listen) is required");
     }

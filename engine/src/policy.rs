@@ -16,6 +16,7 @@ use crate::io::Conn;
 use crate::jwt::{self, JwtError};
 use crate::proxy::{send_error, send_local, Next, Reply};
 use crate::ratelimit::{bucket_key, Decision};
+use crate::tls::Tls;
 use crate::worker::Worker;
 
 /// A policy's answer instead of the upstream's.
@@ -79,13 +80,17 @@ pub(crate) fn cors_origin<'a>(route: &'a Route, req: &'a RequestHead) -> Option<
     cors.allows_origin(origin).then_some((cors, origin))
 }
 
-/// 403 when the client's address is denied, or not in a non-empty allow list.
-pub(crate) fn check_access(route: &Route, peer: SocketAddr) -> Result<(), Refusal> {
-    if route.access.admits(peer.ip()) {
-        Ok(())
-    } else {
-        Err(Refusal { status: 403, headers: Vec::new(), detail: "client address not allowed" })
+/// 403 when the client's address is denied, or not in a non-empty allow list, or when the
+/// route requires a client certificate and the connection presented none (`tls` is the
+/// client connection's TLS state).
+pub(crate) fn check_access(route: &Route, peer: SocketAddr, tls: Option<&Tls>) -> Result<(), Refusal> {
+    if !route.access.admits(peer.ip()) {
+        return Err(Refusal { status: 403, headers: Vec::new(), detail: "client address not allowed" });
     }
+    if route.require_client_cert && tls.and_then(Tls::client_cert_hash).is_none() {
+        return Err(Refusal { status: 403, headers: Vec::new(), detail: "client certificate required" });
+    }
+    Ok(())
 }
 
 /// Who sent a request, as far as the route's authentication established it.

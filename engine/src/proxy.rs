@@ -222,7 +222,7 @@ async fn exchange(
     if let Some(next) = policy::preflight(w, client, route, req, refusal_reply).await {
         return Ok(next);
     }
-    if let Err(refusal) = policy::check_access(route, peer) {
+    if let Err(refusal) = policy::check_access(route, peer, client.tls.as_deref()) {
         return Ok(refusal.send(w, client, refusal_reply).await);
     }
     let identity = match policy::authenticate(w, route, req) {

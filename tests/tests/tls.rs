@@ -224,12 +224,13 @@ both_drivers!(a_reload_serves_new_certificates_to_new_connections, |io| {
 });
 
 /// A gateway whose TLS listener (address 1) asks for client certificates issued by (here:
-/// equal to) `ca`, in `mode`; the plain listener is address 0.
+/// equal to) `ca`, in `mode`; the plain listener is address 0. `/secure` requires a
+/// certificate.
 fn mtls_gateway(io: &str, upstream: std::net::SocketAddr, server: &TestCert, ca: &TestCert, mode: &str) -> Gateway {
     Gateway::start(
         io,
         &format!(
-            "[tls]\nlisten = [\"127.0.0.1:0\"]\nclient_ca_file = {:?}\nclient_auth = \"{mode}\"\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            "[tls]\nlisten = [\"127.0.0.1:0\"]\nclient_ca_file = {:?}\nclient_auth = \"{mode}\"\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n[[routes]]\npath = \"/secure\"\nupstream = \"api\"\nrequire_client_cert = true\n",
             ca.cert_file.display().to_string(),
             server.toml_entry(&["localhost"])
         ),
@@ -288,6 +289,13 @@ both_drivers!(optional_client_certificates_let_clients_without_one_in, |io| {
     let mut known = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &client));
     let r = known.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(r.header("x-echo-x-forwarded-client-cert"), Some(format!("Hash={}", sha256_hex(&client.der)).as_str()));
+    // A route that requires a certificate: 403 without one, on either listener.
+    let secure = "GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    assert_eq!(known.request(secure).status(), 200);
+    let r = anonymous.request(secure);
+    assert_eq!(r.status(), 403);
+    assert!(r.text().contains("client certificate required"), "{}", r.text());
+    assert_eq!(gw.client().request(secure).status(), 403);
     assert!(refused(tls, client_config_with_cert(&[&server], &stranger)), "a certificate that does not verify");
 });
 
@@ -305,6 +313,8 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     let ca = format!("client_ca_file = {:?}\n", cert.cert_file.display().to_string());
     assert!(err(&format!("{listen}{ca}client_auth = \"maybe\"\n{}", cert.toml_entry(&[]))).contains("tls.client_auth"));
     assert!(err(&format!("[tls]\n{ca}")).contains("tls.client_ca_file"));
+    assert!(err("[[routes]]\npath = \"/s\"\nupstream = \"api\"\nrequire_client_cert = true\n")
+        .contains("routes[1].require_client_cert"));
     assert!(err(&format!("{listen}client_ca_file = \"/nonexistent/ca.pem\"\n{}", cert.toml_entry(&[])))
         .contains("tls.client_ca_file"));
     let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
