@@ -150,13 +150,38 @@ fn template_with(c: &mut Checker, path: &str, v: &str, captures: &[String]) -> T
     Template(pieces)
 }
 
+/// Fields that frame a message or belong to one connection (RFC 9110 7.6.1, RFC 9112 6):
+/// coregate writes them itself, and an edit of them would break the framing both sides rely
+/// on.
+const MANAGED: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+];
+
 fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps, captures: &[String]) -> HeaderOps {
+    // Host may only be replaced, on the request: a request has exactly one (RFC 9112 3.2).
+    let request = path.ends_with("request_headers");
     let mut pairs = |kind: &str, map: &BTreeMap<String, String>| -> Vec<(String, Template)> {
         map.iter()
             .filter_map(|(k, v)| {
                 let p = format!("{path}.{kind}.{k}");
                 if !is_token(k) {
                     c.err(&p, "not a header name");
+                    return None;
+                }
+                if MANAGED.iter().any(|m| k.eq_ignore_ascii_case(m)) {
+                    c.err(&p, "a framing or connection field, which coregate writes itself");
+                    return None;
+                }
+                if k.eq_ignore_ascii_case("host") && !(request && kind == "set") {
+                    c.err(&p, "Host can only be replaced (request_headers.set), never added or sent twice");
                     return None;
                 }
                 if !is_field_value(v) {
@@ -170,6 +195,11 @@ fn header_ops(c: &mut Checker, path: &str, raw: &RawHeaderOps, captures: &[Strin
     let set = pairs("set", &raw.set);
     let add = pairs("add", &raw.add);
     let remove = tokens(c, &format!("{path}.remove"), &raw.remove, "a header name", str::to_ascii_lowercase);
+    for (i, name) in remove.iter().enumerate() {
+        if MANAGED.contains(&name.as_str()) || (request && name == "host") {
+            c.err(format!("{path}.remove[{i}]"), format!("{name:?} is a field coregate writes itself"));
+        }
+    }
     HeaderOps { remove, set, add }
 }
 

@@ -147,9 +147,13 @@ pub(crate) fn request_head(
         }
         field(out, name, value);
     }
-    match req.host() {
-        Some(h) => field(out, b"host", h),
-        None => field(out, b"host", fallback_host().as_bytes()),
+    // `request_headers.set.host` replaces it (written with the other edits).
+    let host_set = !ops.set.is_empty() && replaced(ops, b"host");
+    if !host_set {
+        match req.host() {
+            Some(h) => field(out, b"host", h),
+            None => field(out, b"host", fallback_host().as_bytes()),
+        }
     }
     match req.meta.body {
         BodyFraming::Empty => {}

@@ -121,6 +121,21 @@ both_drivers!(header_edits_and_prefix_stripping, |io| {
     assert_eq!(seen[0].header("x-added"), Some("1"));
 });
 
+both_drivers!(the_host_field_can_be_replaced_once, |io| {
+    let (up, seen) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nrequest_headers = {{ set = {{ host = \"billing.internal\" }} }}\n",
+            upstream_section(up.addr)
+        ),
+    );
+    assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: api.example\r\n\r\n").status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].header_all("host"), vec!["billing.internal"], "one Host, the route's");
+    assert_eq!(seen[0].header("x-forwarded-host"), Some("api.example"), "the client's, for the upstream");
+});
+
 both_drivers!(rate_limit_answers_429_with_headers, |io| {
     let (up, _) = recording();
     let gw = Gateway::start(
@@ -312,3 +327,24 @@ both_drivers!(templates_conditions_and_rewrites, |io| {
         "no condition holds: next route"
     );
 });
+
+#[test]
+fn edits_of_framing_fields_and_a_second_host_are_refused() {
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n";
+    let err = |route: &str| config::Config::parse(&format!("{base}{route}")).expect_err(route).to_string();
+    for (edit, key) in [
+        ("request_headers = { set = { content-length = \"1\" } }", "routes[0].request_headers.set.content-length"),
+        ("request_headers = { add = { Transfer-Encoding = \"chunked\" } }", "request_headers.add.Transfer-Encoding"),
+        ("request_headers = { add = { host = \"x\" } }", "routes[0].request_headers.add.host"),
+        ("request_headers = { remove = [\"host\"] }", "routes[0].request_headers.remove[0]"),
+        ("request_headers = { remove = [\"connection\"] }", "routes[0].request_headers.remove[0]"),
+        ("response_headers = { set = { host = \"x\" } }", "routes[0].response_headers.set.host"),
+        ("response_headers = { set = { content-length = \"5\" } }", "routes[0].response_headers.set.content-length"),
+        ("response_headers = { remove = [\"transfer-encoding\"] }", "routes[0].response_headers.remove[0]"),
+    ] {
+        assert!(err(edit).contains(key), "{edit}: {}", err(edit));
+    }
+    assert!(
+        config::Config::parse(&format!("{base}request_headers = {{ set = {{ Host = \"b.internal\" }} }}\n")).is_ok()
+    );
+}
