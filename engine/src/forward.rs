@@ -147,9 +147,10 @@ pub(crate) fn request_head(
         }
         field(out, name, value);
     }
-    // `request_headers.set.host` replaces it (written with the other edits).
-    let host_set = !ops.set.is_empty() && replaced(ops, b"host");
-    if !host_set {
+    // The fields coregate writes give way to the route's edits: a `set` one replaces it
+    // (written with the other edits), a removed one is not sent (Host cannot be removed).
+    let edited = |name: &[u8]| (!ops.set.is_empty() || !ops.remove.is_empty()) && replaced(ops, name);
+    if !edited(b"host") {
         match req.host() {
             Some(h) => field(out, b"host", h),
             None => field(out, b"host", fallback_host().as_bytes()),
@@ -161,25 +162,29 @@ pub(crate) fn request_head(
         BodyFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
     }
     // X-Forwarded-For: earlier values (several fields joined), then the client's address.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for > 0 {
-        for (name, value) in req.headers() {
-            if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
-                out.extend_from_slice(value);
-                out.extend_from_slice(b", ");
+    if !edited(b"x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if forwarded_for > 0 {
+            for (name, value) in req.headers() {
+                if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b", ");
+                }
             }
         }
+        out.extend_from_slice(edits.client_ip);
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(edits.client_ip);
-    out.extend_from_slice(b"\r\n");
-    field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
+    if !edited(b"x-forwarded-proto") {
+        field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
+    }
     if let Some(hash) = &edits.client_cert {
         // Envoy's format, with its Hash element only (no subject or chain).
         out.extend_from_slice(b"x-forwarded-client-cert: Hash=");
         out.extend_from_slice(hash);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(h) = req.host() {
+    if let Some(h) = req.host().filter(|_| !edited(b"x-forwarded-host")) {
         field(out, b"x-forwarded-host", h);
     }
     if let Some((name, consumer)) = edits.consumer {

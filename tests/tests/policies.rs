@@ -121,19 +121,23 @@ both_drivers!(header_edits_and_prefix_stripping, |io| {
     assert_eq!(seen[0].header("x-added"), Some("1"));
 });
 
-both_drivers!(the_host_field_can_be_replaced_once, |io| {
+both_drivers!(fields_coregate_writes_give_way_to_the_routes_edits, |io| {
     let (up, seen) = recording();
     let gw = Gateway::start(
         io,
         &format!(
-            "{}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nrequest_headers = {{ set = {{ host = \"billing.internal\" }} }}\n",
+            "{}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n\
+             request_headers = {{ set = {{ host = \"billing.internal\", x-forwarded-proto = \"https\" }}, remove = [\"x-forwarded-for\"] }}\n",
             upstream_section(up.addr)
         ),
     );
-    assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: api.example\r\n\r\n").status(), 200);
+    let r = gw.client().request("GET / HTTP/1.1\r\nHost: api.example\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n");
+    assert_eq!(r.status(), 200);
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].header_all("host"), vec!["billing.internal"], "one Host, the route's");
     assert_eq!(seen[0].header("x-forwarded-host"), Some("api.example"), "the client's, for the upstream");
+    assert_eq!(seen[0].header_all("x-forwarded-proto"), vec!["https"], "the route's, once");
+    assert!(seen[0].header_all("x-forwarded-for").is_empty(), "removed: neither the client's nor coregate's");
 });
 
 both_drivers!(rate_limit_answers_429_with_headers, |io| {
