@@ -79,33 +79,32 @@ pub(crate) async fn on_response(
     limits: &proto_http::Limits,
     leg: &Leg,
 ) -> Result<(Option<Bytes>, Applied), Error> {
-    let within = match (resp.meta.body, &stored) {
-        (_, Some(body)) => sized(c, body.len() as u64),
-        (ResponseBody::Length(n), None) => sized(c, n),
+    if stored.is_some() {
+        return Ok(on_stored(c, req, resp, stored));
+    }
+    let within = match resp.meta.body {
+        ResponseBody::Length(n) => sized(c, n),
         // Its size is seen once it is read.
-        (ResponseBody::Chunked, None) => true,
-        (ResponseBody::None | ResponseBody::Close, None) => false,
+        ResponseBody::Chunked => true,
+        ResponseBody::None | ResponseBody::Close => false,
     };
     let applied = if within { decide(c, req, resp) } else { Applied::No };
     if applied != Applied::Gzip {
-        return Ok((stored, applied));
+        return Ok((None, applied));
     }
-    let body = match stored {
-        Some(body) => body,
-        None => match read_whole(up, resp.meta.body, c.max_bytes, limits, leg).await? {
-            Some(body) if body.len() >= c.min_bytes => body,
-            // Too small after all: the same for every client.
-            Some(body) => return Ok((Some(body), Applied::No)),
-            // A chunked body over max_bytes: streamed as it comes, for everybody alike.
-            None => return Ok((None, Applied::No)),
-        },
+    let body = match read_whole(up, resp.meta.body, c.max_bytes, limits, leg).await? {
+        Some(body) if body.len() >= c.min_bytes => body,
+        // Too small after all: the same for every client.
+        Some(body) => return Ok((Some(body), Applied::No)),
+        // A chunked body over max_bytes: streamed as it comes, for everybody alike.
+        None => return Ok((None, Applied::No)),
     };
     let (body, applied) = encode(c, body);
     Ok((Some(body), applied))
 }
 
-/// As [`on_response`] for a response from the cache (`head` as stored, `body` whole; none
-/// for HEAD).
+/// As [`on_response`] for a body already in memory: a response from the cache (`head` as
+/// stored, `body` whole; none for HEAD), or one the cache has just stored.
 pub(crate) fn on_stored(
     c: &RouteCompress,
     req: &RequestHead,
@@ -113,13 +112,15 @@ pub(crate) fn on_stored(
     body: Option<Bytes>,
 ) -> (Option<Bytes>, Applied) {
     let Some(body) = body else { return (None, Applied::No) };
+    if !sized(c, body.len() as u64) {
+        return (Some(body), Applied::No);
+    }
     match decide(c, req, head) {
-        Applied::Gzip if sized(c, body.len() as u64) => {
+        Applied::Gzip => {
             let (body, applied) = encode(c, body);
             (Some(body), applied)
         }
-        Applied::Vary if sized(c, body.len() as u64) => (Some(body), Applied::Vary),
-        _ => (Some(body), Applied::No),
+        applied => (Some(body), applied),
     }
 }
 

@@ -59,7 +59,8 @@ impl Ids {
     }
 }
 
-fn hex(out: &mut [u8], v: u64) {
+/// Writes `v` as 16 lower-case hex digits into `out` (16 bytes), most significant first.
+pub(crate) fn hex(out: &mut [u8], v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in out.iter_mut().enumerate() {
         *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];

@@ -201,9 +201,8 @@ impl Tls {
             use sha2::{Digest, Sha256};
             let cert = self.conn.peer_certificates()?.first()?;
             let mut hex = [0u8; 64];
-            for (i, b) in Sha256::digest(cert).iter().enumerate() {
-                hex[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
-                hex[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+            for (out, word) in hex.chunks_mut(16).zip(Sha256::digest(cert).chunks(8)) {
+                crate::request_id::hex(out, u64::from_be_bytes(word.try_into().expect("8 bytes of 32")));
             }
             Some(hex)
         });
