@@ -55,7 +55,7 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
             break;
         }
         if let Some(current) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
-            match Tls::server(current.config()) {
+            match Tls::server(current.clone()) {
                 Ok(state) => client.tls = Some(state),
                 Err(e) => {
                     log::warn!("TLS connection from {peer} refused: {e}");
@@ -120,8 +120,14 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
 /// A keep-alive connection reads straight into its buffer for [`PARK_AFTER`]; a new
 /// connection, or one idle for longer, parks: no buffer, no read posted, only a readiness
 /// poll and a coarse deadline in the worker's [`CoarseTimers`](crate::timers::CoarseTimers).
+///
+/// The drain closes keep-alive connections between requests (a client retries an
+/// idempotent request whose connection closed under it, RFC 9112 9.3.1) but serves the
+/// first request of a new connection, which its client has no reason to expect closed:
+/// after a reload, connections the old generation accepted until its accept was cancelled
+/// are answered there (with `connection: close`), within `timeouts.client_header`.
 async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
-    if w.drain.is_draining() {
+    if w.drain.is_draining() && !first {
         return false;
     }
     if let Some(tls) = client.tls.as_deref() {
@@ -150,10 +156,16 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     if let Some(tls) = client.tls.as_deref_mut() {
         tls.shrink();
     }
+    let drain = async {
+        match first {
+            true => std::future::pending().await,
+            false => w.drain.wait().await,
+        }
+    };
     monoio::select! {
         biased;
         r = client.stream.readable(true) => r.is_ok(),
-        _ = w.drain.wait() => false,
+        _ = drain => false,
         _ = w.timers.wait(deadline) => false,
     }
 }

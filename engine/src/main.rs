@@ -1,6 +1,6 @@
 //! The `coregate` binary: `coregate --config FILE` runs the gateway, `coregate check FILE`
 //! validates a configuration. Signals: SIGTERM/SIGINT drain and exit; a second one exits now;
-//! SIGHUP reloads the TLS certificates from the configuration file.
+//! SIGHUP reloads the configuration file (`Server::reload`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,8 +22,9 @@ USAGE:
 SIGNALS:
     SIGTERM, SIGINT    stop accepting, finish requests in flight (up to timeouts.drain), exit
                        (a second signal exits at once)
-    SIGHUP             read FILE again and serve its TLS certificates to new connections
-                       (nothing else changes; an invalid file is logged and ignored)
+    SIGHUP             reload: read FILE again; new connections get its configuration
+                       while the old one's requests finish (an invalid file is logged and
+                       the running configuration stays)
 
 ENVIRONMENT:
     RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
@@ -96,7 +97,7 @@ fn run(path: &Path) -> ExitCode {
     for w in cfg.warnings() {
         log::warn!("{w}");
     }
-    let server = match Server::start(cfg) {
+    let mut server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("coregate: {e}");
@@ -105,7 +106,7 @@ fn run(path: &Path) -> ExitCode {
     };
     for sig in signals.forever() {
         if sig == SIGHUP {
-            reload(path, &server);
+            reload(path, &mut server);
             continue;
         }
         log::info!("signal {sig}: draining");
@@ -123,13 +124,22 @@ fn run(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: the certificates of `path`'s `[tls]` section go to new connections.
-fn reload(path: &Path, server: &Server) {
+/// SIGHUP: `path` again, as a new generation of workers (`Server::reload`).
+fn reload(path: &Path, server: &mut Server) {
     match Config::load(path) {
-        Ok(cfg) => match server.reload_tls(&cfg) {
-            Ok(()) => log::info!("SIGHUP: TLS certificates reloaded from {}", path.display()),
-            Err(e) => log::error!("SIGHUP: {e}; the running certificates stay"),
-        },
+        Ok(cfg) => {
+            for w in cfg.warnings() {
+                log::warn!("{w}");
+            }
+            let (routes, upstreams) = (cfg.routes.len(), cfg.upstreams.len());
+            match server.reload(cfg) {
+                Ok(()) => log::info!(
+                    "SIGHUP: reloaded {} ({routes} route(s), {upstreams} upstream(s)); the previous configuration drains",
+                    path.display()
+                ),
+                Err(e) => log::error!("SIGHUP: {e}; the running configuration stays"),
+            }
+        }
         Err(errors) => {
             // One log line: the errors joined.
             let all = errors.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; ");

@@ -5,17 +5,15 @@
 //! the first request, under `timeouts.client_header`.
 //!
 //! Here: the rustls server configuration (certificates chosen by SNI, ALPN `http/1.1`,
-//! stateless session tickets that any worker can open), its replacement by a reload, and
-//! the per-connection state. Left
+//! stateless session tickets that any worker can open, kept across reloads), and the
+//! per-connection state. Left
 //! to others: when to read and write (`io`, `conn`, `tunnel`); TLS to upstreams (coregate
 //! speaks plain HTTP to them).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read as _, Write as _};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
@@ -68,51 +66,11 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
     Ok(cfg)
 }
 
-/// The TLS configuration for new connections, replaced by a reload (SIGHUP) while the
-/// workers run. A worker keeps its own copy and looks at `generation` (a relaxed load) per
-/// new TLS connection; only after a reload does it take the lock, once.
-pub(crate) struct Current {
-    generation: AtomicU64,
-    config: Mutex<Arc<ServerConfig>>,
-}
-
-impl Current {
-    pub(crate) fn new(cfg: ServerConfig) -> Current {
-        Current { generation: AtomicU64::new(0), config: Mutex::new(Arc::new(cfg)) }
-    }
-
-    /// Serves `cfg`'s certificates to new connections. The session-ticket key is kept, so
-    /// that clients resume across the reload.
-    pub(crate) fn replace(&self, mut cfg: ServerConfig) {
-        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        cfg.ticketer = current.ticketer.clone();
-        *current = Arc::new(cfg);
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// A worker's copy of [`Current`].
-pub(crate) struct WorkerTls {
-    shared: Arc<Current>,
-    local: RefCell<(u64, Arc<ServerConfig>)>,
-}
-
-impl WorkerTls {
-    pub(crate) fn new(shared: Arc<Current>) -> WorkerTls {
-        let cfg = shared.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        WorkerTls { local: RefCell::new((shared.generation.load(Ordering::Acquire), cfg)), shared }
-    }
-
-    /// The configuration for a new connection.
-    pub(crate) fn config(&self) -> Arc<ServerConfig> {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        let mut local = self.local.borrow_mut();
-        if local.0 != generation {
-            let cfg = self.shared.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            *local = (generation, cfg);
-        }
-        local.1.clone()
-    }
+/// `cfg` with the session-ticket key of `running` (the configuration a reload replaces),
+/// so that clients resume across the reload.
+pub(crate) fn successor(running: &ServerConfig, mut cfg: ServerConfig) -> ServerConfig {
+    cfg.ticketer = running.ticketer.clone();
+    cfg
 }
 
 /// Chooses a certificate by the client's server name: an exact name, then a `*.suffix`

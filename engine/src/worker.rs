@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use config::Config;
-use monoio::net::TcpListener;
+use monoio::io::Canceller;
+use monoio::net::{TcpListener, TcpStream};
 use proto_http::RequestHead;
 use slab::Slab;
 
@@ -29,7 +31,6 @@ use crate::request_id::Ids;
 use crate::route::RouteTable;
 use crate::shutdown::Drain;
 use crate::timers::CoarseTimers;
-use crate::tls::WorkerTls;
 
 /// How often a worker looks at the process-wide shutdown flag, fires its timers and sweeps
 /// its pools.
@@ -65,8 +66,8 @@ pub(crate) struct Worker {
     pub open: RefCell<Slab<RawFd>>,
     /// Accept loops still running; the drain waits for them so listeners close promptly.
     pub accepting: Cell<usize>,
-    /// The TLS configuration of `[tls]` listeners: this worker's copy of the current one.
-    pub tls: Option<WorkerTls>,
+    /// The TLS configuration of `[tls]` listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// This worker's counters, when the admin listener serves metrics.
     pub stats: Option<Arc<Stats>>,
     /// This worker's side of the access log, when there is one.
@@ -135,12 +136,14 @@ pub(crate) struct Spawn {
     pub listeners: Vec<std::net::TcpListener>,
     /// Listeners whose connections speak TLS (`[tls]`), with the configuration for them.
     pub tls_listeners: Vec<std::net::TcpListener>,
-    pub tls: Option<Arc<crate::tls::Current>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub core: Option<core_affinity::CoreId>,
     /// Control plane only: read by the control tick, never on the request path.
     pub shutdown: Arc<AtomicBool>,
     /// Told once the runtime is up (or why it could not start).
     pub ready: mpsc::Sender<io::Result<()>>,
+    /// Told once the drain has ended every accept loop (a reload waits for it).
+    pub stopped_accepting: crossbeam_channel::Sender<()>,
     /// Channels to the rate-limit bank, when there is one.
     pub bank: Option<(crossbeam_channel::Sender<ToBank>, crossbeam_channel::Receiver<Grant>)>,
     /// The active health checks' verdicts.
@@ -178,6 +181,7 @@ async fn run(s: Spawn) {
         log,
         cache,
         upstream_tls,
+        stopped_accepting,
         ..
     } = s;
     let limit_ids = cfg
@@ -207,7 +211,7 @@ async fn run(s: Spawn) {
         uring: driver == Driver::IoUring,
         open: RefCell::new(Slab::new()),
         accepting: Cell::new(0),
-        tls: tls.map(WorkerTls::new),
+        tls,
         stats,
         log: log.map(AccessLog::new),
         ids: Ids::new(),
@@ -247,7 +251,9 @@ async fn run(s: Spawn) {
     // Drain: stop accepting, close idle connections, let requests in flight finish.
     w.drain.start();
     let deadline = Instant::now() + w.cfg.timeouts.drain;
-    wait_while(deadline, || !w.open.borrow().is_empty() || w.accepting.get() > 0).await;
+    wait_while(deadline, || w.accepting.get() > 0).await;
+    let _ = stopped_accepting.send(());
+    wait_while(deadline, || !w.open.borrow().is_empty()).await;
     if !w.open.borrow().is_empty() {
         close_open(&w).await;
     }
@@ -279,28 +285,31 @@ async fn wait_while(until: Instant, busy: impl Fn() -> bool) {
 }
 
 /// Accepts connections until the drain; `tls`: they speak TLS (`w.tls`).
+///
+/// On io_uring the accept pending when the drain begins is cancelled and awaited, not
+/// dropped: the kernel may already have accepted a connection for it, which a dropped
+/// operation would leave open and unserved (a reload drains a generation while the sockets
+/// stay open for the next). Such a connection is served. On epoll the accept is a
+/// readiness wait and dropping it takes nothing from the queue.
 async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
+    let canceller = Canceller::new();
     loop {
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = w.drain.wait() => break,
+            biased;
+            r = &mut accept => r,
+            _ = w.drain.wait() => {
+                if w.uring {
+                    drop(canceller.cancel());
+                    if let Ok((stream, peer)) = accept.await {
+                        admit(&w, stream, peer, tls);
+                    }
+                }
+                break;
+            }
         };
         match accepted {
-            Ok((stream, peer)) => {
-                if w.open.borrow().len() >= w.cfg.server.max_connections_per_worker {
-                    log::warn!("connection limit reached; closing {peer}");
-                    continue;
-                }
-                // TCP_NODELAY comes from the listener (listener.rs).
-                let key = w.open.borrow_mut().insert(stream.as_raw_fd());
-                w.count_connections();
-                let w = w.clone();
-                monoio::spawn(async move {
-                    conn::serve(w.clone(), stream, peer, tls).await;
-                    w.open.borrow_mut().remove(key);
-                    w.count_connections();
-                });
-            }
+            Ok((stream, peer)) => admit(&w, stream, peer, tls),
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 log::warn!("accept failed: {e}");
@@ -310,6 +319,23 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
     }
     drop(listener);
     w.accepting.set(w.accepting.get() - 1);
+}
+
+/// Serves an accepted connection on a task of its own, within the connection limit.
+fn admit(w: &Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    if w.open.borrow().len() >= w.cfg.server.max_connections_per_worker {
+        log::warn!("connection limit reached; closing {peer}");
+        return;
+    }
+    // TCP_NODELAY comes from the listener (listener.rs).
+    let key = w.open.borrow_mut().insert(stream.as_raw_fd());
+    w.count_connections();
+    let w = w.clone();
+    monoio::spawn(async move {
+        conn::serve(w.clone(), stream, peer, tls).await;
+        w.open.borrow_mut().remove(key);
+        w.count_connections();
+    });
 }
 
 /// Collects rate-limit grants: every millisecond while leases are outstanding, else every

@@ -79,10 +79,14 @@ fn start_gateway(io: &str, name: &str, extra: &str) -> (Child, BufReader<ChildSt
     (child, stderr, port, upstream)
 }
 
+fn kill(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
 /// Sends SIGTERM and checks that the drain started.
 fn sigterm(child: &Child, stderr: &mut BufReader<ChildStderr>) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    kill(child, libc::SIGTERM);
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("draining"), "{line}");
@@ -132,46 +136,57 @@ fn sigterm_ends_an_open_tunnel_at_the_drain_deadline(io: &str) {
     assert!(child.wait().unwrap().success());
 }
 
-/// Sends `sig` and returns the next line the gateway logs.
-fn signal(child: &Child, stderr: &mut BufReader<ChildStderr>, sig: i32) -> String {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+/// Reads the gateway's log until a line contains `what`; fails if it exits first.
+fn log_until(stderr: &mut BufReader<ChildStderr>, what: &str) -> String {
     let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    while !line.contains(what) {
+        line.clear();
+        stderr.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the gateway exited before logging {what:?}");
+    }
     line
 }
 
-/// SIGHUP reloads the TLS certificates; an invalid file is reported and the gateway goes on.
-fn sighup_reloads_tls_certificates(io: &str) {
+/// SIGHUP reloads the whole file: the same port then answers by the new routes and TLS
+/// listener; an invalid file is reported and the gateway goes on with what it runs.
+fn sighup_reloads_the_configuration(io: &str) {
+    let (mut child, mut stderr, port, _upstream) = start_gateway(io, "hup", "");
     let certs = repo().join("config/examples/certs");
-    let tls = format!(
-        "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+    let reloaded = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 1\nio = \"{io}\"\npin_cores = false\n[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n[[routes]]\npath = \"/\"\nrespond = {{ status = 200, body = \"reloaded\\n\" }}\n",
         certs.join("localhost.pem").display().to_string(),
         certs.join("localhost.key").display().to_string()
     );
-    let (mut child, mut stderr, _, _upstream) = start_gateway(io, "hup", &tls);
-    let line = signal(&child, &mut stderr, libc::SIGHUP);
-    assert!(line.contains("TLS certificates reloaded"), "{line}");
+    temp_config(&format!("hup-{io}"), &reloaded);
+    kill(&child, libc::SIGHUP);
+    let line = log_until(&mut stderr, "SIGHUP");
+    assert!(line.contains("reloaded") && line.contains("1 route(s), 0 upstream(s)"), "{line}");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    client.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("reloaded\n"), "{resp}");
     // The same file, now broken: logged, nothing changes, the gateway keeps running.
-    std::fs::write(temp_config(&format!("hup-{io}"), "[server\n"), "[server\n").unwrap();
-    let mut line = signal(&child, &mut stderr, libc::SIGHUP);
-    while !line.contains("nothing reloaded") {
-        assert!(!line.is_empty(), "the gateway exited");
-        line.clear();
-        stderr.read_line(&mut line).unwrap();
-    }
+    temp_config(&format!("hup-{io}"), "[server\n");
+    kill(&child, libc::SIGHUP);
+    log_until(&mut stderr, "nothing reloaded");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    client.read_to_string(&mut resp).unwrap();
+    assert!(resp.ends_with("reloaded\n"), "{resp}");
     sigterm(&child, &mut stderr);
     assert!(child.wait().unwrap().success());
 }
 
 #[test]
-fn sighup_reloads_tls_certificates_io_uring() {
-    sighup_reloads_tls_certificates("io_uring");
+fn sighup_reloads_the_configuration_io_uring() {
+    sighup_reloads_the_configuration("io_uring");
 }
 
 #[test]
-fn sighup_reloads_tls_certificates_epoll() {
-    sighup_reloads_tls_certificates("epoll");
+fn sighup_reloads_the_configuration_epoll() {
+    sighup_reloads_the_configuration("epoll");
 }
 
 #[test]

@@ -43,6 +43,8 @@ macro_rules! both_drivers {
 pub struct Gateway {
     server: Option<Server>,
     pub addr: SocketAddr,
+    /// The `[server]` section it started with, for [`Gateway::reload_extra`].
+    server_section: String,
 }
 
 impl Gateway {
@@ -59,13 +61,12 @@ impl Gateway {
 
     /// As [`Gateway::start`] with `workers` workers and more `[server]` keys (TOML lines).
     pub fn start_with(io: &str, workers: usize, server_extra: &str, extra: &str) -> Gateway {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{server_extra}\n{extra}"
+        let server_section = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{server_extra}\n"
         );
-        let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
-        let server = Server::start(cfg).expect("gateway starts");
+        let server = Server::start(test_config(&server_section, extra)).expect("gateway starts");
         let addr = server.local_addrs()[0];
-        Gateway { server: Some(server), addr }
+        Gateway { server: Some(server), addr, server_section }
     }
 
     /// One upstream named "api" at `upstream` with a catch-all route, plus `extra`.
@@ -80,9 +81,15 @@ impl Gateway {
         Client::connect(self.addr)
     }
 
-    /// [`Server::reload_tls`] with `cfg`.
-    pub fn reload_tls(&self, cfg: &Config) -> Result<(), String> {
-        self.server.as_ref().expect("running").reload_tls(cfg).map_err(|e| e.to_string())
+    /// [`Server::reload`] with `cfg`.
+    pub fn reload(&mut self, cfg: Config) -> Result<(), String> {
+        self.server.as_mut().expect("running").reload(cfg).map_err(|e| e.to_string())
+    }
+
+    /// Reloads with the `[server]` section it started with and `extra` after it (as
+    /// [`Gateway::start_with`]'s).
+    pub fn reload_extra(&mut self, extra: &str) -> Result<(), String> {
+        self.reload(test_config(&self.server_section, extra))
     }
 
     /// The admin listener's address (`admin.listen`).
@@ -97,7 +104,7 @@ impl Gateway {
 
     /// Starts the drain and returns the server so the test can join it.
     pub fn shutdown(mut self) -> Server {
-        let server = self.server.take().expect("running");
+        let mut server = self.server.take().expect("running");
         server.shutdown();
         server
     }
@@ -105,11 +112,16 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
+        if let Some(mut s) = self.server.take() {
             s.shutdown();
             s.join();
         }
     }
+}
+
+fn test_config(server_section: &str, extra: &str) -> Config {
+    let text = format!("{server_section}{extra}");
+    Config::parse(&text).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"))
 }
 
 /// A parsed HTTP/1.1 message as seen by a test (response on the client side, request on
