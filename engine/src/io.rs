@@ -4,7 +4,7 @@
 //! operation and gets it back. A timed-out operation is dropped, which cancels it; monoio
 //! keeps the buffer alive until the kernel lets go, so the connection is closed afterwards
 //! and never reused (every such timeout ends its connection). The one wait a connection
-//! outlives, the keep-alive read, is cancelled and awaited instead ([`Conn::fill_or_stop`]),
+//! outlives, the keep-alive read, is cancelled and awaited instead ([`Conn::fill_cancellable`]),
 //! so that no byte it received is lost. Timeouts use the worker's
 //! [`CoarseTimers`] (50 ms granularity), not a monoio `Sleep` per operation. Selects are
 //! `biased` (the operation first): unbiased ones draw a random number per poll, 1% of the
@@ -53,8 +53,8 @@ pub(crate) struct Conn {
     /// A read posted while this (upstream) connection idled in the pool; the next read is
     /// that one. It holds `buf`, which stays empty meanwhile.
     posted: Option<Box<Posted>>,
-    /// Cancels the keep-alive read when it times out or the drain begins
-    /// ([`Conn::fill_or_stop`]); made at the first such read after a park, dropped when the
+    /// Cancels the keep-alive read when it times out
+    /// ([`Conn::fill_cancellable`]); made at the first such read after a park, dropped when the
     /// read is cancelled.
     canceller: Option<Canceller>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
@@ -173,21 +173,16 @@ impl Conn {
     }
 
     /// As [`Conn::fill`] on io_uring, for a wait that the connection outlives (the keep-alive
-    /// read, after which an idle connection parks) or that `stop` (the drain) ends.
-    /// `Ok(None)`: the time ran out, or `stop` came, with nothing read.
+    /// read, after which an idle connection parks or, in a drain, closes). `Ok(None)`: the
+    /// time ran out with nothing read.
     ///
-    /// Then the read is cancelled and awaited: a receive can complete between the timer (or
-    /// the drain) and the kernel seeing the cancel, and dropping the operation (as `fill`
-    /// does, whose timeouts end the connection) would throw those bytes away. monoio's
-    /// cancellable read costs about 1,000 instructions more per request (a hash set of
-    /// operations per canceller). On epoll a read runs when polled and dropping a pending one
-    /// loses nothing: `fill` does there.
-    pub(crate) async fn fill_or_stop(
-        &mut self,
-        room: usize,
-        timeout: Duration,
-        stop: impl Future<Output = ()>,
-    ) -> io::Result<Option<usize>> {
+    /// Then the read is cancelled and awaited: a receive can complete between the timer and
+    /// the kernel seeing the cancel, and dropping the operation (as `fill` does, whose
+    /// timeouts end the connection) would throw those bytes away. monoio's cancellable read
+    /// costs about 1,000 instructions more per request (a hash set of operations per
+    /// canceller). On epoll a read runs when polled and dropping a pending one loses nothing:
+    /// `fill` does there.
+    pub(crate) async fn fill_cancellable(&mut self, room: usize, timeout: Duration) -> io::Result<Option<usize>> {
         debug_assert!(self.posted.is_none(), "a client connection has no posted read");
         debug_assert!(self.tls.is_none(), "a TLS connection waits for readability instead");
         let deadline = self.timers.deadline(timeout);
@@ -195,13 +190,12 @@ impl Conn {
         let (len, cap) = (buf.len(), buf.capacity());
         let canceller = self.canceller.get_or_insert_with(Canceller::new);
         let mut read = std::pin::pin!(self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
-        let stopped = monoio::select! {
+        let timed_out = monoio::select! {
             biased;
             r = &mut read => Some(r),
             _ = self.timers.wait(deadline) => None,
-            _ = stop => None,
         };
-        let (res, slice) = match stopped {
+        let (res, slice) = match timed_out {
             Some(r) => r,
             None => {
                 // `cancel` hands back a fresh canceller; a connection that parks keeps none.
@@ -272,7 +266,7 @@ mod tests {
     /// The keep-alive read as `conn` does it on each driver, timing out at once.
     async fn keep_alive_read(conn: &mut Conn, uring: bool) -> io::Result<Option<usize>> {
         if uring {
-            return conn.fill_or_stop(64, Duration::ZERO, std::future::pending()).await;
+            return conn.fill_cancellable(64, Duration::ZERO).await;
         }
         match conn.fill(64, Duration::ZERO).await {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
@@ -314,14 +308,6 @@ mod tests {
             let n = monoio::time::timeout(Duration::from_secs(5), conn.fill(64, Duration::from_secs(3600))).await;
             assert_eq!(n.expect("the connection reads again").unwrap(), 4);
             assert_eq!(&conn.buf[..], b"next");
-            if uring {
-                // The drain stops the read the same way, with the same race.
-                conn.buf.clear();
-                peer.write_all(b"last".to_vec()).await.0.unwrap();
-                let got = conn.fill_or_stop(64, Duration::from_secs(3600), std::future::ready(())).await;
-                assert_eq!(got.unwrap(), Some(4));
-                assert_eq!(&conn.buf[..], b"last");
-            }
         });
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct Worker {
     /// Reused buffer for bucket keys.
     pub scratch: RefCell<Vec<u8>>,
     /// The worker runs on io_uring, where a cancelled read may still complete
-    /// ([`crate::io::Conn::fill_or_stop`]).
+    /// ([`crate::io::Conn::fill_cancellable`]).
     pub uring: bool,
     /// The descriptors of the client connections open on this worker, closed from here when
     /// the drain times out (see `run`).
@@ -251,9 +251,9 @@ async fn run(s: Spawn) {
     // Drain: stop accepting, close idle connections, let requests in flight finish.
     w.drain.start();
     let deadline = Instant::now() + w.cfg.timeouts.drain;
-    wait_while(deadline, || w.accepting.get() > 0).await;
+    wait_while(&w, deadline, || w.accepting.get() > 0).await;
     let _ = stopped_accepting.send(());
-    wait_while(deadline, || !w.open.borrow().is_empty()).await;
+    wait_while(&w, deadline, || !w.open.borrow().is_empty()).await;
     if !w.open.borrow().is_empty() {
         close_open(&w).await;
     }
@@ -274,13 +274,16 @@ async fn close_open(w: &Worker) {
         // same poll in which its stream is dropped, and no task runs while this loop does.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
-    wait_while(Instant::now() + Duration::from_secs(1), || !w.open.borrow().is_empty()).await;
+    wait_while(w, Instant::now() + Duration::from_secs(1), || !w.open.borrow().is_empty()).await;
 }
 
-/// Checks `busy` every 10 ms until it turns false or `until` passes.
-async fn wait_while(until: Instant, busy: impl Fn() -> bool) {
+/// Checks `busy` every 10 ms until it turns false or `until` passes, firing the worker's
+/// timers meanwhile: the connections still open in a drain keep their timeouts (a keep-alive
+/// read's window, an upstream's response timeout).
+async fn wait_while(w: &Worker, until: Instant, busy: impl Fn() -> bool) {
     while busy() && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(10)).await;
+        w.timers.fire_expired(Instant::now());
     }
 }
 

@@ -169,3 +169,25 @@ both_drivers!(the_admin_listener_serves_the_new_generation, |io| {
     assert!(metrics.contains("coregate_requests_total"), "{metrics}");
     assert!(!metrics.lines().any(|l| l.starts_with("coregate_requests_total{") && !l.ends_with(" 0")), "{metrics}");
 });
+
+// A request in flight in a draining generation keeps its own timeout: the stalled upstream
+// gets a 504 after `timeouts.upstream_response`, not an EOF at the end of the drain.
+both_drivers!(requests_in_a_draining_generation_keep_their_timeouts, |io| {
+    let (arrived_tx, arrived) = mpsc::channel();
+    let arrived_tx = Mutex::new(arrived_tx);
+    let stalled = Upstream::start(move |mut c| {
+        if c.read_request().is_some() {
+            arrived_tx.lock().unwrap().send(()).unwrap();
+            // Holds the connection without answering until the gateway gives up on it.
+            let _ = c.read_request();
+        }
+    });
+    let settings = "[timeouts]\nupstream_response = \"200ms\"\ndrain = \"30s\"\n";
+    let mut gw = Gateway::start(io, &format!("{settings}{}", routes_to(stalled.addr)));
+    let mut c = gw.client();
+    c.send("GET /stall HTTP/1.1\r\nHost: x\r\n\r\n");
+    arrived.recv().unwrap();
+    gw.reload_extra(&format!("{settings}{}", routes_to(stalled.addr))).unwrap();
+    // Without the timeout the client would wait for the drain's end (past IO_TIMEOUT).
+    assert_eq!(c.response().status(), 504);
+});
