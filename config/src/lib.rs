@@ -5,6 +5,7 @@
 //! Sockets, runtimes and routing data structures are left to the engine.
 #![forbid(unsafe_code)]
 
+mod balance;
 mod cache;
 mod compress;
 mod error;
@@ -19,6 +20,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
+pub use balance::{Balance, HashOn, MAX_WEIGHT};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
@@ -112,6 +114,10 @@ pub struct Limits {
 pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
+    /// Each endpoint's weight (1 unless configured), in `endpoints`' order.
+    pub weights: Vec<u32>,
+    /// How requests spread over the endpoints.
+    pub balance: Balance,
     /// Idle keep-alive connections kept per endpoint and worker.
     pub max_idle_per_endpoint: usize,
     pub connect_timeout: Duration,

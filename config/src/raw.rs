@@ -121,7 +121,10 @@ pub struct RawLimits {
 #[serde(default)]
 pub struct RawUpstream {
     pub name: Option<String>,
-    pub endpoints: Vec<String>,
+    /// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }` each.
+    pub endpoints: Vec<toml::Value>,
+    pub balance: Option<String>,
+    pub hash_on: Option<String>,
     pub max_idle_per_endpoint: Option<usize>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,

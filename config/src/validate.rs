@@ -271,11 +271,12 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
     if u.endpoints.is_empty() {
         c.err(format!("{path}.endpoints"), "at least one endpoint is required");
     }
-    let endpoints =
-        u.endpoints.iter().enumerate().filter_map(|(i, e)| c.addr(&format!("{path}.endpoints[{i}]"), e)).collect();
+    let (endpoints, weights) = crate::balance::endpoints(c, &format!("{path}.endpoints"), &u.endpoints);
     Upstream {
         name,
         endpoints,
+        weights,
+        balance: crate::balance::balance(c, path, u.balance.as_deref(), u.hash_on.as_deref()),
         max_idle_per_endpoint: c.bounded(
             &format!("{path}.max_idle_per_endpoint"),
             u.max_idle_per_endpoint,

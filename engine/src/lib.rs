@@ -15,6 +15,7 @@ mod access_log;
 mod admin;
 mod arena;
 mod auth;
+mod balance;
 mod body;
 mod cache;
 mod compress;

@@ -329,8 +329,18 @@ async fn exchange(
     let mut fresh = false;
     let mut retries = up_cfg.retries;
     let mut avoid = None;
+    let (key, counted) = match &up_cfg.balance {
+        config::Balance::RoundRobin => (None, false),
+        config::Balance::LeastRequest => (None, true),
+        config::Balance::Hash(on) => (crate::balance::key(on, req, peer), false),
+    };
+    // Least request: counted in flight until this exchange ends (a tunnel's whole life).
+    let mut _in_flight = None;
     let (mut up, endpoint, resp) = loop {
-        let (mut up, endpoint, reused) = acquire(w, upstream, fresh, avoid).await?;
+        let (mut up, endpoint, reused) = acquire(w, upstream, fresh, avoid, key).await?;
+        if counted {
+            _in_flight = w.balance.started(upstream, endpoint);
+        }
         let replayable = |out: &Outgoing| {
             retries > 0
                 && meta.method.is_idempotent()
@@ -692,22 +702,25 @@ async fn read_response_head(
     }
 }
 
-/// A pooled connection to the next endpoint in round-robin order, or a new one; on connect
-/// failure the other endpoints are tried in turn. Endpoints out of service (ejected by this
-/// worker's circuits or failed by the active checks, `health`) are skipped, unless all are:
-/// then every one is tried, as Envoy's panic mode does, since a verdict may be stale and
-/// refusing all traffic helps nobody. A retry passes the endpoint it comes from as `avoid`.
+/// A pooled connection to the endpoint the upstream's balancing chooses (`balance`; `key`:
+/// the request's hash key), or a new one; on connect failure the other endpoints are tried
+/// in turn. Endpoints out of service (ejected by this worker's circuits or failed by the
+/// active checks, `health`) are skipped, unless all are: then every one is tried, as
+/// Envoy's panic mode does, since a verdict may be stale and refusing all traffic helps
+/// nobody. A retry passes the endpoint it comes from as `avoid`.
 /// Returns (connection, endpoint, reused).
-async fn acquire(w: &Worker, upstream: usize, fresh: bool, avoid: Option<usize>) -> Result<(Conn, usize, bool), Error> {
+async fn acquire(
+    w: &Worker,
+    upstream: usize,
+    fresh: bool,
+    avoid: Option<usize>,
+    key: Option<u64>,
+) -> Result<(Conn, usize, bool), Error> {
     let up = &w.cfg.upstreams[upstream];
     let n = up.endpoints.len();
-    let start = w.rr[upstream].get();
-    // A retry starts where the cursor stands (after the endpoint that failed) without
-    // moving it: the next request goes where it would have gone.
-    if avoid.is_none() {
-        w.rr[upstream].set(start.wrapping_add(1));
-    }
     let now = w.timers.now();
+    let usable = |e: usize| avoid != Some(e) && w.health.available(upstream, e, now);
+    let start = w.balance.first(upstream, up, key, avoid.is_some(), usable);
     let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");
     let mut tried = false;
     for all in [false, true] {
@@ -718,7 +731,7 @@ async fn acquire(w: &Worker, upstream: usize, fresh: bool, avoid: Option<usize>)
             let endpoint = (start + k) % n;
             // A single endpoint would be tried whatever its health says (the panic rule):
             // its health is not looked at. `avoid`: the one a retry comes from.
-            if !all && n > 1 && (avoid == Some(endpoint) || !w.health.available(upstream, endpoint, now)) {
+            if !all && n > 1 && !usable(endpoint) {
                 continue;
             }
             tried = true;

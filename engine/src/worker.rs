@@ -42,8 +42,8 @@ pub(crate) struct Worker {
     pub cfg: Arc<Config>,
     pub routes: RouteTable,
     pub pool: RefCell<Pool>,
-    /// Round-robin cursor per upstream.
-    pub rr: Vec<Cell<usize>>,
+    /// Which endpoint each request tries first (`upstreams[].balance`).
+    pub balance: crate::balance::Balancer,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
     pub health: Health,
     pub drain: Drain,
@@ -203,7 +203,7 @@ async fn run(s: Spawn) {
         scratch: RefCell::new(Vec::new()),
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
-        rr: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
+        balance: crate::balance::Balancer::new(&cfg),
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),

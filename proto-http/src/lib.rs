@@ -11,6 +11,7 @@
 pub mod accept_encoding;
 pub mod cache_control;
 pub mod chunked;
+pub mod cookie;
 mod error;
 mod fields;
 mod limits;
