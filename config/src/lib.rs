@@ -76,6 +76,9 @@ pub struct Server {
     pub max_connections_per_worker: usize,
     /// Lower-case name of the request id field, when request ids are on.
     pub request_id: Option<String>,
+    /// Every connection (on `listen` and `tls.listen`) starts with a PROXY protocol header
+    /// from a layer-4 load balancer, whose client address replaces the TCP peer's.
+    pub proxy_protocol: bool,
 }
 
 /// Every timeout, all non-zero.

@@ -89,6 +89,8 @@ pub struct RawServer {
     /// Header carrying a request id (kept from the client when sane, else made), e.g.
     /// `"x-request-id"`; none by default.
     pub request_id: Option<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

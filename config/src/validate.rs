@@ -246,6 +246,7 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     });
     Server {
         request_id,
+        proxy_protocol: s.proxy_protocol.unwrap_or(false),
         listen,
         workers,
         io,

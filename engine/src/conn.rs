@@ -43,8 +43,19 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 /// Serves one client connection until it closes; `tls`: it was accepted on a `[tls]`
 /// listener, and its TLS state is made once its first bytes arrive (a silent connection
 /// holds none).
-pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool) {
     let mut client = Conn::new(stream, 0, w.timers.clone());
+    if w.cfg.server.proxy_protocol {
+        // Boxed: its state exists once per connection, not in every parked task.
+        match Box::pin(proxy_header(&w, &mut client)).await {
+            Ok(Some(source)) => peer = source,
+            Ok(None) => {}
+            Err(why) => {
+                log::warn!("closing a connection from {peer}: {why}");
+                return;
+            }
+        }
+    }
     let peer_text = peer.ip().to_string();
     let mut first = true;
     // One loop in this function rather than a nested `async fn`: each parked connection's
@@ -56,7 +67,12 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
         }
         if let Some(current) = w.tls.as_ref().filter(|_| tls && client.tls.is_none()) {
             match Tls::server(current.clone()) {
-                Ok(state) => client.tls = Some(state),
+                Ok(mut state) => {
+                    // Bytes read with a PROXY header are the handshake's first.
+                    state.inbuf.extend_from_slice(&client.buf);
+                    client.buf.clear();
+                    client.tls = Some(state);
+                }
                 Err(e) => {
                     log::warn!("TLS connection from {peer} refused: {e}");
                     return;
@@ -77,6 +93,33 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tl
         // the end of a close-delimited response from a cut. Best effort; boxed, so that its
         // state is not part of every parked connection's task (1.11 -> 1.08 KiB each).
         let _ = Box::pin(client.tls_close_notify(w.timers.deadline(w.cfg.timeouts.client_send))).await;
+    }
+}
+
+/// Reads the PROXY protocol header (`server.proxy_protocol`) a connection starts with,
+/// within `timeouts.client_header`: the client's address, or None for the load balancer's
+/// own connections (its health checks), whose peer counts. The bytes after the header stay
+/// in the buffer for the request (or the TLS handshake). A connection without a valid
+/// header is closed unanswered, as nginx and HAProxy do: its first bytes cannot be trusted
+/// to be HTTP either.
+async fn proxy_header(w: &Worker, client: &mut Conn) -> Result<Option<SocketAddr>, String> {
+    use proto_http::proxy_protocol::{parse, ProxyError, V2_MAX};
+    let deadline = w.timers.deadline(w.cfg.timeouts.client_header);
+    loop {
+        match parse(&client.buf) {
+            Ok(Some(header)) => {
+                bytes::Buf::advance(&mut client.buf, header.len);
+                return Ok(header.source);
+            }
+            Ok(None) => {}
+            Err(e @ ProxyError::NotProxy) => return Err(format!("{e} (server.proxy_protocol is on)")),
+            Err(e) => return Err(e.to_string()),
+        }
+        match client.fill_until(V2_MAX, deadline).await {
+            Ok(0) => return Err("closed before its PROXY protocol header ended".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading the PROXY protocol header: {e}")),
+        }
     }
 }
 

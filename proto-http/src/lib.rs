@@ -15,6 +15,7 @@ pub mod cookie;
 mod error;
 mod fields;
 mod limits;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 mod span;

@@ -101,11 +101,22 @@ impl TlsClient {
     /// Connects to `addr` as `server_name` with `cfg`; the handshake runs with the first
     /// write or read (see [`TlsClient::handshake`]).
     pub fn connect(addr: SocketAddr, server_name: &str, cfg: Arc<ClientConfig>) -> TlsClient {
-        let tcp = TcpStream::connect(addr).expect("connect to gateway");
+        Self::after(addr, b"", server_name, cfg)
+    }
+
+    /// As [`TlsClient::connect`], sending `prefix` (a PROXY protocol header, say) and the
+    /// ClientHello in one write, so that the gateway reads them together.
+    pub fn after(addr: SocketAddr, prefix: &[u8], server_name: &str, cfg: Arc<ClientConfig>) -> TlsClient {
+        let mut tcp = TcpStream::connect(addr).expect("connect to gateway");
         tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         let name = ServerName::try_from(server_name.to_string()).expect("a server name");
-        let conn = ClientConnection::new(cfg, name).expect("a client connection");
+        let mut conn = ClientConnection::new(cfg, name).expect("a client connection");
+        if !prefix.is_empty() {
+            let mut first = prefix.to_vec();
+            conn.write_tls(&mut first).expect("the ClientHello");
+            tcp.write_all(&first).expect("write to gateway");
+        }
         TlsClient { reader: BufReader::new(StreamOwned::new(conn, tcp)) }
     }
 

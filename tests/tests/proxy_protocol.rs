@@ -1,0 +1,85 @@
+//! `server.proxy_protocol`: connections from a layer-4 load balancer start with a PROXY
+//! protocol header (v1 or v2) whose client address replaces the TCP peer's, end to end on
+//! both drivers: in X-Forwarded-For, for IP rules, over TLS, and refusals.
+
+use coregate_tests::tls::{client_config, TestCert, TlsClient};
+use coregate_tests::*;
+
+/// A v2 PROXY header for an IPv4 TCP client `a.b.c.d:port` (LOCAL when `local`).
+fn v2(ip: [u8; 4], port: u16, local: bool) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[if local { 0x20 } else { 0x21 }, 0x11, 0, 12]);
+    h.extend_from_slice(&ip);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+fn gateway(io: &str, up: &Upstream, extra: &str) -> Gateway {
+    Gateway::start_with(
+        io,
+        2,
+        "proxy_protocol = true",
+        &format!(
+            "{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/private\"\nupstream = \"api\"\nallow_ips = [\"192.0.2.0/24\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    )
+}
+
+const GET: &str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+both_drivers!(the_header_names_the_client, |io| {
+    let up = Upstream::echo();
+    let gw = gateway(io, &up, "");
+    // Version 1, sent apart from the request; keep-alive goes on without a second header.
+    let mut c = gw.client();
+    c.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 80\r\n");
+    let r = c.request(GET);
+    assert_eq!(r.header("x-echo-x-forwarded-for"), Some("192.0.2.7"));
+    assert_eq!(c.request("GET /private HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200, "allowed by the header's address");
+    // Version 2 in the same write as the request; an address the IP rule refuses.
+    let mut c = gw.client();
+    let mut bytes = v2([198, 51, 100, 9], 5000, false);
+    bytes.extend_from_slice(b"GET /private HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.request(bytes).status(), 403);
+    assert_eq!(c.request(GET).header("x-echo-x-forwarded-for"), Some("198.51.100.9"));
+    // LOCAL (the balancer's own health check) and v1 UNKNOWN: the TCP peer counts.
+    let mut c = gw.client();
+    c.send(v2([0; 4], 0, true));
+    assert_eq!(c.request(GET).header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    let mut c = gw.client();
+    assert_eq!(c.request(format!("PROXY UNKNOWN\r\n{GET}")).header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+});
+
+both_drivers!(connections_without_a_valid_header_are_closed, |io| {
+    let up = Upstream::echo();
+    let gw = gateway(io, &up, "");
+    for bytes in
+        [GET.as_bytes().to_vec(), b"PROXY TCP4 192.0.2.7 nowhere 1 2\r\n".to_vec(), b"PROXY TCP4 1.2.3.4\n".to_vec()]
+    {
+        let mut c = gw.client();
+        c.send(&bytes);
+        assert!(c.closed(), "{:?} was answered", String::from_utf8_lossy(&bytes));
+    }
+    // The gateway goes on serving.
+    let mut c = gw.client();
+    c.send(v2([192, 0, 2, 1], 1, false));
+    assert_eq!(c.request(GET).status(), 200);
+    assert_eq!(up.connection_count(), 1);
+});
+
+both_drivers!(the_header_comes_before_the_tls_handshake, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let tls = format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}", cert.toml_entry(&["localhost"]));
+    let gw = gateway(io, &up, &tls);
+    // The header and the ClientHello in one segment: the handshake's bytes read with the
+    // header go to TLS.
+    let header = v2([192, 0, 2, 44], 1234, false);
+    let mut c = TlsClient::after(gw.addr_at(1), &header, "localhost", client_config(&[&cert], &[]));
+    let r = c.request(GET);
+    assert_eq!(r.header("x-echo-x-forwarded-for"), Some("192.0.2.44"));
+    assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("https"));
+});
