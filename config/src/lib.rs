@@ -79,6 +79,9 @@ pub struct Server {
     /// Every connection (on `listen` and `tls.listen`) starts with a PROXY protocol header
     /// from a layer-4 load balancer, whose client address replaces the TCP peer's.
     pub proxy_protocol: bool,
+    /// Proxies in front of coregate (a CDN, an L7 balancer): from a peer in these, the
+    /// client is read from X-Forwarded-For, walking from the right past these addresses.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Every timeout, all non-zero.

@@ -504,7 +504,7 @@ pub(crate) fn build_route(
     })
 }
 
-fn cidrs(c: &mut Checker, path: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+pub(crate) fn cidrs(c: &mut Checker, path: &str, list: &[String]) -> Vec<ipnet::IpNet> {
     list.iter()
         .enumerate()
         .filter_map(|(i, s)| {

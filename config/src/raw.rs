@@ -91,6 +91,8 @@ pub struct RawServer {
     pub request_id: Option<String>,
     /// Every connection starts with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: Option<bool>,
+    /// Addresses or CIDRs of proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -247,6 +247,7 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     Server {
         request_id,
         proxy_protocol: s.proxy_protocol.unwrap_or(false),
+        trusted_proxies: crate::policy::cidrs(c, "server.trusted_proxies", &s.trusted_proxies),
         listen,
         workers,
         io,
@@ -383,6 +384,7 @@ upstream = "api"
 listen = ["nonsense"]
 io = "kqueue"
 colour = "blue"
+trusted_proxies = ["10.0.0.0/8", "a proxy"]
 
 [timeouts]
 client_idle = "5 parsecs"
@@ -410,6 +412,7 @@ websocket = true
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         for want in [
             "server.colour",
+            "server.trusted_proxies[1]",
             "upstreams[0].typo",
             "server.listen[0]",
             "server.io",

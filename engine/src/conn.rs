@@ -147,10 +147,19 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
     let name = w.cfg.server.request_id.as_deref();
     let id = name.map(|name| w.ids.for_request(name, &req));
     let field = name.zip(id.as_ref()).map(|(name, id)| (name.as_bytes(), id.as_bytes()));
-    let (next, mut outcome) = proxy::handle(w, client, peer, peer_text, &req, field).await;
+    // Behind trusted proxies the client may be another than the peer (`client_ip`).
+    let mut text = [0u8; 46];
+    let (from, from_text) = match w.cfg.server.trusted_proxies.as_slice() {
+        [] => (peer, peer_text),
+        trusted => match crate::client_ip::real_client(trusted, peer, &req) {
+            c if c == peer => (peer, peer_text),
+            c => (c, crate::client_ip::write_ip(&mut text, c.ip())),
+        },
+    };
+    let (next, mut outcome) = proxy::handle(w, client, from, from_text, peer_text, &req, field).await;
     if let Some(t0) = started {
         outcome.sent = client.sent - sent;
-        w.observe(Some(&req), outcome, next.status, t0.elapsed(), peer_text, field.map(|(_, id)| id));
+        w.observe(Some(&req), outcome, next.status, t0.elapsed(), from_text, field.map(|(_, id)| id));
     }
     client.spare_headers = req.meta.headers;
     next

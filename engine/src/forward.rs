@@ -44,6 +44,9 @@ pub(crate) struct Edits<'a> {
     pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// The client's address as text (formatted once per connection).
     pub client_ip: &'a [u8],
+    /// The TCP peer's address, appended to X-Forwarded-For (the client's own unless
+    /// `server.trusted_proxies` named another).
+    pub hop: &'a [u8],
     /// The route's CORS policy and the request's allowed Origin, for the response fields.
     pub cors: Option<(&'a config::Cors, &'a [u8])>,
     /// A WebSocket upgrade is forwarded (RFC 9110 7.8): the request asks the upstream to
@@ -177,7 +180,7 @@ pub(crate) fn request_head(
                 }
             }
         }
-        out.extend_from_slice(edits.client_ip);
+        out.extend_from_slice(edits.hop);
         out.extend_from_slice(b"\r\n");
     }
     if xfp {
@@ -360,6 +363,7 @@ mod tests {
             captures: &[],
             claims: None,
             client_ip: b"10.0.0.9",
+            hop: b"10.0.0.9",
             cors: None,
             websocket: false,
             https: false,

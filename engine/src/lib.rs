@@ -18,6 +18,7 @@ mod auth;
 mod balance;
 mod body;
 mod cache;
+mod client_ip;
 mod compress;
 mod conn;
 mod date;

@@ -91,6 +91,8 @@ fn no_body(b: BodyFraming) -> bool {
 }
 
 /// Proxies one request; on failure answers with an error response where one is possible.
+/// `peer`: the client (behind trusted proxies, the one they name), `peer_text` its address
+/// as text; `hop`: the TCP peer's address as text, appended to X-Forwarded-For.
 /// `request_id`: the id field's name and value, when ids are on. Returns what happens next
 /// and what the exchange was.
 pub(crate) async fn handle(
@@ -98,11 +100,12 @@ pub(crate) async fn handle(
     client: &mut Conn,
     peer: SocketAddr,
     peer_text: &[u8],
+    hop: &[u8],
     req: &RequestHead,
     request_id: Option<(&[u8], &[u8])>,
 ) -> (Next, Outcome) {
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, peer_text, req, request_id, &mut progress).await {
+    let err = match exchange(w, client, peer, peer_text, hop, req, request_id, &mut progress).await {
         Ok(next) => return (next, progress.outcome()),
         Err(e) => e,
     };
@@ -192,11 +195,13 @@ async fn write_local(w: &Worker, client: &mut Conn, status: u16, resp: Vec<u8>, 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     w: &Worker,
     client: &mut Conn,
     peer: SocketAddr,
     peer_text: &[u8],
+    hop: &[u8],
     req: &RequestHead,
     request_id: Option<(&[u8], &[u8])>,
     p: &mut Progress,
@@ -267,6 +272,7 @@ async fn exchange(
         captures: &captures,
         claims: identity.claims.as_ref(),
         client_ip: peer_text,
+        hop,
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),

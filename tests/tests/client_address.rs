@@ -1,6 +1,7 @@
-//! `server.proxy_protocol`: connections from a layer-4 load balancer start with a PROXY
-//! protocol header (v1 or v2) whose client address replaces the TCP peer's, end to end on
-//! both drivers: in X-Forwarded-For, for IP rules, over TLS, and refusals.
+//! The client's address behind balancers and proxies, end to end on both drivers:
+//! `server.proxy_protocol` (a PROXY protocol header, v1 or v2, from a layer-4 balancer: in
+//! X-Forwarded-For, for IP rules, over TLS, and refusals) and `server.trusted_proxies`
+//! (X-Forwarded-For believed from them).
 
 use coregate_tests::tls::{client_config, TestCert, TlsClient};
 use coregate_tests::*;
@@ -82,4 +83,27 @@ both_drivers!(the_header_comes_before_the_tls_handshake, |io| {
     let r = c.request(GET);
     assert_eq!(r.header("x-echo-x-forwarded-for"), Some("192.0.2.44"));
     assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("https"));
+});
+
+both_drivers!(trusted_proxies_name_the_client_in_forwarded_for, |io| {
+    let up = Upstream::echo();
+    let routes = format!(
+        "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/private\"\nupstream = \"api\"\nallow_ips = [\"192.0.2.0/24\"]\nrequest_headers = {{ set = {{ x-real-ip = \"{{client_ip}}\" }} }}\n",
+        up.addr
+    );
+    let get = |gw: &Gateway, xff: &str| {
+        gw.client().request(format!("GET /private HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\n\r\n"))
+    };
+    let gw = Gateway::start_with(io, 2, "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]", &routes);
+    // The rightmost address that is no trusted proxy is the client; the chain goes on with
+    // the TCP peer appended.
+    let r = get(&gw, "198.51.100.1, 192.0.2.7, 10.1.2.3");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("x-echo-x-real-ip"), Some("192.0.2.7"));
+    assert_eq!(r.header("x-echo-x-forwarded-for"), Some("198.51.100.1, 192.0.2.7, 10.1.2.3, 127.0.0.1"));
+    assert_eq!(get(&gw, "192.0.2.7, 198.51.100.9").status(), 403, "the client is 198.51.100.9");
+    drop(gw);
+    // Not trusted: the field is anyone's claim, and the peer is the client.
+    let gw = Gateway::start(io, &routes);
+    assert_eq!(get(&gw, "192.0.2.7").status(), 403);
 });
