@@ -136,6 +136,9 @@ pub struct Upstream {
     /// Further attempts on other endpoints for an idempotent request that failed or got a
     /// 502-504 before anything reached the client (0: none beyond the connect failover).
     pub retries: u32,
+    /// Requests in flight to this upstream from all workers together, at most; more are
+    /// answered 503 at once (Envoy's circuit breaker `max_requests`). None: no bound.
+    pub max_requests: Option<u32>,
     /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
 }

@@ -136,6 +136,8 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retries: Option<usize>,
+    /// Requests in flight to the upstream from all workers, at most.
+    pub max_requests: Option<usize>,
     /// Speak TLS to the endpoints (HTTPS upstreams).
     pub tls: Option<RawUpstreamTls>,
 }

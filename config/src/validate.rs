@@ -296,6 +296,7 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
         outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
         retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
+        max_requests: u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32),
         tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
     }
 }
@@ -394,6 +395,7 @@ tunnel_idle = "soon"
 name = "api"
 endpoints = ["127.0.0.1"]
 typo = 1
+max_requests = 0
 
 [[routes]]
 path = "/"
@@ -414,6 +416,7 @@ websocket = true
             "server.colour",
             "server.trusted_proxies[1]",
             "upstreams[0].typo",
+            "upstreams[0].max_requests",
             "server.listen[0]",
             "server.io",
             "timeouts.client_idle",

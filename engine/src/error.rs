@@ -35,6 +35,8 @@ pub(crate) enum Kind {
     ConnectTimeout,
     /// The upstream answered 101 although no upgrade was forwarded.
     UnexpectedUpgrade,
+    /// The upstream has `max_requests` in flight.
+    Overloaded,
 }
 
 #[derive(Debug)]
@@ -82,6 +84,7 @@ impl Error {
             (Kind::NoRoute, _) => 404,
             (Kind::MethodNotImplemented, _) => 501,
             (Kind::BodyTooLarge, _) => 413,
+            (Kind::Overloaded, _) => 503,
             (Kind::Connect | Kind::ConnectTimeout | Kind::UnexpectedUpgrade, Side::Client) => 502,
         })
     }
@@ -120,5 +123,6 @@ mod tests {
         assert_eq!(e(Kind::NoRoute, Side::Client), Some(404));
         assert_eq!(e(Kind::BodyTooLarge, Side::Client), Some(413));
         assert_eq!(e(Kind::Connect, Side::Upstream), Some(502));
+        assert_eq!(e(Kind::Overloaded, Side::Upstream), Some(503));
     }
 }

@@ -20,6 +20,7 @@ mod body;
 mod cache;
 mod client_ip;
 mod compress;
+mod concurrency;
 mod conn;
 mod date;
 mod driver;

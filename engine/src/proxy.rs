@@ -122,7 +122,8 @@ pub(crate) async fn handle(
             return (Next { keep_alive: false, status: progress.status }, progress.outcome());
         }
     };
-    if err.side == Side::Upstream {
+    // Overload answers come in floods: not one warning each.
+    if err.side == Side::Upstream && err.kind != Kind::Overloaded {
         log::warn!("{status} for {peer}: {err}");
     } else {
         log::debug!("{status} for {peer}: {err}");
@@ -339,6 +340,15 @@ async fn exchange(
         config::Balance::RoundRobin => (None, false),
         config::Balance::LeastRequest => (None, true),
         config::Balance::Hash(on) => (crate::balance::key(on, req, peer), false),
+    };
+    // `max_requests`: one slot for the whole exchange, its retries included.
+    let _slot = match up_cfg.max_requests {
+        None => None,
+        Some(max) => Some(crate::concurrency::enter(&w.in_flight, upstream, max).ok_or(Error::new(
+            Kind::Overloaded,
+            Side::Upstream,
+            "the upstream has max_requests in flight",
+        ))?),
     };
     // Least request: counted in flight until this exchange ends (a tunnel's whole life).
     let mut _in_flight = None;

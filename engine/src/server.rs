@@ -219,6 +219,7 @@ fn launch(
     let mut threads = Vec::with_capacity(workers);
     let mut banks = start_bank(&cfg, workers);
     let verdicts = crate::health::verdicts(&cfg);
+    let in_flight = crate::concurrency::in_flight(&cfg);
     let (checks_stop, stop_rx) = crossbeam_channel::bounded(0);
     let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let stats: Vec<_> =
@@ -278,6 +279,7 @@ fn launch(
             log: log.clone(),
             cache: cache.clone(),
             upstream_tls: upstream_tls.clone(),
+            in_flight: in_flight.clone(),
         };
         match worker::spawn(spawn) {
             Ok(t) => threads.push(t),

@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     pub pool: RefCell<Pool>,
     /// Which endpoint each request tries first (`upstreams[].balance`).
     pub balance: crate::balance::Balancer,
+    /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
+    pub in_flight: crate::concurrency::InFlight,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
     pub health: Health,
     pub drain: Drain,
@@ -152,6 +154,7 @@ pub(crate) struct Spawn {
     pub log: Option<Arc<Sink>>,
     pub cache: Option<Arc<crate::cache::Cache>>,
     pub upstream_tls: crate::upstream_tls::Clients,
+    pub in_flight: crate::concurrency::InFlight,
 }
 
 pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
@@ -182,6 +185,7 @@ async fn run(s: Spawn) {
         cache,
         upstream_tls,
         stopped_accepting,
+        in_flight,
         ..
     } = s;
     let limit_ids = cfg
@@ -204,6 +208,7 @@ async fn run(s: Spawn) {
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         balance: crate::balance::Balancer::new(&cfg),
+        in_flight,
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),
