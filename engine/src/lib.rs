@@ -26,6 +26,7 @@ mod date;
 mod driver;
 mod error;
 mod forward;
+mod generation;
 mod health;
 mod io;
 mod jwt;
