@@ -22,6 +22,8 @@ pub(crate) struct Generation {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) driver: Driver,
     pub(crate) workers: usize,
+    /// Reloads before this generation (0: the one started first).
+    pub(crate) number: u64,
     /// The one piece of cross-core state (control plane, never the request path): set on
     /// SIGTERM/SIGINT or when a reload retires the generation, read by each worker's 50 ms
     /// control tick.
@@ -73,8 +75,10 @@ impl Generation {
 
 /// Starts the workers of `cfg` on `sockets` (and the admin listener on `admin` when its
 /// address is unchanged); `tls_from`: the running TLS configuration, whose session-ticket
-/// key the new one keeps. Returns once every worker serves.
+/// key the new one keeps; `number`: reloads before this one (0 at start). Returns once every
+/// worker serves.
 pub(crate) fn launch(
+    number: u64,
     cfg: Config,
     sockets: &Sockets,
     admin: Option<&(SocketAddr, std::net::TcpListener)>,
@@ -139,6 +143,8 @@ pub(crate) fn launch(
                 verdicts: verdicts.clone(),
                 draining: shutdown.clone(),
                 cache: cache.clone(),
+                in_flight: in_flight.clone(),
+                generation: number,
             };
             Some(
                 crate::admin::start(listener, registry, stop_rx.clone())
@@ -151,6 +157,7 @@ pub(crate) fn launch(
         addrs,
         driver,
         workers,
+        number,
         shutdown: shutdown.clone(),
         threads: Vec::new(),
         checks_stop: Some(checks_stop),

@@ -111,6 +111,10 @@ pub(crate) struct Registry {
     pub draining: Arc<AtomicBool>,
     /// The response cache, when a route has one.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Requests in flight per upstream (counted for upstreams with `max_requests`).
+    pub in_flight: crate::concurrency::InFlight,
+    /// Reloads applied since the start: this configuration's generation (0 at start).
+    pub generation: u64,
 }
 
 impl Registry {
@@ -162,6 +166,20 @@ impl Registry {
         }
         out.push_str(&ejections);
         out.push_str(&healthy);
+        let bounded = self.cfg.upstreams.iter().enumerate().filter(|(_, u)| u.max_requests.is_some());
+        let mut bounded = bounded.peekable();
+        if bounded.peek().is_some() {
+            out.push_str("# HELP coregate_upstream_in_flight Requests in flight to an upstream with max_requests, over all workers.\n# TYPE coregate_upstream_in_flight gauge\n");
+            for (u, up) in bounded {
+                let n = self.in_flight[u].load(Ordering::Relaxed);
+                let _ = writeln!(out, "coregate_upstream_in_flight{{upstream=\"{}\"}} {n}", up.name);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP coregate_config_generation Reloads applied since the start (counters restart at each).\n# TYPE coregate_config_generation gauge\ncoregate_config_generation {}",
+            self.generation
+        );
         out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());

@@ -43,7 +43,7 @@ impl Server {
     /// Binds every listen address and starts the workers. Returns once all are serving.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
         let sockets = Sockets::default();
-        let Launched { generation, kept, admin_socket } = launch(cfg, &sockets, None, None)?;
+        let Launched { generation, kept, admin_socket } = launch(0, cfg, &sockets, None, None)?;
         let mut server = Server { current: generation, retired: Vec::new(), sockets, admin_socket };
         server.sockets.keep(kept);
         Ok(server)
@@ -65,7 +65,8 @@ impl Server {
         let (finished, draining): (Vec<_>, Vec<_>) = self.retired.drain(..).partition(Generation::stopped);
         self.retired = draining;
         finished.into_iter().for_each(Generation::join);
-        let launched = launch(cfg, &self.sockets, self.admin_socket.as_ref(), self.current.tls.as_deref())?;
+        let number = self.current.number + 1;
+        let launched = launch(number, cfg, &self.sockets, self.admin_socket.as_ref(), self.current.tls.as_deref())?;
         self.sockets.keep(launched.kept);
         self.admin_socket = launched.admin_socket;
         let mut old = std::mem::replace(&mut self.current, launched.generation);

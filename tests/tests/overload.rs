@@ -1,6 +1,7 @@
 //! `upstreams[].max_requests` (a circuit breaker on requests in flight to an upstream, over
 //! all workers), end to end on both drivers.
 
+use std::io::{Read, Write};
 use std::sync::{mpsc, Mutex};
 
 use coregate_tests::*;
@@ -23,7 +24,7 @@ both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
     let gw = Gateway::start(
         io,
         &format!(
-            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\nmax_requests = 2\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\nmax_requests = 2\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
             up.addr
         ),
     );
@@ -41,6 +42,12 @@ both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
         assert!(r.text().contains("max_requests"), "{}", r.text());
         assert_ne!(r.header("connection"), Some("close"));
     }
+    // The gauge shows the two held (a scrape is no request: it does not count itself).
+    let mut scrape = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    scrape.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    scrape.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("\ncoregate_upstream_in_flight{upstream=\"api\"} 2\n"), "{metrics}");
     release.send(()).unwrap();
     release.send(()).unwrap();
     for c in &mut slow {

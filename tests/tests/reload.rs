@@ -159,6 +159,7 @@ both_drivers!(the_admin_listener_serves_the_new_generation, |io| {
         out
     };
     assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+    assert!(get("/metrics").contains("\ncoregate_config_generation 0\n"));
     gw.reload_extra(&format!("{admin}{}", routes_to(up.addr))).unwrap();
     assert_eq!(gw.admin_addr(), addr);
     for _ in 0..20 {
@@ -167,6 +168,7 @@ both_drivers!(the_admin_listener_serves_the_new_generation, |io| {
     }
     let metrics = get("/metrics");
     assert!(metrics.contains("coregate_requests_total"), "{metrics}");
+    assert!(metrics.contains("\ncoregate_config_generation 1\n"), "{metrics}");
     assert!(!metrics.lines().any(|l| l.starts_with("coregate_requests_total{") && !l.ends_with(" 0")), "{metrics}");
 });
 
