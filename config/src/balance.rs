@@ -29,7 +29,8 @@ pub enum Balance {
 /// The key of `balance = "hash"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {
-    /// The client's IP address (the TCP peer).
+    /// The client's IP address (the TCP peer, or the client a PROXY protocol header or
+    /// trusted proxies name).
     ClientIp,
     /// A request field's value (name in lower case).
     Header(String),
