@@ -36,6 +36,8 @@ pub enum HashOn {
     Header(String),
     /// A cookie's value (RFC 6265 5.4 `Cookie` pairs).
     Cookie(String),
+    /// A query parameter's value, as sent (not percent-decoded).
+    Query(String),
 }
 
 /// An upstream's endpoints with their weights, from the raw `endpoints` list.
@@ -94,7 +96,9 @@ pub(crate) fn balance(c: &mut Checker, path: &str, balance: Option<&str>, hash_o
                 None => {
                     c.err(
                         format!("{path}.hash_on"),
-                        format!("{key:?} is not a hash key (\"client_ip\", \"header:NAME\" or \"cookie:NAME\")"),
+                        format!(
+                            "{key:?} is not a hash key (\"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\")"
+                        ),
                     );
                     Balance::RoundRobin
                 }
@@ -130,6 +134,7 @@ fn hash_key(key: &str) -> Option<HashOn> {
     match kind {
         "header" => Some(HashOn::Header(name.to_ascii_lowercase())),
         "cookie" => Some(HashOn::Cookie(name.to_string())),
+        "query" => Some(HashOn::Query(name.to_string())),
         _ => None,
     }
 }
@@ -157,6 +162,7 @@ mod tests {
             ("client_ip", HashOn::ClientIp),
             ("header:X-User", HashOn::Header("x-user".into())),
             ("cookie:Session", HashOn::Cookie("Session".into())),
+            ("query:user", HashOn::Query("user".into())),
         ] {
             let u = upstream(&format!("endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_on = \"{hash_on}\""));
             assert_eq!(u.unwrap().balance, Balance::Hash(want));
@@ -200,7 +206,12 @@ mod tests {
                 "not a hash key",
             ),
             (
-                "endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_on = \"query:a\"",
+                "endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_on = \"path:a\"",
+                "upstreams[0].hash_on",
+                "not a hash key",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_on = \"query:a=b\"",
                 "upstreams[0].hash_on",
                 "not a hash key",
             ),

@@ -161,6 +161,7 @@ pub(crate) fn key(on: &HashOn, req: &RequestHead, peer: SocketAddr) -> Option<u6
             let values = req.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| v);
             proto_http::cookie::find(values, name.as_bytes())?
         }
+        HashOn::Query(name) => crate::auth::query_param(req.path(), name.as_bytes())?,
     };
     Some(fnv1a(bytes))
 }

@@ -1,6 +1,6 @@
 //! Load balancing across an upstream's endpoints (`upstreams[].balance`, weights), end to
 //! end on both drivers: weighted round robin, least request, and consistent hashing on a
-//! header, a cookie and the client's address.
+//! header, a cookie, a query parameter and the client's address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,7 +106,7 @@ both_drivers!(a_header_hash_keeps_each_key_on_one_endpoint_across_workers_and_re
     assert!(spread.contains('a') && spread.contains('b'), "{spread}");
 });
 
-both_drivers!(a_cookie_or_client_address_hash_is_sticky, |io| {
+both_drivers!(a_cookie_query_or_client_address_hash_is_sticky, |io| {
     let ups = [tagged("a", None), tagged("b", None)];
     let endpoints: Vec<String> = ups.iter().map(plain).collect();
     let gw = Gateway::start(io, &upstream_toml(&endpoints, "balance = \"hash\"\nhash_on = \"cookie:sid\""));
@@ -116,6 +116,17 @@ both_drivers!(a_cookie_or_client_address_hash_is_sticky, |io| {
         let first = served_by(gw.addr, &request);
         assert_eq!(served_by(gw.addr, &request), first);
         assert_eq!(served_by(gw.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: sid={sid}\r\n\r\n")), first);
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2);
+    drop(gw);
+    // A query parameter, wherever it stands in the query.
+    let gw = Gateway::start(io, &upstream_toml(&endpoints, "balance = \"hash\"\nhash_on = \"query:user\""));
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..16 {
+        let first = served_by(gw.addr, &format!("GET /?user={user} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let again = served_by(gw.addr, &format!("GET /x?a=1&user={user}&b=2 HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(again, first, "user {user}");
         seen.insert(first);
     }
     assert_eq!(seen.len(), 2);
