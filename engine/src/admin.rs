@@ -1,4 +1,5 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format),
+//! `GET /upstreams` (each upstream's endpoints and their state, JSON),
 //! `GET /healthz` (200 while serving, 503 once the drain began) and `DELETE /cache` (empties
 //! the response cache, or purges one target named by `x-purge-host` and `x-purge-target`),
 //! on a thread of its own so
@@ -109,7 +110,8 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
             respond(&mut s, "503 Service Unavailable", "text/plain", "draining\n", head_only)
         }
         b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
-        _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz or /cache\n", head_only),
+        b"/upstreams" => respond(&mut s, "200 OK", "application/json", &registry.upstreams(), head_only),
+        _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz, /upstreams or /cache\n", head_only),
     }
 }
 

@@ -196,4 +196,48 @@ impl Registry {
         }
         out
     }
+
+    /// `GET /upstreams`: each upstream's balancing, bound and requests in flight, and each
+    /// endpoint's weight, active-check verdict and failure and ejection counts (summed over
+    /// the workers), as JSON. A worker's own passive circuits live on its core and are seen
+    /// here through their ejection counts.
+    pub(crate) fn upstreams(&self) -> String {
+        let sum = |f: &dyn Fn(&Stats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+        let upstreams: Vec<serde_json::Value> = self
+            .cfg
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(u, up)| {
+                let endpoints: Vec<serde_json::Value> = up
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(e, addr)| {
+                        serde_json::json!({
+                            "address": addr.to_string(),
+                            "weight": up.weights[e],
+                            "healthy": self.verdicts[u][e].load(Ordering::Relaxed),
+                            "failures": sum(&|s| s.failures[u][e].get()),
+                            "ejections": sum(&|s| s.ejections[u][e].get()),
+                        })
+                    })
+                    .collect();
+                let balance = match &up.balance {
+                    config::Balance::RoundRobin => "round_robin",
+                    config::Balance::LeastRequest => "least_request",
+                    config::Balance::Hash(_) => "hash",
+                };
+                serde_json::json!({
+                    "name": up.name,
+                    "balance": balance,
+                    "max_requests": up.max_requests,
+                    "in_flight": up.max_requests.map(|_| self.in_flight[u].load(Ordering::Relaxed)),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "generation": self.generation, "upstreams": upstreams });
+        format!("{doc:#}\n")
+    }
 }

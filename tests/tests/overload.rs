@@ -42,12 +42,29 @@ both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
         assert!(r.text().contains("max_requests"), "{}", r.text());
         assert_ne!(r.header("connection"), Some("close"));
     }
-    // The gauge shows the two held (a scrape is no request: it does not count itself).
-    let mut scrape = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-    scrape.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let mut metrics = String::new();
-    scrape.read_to_string(&mut metrics).unwrap();
+    // The gauge and the admin's upstream view show the two held (a scrape is no request).
+    let admin = |path: &str| {
+        let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let metrics = admin("/metrics");
     assert!(metrics.contains("\ncoregate_upstream_in_flight{upstream=\"api\"} 2\n"), "{metrics}");
+    let view = admin("/upstreams");
+    let body = view.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {view}"));
+    let api = &doc["upstreams"][0];
+    assert_eq!(
+        (api["name"].as_str(), api["max_requests"].as_u64(), api["in_flight"].as_u64()),
+        (Some("api"), Some(2), Some(2))
+    );
+    assert_eq!(api["balance"], "round_robin");
+    let endpoint = &api["endpoints"][0];
+    assert_eq!(endpoint["address"], up.addr.to_string());
+    assert_eq!((endpoint["weight"].as_u64(), endpoint["healthy"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(doc["generation"], 0);
     release.send(()).unwrap();
     release.send(()).unwrap();
     for c in &mut slow {
