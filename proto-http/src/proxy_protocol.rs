@@ -81,8 +81,13 @@ fn v1(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyError> {
     if line == "UNKNOWN" || line.starts_with("UNKNOWN ") {
         return Ok(Some(ProxyHeader { source: None, len }));
     }
-    let parts: Vec<&str> = line.split(' ').collect();
-    let [family, src, dst, sport, dport] = parts[..] else { return Err(ProxyError::BadV1) };
+    // Exactly five fields, single spaces between (spec 2.1); no allocation.
+    let mut parts = line.split(' ');
+    let mut next = || parts.next().ok_or(ProxyError::BadV1);
+    let [family, src, dst, sport, dport] = [next()?, next()?, next()?, next()?, next()?];
+    if parts.next().is_some() {
+        return Err(ProxyError::BadV1);
+    }
     let port = |p: &str| match p.bytes().all(|b| b.is_ascii_digit()) && !(p.len() > 1 && p.starts_with('0')) {
         true => p.parse::<u16>().ok(),
         false => None,
@@ -175,6 +180,7 @@ mod tests {
         }
         for bad in [
             "PROXY TCP4 192.0.2.1 198.51.100.2 56324\r\n",
+            "PROXY TCP4 192.0.2.1 198.51.100.2 1 443 extra\r\n",
             "PROXY TCP4 192.0.2.1  198.51.100.2 56324 443\r\n",
             "PROXY TCP4 2001:db8::1 198.51.100.2 1 443\r\n",
             "PROXY TCP6 192.0.2.1 198.51.100.2 1 443\r\n",

@@ -356,6 +356,15 @@ pub fn chunked(body: &[u8], piece: usize, trailer: &str) -> Vec<u8> {
     out
 }
 
+/// Ends a response head in `out` with `content-length` for `body`, then the body unless
+/// `req` is a HEAD (RFC 9110 9.3.2: the same fields, no content).
+pub fn with_length(out: &mut Vec<u8>, body: &[u8], req: &Message) {
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    if !req.start.starts_with("HEAD ") {
+        out.extend_from_slice(body);
+    }
+}
+
 /// The response [`Upstream::echo`] sends for `req`.
 pub fn echo_response(req: &Message) -> Vec<u8> {
     let mut body = format!("{}\n", req.start.rsplit_once(' ').map(|(a, _)| a).unwrap_or(&req.start)).into_bytes();

@@ -93,10 +93,7 @@ impl Origin {
                     out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
                     out.extend_from_slice(&chunked(&body, 7, "x-trailer: t\r\n"));
                 } else {
-                    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-                    if !req.start.starts_with("HEAD ") {
-                        out.extend_from_slice(&body);
-                    }
+                    with_length(&mut out, &body, &req);
                 }
                 if !c.write(out) {
                     return;

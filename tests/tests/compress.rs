@@ -56,10 +56,7 @@ fn origin() -> Upstream {
                 out.extend_from_slice(b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
                 out.extend_from_slice(&chunked(&json(5000), 1000, ""));
             } else {
-                out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-                if !req.start.starts_with("HEAD ") {
-                    out.extend_from_slice(&body);
-                }
+                with_length(&mut out, &body, &req);
             }
             if !c.write(out) {
                 return;
