@@ -92,20 +92,19 @@ impl Balancer {
 impl State {
     /// [`Balancer::first`] for everything but plain round robin.
     fn choose(&self, up: &Upstream, start: usize, key: Option<u64>, usable: impl Fn(usize) -> bool) -> usize {
-        let s = self;
         let n = up.endpoints.len();
-        if n == 1 || (s.current.is_empty() && s.active.is_empty() && key.is_none()) {
+        if n == 1 || (self.current.is_empty() && self.active.is_empty() && key.is_none()) {
             return start % n;
         }
         let usable = &usable;
         let any = (0..n).any(usable);
         let candidates = || (0..n).map(move |k| (start + k) % n).filter(move |&e| !any || usable(e));
-        if let (Some(key), false) = (key, s.seeds.is_empty()) {
-            return rendezvous(key, &s.seeds, &up.weights, candidates());
+        if let (Some(key), false) = (key, self.seeds.is_empty()) {
+            return rendezvous(key, &self.seeds, &up.weights, candidates());
         }
-        if !s.active.is_empty() {
+        if !self.active.is_empty() {
             // Fewest in flight relative to weight: a/wa < b/wb, as a*wb < b*wa; ties in turn.
-            let load = |e: usize| (u64::from(s.active[e].get()), u64::from(up.weights[e]));
+            let load = |e: usize| (u64::from(self.active[e].get()), u64::from(up.weights[e]));
             return candidates()
                 .reduce(|best, e| {
                     let ((a, wa), (b, wb)) = (load(e), load(best));
@@ -125,14 +124,14 @@ impl State {
         let mut best = None;
         for e in (0..n).filter(|&e| !any || usable(e)) {
             let w = i64::from(up.weights[e]);
-            s.current[e].set(s.current[e].get() + w);
+            self.current[e].set(self.current[e].get() + w);
             total += w;
-            if best.is_none_or(|b: usize| s.current[e].get() > s.current[b].get()) {
+            if best.is_none_or(|b: usize| self.current[e].get() > self.current[b].get()) {
                 best = Some(e);
             }
         }
         let best = best.unwrap_or(start % n);
-        s.current[best].set(s.current[best].get() - total);
+        self.current[best].set(self.current[best].get() - total);
         best
     }
 }

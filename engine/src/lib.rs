@@ -4,8 +4,10 @@
 //! path; the named exceptions are the shutdown flag (control plane), the rate-limit bank,
 //! reached once per lease, not per request (see `ratelimit`), the active health checks'
 //! verdicts (one flag per endpoint, read; see `health`), and the metrics counters (each
-//! written by its own worker, read by the admin thread; see `metrics`), and the response
-//! cache of the routes that have one (a sharded store; see `cache`).
+//! written by its own worker, read by the admin thread; see `metrics`), the response
+//! cache of the routes that have one (a sharded store; see `cache`), and the in-flight count
+//! of each upstream with `max_requests` (one atomic add and subtract per request to it; see
+//! `concurrency`).
 //!
 //! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
