@@ -94,12 +94,7 @@ pub(crate) fn balance(c: &mut Checker, path: &str, balance: Option<&str>, hash_o
             Some(key) => match hash_key(key) {
                 Some(on) => Balance::Hash(on),
                 None => {
-                    c.err(
-                        format!("{path}.hash_on"),
-                        format!(
-                            "{key:?} is not a hash key (\"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\")"
-                        ),
-                    );
+                    c.err(format!("{path}.hash_on"), format!("{key:?} is not a hash key ({HASH_KEYS})"));
                     Balance::RoundRobin
                 }
             },
@@ -122,7 +117,11 @@ pub(crate) fn balance(c: &mut Checker, path: &str, balance: Option<&str>, hash_o
     chosen
 }
 
-fn hash_key(key: &str) -> Option<HashOn> {
+/// The forms of a hash key, for error messages.
+pub(crate) const HASH_KEYS: &str = "\"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"";
+
+/// A `hash_on` (or `split_on`) key.
+pub(crate) fn hash_key(key: &str) -> Option<HashOn> {
     if key == "client_ip" {
         return Some(HashOn::ClientIp);
     }

@@ -12,6 +12,7 @@ mod error;
 mod jwt;
 mod policy;
 pub mod raw;
+mod split;
 mod tls;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
 pub use proto_http::Limits as WireLimits;
+pub use split::Split;
 pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
 
 /// Which I/O driver the workers run.
@@ -228,6 +230,8 @@ pub enum Required {
 pub enum Action {
     /// Proxy to [`Config::upstreams`]`[upstream]`.
     Proxy { upstream: usize },
+    /// Proxy to one of several upstreams, chosen per request by weight.
+    Split(Split),
     /// Answer directly.
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
     /// Answer with a redirect to `location`.
@@ -366,7 +370,7 @@ impl Cors {
 }
 
 impl Route {
-    /// The upstream this route proxies to, if it does.
+    /// The upstream this route proxies to, if it proxies to one only.
     pub fn upstream(&self) -> Option<usize> {
         match self.action {
             Action::Proxy { upstream } => Some(upstream),

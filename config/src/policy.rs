@@ -348,15 +348,21 @@ pub(crate) fn build_route(
         "a method",
         str::to_ascii_uppercase,
     );
-    let action = match (&r.upstream, &r.respond, &r.redirect) {
-        (Some(name), None, None) => match upstreams.iter().position(|u| &u.name == name) {
+    if r.split_on.is_some() && r.split.is_none() {
+        c.err(format!("{path}.split_on"), "split_on needs split");
+    }
+    let action = match (&r.upstream, &r.split, &r.respond, &r.redirect) {
+        (None, Some(arms), None, None) => {
+            crate::split::build(c, path, arms, r.split_on.as_deref(), upstreams).map(Action::Split)
+        }
+        (Some(name), None, None, None) => match upstreams.iter().position(|u| &u.name == name) {
             Some(i) => Some(Action::Proxy { upstream: i }),
             None => {
                 c.err(format!("{path}.upstream"), format!("no upstream named {name:?}"));
                 None
             }
         },
-        (None, Some(resp), None) => {
+        (None, None, Some(resp), None) => {
             let status = resp.status.unwrap_or(200);
             if !(200..=599).contains(&status) {
                 c.err(format!("{path}.respond.status"), format!("{status} is not a final status code"));
@@ -371,7 +377,7 @@ pub(crate) fn build_route(
             }
             Some(Action::Respond { status, headers, body: resp.body.clone().unwrap_or_default() })
         }
-        (None, None, Some(red)) => {
+        (None, None, None, Some(red)) => {
             let status = red.status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
                 c.err(
@@ -387,12 +393,12 @@ pub(crate) fn build_route(
                 }
             }
         }
-        (None, None, None) => {
-            c.err(format!("{path}.upstream"), "missing upstream (or respond, or redirect)");
+        (None, None, None, None) => {
+            c.err(format!("{path}.upstream"), "missing upstream (or split, respond, or redirect)");
             None
         }
         _ => {
-            c.err(path, "set exactly one of upstream, respond and redirect");
+            c.err(path, "set exactly one of upstream, split, respond and redirect");
             None
         }
     };

@@ -201,6 +201,11 @@ pub struct RawRoute {
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
     pub upstream: Option<String>,
+    /// Shares of the route's requests for several upstreams, by weight.
+    pub split: Option<Vec<crate::split::RawArm>>,
+    /// `client_ip`, `header:NAME`, `cookie:NAME` or `query:NAME`: the key that keeps a
+    /// client on one side of a split.
+    pub split_on: Option<String>,
     pub respond: Option<RawRespond>,
     pub redirect: Option<RawRedirect>,
     pub response_timeout: Option<String>,

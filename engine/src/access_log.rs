@@ -63,6 +63,8 @@ pub(crate) struct Entry<'a> {
     pub request_id: Option<&'a [u8]>,
     pub status: u16,
     pub route: &'a str,
+    /// The upstream it was proxied to (on a split route, the one chosen).
+    pub upstream: Option<&'a str>,
     pub took: Duration,
     /// `X-Cache-Status`, on a cached route.
     pub cache: Option<&'a [u8]>,
@@ -97,6 +99,10 @@ impl AccessLog {
         }
         let _ = write!(buf, "\",\"status\":{},\"route\":\"", e.status);
         escape(&mut buf, e.route.as_bytes());
+        if let Some(upstream) = e.upstream {
+            buf.extend_from_slice(b"\",\"upstream\":\"");
+            escape(&mut buf, upstream.as_bytes());
+        }
         if let Some(cache) = e.cache {
             buf.extend_from_slice(b"\",\"cache\":\"");
             buf.extend_from_slice(cache);

@@ -116,24 +116,30 @@ impl State {
                 })
                 .unwrap_or(start % n);
         }
-        // nginx's smooth weighted round robin: every candidate gains its weight, the
-        // highest goes and loses the candidates' total. Over a cycle each endpoint gets its
-        // share, spread out rather than in runs.
         // In list order, as nginx, so that ties go to the earlier endpoint.
-        let mut total = 0i64;
-        let mut best = None;
-        for e in (0..n).filter(|&e| !any || usable(e)) {
-            let w = i64::from(up.weights[e]);
-            self.current[e].set(self.current[e].get() + w);
-            total += w;
-            if best.is_none_or(|b: usize| self.current[e].get() > self.current[b].get()) {
-                best = Some(e);
-            }
-        }
-        let best = best.unwrap_or(start % n);
-        self.current[best].set(self.current[best].get() - total);
-        best
+        let candidates = (0..n).filter(|&e| !any || usable(e)).map(|e| (e, up.weights[e]));
+        smooth_weighted(&self.current, candidates).unwrap_or(start % n)
     }
+}
+
+/// nginx's smooth weighted round robin over `(index, weight)` candidates: every candidate
+/// gains its weight, the highest goes and loses the candidates' total. Over a cycle each
+/// gets its share, spread out rather than in runs; ties go to the earlier candidate.
+/// `current`: the running weights, one per index. None without candidates.
+pub(crate) fn smooth_weighted(current: &[Cell<i64>], candidates: impl Iterator<Item = (usize, u32)>) -> Option<usize> {
+    let mut total = 0i64;
+    let mut best = None;
+    for (e, w) in candidates {
+        let w = i64::from(w);
+        current[e].set(current[e].get() + w);
+        total += w;
+        if best.is_none_or(|b: usize| current[e].get() > current[b].get()) {
+            best = Some(e);
+        }
+    }
+    let best = best?;
+    current[best].set(current[best].get() - total);
+    Some(best)
 }
 
 /// A request in flight, for least request.
@@ -180,12 +186,12 @@ fn rendezvous(key: u64, seeds: &[u64], weights: &[u32], candidates: impl Iterato
 /// FNV-1a (64 bit): a hash that is the same on every machine and build, so that every
 /// gateway of a fleet sends a key to the same endpoint (ahash, used for maps, may differ
 /// between CPUs).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// splitmix64's finaliser: spreads FNV's output (whose low bits mix poorly) over all 64.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -43,6 +43,7 @@ mod request_id;
 mod route;
 mod server;
 mod shutdown;
+mod split;
 mod timers;
 mod tls;
 mod tls_tunnel;

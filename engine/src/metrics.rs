@@ -56,6 +56,8 @@ struct RouteStats {
 pub(crate) struct Stats {
     /// One per route, then one for requests that matched none (or were refused unread).
     routes: Vec<RouteStats>,
+    /// `[upstream]`: requests proxied there, by the status class of their answer.
+    upstream_requests: Vec<[Counter; CLASSES.len()]>,
     /// `[upstream][endpoint]`: failed exchanges (as `health` counts them) and ejections.
     failures: Vec<Vec<Counter>>,
     ejections: Vec<Vec<Counter>>,
@@ -70,6 +72,7 @@ impl Stats {
         let per_endpoint = || cfg.upstreams.iter().map(|u| u.endpoints.iter().map(|_| Counter::default()).collect());
         Stats {
             routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
+            upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
@@ -77,10 +80,15 @@ impl Stats {
         }
     }
 
-    /// Counts one answered request; `route` None: it matched no route.
-    pub(crate) fn request(&self, route: Option<usize>, status: u16, took: Duration) {
+    /// Counts one answered request; `route` None: it matched no route; `upstream`: where it
+    /// was proxied, if it was.
+    pub(crate) fn request(&self, route: Option<usize>, upstream: Option<usize>, status: u16, took: Duration) {
         let r = &self.routes[route.unwrap_or(self.routes.len() - 1)];
-        r.by_class[usize::from(status / 100).min(5)].add(1);
+        let class = usize::from(status / 100).min(5);
+        r.by_class[class].add(1);
+        if let Some(u) = upstream {
+            self.upstream_requests[u][class].add(1);
+        }
         let secs = took.as_secs_f64();
         let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
         r.buckets[bucket].add(1);
@@ -146,6 +154,14 @@ impl Registry {
             let micros = sum(&|s| s.routes[i].micros.get());
             let _ = writeln!(out, "coregate_request_duration_seconds_sum{{route=\"{name}\"}} {}", micros as f64 / 1e6);
             let _ = writeln!(out, "coregate_request_duration_seconds_count{{route=\"{name}\"}} {cumulative}");
+        }
+        out.push_str("# HELP coregate_upstream_requests_total Requests proxied to an upstream (on split routes, the one chosen), by the answer's status class.\n# TYPE coregate_upstream_requests_total counter\n");
+        for (u, up) in self.cfg.upstreams.iter().enumerate() {
+            for (c, class) in CLASSES.iter().enumerate() {
+                let n = sum(&|s| s.upstream_requests[u][c].get());
+                let _ =
+                    writeln!(out, "coregate_upstream_requests_total{{upstream=\"{}\",code=\"{class}\"}} {n}", up.name);
+            }
         }
         out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");
         let mut ejections = String::from("# HELP coregate_upstream_ejections_total Times a worker ejected the endpoint.\n# TYPE coregate_upstream_ejections_total counter\n");

@@ -244,7 +244,7 @@ pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, repl
             let fields: [(&[u8], &[u8]); 1] = [(b"location", location.as_bytes())];
             send_local(w, client, *status, &fields, b"", reply).await
         }
-        Action::Proxy { .. } => unreachable!("proxy routes are not answered locally"),
+        Action::Proxy { .. } | Action::Split(_) => unreachable!("proxy routes are not answered locally"),
     }
 }
 

@@ -49,6 +49,8 @@ struct Progress {
     status: u16,
     /// The route the request matched.
     route: Option<usize>,
+    /// The upstream it went to (on a split route, the one chosen).
+    upstream: Option<usize>,
     /// Its `X-Cache-Status`, on a cached route.
     cache: Option<&'static [u8]>,
     /// A stale stored response that answers an upstream failure (`stale_if_error`).
@@ -60,6 +62,8 @@ struct Progress {
 pub(crate) struct Outcome {
     /// The route the request matched.
     pub route: Option<usize>,
+    /// The upstream it was proxied to (a cache hit counts too).
+    pub upstream: Option<usize>,
     /// Its `X-Cache-Status`, on a cached route.
     pub cache: Option<&'static [u8]>,
     /// Bytes of the answer (head and body) written to the client; set by `conn`.
@@ -68,7 +72,7 @@ pub(crate) struct Outcome {
 
 impl Progress {
     fn outcome(&self) -> Outcome {
-        Outcome { route: self.route, cache: self.cache, sent: 0 }
+        Outcome { route: self.route, upstream: self.upstream, cache: self.cache, sent: 0 }
     }
 }
 
@@ -240,6 +244,7 @@ async fn exchange(
     }
     let upstream = match &route.action {
         Action::Proxy { upstream } => *upstream,
+        Action::Split(split) => w.split.choose(route_idx, split, req, peer),
         action => return Ok(policy::respond(w, client, action, refusal_reply).await),
     };
 
@@ -280,6 +285,7 @@ async fn exchange(
         client_cert: client.tls.as_deref().and_then(crate::tls::Tls::client_cert_hash),
         request_id,
     };
+    p.upstream = Some(upstream);
     // A route with a cache answers from it when it can; otherwise the plan says what to do
     // with the response. Boxed: the plain path's per-request state does not carry it.
     let cache_plan = match route.cache {

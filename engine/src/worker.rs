@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     pub pool: RefCell<Pool>,
     /// Which endpoint each request tries first (`upstreams[].balance`).
     pub balance: crate::balance::Balancer,
+    /// Which upstream each request of a split route goes to (`routes[].split`).
+    pub split: crate::split::Splitter,
     /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
     pub in_flight: crate::concurrency::InFlight,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
@@ -114,7 +116,7 @@ impl Worker {
     ) {
         let route = outcome.route;
         if let Some(stats) = &self.stats {
-            stats.request(route, status, took);
+            stats.request(route, outcome.upstream, status, took);
         }
         if let Some(log) = &self.log {
             log.log(&Entry {
@@ -123,6 +125,7 @@ impl Worker {
                 request_id,
                 status,
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
+                upstream: outcome.upstream.map(|u| self.cfg.upstreams[u].name.as_str()),
                 took,
                 cache: outcome.cache,
                 sent: outcome.sent,
@@ -208,6 +211,7 @@ async fn run(s: Spawn) {
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         balance: crate::balance::Balancer::new(&cfg),
+        split: crate::split::Splitter::new(&cfg),
         in_flight,
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),

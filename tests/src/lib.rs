@@ -338,6 +338,18 @@ impl Upstream {
         })
     }
 
+    /// An upstream whose every answer is 200 with `name` as the body: which one served a
+    /// request, for balancing and splitting tests.
+    pub fn named(name: &'static str) -> Upstream {
+        Upstream::start(move |mut c| {
+            while c.read_request().is_some() {
+                if !c.write(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}", name.len())) {
+                    return;
+                }
+            }
+        })
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }

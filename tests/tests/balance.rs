@@ -10,11 +10,11 @@ use coregate_tests::*;
 
 /// An upstream whose answers name it; a request for `/slow` is reported on `arrived` and
 /// answered once `release` says so.
-fn tagged(name: &'static str, slow: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>) -> Upstream {
-    let slow = slow.map(Mutex::new);
+fn holding(name: &'static str, arrived: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Upstream {
+    let slow = Mutex::new((arrived, release));
     Upstream::start(move |mut c| {
         while let Some(req) = c.read_request() {
-            if let (Some(slow), true) = (&slow, req.start.starts_with("GET /slow ")) {
+            if req.start.starts_with("GET /slow ") {
                 let slow = slow.lock().unwrap();
                 slow.0.send(()).unwrap();
                 slow.1.recv().unwrap();
@@ -43,7 +43,7 @@ fn served_by(addr: SocketAddr, request: &str) -> String {
 }
 
 both_drivers!(weights_spread_requests_in_proportion, |io| {
-    let (a, b) = (tagged("a", None), tagged("b", None));
+    let (a, b) = (Upstream::named("a"), Upstream::named("b"));
     let endpoints = [format!("{{ address = \"{}\", weight = 3 }}", a.addr), plain(&b)];
     let gw = Gateway::start_with_workers(io, 1, &upstream_toml(&endpoints, ""));
     let mut c = gw.client();
@@ -55,7 +55,7 @@ both_drivers!(weights_spread_requests_in_proportion, |io| {
 both_drivers!(least_request_sends_around_a_busy_endpoint, |io| {
     let (arrived_tx, arrived) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
-    let (a, b) = (tagged("a", Some((arrived_tx, release_rx))), tagged("b", None));
+    let (a, b) = (holding("a", arrived_tx, release_rx), Upstream::named("b"));
     let gw = Gateway::start_with_workers(io, 1, &upstream_toml(&[plain(&a), plain(&b)], "balance = \"least_request\""));
     // The first request ties and goes to the first endpoint, which holds it.
     let mut slow = gw.client();
@@ -73,7 +73,7 @@ both_drivers!(least_request_sends_around_a_busy_endpoint, |io| {
 });
 
 both_drivers!(a_header_hash_keeps_each_key_on_one_endpoint_across_workers_and_reloads, |io| {
-    let ups = [tagged("a", None), tagged("b", None), tagged("c", None)];
+    let ups = [Upstream::named("a"), Upstream::named("b"), Upstream::named("c")];
     let keys = "balance = \"hash\"\nhash_on = \"header:x-user\"";
     let mut gw = Gateway::start(io, &upstream_toml(&ups.iter().map(plain).collect::<Vec<_>>(), keys));
     let ask = |gw: &Gateway, user: usize| {
@@ -107,7 +107,7 @@ both_drivers!(a_header_hash_keeps_each_key_on_one_endpoint_across_workers_and_re
 });
 
 both_drivers!(a_cookie_query_or_client_address_hash_is_sticky, |io| {
-    let ups = [tagged("a", None), tagged("b", None)];
+    let ups = [Upstream::named("a"), Upstream::named("b")];
     let endpoints: Vec<String> = ups.iter().map(plain).collect();
     let gw = Gateway::start(io, &upstream_toml(&endpoints, "balance = \"hash\"\nhash_on = \"cookie:sid\""));
     let mut seen = std::collections::HashSet::new();
