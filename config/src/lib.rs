@@ -10,6 +10,7 @@ mod cache;
 mod compress;
 mod error;
 mod jwt;
+mod mirror;
 mod policy;
 pub mod raw;
 mod split;
@@ -26,6 +27,7 @@ pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
 pub use jwt::{JwtAuth, JwtKey};
+pub use mirror::Mirror;
 pub use proto_http::Limits as WireLimits;
 pub use split::Split;
 pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
@@ -328,6 +330,8 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// gzip for clients that accept it.
     pub compress: Option<RouteCompress>,
+    /// Copies of the requests to another upstream (answers dropped).
+    pub mirror: Option<Mirror>,
     /// 403 unless the client presented a certificate verified against
     /// `tls.client_ca_file` (for routes on a listener where certificates are optional).
     pub require_client_cert: bool,
@@ -370,6 +374,15 @@ impl Cors {
 }
 
 impl Route {
+    /// The upstreams this route proxies to (one, the arms of a split, or none).
+    pub fn upstreams(&self) -> Vec<usize> {
+        match &self.action {
+            Action::Proxy { upstream } => vec![*upstream],
+            Action::Split(s) => s.arms.iter().map(|&(u, _)| u).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The upstream this route proxies to, if it proxies to one only.
     pub fn upstream(&self) -> Option<usize> {
         match self.action {

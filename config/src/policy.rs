@@ -458,17 +458,32 @@ pub(crate) fn build_route(
         allow: cidrs(c, &format!("{path}.allow_ips"), &r.allow_ips),
     };
     let cors = r.cors.as_ref().map(|raw| cors(c, &format!("{path}.cors"), raw));
+    let proxies = r.upstream.is_some() || r.split.is_some();
     let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers, &capture_names);
     let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers, &capture_names);
-    if r.websocket == Some(true) && r.upstream.is_none() {
+    if r.websocket == Some(true) && !proxies {
         c.err(format!("{path}.websocket"), "websocket needs an upstream to tunnel to");
     }
-    let cache =
-        r.cache.as_ref().map(|rc| crate::cache::route_cache(c, &format!("{path}.cache"), rc, r.upstream.is_some()));
-    let compress = r
-        .compress
-        .as_ref()
-        .map(|rc| crate::compress::route_compress(c, &format!("{path}.compress"), rc, r.upstream.is_some()));
+    let cache = r.cache.as_ref().map(|rc| crate::cache::route_cache(c, &format!("{path}.cache"), rc, proxies));
+    let compress =
+        r.compress.as_ref().map(|rc| crate::compress::route_compress(c, &format!("{path}.compress"), rc, proxies));
+    let mirror = r.mirror.as_ref().and_then(|raw| {
+        let at = format!("{path}.mirror");
+        if !proxies {
+            c.err(at, "mirror needs a route that proxies (upstream or split)");
+            return None;
+        }
+        let m = crate::mirror::build(c, &at, raw, upstreams)?;
+        let own = match &action {
+            Some(Action::Proxy { upstream }) => *upstream == m.upstream,
+            Some(Action::Split(s)) => s.arms.iter().any(|&(u, _)| u == m.upstream),
+            _ => false,
+        };
+        if own {
+            c.err(format!("{at}.upstream"), "is the route's own upstream: mirror to another");
+        }
+        Some(m)
+    });
     if rewrite.is_some() && strip_prefix {
         c.err(format!("{path}.rewrite"), "use rewrite or strip_prefix, not both");
     }
@@ -507,6 +522,7 @@ pub(crate) fn build_route(
         require_client_cert: r.require_client_cert.unwrap_or(false),
         cache,
         compress,
+        mirror,
     })
 }
 

@@ -229,6 +229,8 @@ pub struct RawRoute {
     pub cache: Option<RawRouteCache>,
     /// gzip eligible responses for clients that accept it.
     pub compress: Option<RawRouteCompress>,
+    /// Copies of the route's requests to another upstream, answers dropped.
+    pub mirror: Option<crate::mirror::RawMirror>,
     /// Only clients that presented a verified certificate (mTLS) are served.
     pub require_client_cert: Option<bool>,
 }

@@ -34,6 +34,7 @@ mod io;
 mod jwt;
 mod listener;
 mod metrics;
+mod mirror;
 mod policy;
 mod pool;
 mod posted;

@@ -56,6 +56,8 @@ struct RouteStats {
 pub(crate) struct Stats {
     /// One per route, then one for requests that matched none (or were refused unread).
     routes: Vec<RouteStats>,
+    /// `[route]`: requests of mirrored routes by what became of their copy.
+    mirrors: Vec<[Counter; crate::mirror::RESULTS.len()]>,
     /// `[upstream]`: requests proxied there, by the status class of their answer.
     upstream_requests: Vec<[Counter; CLASSES.len()]>,
     /// `[upstream][endpoint]`: failed exchanges (as `health` counts them) and ejections.
@@ -73,6 +75,7 @@ impl Stats {
         Stats {
             routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
             upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
+            mirrors: cfg.routes.iter().map(|_| Default::default()).collect(),
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
@@ -100,6 +103,11 @@ impl Stats {
         if let Some(i) = CACHE_RESULTS.iter().position(|r| r.as_bytes() == status) {
             self.cache[i].add(1);
         }
+    }
+
+    /// Counts what became of a mirrored route's request.
+    pub(crate) fn mirror(&self, route: usize, result: crate::mirror::Result) {
+        self.mirrors[route][result as usize].add(1);
     }
 
     pub(crate) fn failure(&self, upstream: usize, endpoint: usize, ejected: bool) {
@@ -161,6 +169,18 @@ impl Registry {
                 let n = sum(&|s| s.upstream_requests[u][c].get());
                 let _ =
                     writeln!(out, "coregate_upstream_requests_total{{upstream=\"{}\",code=\"{class}\"}} {n}", up.name);
+            }
+        }
+        let mirrored = self.cfg.routes.iter().enumerate().filter(|(_, r)| r.mirror.is_some());
+        let mut mirrored = mirrored.peekable();
+        if mirrored.peek().is_some() {
+            out.push_str("# HELP coregate_mirror_requests_total Requests of mirrored routes, by what became of their copy.\n# TYPE coregate_mirror_requests_total counter\n");
+            for (i, r) in mirrored {
+                for (k, result) in crate::mirror::RESULTS.iter().enumerate() {
+                    let n = sum(&|s| s.mirrors[i][k].get());
+                    let _ =
+                        writeln!(out, "coregate_mirror_requests_total{{route=\"{}\",result=\"{result}\"}} {n}", r.name);
+                }
             }
         }
         out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");

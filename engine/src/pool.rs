@@ -40,7 +40,10 @@ impl Pool {
         Self { stacks: endpoints_per_upstream.map(|n| (0..n).map(|_| Vec::new()).collect()).collect() }
     }
 
-    /// The most recently used live connection to this endpoint, if any.
+    /// The most recently used live connection to this endpoint, if any. Inlined into both
+    /// instantiations of `proxy::acquire`: out of line, the connection came back through
+    /// memory, +40 instructions per plain request (callgrind).
+    #[inline(always)]
     pub(crate) fn take(
         &mut self,
         upstream: usize,

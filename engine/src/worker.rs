@@ -39,6 +39,8 @@ const SWEEP_EVERY: u32 = 20;
 
 /// Per-core state, owned by the worker thread and passed to its tasks by `Rc`.
 pub(crate) struct Worker {
+    /// Itself, for tasks that outlive the request that starts them (mirrored copies).
+    pub me: std::rc::Weak<Worker>,
     pub cfg: Arc<Config>,
     pub routes: RouteTable,
     pub pool: RefCell<Pool>,
@@ -46,6 +48,8 @@ pub(crate) struct Worker {
     pub balance: crate::balance::Balancer,
     /// Which upstream each request of a split route goes to (`routes[].split`).
     pub split: crate::split::Splitter,
+    /// Sampling and copies in flight of mirrored routes (`routes[].mirror`).
+    pub mirrors: crate::mirror::Mirrors,
     /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
     pub in_flight: crate::concurrency::InFlight,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
@@ -203,7 +207,8 @@ async fn run(s: Spawn) {
     let buckets = bank.map(|(tx, rx)| {
         RefCell::new(Buckets::new(id, cfg.server.workers.get(), crate::ratelimit::all_limits(&cfg), tx, rx))
     });
-    let w = Rc::new(Worker {
+    let w = Rc::new_cyclic(|me| Worker {
+        me: me.clone(),
         keys: ApiKeys::new(&cfg.consumers),
         buckets,
         limit_ids,
@@ -212,6 +217,7 @@ async fn run(s: Spawn) {
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
         balance: crate::balance::Balancer::new(&cfg),
         split: crate::split::Splitter::new(&cfg),
+        mirrors: crate::mirror::Mirrors::new(&cfg),
         in_flight,
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),

@@ -1,0 +1,193 @@
+//! Request mirroring (`routes[].mirror`): a copy of a proxied request, as it went upstream,
+//! sent to the mirror upstream on a task of its own; the answer is read to its end (so the
+//! connection goes back to the pool) and dropped. The client's exchange never waits for it
+//! and never sees its failures.
+//!
+//! A request is copied when its whole body went out with its head (no body, or one of up to
+//! 64 KiB read whole: see `proxy::exchange`): a streamed body is not held for a copy, and
+//! such requests are counted `skipped`, as are WebSocket upgrades and requests during a
+//! drain. Each worker copies exactly `percent` of a route's requests (spread evenly, no
+//! randomness) and keeps at most `max_in_flight` copies of it in flight; beyond that a
+//! request is not copied (`dropped`), so a slow mirror costs bounded memory and never
+//! backs up into the route. Choosing the route and sending the original are `proxy`'s.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Buf;
+use config::{Config, Mirror};
+use proto_http::chunked::{ChunkedDecoder, Decoded};
+use proto_http::ResponseBody;
+
+use crate::error::{Error, Kind, Side};
+use crate::proxy::{acquire, pool_back, read_response_head, Mirrored};
+use crate::worker::Worker;
+
+/// What became of a request on a mirrored route, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Result {
+    /// The copy was sent and its whole answer read.
+    Answered = 0,
+    /// Connecting, sending or reading failed, or timed out.
+    Failed = 1,
+    /// `max_in_flight` copies were already on their way.
+    Dropped = 2,
+    /// Not copied: a streamed body, an upgrade, or a draining worker.
+    Skipped = 3,
+}
+
+/// The results' names in the metrics, by [`Result`] value.
+pub(crate) const RESULTS: [&str; 4] = ["answered", "failed", "dropped", "skipped"];
+
+/// Room a read of a mirrored answer's body asks for.
+const READ_ROOM: usize = 16 * 1024;
+
+/// This worker's sampling and in-flight counts per route.
+pub(crate) struct Mirrors {
+    /// Per route: the share owed, in percent; a copy is made each time it reaches 100.
+    owed: Vec<Cell<f64>>,
+    in_flight: Vec<Cell<u32>>,
+}
+
+impl Mirrors {
+    pub(crate) fn new(cfg: &Config) -> Mirrors {
+        let n = cfg.routes.len();
+        Mirrors { owed: (0..n).map(|_| Cell::new(0.0)).collect(), in_flight: (0..n).map(|_| Cell::new(0)).collect() }
+    }
+
+    /// Whether this request of `route` is in the mirrored share.
+    fn sampled(&self, route: usize, m: &Mirror) -> bool {
+        let owed = &self.owed[route];
+        owed.set(owed.get() + m.percent);
+        if owed.get() >= 100.0 {
+            owed.set(owed.get() - 100.0);
+            return true;
+        }
+        false
+    }
+}
+
+/// Offers a request of mirrored route `route` for copying: `head` is the request as it goes
+/// upstream, `whole` whether it holds the whole request (body included) and may be copied.
+pub(crate) fn offer(w: &Worker, route: usize, m: &Mirror, head: &[u8], whole: bool, head_request: bool) {
+    if !w.mirrors.sampled(route, m) {
+        return;
+    }
+    if !whole || w.drain.is_draining() {
+        return count(w, route, Result::Skipped);
+    }
+    let in_flight = &w.mirrors.in_flight[route];
+    if in_flight.get() >= m.max_in_flight {
+        return count(w, route, Result::Dropped);
+    }
+    let Some(rc) = w.me.upgrade() else { return };
+    in_flight.set(in_flight.get() + 1);
+    let (upstream, copy) = (m.upstream, head.to_vec());
+    monoio::spawn(async move {
+        let result = match send(&rc, upstream, copy, head_request).await {
+            Ok(()) => Result::Answered,
+            Err(e) => {
+                log::debug!("mirror to upstream {:?}: {e}", rc.cfg.upstreams[upstream].name);
+                Result::Failed
+            }
+        };
+        let in_flight = &rc.mirrors.in_flight[route];
+        in_flight.set(in_flight.get() - 1);
+        count(&rc, route, result);
+    });
+}
+
+fn count(w: &Worker, route: usize, result: Result) {
+    if let Some(stats) = &w.stats {
+        stats.mirror(route, result);
+    }
+}
+
+/// Sends `head` to the mirror upstream and reads its answer to the end.
+async fn send(w: &Rc<Worker>, upstream: usize, head: Vec<u8>, head_request: bool) -> std::result::Result<(), Error> {
+    let up_cfg = &w.cfg.upstreams[upstream];
+    let (mut up, endpoint, _) = acquire::<Mirrored>(w, upstream, false, None, None).await?;
+    let answer = async {
+        up.write(head, w.cfg.timeouts.upstream_send)
+            .await
+            .map_err(|e| Error::io(Side::Upstream, "writing the mirrored request", e))?;
+        let mut got_bytes = false;
+        let resp = loop {
+            let resp =
+                read_response_head::<Mirrored>(w, &mut up, &mut got_bytes, head_request, up_cfg.response_timeout)
+                    .await?;
+            // 1xx before the answer (100 Continue among them) are read past; a 101 was not
+            // asked for: upgrades are not mirrored.
+            if !resp.meta.is_informational() || resp.meta.status == 101 {
+                break resp;
+            }
+        };
+        if resp.meta.status == 101 {
+            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a mirrored request"));
+        }
+        let meta = resp.meta;
+        drop(resp.bytes);
+        discard(&mut up, meta.body, &w.cfg.limits.wire, up_cfg.response_timeout).await?;
+        Ok(meta)
+    };
+    match answer.await {
+        Ok(meta) => {
+            w.health.succeeded(upstream, endpoint);
+            pool_back(w, upstream, endpoint, up, meta);
+            Ok(())
+        }
+        Err(e) => {
+            w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+            Err(e)
+        }
+    }
+}
+
+/// Reads a response body to its end (RFC 9112 6.3) and drops it; `timeout` bounds each read.
+async fn discard(
+    up: &mut crate::io::Conn,
+    body: ResponseBody,
+    limits: &proto_http::Limits,
+    timeout: Duration,
+) -> std::result::Result<(), Error> {
+    let closed = || Error::new(Kind::Closed, Side::Upstream, "closed in the middle of a mirrored answer");
+    let read = |e| Error::io(Side::Upstream, "reading a mirrored answer", e);
+    match body {
+        ResponseBody::None => Ok(()),
+        ResponseBody::Length(mut left) => loop {
+            let k = left.min(up.buf.len() as u64);
+            up.buf.advance(k as usize);
+            left -= k;
+            if left == 0 {
+                return Ok(());
+            }
+            if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
+                return Err(closed());
+            }
+        },
+        ResponseBody::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limits);
+            loop {
+                while !up.buf.is_empty() {
+                    let (used, found) = decoder.decode(&up.buf).map_err(|e| Error::malformed(Side::Upstream, e))?;
+                    up.buf.advance(used);
+                    match found {
+                        Decoded::Done => return Ok(()),
+                        Decoded::NeedMore if used == 0 => break,
+                        _ => {}
+                    }
+                }
+                if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
+                    return Err(closed());
+                }
+            }
+        }
+        ResponseBody::Close => loop {
+            up.buf.clear();
+            if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
+                return Ok(());
+            }
+        },
+    }
+}
