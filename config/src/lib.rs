@@ -240,6 +240,17 @@ pub enum Action {
     Redirect { status: u16, location: String },
 }
 
+impl Action {
+    /// The upstreams it proxies to (one, the arms of a split, or none).
+    pub fn upstreams(&self) -> Vec<usize> {
+        match self {
+            Action::Proxy { upstream } => vec![*upstream],
+            Action::Split(s) => s.arms.iter().map(|&(u, _)| u).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A header value with placeholders filled per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(pub Vec<Piece>);
@@ -374,15 +385,6 @@ impl Cors {
 }
 
 impl Route {
-    /// The upstreams this route proxies to (one, the arms of a split, or none).
-    pub fn upstreams(&self) -> Vec<usize> {
-        match &self.action {
-            Action::Proxy { upstream } => vec![*upstream],
-            Action::Split(s) => s.arms.iter().map(|&(u, _)| u).collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// The upstream this route proxies to, if it proxies to one only.
     pub fn upstream(&self) -> Option<usize> {
         match self.action {

@@ -474,12 +474,7 @@ pub(crate) fn build_route(
             return None;
         }
         let m = crate::mirror::build(c, &at, raw, upstreams)?;
-        let own = match &action {
-            Some(Action::Proxy { upstream }) => *upstream == m.upstream,
-            Some(Action::Split(s)) => s.arms.iter().any(|&(u, _)| u == m.upstream),
-            _ => false,
-        };
-        if own {
+        if action.as_ref().is_some_and(|a| a.upstreams().contains(&m.upstream)) {
             c.err(format!("{at}.upstream"), "is the route's own upstream: mirror to another");
         }
         Some(m)

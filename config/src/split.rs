@@ -98,6 +98,16 @@ mod tests {
     }
 
     #[test]
+    fn split_routes_proxy_for_the_other_keys() {
+        let r = route(
+            "split = [{ upstream = \"v1\" }, { upstream = \"v2\" }]\ncache = { ttl = \"5s\" }\ncompress = {}\nwebsocket = true",
+        )
+        .unwrap();
+        assert!(r.cache.is_some() && r.compress.is_some() && r.websocket);
+        assert_eq!(r.action.upstreams(), [0, 1]);
+    }
+
+    #[test]
     fn split_errors_name_their_keys() {
         for (keys, path, msg) in [
             ("split = [{ upstream = \"v3\", weight = 1 }]", "routes[0].split[0].upstream", "no upstream named"),
