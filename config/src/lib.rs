@@ -9,6 +9,7 @@ mod balance;
 mod cache;
 mod compress;
 mod error;
+mod fault;
 mod jwt;
 mod mirror;
 mod policy;
@@ -26,6 +27,7 @@ pub use balance::{Balance, HashOn, MAX_WEIGHT};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
+pub use fault::Fault;
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
 pub use proto_http::Limits as WireLimits;
@@ -236,8 +238,8 @@ pub enum Action {
     Split(Split),
     /// Answer directly.
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
-    /// Answer with a redirect to `location`.
-    Redirect { status: u16, location: String },
+    /// Answer with a redirect to `location` (`{host}`, `{uri}` and path captures filled).
+    Redirect { status: u16, location: Template },
 }
 
 impl Action {
@@ -266,6 +268,11 @@ pub enum Piece {
     Capture(String),
     /// `{claim:name}`: a claim of the request's verified JWT (empty without one).
     Claim(String),
+    /// `{host}`: the request's Host without its port (empty without one; nginx's `$host`).
+    Host,
+    /// `{uri}`: the request target as the client sent it, path and query (nginx's
+    /// `$request_uri`).
+    Uri,
 }
 
 /// Header edits, applied in order: remove, set (replace), add (append).
@@ -311,6 +318,8 @@ pub struct Route {
     pub path: PathMatch,
     /// Upper-case methods; empty matches any.
     pub methods: Vec<String>,
+    /// `Some(true)`: only requests that came over TLS; `Some(false)`: only plain ones.
+    pub https: Option<bool>,
     /// Required request fields (lower-case names).
     pub headers: Vec<(String, Required)>,
     /// Required query parameters.
@@ -343,6 +352,8 @@ pub struct Route {
     pub compress: Option<RouteCompress>,
     /// Copies of the requests to another upstream (answers dropped).
     pub mirror: Option<Mirror>,
+    /// Delays and error answers injected into a share of the requests.
+    pub fault: Option<Fault>,
     /// 403 unless the client presented a certificate verified against
     /// `tls.client_ca_file` (for routes on a listener where certificates are optional).
     pub require_client_cert: bool,
@@ -439,6 +450,7 @@ impl Config {
                     && earlier.path == later.path
                     && earlier.headers.is_empty()
                     && earlier.query.is_empty()
+                    && (earlier.https.is_none() || earlier.https == later.https)
                     && (earlier.methods.is_empty()
                         || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m))))
             });

@@ -133,13 +133,15 @@ fn template_with(c: &mut Checker, path: &str, v: &str, captures: &[String]) -> T
         match &rest[open + 1..open + close] {
             "client_ip" => pieces.push(Piece::ClientIp),
             "consumer" => pieces.push(Piece::Consumer),
+            "host" => pieces.push(Piece::Host),
+            "uri" => pieces.push(Piece::Uri),
             other if captures.iter().any(|n| n == other) => pieces.push(Piece::Capture(other.to_string())),
             other if other.strip_prefix("claim:").is_some_and(|n| !n.is_empty()) => {
                 pieces.push(Piece::Claim(other["claim:".len()..].to_string()))
             }
             other => c.err(
                 path,
-                format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}}, {{claim:NAME}} and the path captures)"),
+                format!("unknown placeholder {{{other}}} (known: {{client_ip}}, {{consumer}}, {{claim:NAME}}, {{host}}, {{uri}} and the path captures)"),
             ),
         }
         rest = &rest[open + close + 1..];
@@ -329,7 +331,7 @@ pub(crate) fn build_route(
             c.err(format!("{path}.rewrite"), "must start with '/' and hold no whitespace, '?' or '#'");
         }
         let tpl = template_with(c, &format!("{path}.rewrite"), t, &capture_names);
-        if tpl.0.iter().any(|p| matches!(p, Piece::ClientIp | Piece::Consumer | Piece::Claim(_))) {
+        if tpl.0.iter().any(|p| !matches!(p, Piece::Text(_) | Piece::Capture(_))) {
             c.err(format!("{path}.rewrite"), "a rewrite takes path captures only");
         }
         tpl
@@ -340,6 +342,15 @@ pub(crate) fn build_route(
             c.err(format!("{path}.query_add.{k}"), "names and values must be visible ASCII without & # = ?");
         }
     }
+    let https = match r.scheme.as_deref() {
+        None => None,
+        Some("http") => Some(false),
+        Some("https") => Some(true),
+        Some(other) => {
+            c.err(format!("{path}.scheme"), format!("{other:?} is not \"http\" or \"https\""));
+            None
+        }
+    };
     let host = host_match(c, path, r.host.as_deref());
     let methods = tokens(
         c,
@@ -385,10 +396,17 @@ pub(crate) fn build_route(
                     format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
                 );
             }
+            let at = format!("{path}.redirect.location");
             match &red.location {
-                Some(l) if !l.is_empty() && is_field_value(l) => Some(Action::Redirect { status, location: l.clone() }),
+                Some(l) if !l.is_empty() && is_field_value(l) => {
+                    let location = template_with(c, &at, l, &capture_names);
+                    if location.0.iter().any(|p| matches!(p, Piece::ClientIp | Piece::Consumer | Piece::Claim(_))) {
+                        c.err(at, "a redirect takes {host}, {uri} and path captures");
+                    }
+                    Some(Action::Redirect { status, location })
+                }
                 _ => {
-                    c.err(format!("{path}.redirect.location"), "missing or invalid location");
+                    c.err(at, "missing or invalid location");
                     None
                 }
             }
@@ -464,6 +482,7 @@ pub(crate) fn build_route(
     if r.websocket == Some(true) && !proxies {
         c.err(format!("{path}.websocket"), "websocket needs an upstream to tunnel to");
     }
+    let fault = r.fault.as_ref().map(|raw| crate::fault::build(c, &format!("{path}.fault"), raw));
     let cache = r.cache.as_ref().map(|rc| crate::cache::route_cache(c, &format!("{path}.cache"), rc, proxies));
     let compress =
         r.compress.as_ref().map(|rc| crate::compress::route_compress(c, &format!("{path}.compress"), rc, proxies));
@@ -497,6 +516,7 @@ pub(crate) fn build_route(
         host: host?,
         path: path_match?,
         methods,
+        https,
         headers: header_conditions,
         query: query_conditions,
         rewrite,
@@ -518,6 +538,7 @@ pub(crate) fn build_route(
         cache,
         compress,
         mirror,
+        fault,
     })
 }
 

@@ -200,6 +200,8 @@ pub struct RawRoute {
     pub query_remove: Vec<String>,
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
+    /// `"http"` or `"https"`: only requests that came over plain TCP or over TLS.
+    pub scheme: Option<String>,
     pub upstream: Option<String>,
     /// Shares of the route's requests for several upstreams, by weight.
     pub split: Option<Vec<crate::split::RawArm>>,
@@ -231,6 +233,8 @@ pub struct RawRoute {
     pub compress: Option<RawRouteCompress>,
     /// Copies of the route's requests to another upstream, answers dropped.
     pub mirror: Option<crate::mirror::RawMirror>,
+    /// Delays and error answers injected into a share of the requests.
+    pub fault: Option<crate::fault::RawFault>,
     /// Only clients that presented a verified certificate (mTLS) are served.
     pub require_client_cert: Option<bool>,
 }

@@ -409,6 +409,16 @@ upstream = "api"
 path = "/static"
 respond = { status = 204 }
 websocket = true
+
+[[routes]]
+path = "/r"
+scheme = "gopher"
+redirect = { location = "https://{host}{client_ip}" }
+
+[[routes]]
+path = "/w"
+upstream = "api"
+rewrite = "/x{uri}"
 "#;
         let errs = parse(text, None).unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
@@ -425,10 +435,40 @@ websocket = true
             "routes[1].path",
             "timeouts.tunnel_idle",
             "routes[2].websocket",
+            "routes[3].scheme",
+            "routes[3].redirect.location",
+            "routes[4].rewrite",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
         assert!(errs.to_string().contains("no upstream named \"missing\""), "{errs}");
+    }
+
+    #[test]
+    fn schemes_and_redirect_templates() {
+        let text = MINIMAL.replace(
+            "upstream = \"api\"",
+            "scheme = \"https\"\nredirect = { location = \"https://{host}:8443{uri}\", status = 301 }",
+        );
+        let route = &parse(&text, None).unwrap().routes[0];
+        assert_eq!(route.https, Some(true));
+        let crate::Action::Redirect { location, .. } = &route.action else { panic!("{:?}", route.action) };
+        assert_eq!(
+            location.0,
+            [
+                crate::Piece::Text("https://".into()),
+                crate::Piece::Host,
+                crate::Piece::Text(":8443".into()),
+                crate::Piece::Uri
+            ]
+        );
+        // A route for one scheme does not hide a later one for the other.
+        let two = format!("{MINIMAL}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n").replacen(
+            "path = \"/\"\nupstream",
+            "path = \"/\"\nscheme = \"http\"\nupstream",
+            1,
+        );
+        assert!(parse(&two, None).unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) struct Edits<'a> {
     pub claim_headers: &'a [(String, String)],
     /// Path-template captures, for `{name}` in field templates.
     pub captures: &'a [(&'a str, &'a [u8])],
+    /// The client's request, for `{host}` and `{uri}`.
+    pub request: &'a RequestHead,
     /// Verified JWT claims, for `{claim:NAME}`.
     pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// The client's address as text (formatted once per connection).
@@ -82,6 +84,8 @@ impl Edits<'_> {
                         out.extend_from_slice(v.as_bytes());
                     }
                 }
+                Piece::Host => push_host(out, self.request),
+                Piece::Uri => out.extend_from_slice(self.request.path()),
             }
         }
     }
@@ -339,6 +343,13 @@ pub(crate) fn local_response(
     out
 }
 
+/// Appends `{host}`: the request's Host in lower case, without its port or a trailing dot
+/// (nginx's `$host`); nothing without one. The parser checked its characters.
+pub(crate) fn push_host(out: &mut Vec<u8>, req: &RequestHead) {
+    let host = req.host().map(crate::route::normalise_host).unwrap_or_default();
+    out.extend(host.iter().map(u8::to_ascii_lowercase));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,8 +361,9 @@ mod tests {
         RequestHead::new(Bytes::copy_from_slice(text.as_bytes()), meta)
     }
 
-    fn plain_edits(none: &HeaderOps) -> Edits<'_> {
+    fn plain_edits<'a>(none: &'a HeaderOps, r: &'a RequestHead) -> Edits<'a> {
         Edits {
+            request: r,
             target: None,
             request_ops: none,
             response_ops: none,
@@ -377,7 +389,7 @@ mod tests {
         let r = req("POST http://h.example/p?q HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n");
         let mut out = Vec::new();
         let none = HeaderOps::default();
-        let edits = plain_edits(&none);
+        let edits = plain_edits(&none, &r);
         request_head(&mut out, &r, &edits, || "fallback".into());
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -391,7 +403,7 @@ mod tests {
     fn websocket_heads_name_the_upgrade_themselves() {
         let r = req("GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket, foo\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n");
         let none = HeaderOps::default();
-        let edits = Edits { websocket: true, ..plain_edits(&none) };
+        let edits = Edits { websocket: true, ..plain_edits(&none, &r) };
         let mut out = Vec::new();
         request_head(&mut out, &r, &edits, || "fallback".into());
         let text = String::from_utf8(out).unwrap();

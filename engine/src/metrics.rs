@@ -56,6 +56,8 @@ struct RouteStats {
 pub(crate) struct Stats {
     /// One per route, then one for requests that matched none (or were refused unread).
     routes: Vec<RouteStats>,
+    /// `[route]`: faults injected, by kind.
+    faults: Vec<[Counter; crate::fault::NAMES.len()]>,
     /// `[route]`: requests of mirrored routes by what became of their copy.
     mirrors: Vec<[Counter; crate::mirror::RESULTS.len()]>,
     /// `[upstream]`: requests proxied there, by the status class of their answer.
@@ -76,6 +78,7 @@ impl Stats {
             routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
             upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             mirrors: cfg.routes.iter().map(|_| Default::default()).collect(),
+            faults: cfg.routes.iter().map(|_| Default::default()).collect(),
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
@@ -103,6 +106,11 @@ impl Stats {
         if let Some(i) = CACHE_RESULTS.iter().position(|r| r.as_bytes() == status) {
             self.cache[i].add(1);
         }
+    }
+
+    /// Counts a fault injected into a request of `route`.
+    pub(crate) fn fault(&self, route: usize, fault: crate::fault::Injected) {
+        self.faults[route][fault as usize].add(1);
     }
 
     /// Counts what became of a mirrored route's request.
@@ -169,6 +177,17 @@ impl Registry {
                 let n = sum(&|s| s.upstream_requests[u][c].get());
                 let _ =
                     writeln!(out, "coregate_upstream_requests_total{{upstream=\"{}\",code=\"{class}\"}} {n}", up.name);
+            }
+        }
+        let faulty = self.cfg.routes.iter().enumerate().filter(|(_, r)| r.fault.is_some());
+        let mut faulty = faulty.peekable();
+        if faulty.peek().is_some() {
+            out.push_str("# HELP coregate_faults_total Faults injected (routes[].fault), by kind.\n# TYPE coregate_faults_total counter\n");
+            for (i, r) in faulty {
+                for (k, fault) in crate::fault::NAMES.iter().enumerate() {
+                    let n = sum(&|s| s.faults[i][k].get());
+                    let _ = writeln!(out, "coregate_faults_total{{route=\"{}\",fault=\"{fault}\"}} {n}", r.name);
+                }
             }
         }
         let mirrored = self.cfg.routes.iter().enumerate().filter(|(_, r)| r.mirror.is_some());

@@ -6,8 +6,7 @@
 //! A request is copied when its whole body went out with its head (no body, or one of up to
 //! 64 KiB read whole: see `proxy::exchange`): a streamed body is not held for a copy, and
 //! such requests are counted `skipped`, as are WebSocket upgrades and requests during a
-//! drain. Each worker copies exactly `percent` of a route's requests (spread evenly, no
-//! randomness) and keeps at most `max_in_flight` copies of it in flight; beyond that a
+//! drain. Each worker copies exactly `percent` of a route's requests (`share`) and keeps at most `max_in_flight` copies of it in flight; beyond that a
 //! request is not copied (`dropped`), so a slow mirror costs bounded memory and never
 //! backs up into the route. Choosing the route and sending the original are `proxy`'s.
 
@@ -22,6 +21,7 @@ use proto_http::ResponseBody;
 
 use crate::error::{Error, Kind, Side};
 use crate::proxy::{acquire, pool_back, read_response_head, Mirrored};
+use crate::share::Share;
 use crate::worker::Worker;
 
 /// What became of a request on a mirrored route, for the metrics.
@@ -45,33 +45,25 @@ const READ_ROOM: usize = 16 * 1024;
 
 /// This worker's sampling and in-flight counts per route.
 pub(crate) struct Mirrors {
-    /// Per route: the share owed, in percent; a copy is made each time it reaches 100.
-    owed: Vec<Cell<f64>>,
+    /// Per route: the mirrored share.
+    shares: Vec<Share>,
     in_flight: Vec<Cell<u32>>,
 }
 
 impl Mirrors {
     pub(crate) fn new(cfg: &Config) -> Mirrors {
         let n = cfg.routes.len();
-        Mirrors { owed: (0..n).map(|_| Cell::new(0.0)).collect(), in_flight: (0..n).map(|_| Cell::new(0)).collect() }
-    }
-
-    /// Whether this request of `route` is in the mirrored share.
-    fn sampled(&self, route: usize, m: &Mirror) -> bool {
-        let owed = &self.owed[route];
-        owed.set(owed.get() + m.percent);
-        if owed.get() >= 100.0 {
-            owed.set(owed.get() - 100.0);
-            return true;
+        Mirrors {
+            shares: (0..n).map(|_| Share::default()).collect(),
+            in_flight: (0..n).map(|_| Cell::new(0)).collect(),
         }
-        false
     }
 }
 
 /// Offers a request of mirrored route `route` for copying: `head` is the request as it goes
 /// upstream, `whole` whether it holds the whole request (body included) and may be copied.
 pub(crate) fn offer(w: &Worker, route: usize, m: &Mirror, head: &[u8], whole: bool, head_request: bool) {
-    if !w.mirrors.sampled(route, m) {
+    if !w.mirrors.shares[route].take(m.percent) {
         return;
     }
     if !whole || w.drain.is_draining() {

@@ -234,22 +234,51 @@ fn too_many(rate: f64, burst: u32) -> Refusal {
 }
 
 /// Answers a route whose action is a direct response or a redirect.
-pub(crate) async fn respond(w: &Worker, client: &mut Conn, action: &Action, reply: Reply<'_>) -> Next {
+pub(crate) async fn respond(
+    w: &Worker,
+    client: &mut Conn,
+    action: &Action,
+    req: &RequestHead,
+    route: &Route,
+    reply: Reply<'_>,
+) -> Next {
     match action {
         Action::Respond { status, headers, body } => {
             let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
             send_local(w, client, *status, &fields, body.as_bytes(), reply).await
         }
         Action::Redirect { status, location } => {
-            let fields: [(&[u8], &[u8]); 1] = [(b"location", location.as_bytes())];
+            let location = redirect_location(location, req, route);
+            let fields: [(&[u8], &[u8]); 1] = [(b"location", &location)];
             send_local(w, client, *status, &fields, b"", reply).await
         }
         Action::Proxy { .. } | Action::Split(_) => unreachable!("proxy routes are not answered locally"),
     }
 }
 
-/// Whether a route's conditions beyond host and path hold: method, fields, query.
-pub(crate) fn conditions_hold(route: &Route, req: &RequestHead) -> bool {
+/// A redirect's Location (RFC 9110 10.2.2): the route's template with `{host}`, `{uri}` and
+/// the path captures filled (the configuration refuses other placeholders there).
+fn redirect_location(t: &config::Template, req: &RequestHead, route: &Route) -> Vec<u8> {
+    let captures = route.path.captures(req.path_only()).unwrap_or_default();
+    let mut out = Vec::with_capacity(128);
+    for piece in &t.0 {
+        match piece {
+            config::Piece::Text(s) => out.extend_from_slice(s.as_bytes()),
+            config::Piece::Host => forward::push_host(&mut out, req),
+            config::Piece::Uri => out.extend_from_slice(req.path()),
+            config::Piece::Capture(n) => forward::expand_capture(&mut out, &captures, n),
+            config::Piece::ClientIp | config::Piece::Consumer | config::Piece::Claim(_) => {}
+        }
+    }
+    out
+}
+
+/// Whether a route's conditions beyond host and path hold: scheme, method, fields, query.
+/// `https`: the request came over TLS.
+pub(crate) fn conditions_hold(route: &Route, req: &RequestHead, https: bool) -> bool {
+    if route.https.is_some_and(|want| want != https) {
+        return false;
+    }
     if !crate::route::method_matches(&route.methods, req.method()) {
         return false;
     }
@@ -288,8 +317,12 @@ pub(crate) fn upstream_target(
             match piece {
                 config::Piece::Text(s) => t.extend_from_slice(s.as_bytes()),
                 config::Piece::Capture(n) => forward::expand_capture(&mut t, captures, n),
-                // Identity placeholders are refused in rewrites at load time.
-                config::Piece::ClientIp | config::Piece::Consumer | config::Piece::Claim(_) => {}
+                // Other placeholders are refused in rewrites at load time.
+                config::Piece::ClientIp
+                | config::Piece::Consumer
+                | config::Piece::Claim(_)
+                | config::Piece::Host
+                | config::Piece::Uri => {}
             }
         }
     } else if let (true, PathMatch::Prefix(prefix)) = (route.strip_prefix, &route.path) {

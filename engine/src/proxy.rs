@@ -216,7 +216,8 @@ async fn exchange(
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
     let cfg = &w.cfg;
-    let accept = |i: usize| policy::conditions_hold(&cfg.routes[i], req);
+    let https = client.tls.is_some();
+    let accept = |i: usize| policy::conditions_hold(&cfg.routes[i], req, https);
     let route_idx = w.routes.find(req.host(), req.path_only(), &cfg.routes, &accept).ok_or(Error::new(
         Kind::NoRoute,
         Side::Client,
@@ -227,8 +228,8 @@ async fn exchange(
     let refusal_reply =
         Reply { keep_alive: no_body(meta.body) && meta.keep_alive(), version: meta.version, request_id };
 
-    // Policies, in order: CORS preflight, IP access rules, authentication, rate limits;
-    // each may answer on its own.
+    // Policies, in order: CORS preflight, IP access rules, authentication, rate limits,
+    // injected faults; each may answer on its own.
     if let Some(next) = policy::preflight(w, client, route, req, refusal_reply).await {
         return Ok(next);
     }
@@ -242,10 +243,16 @@ async fn exchange(
     if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity).await {
         return Ok(refusal.send(w, client, refusal_reply).await);
     }
+    if let Some(fault) = &route.fault {
+        // Boxed: the delay's state stays out of every other request's future.
+        if let Some(status) = Box::pin(crate::fault::inject(w, route_idx, fault, req)).await {
+            return Ok(send_error(w, client, status, "fault injected", &[], refusal_reply).await);
+        }
+    }
     let upstream = match &route.action {
         Action::Proxy { upstream } => *upstream,
         Action::Split(split) => w.split.choose(route_idx, split, req, peer),
-        action => return Ok(policy::respond(w, client, action, refusal_reply).await),
+        action => return Ok(policy::respond(w, client, action, req, route, refusal_reply).await),
     };
 
     let max_body = route.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
@@ -276,6 +283,7 @@ async fn exchange(
         claim_fields: &identity.claim_fields,
         claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
         captures: &captures,
+        request: req,
         claims: identity.claims.as_ref(),
         client_ip: peer_text,
         hop,

@@ -136,7 +136,7 @@ impl RouteTable {
 }
 
 /// Host without port and trailing dot.
-fn normalise_host(h: &[u8]) -> &[u8] {
+pub(crate) fn normalise_host(h: &[u8]) -> &[u8] {
     let h = match h.iter().rposition(|&b| b == b':') {
         Some(i) if !h[i..].contains(&b']') => &h[..i],
         _ => h,

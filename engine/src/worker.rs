@@ -50,6 +50,8 @@ pub(crate) struct Worker {
     pub split: crate::split::Splitter,
     /// Sampling and copies in flight of mirrored routes (`routes[].mirror`).
     pub mirrors: crate::mirror::Mirrors,
+    /// Delay and abort shares of routes with `fault`.
+    pub faults: crate::fault::Faults,
     /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
     pub in_flight: crate::concurrency::InFlight,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
@@ -218,6 +220,7 @@ async fn run(s: Spawn) {
         balance: crate::balance::Balancer::new(&cfg),
         split: crate::split::Splitter::new(&cfg),
         mirrors: crate::mirror::Mirrors::new(&cfg),
+        faults: crate::fault::Faults::new(&cfg),
         in_flight,
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),

@@ -105,13 +105,14 @@ both_drivers!(header_edits_and_prefix_stripping, |io| {
         io,
         &format!(
             "{}\n[[routes]]\npath = \"/svc/\"\nupstream = \"api\"\nstrip_prefix = true\n\
-             request_headers = {{ set = {{ x-client = \"ip={{client_ip}}\" }}, add = {{ x-added = \"1\" }}, remove = [\"x-secret\"] }}\n\
+             request_headers = {{ set = {{ x-client = \"ip={{client_ip}}\", x-original-uri = \"{{uri}}\", x-site = \"{{host}}\" }}, add = {{ x-added = \"1\" }}, remove = [\"x-secret\"] }}\n\
              response_headers = {{ set = {{ x-served-by = \"coregate\" }}, remove = [\"x-echo-x-added\"] }}\n",
             upstream_section(up.addr)
         ),
     );
     let mut c = gw.client();
-    let r = c.request("GET /svc/users/7?q=1 HTTP/1.1\r\nHost: a\r\nX-Secret: s\r\nX-Client: spoofed\r\n\r\n");
+    let r =
+        c.request("GET /svc/users/7?q=1 HTTP/1.1\r\nHost: A.example:81\r\nX-Secret: s\r\nX-Client: spoofed\r\n\r\n");
     assert_eq!(r.text(), "GET /users/7?q=1\n");
     assert_eq!(r.header("x-served-by"), Some("coregate"));
     assert_eq!(r.header("x-echo-x-added"), None, "response field removed");
@@ -119,6 +120,9 @@ both_drivers!(header_edits_and_prefix_stripping, |io| {
     assert_eq!(seen[0].header("x-secret"), None);
     assert_eq!(seen[0].header_all("x-client"), vec!["ip=127.0.0.1"]);
     assert_eq!(seen[0].header("x-added"), Some("1"));
+    // `{uri}`: the target as the client sent it (before strip_prefix); `{host}`: nginx's $host.
+    assert_eq!(seen[0].header("x-original-uri"), Some("/svc/users/7?q=1"));
+    assert_eq!(seen[0].header("x-site"), Some("a.example"));
 });
 
 both_drivers!(fields_coregate_writes_give_way_to_the_routes_edits, |io| {

@@ -60,6 +60,29 @@ both_drivers!(https_requests_are_proxied_with_keep_alive, |io| {
     }
 });
 
+both_drivers!(plain_requests_can_be_redirected_to_https, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    // A route for plain requests only, before the one every request may take.
+    let redirect = "[[routes]]\npath = \"/\"\nscheme = \"http\"\nredirect = { location = \"https://{host}{uri}\", status = 308 }\n[[routes]]\npath_template = \"/old/{id}\"\nscheme = \"https\"\nredirect = { location = \"/new/{id}?from={host}\" }\n";
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], redirect);
+    let mut c = gw.client();
+    for (request, location) in [
+        ("GET /a/b?c=1&d HTTP/1.1\r\nHost: Api.Test:8080\r\n\r\n", "https://api.test/a/b?c=1&d"),
+        ("POST /x HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n", "https://[::1]/x"),
+        ("GET /old/7 HTTP/1.1\r\nHost: h.\r\n\r\n", "https://h/old/7"),
+    ] {
+        let r = c.request(request);
+        assert_eq!((r.status(), r.header("location")), (308, Some(location)), "{request}");
+    }
+    // Over TLS the plain route is passed over: proxied, or the https-only redirect.
+    let mut t = TlsClient::connect(gw.addr_at(1), "localhost", client_config(&[&cert], &[]));
+    let r = t.request("GET /a/b?c=1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!((r.status(), r.text().as_str()), (200, "GET /a/b?c=1\n"));
+    let r = t.request("GET /old/42 HTTP/1.1\r\nHost: localhost:8443\r\n\r\n");
+    assert_eq!((r.status(), r.header("location")), (302, Some("/new/42?from=localhost")));
+});
+
 both_drivers!(the_certificate_follows_the_server_name, |io| {
     let up = Upstream::echo();
     // `a` is also valid for names the gateway does not list for it, so that a client can
