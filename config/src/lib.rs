@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod balance;
+mod basic;
 mod cache;
 mod compress;
 mod error;
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use balance::{Balance, HashOn, MAX_WEIGHT};
+pub use basic::{sha256_password, BasicAuth, Password, MAX_BCRYPT_COST};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
@@ -54,6 +56,8 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     pub api_key: ApiKeyAuth,
     pub jwt: JwtAuth,
+    /// `[auth.basic]`: the realm of Basic challenges.
+    pub basic: BasicAuth,
     pub tls: Tls,
     /// The admin listener (`GET /metrics`, `GET /healthz`), if any.
     pub admin: Option<SocketAddr>,
@@ -142,12 +146,23 @@ pub struct Upstream {
     /// Further attempts on other endpoints for an idempotent request that failed or got a
     /// 502-504 before anything reached the client (0: none beyond the connect failover).
     pub retries: u32,
+    /// The n-th retry waits a random time up to `retry_backoff * 2^(n-1)`, at most ten times
+    /// `retry_backoff` (Envoy's fully jittered exponential backoff); zero: retries go at once.
+    pub retry_backoff: Duration,
+    /// Retries in flight from one worker to this upstream, at most this percentage of its
+    /// requests in flight there, and never fewer than [`MIN_RETRY_BUDGET`] (Envoy's retry
+    /// budget): an outage is not multiplied by the retries.
+    pub retry_budget: u32,
     /// Requests in flight to this upstream from all workers together, at most; more are
     /// answered 503 at once (Envoy's circuit breaker `max_requests`). None: no bound.
     pub max_requests: Option<u32>,
     /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
 }
+
+/// Retries a worker may always have in flight to an upstream, whatever its budget says
+/// (Envoy's `min_retry_concurrency`).
+pub const MIN_RETRY_BUDGET: u32 = 3;
 
 /// Active health checks: a `GET path` to every endpoint each `interval`, from a thread of
 /// its own. A 2xx or 3xx within `timeout` passes.
@@ -413,13 +428,17 @@ pub enum AuthKind {
     ApiKey,
     /// A bearer JWT verified with [`Config::jwt`].
     Jwt,
+    /// HTTP Basic credentials of a [`Consumer`] with passwords (RFC 7617).
+    Basic,
 }
 
-/// An API consumer: a name and the SHA-256 digests of its keys.
+/// An API consumer: a name, the SHA-256 digests of its API keys, and its Basic passwords
+/// (the name is the Basic user-id).
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub name: String,
     pub key_digests: Vec<[u8; 32]>,
+    pub passwords: Vec<Password>,
 }
 
 /// Where API keys are read from and how the consumer is named upstream.

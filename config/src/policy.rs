@@ -65,8 +65,8 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
                 Err(e) => c.err(format!("{path}.keys_file"), format!("cannot read {file:?}: {e}")),
             }
         }
-        if keys.is_empty() {
-            c.err(format!("{path}.keys"), "a consumer needs at least one key");
+        if keys.is_empty() && rc.passwords.is_empty() {
+            c.err(format!("{path}.keys"), "a consumer needs at least one key or password");
         }
         let mut key_digests = Vec::new();
         for (kpath, k) in keys {
@@ -75,7 +75,17 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
                 Err(msg) => c.err(kpath, msg),
             }
         }
-        out.push(Consumer { name, key_digests });
+        if !rc.passwords.is_empty() && !crate::basic::valid_user(&name) {
+            c.err(format!("{path}.name"), "a consumer with passwords is a Basic user-id: visible characters, no ':'");
+        }
+        let mut passwords = Vec::new();
+        for (k, p) in rc.passwords.iter().enumerate() {
+            match crate::basic::password(p) {
+                Ok(p) => passwords.push(p),
+                Err(msg) => c.err(format!("{path}.passwords[{k}]"), msg),
+            }
+        }
+        out.push(Consumer { name, key_digests, passwords });
     }
     for (i, a) in out.iter().enumerate() {
         for b in &out[i + 1..] {
@@ -90,16 +100,21 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
 /// A key as stored: `sha256:<hex>` as given, anything else hashed.
 fn digest_of(k: &str) -> Result<[u8; 32], String> {
     if let Some(hex) = k.strip_prefix("sha256:") {
-        let bytes: Option<Vec<u8>> =
-            (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok())).collect();
-        return bytes
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| "sha256: must be followed by 64 hex digits".to_string());
+        return hex_digest(hex);
     }
     if k.len() < 8 {
         return Err("an API key must have at least 8 characters".into());
     }
     Ok(Sha256::digest(k.as_bytes()).into())
+}
+
+/// The 32 bytes written as 64 hex digits after `sha256:`.
+pub(crate) fn hex_digest(hex: &str) -> Result<[u8; 32], String> {
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok())).collect();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| "sha256: must be followed by 64 hex digits".to_string())
 }
 
 pub(crate) fn build_api_key(c: &mut Checker, raw: &RawApiKey) -> ApiKeyAuth {
@@ -434,8 +449,20 @@ pub(crate) fn build_route(
             }
             AuthKind::Jwt
         }
+        Some("basic") => {
+            if !consumers.iter().any(|k| !k.passwords.is_empty()) {
+                c.err(
+                    format!("{path}.auth"),
+                    "auth = \"basic\" needs at least one consumer with a password (consumers[].passwords or auth.basic.users_file)",
+                );
+            }
+            AuthKind::Basic
+        }
         Some(other) => {
-            c.err(format!("{path}.auth"), format!("unknown auth {other:?} (expected \"api_key\" or \"jwt\")"));
+            c.err(
+                format!("{path}.auth"),
+                format!("unknown auth {other:?} (expected \"api_key\", \"jwt\" or \"basic\")"),
+            );
             AuthKind::None
         }
     };
@@ -451,8 +478,8 @@ pub(crate) fn build_route(
             }
         })
         .collect();
-    if !allowed.is_empty() && auth != AuthKind::ApiKey {
-        c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\"");
+    if !allowed.is_empty() && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
+        c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\" or \"basic\"");
     }
     let rate_limits: Vec<RateLimit> = r
         .rate_limits

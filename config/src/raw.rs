@@ -136,6 +136,11 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retries: Option<usize>,
+    /// Base of the jittered exponential wait before each retry (`"0s"`: none).
+    pub retry_backoff: Option<String>,
+    /// Retries in flight per worker, as a percentage of the upstream's requests in flight
+    /// there (at least 3 are always allowed).
+    pub retry_budget: Option<usize>,
     /// Requests in flight to the upstream from all workers, at most.
     pub max_requests: Option<usize>,
     /// Speak TLS to the endpoints (HTTPS upstreams).
@@ -302,6 +307,8 @@ pub struct RawConsumer {
     pub keys: Vec<String>,
     /// A file with one key per line (same forms; `#` comments and blank lines ignored).
     pub keys_file: Option<String>,
+    /// HTTP Basic passwords: bcrypt hashes or `sha256:<64 hex digits>`.
+    pub passwords: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +316,7 @@ pub struct RawConsumer {
 pub struct RawAuth {
     pub api_key: RawApiKey,
     pub jwt: RawJwt,
+    pub basic: crate::basic::RawBasic,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -172,7 +172,8 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
             c.err(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name));
         }
     }
-    let consumers = build_consumers(c, &raw.consumers);
+    let mut consumers = build_consumers(c, &raw.consumers);
+    let basic = crate::basic::build(c, &raw.auth.basic, &mut consumers);
     let api_key = build_api_key(c, &raw.auth.api_key);
     let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt);
     let mut routes = raw
@@ -213,7 +214,21 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
             c.err(format!("routes[{i}].name"), format!("another route is named {:?}", r.name));
         }
     }
-    Config { server, timeouts, limits, upstreams, routes, consumers, api_key, jwt, tls, admin, access_log, cache }
+    Config {
+        server,
+        timeouts,
+        limits,
+        upstreams,
+        routes,
+        consumers,
+        api_key,
+        jwt,
+        basic,
+        tls,
+        admin,
+        access_log,
+        cache,
+    }
 }
 
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
@@ -296,6 +311,20 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
         outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
         retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
+        retry_backoff: match u.retry_backoff.as_deref() {
+            None => Duration::from_millis(25),
+            Some(s) => match parse_duration(s) {
+                Some(d) if d <= Duration::from_secs(10) => d,
+                _ => {
+                    c.err(
+                        format!("{path}.retry_backoff"),
+                        format!("invalid duration {s:?} (0s to 10s, such as \"25ms\")"),
+                    );
+                    Duration::ZERO
+                }
+            },
+        },
+        retry_budget: c.bounded(&format!("{path}.retry_budget"), u.retry_budget, 20, 1, 100) as u32,
         max_requests: u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32),
         tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
     }

@@ -33,11 +33,15 @@ impl ApiKeys {
     }
 }
 
-/// Where the key was found, so it can be stripped before forwarding.
+/// Where the credential was found, so it can be stripped before forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeySource {
+    /// The API key's header.
     Header,
+    /// The API key's query parameter.
     Query,
+    /// `Authorization` (Basic credentials).
+    Authorization,
 }
 
 /// The API key of a request: the header first, then the query parameter (taken as is,
@@ -86,8 +90,8 @@ mod tests {
     #[test]
     fn keys_are_found_by_digest() {
         let consumers = vec![
-            Consumer { name: "a".into(), key_digests: vec![Sha256::digest(b"key-of-a-123").into()] },
-            Consumer { name: "b".into(), key_digests: vec![Sha256::digest(b"key-of-b-456").into()] },
+            Consumer { name: "a".into(), key_digests: vec![Sha256::digest(b"key-of-a-123").into()], passwords: vec![] },
+            Consumer { name: "b".into(), key_digests: vec![Sha256::digest(b"key-of-b-456").into()], passwords: vec![] },
         ];
         let keys = ApiKeys::new(&consumers);
         assert_eq!(keys.consumer(b"key-of-a-123"), Some(0));

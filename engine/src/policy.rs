@@ -117,7 +117,7 @@ impl Identity {
 }
 
 /// Authenticates the request as the route requires: 401 without valid credentials, 403 for
-/// an API-key consumer the route does not allow.
+/// an API-key or Basic consumer the route does not allow.
 pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Result<Identity, Refusal> {
     match route.auth {
         AuthKind::None => Ok(Identity::default()),
@@ -134,15 +134,28 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
             let Some(consumer) = w.keys.consumer(key) else {
                 return Err(Refusal { status: 401, headers: challenge(), detail: "invalid API key" });
             };
-            if !route.consumers.is_empty() && !route.consumers.contains(&consumer) {
-                return Err(Refusal {
-                    status: 403,
-                    headers: Vec::new(),
-                    detail: "this consumer may not use this route",
-                });
-            }
+            allowed(route, consumer)?;
             Ok(Identity { consumer: Some(consumer), key_source: Some(source), ..Identity::default() })
         }
+        AuthKind::Basic => match w.basic.check(&w.cfg.consumers, req) {
+            Ok(consumer) => {
+                allowed(route, consumer)?;
+                Ok(Identity {
+                    consumer: Some(consumer),
+                    key_source: Some(KeySource::Authorization),
+                    ..Identity::default()
+                })
+            }
+            Err(why) => {
+                // RFC 7617 2: the realm, and UTF-8 for user-ids and passwords.
+                let challenge = format!("Basic realm=\"{}\", charset=\"UTF-8\"", w.cfg.basic.realm).into_bytes();
+                let detail = match why {
+                    crate::basic_auth::Refused::Missing => "credentials are required",
+                    crate::basic_auth::Refused::Invalid => "invalid credentials",
+                };
+                Err(Refusal { status: 401, headers: vec![(b"www-authenticate", challenge)], detail })
+            }
+        },
         AuthKind::Jwt => match jwt::verify(&w.cfg.jwt, req) {
             Ok(claims) => {
                 let claim_fields = w
@@ -169,6 +182,14 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
             }
         },
     }
+}
+
+/// 403 unless the route admits `consumer` (an empty list admits every authenticated one).
+fn allowed(route: &Route, consumer: usize) -> Result<(), Refusal> {
+    if route.consumers.is_empty() || route.consumers.contains(&consumer) {
+        return Ok(());
+    }
+    Err(Refusal { status: 403, headers: Vec::new(), detail: "this consumer may not use this route" })
 }
 
 /// How long a request may wait for the bank's answer when its worker has spent its credit

@@ -274,7 +274,12 @@ async fn exchange(
         request_ops: &route.request_headers,
         response_ops: &route.response_headers,
         drop: [
-            (identity.key_source == Some(KeySource::Header)).then_some(cfg.api_key.header.as_bytes()),
+            match identity.key_source {
+                Some(KeySource::Header) => Some(cfg.api_key.header.as_bytes()),
+                // Basic credentials stop here: the upstream gets the consumer's name.
+                Some(KeySource::Authorization) => Some(&b"authorization"[..]),
+                _ => None,
+            },
             (!cfg.consumers.is_empty()).then_some(cfg.api_key.consumer_header.as_bytes()),
             cfg.tls.client_auth.is_some().then_some(b"x-forwarded-client-cert"),
         ],
@@ -369,6 +374,9 @@ async fn exchange(
             "the upstream has max_requests in flight",
         ))?),
     };
+    // Retry budgets count the exchanges of upstreams that retry, and those retrying.
+    let _active = (retries > 0).then(|| w.retries.exchange(upstream));
+    let mut retrying = None;
     // Least request: counted in flight until this exchange ends (a tunnel's whole life).
     let mut _in_flight = None;
     let (mut up, endpoint, resp) = loop {
@@ -378,6 +386,7 @@ async fn exchange(
         }
         let replayable = |out: &Outgoing| {
             retries > 0
+                && (retrying.is_some() || w.retries.room(upstream, up_cfg.retry_budget))
                 && meta.method.is_idempotent()
                 && out.body_left == 0
                 && !out.websocket
@@ -428,6 +437,14 @@ async fn exchange(
             }
         };
         log::debug!("retrying on another endpoint after: {failure}");
+        if retrying.is_none() {
+            retrying = Some(w.retries.retrying(upstream));
+        }
+        let wait = w.retries.backoff(up_cfg.retry_backoff, up_cfg.retries - retries + 1);
+        if !wait.is_zero() {
+            // Boxed: the timer's state stays out of the exchanges that never retry.
+            Box::pin(monoio::time::sleep(wait)).await;
+        }
         retries -= 1;
         avoid = Some(endpoint);
         (fresh, p.response_bytes) = (false, false);

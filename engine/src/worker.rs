@@ -52,6 +52,8 @@ pub(crate) struct Worker {
     pub mirrors: crate::mirror::Mirrors,
     /// Delay and abort shares of routes with `fault`.
     pub faults: crate::fault::Faults,
+    /// Retry budgets and backoff jitter (`upstreams[].retries`).
+    pub retries: crate::retry::Retries,
     /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
     pub in_flight: crate::concurrency::InFlight,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
@@ -62,6 +64,8 @@ pub(crate) struct Worker {
     /// Recycled blocks for the per-request futures of this worker's connections.
     pub arena: Arena,
     pub keys: ApiKeys,
+    /// Basic users (`auth = "basic"`) and the credentials verified here.
+    pub basic: crate::basic_auth::BasicUsers,
     /// This core's side of the rate limits (None when no route has one).
     pub buckets: Option<RefCell<Buckets>>,
     /// Global id of each route's first rate limit.
@@ -212,6 +216,7 @@ async fn run(s: Spawn) {
     let w = Rc::new_cyclic(|me| Worker {
         me: me.clone(),
         keys: ApiKeys::new(&cfg.consumers),
+        basic: crate::basic_auth::BasicUsers::new(&cfg.consumers),
         buckets,
         limit_ids,
         scratch: RefCell::new(Vec::new()),
@@ -221,6 +226,7 @@ async fn run(s: Spawn) {
         split: crate::split::Splitter::new(&cfg),
         mirrors: crate::mirror::Mirrors::new(&cfg),
         faults: crate::fault::Faults::new(&cfg),
+        retries: crate::retry::Retries::new(&cfg),
         in_flight,
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),

@@ -1,5 +1,5 @@
 //! Gateway policies end to end, on both drivers: routing by method and exact path, direct
-//! responses and redirects, API keys and consumers, rate limits (including the global
+//! responses and redirects, API keys and consumers, HTTP Basic users, rate limits (including the global
 //! promise across workers), header edits and prefix stripping.
 
 use std::sync::{Arc, Mutex};
@@ -97,6 +97,64 @@ both_drivers!(consumer_allow_list_is_403, |io| {
     let mut c = gw.client();
     assert_eq!(c.request("GET /admin HTTP/1.1\r\nHost: a\r\nX-Api-Key: bob-secret-22\r\n\r\n").status(), 403);
     assert_eq!(c.request("GET /admin HTTP/1.1\r\nHost: a\r\nX-Api-Key: alice-secret-1\r\n\r\n").status(), 200);
+});
+
+both_drivers!(basic_credentials_identify_consumers, |io| {
+    use base64::Engine;
+    let (up, seen) = recording();
+    let hash = bcrypt::hash_with_salt("wonderland", 4, [9; 16]).unwrap().format_for_version(bcrypt::Version::TwoY);
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}
+[auth.basic]
+realm = \"staff only\"
+             [[consumers]]
+name = \"alice\"
+passwords = [\"{hash}\"]
+             [[consumers]]
+name = \"bob\"
+passwords = [\"{}\"]
+             [[routes]]
+path = \"/\"
+upstream = \"api\"
+auth = \"basic\"
+             [[routes]]
+path = \"/admin\"
+upstream = \"api\"
+auth = \"basic\"
+consumers = [\"alice\"]
+",
+            upstream_section(up.addr),
+            config::sha256_password("builder"),
+        ),
+    );
+    let basic = |cred: &str| base64::engine::general_purpose::STANDARD.encode(cred);
+    let mut c = gw.client();
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"staff only\", charset=\"UTF-8\""));
+    for wrong in ["alice:Wonderland", "bob:wonderland", "carol:builder"] {
+        let r = c.request(format!("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic {}\r\n\r\n", basic(wrong)));
+        assert_eq!(r.status(), 401, "{wrong}");
+    }
+    // Twice: the second is answered from the worker's memory of verified credentials.
+    for _ in 0..2 {
+        let r = c.request(format!(
+            "GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Basic {}\r\nX-Consumer: mallory\r\n\r\n",
+            basic("alice:wonderland")
+        ));
+        assert_eq!(r.status(), 200);
+    }
+    let bob = format!("Authorization: Basic {}\r\n", basic("bob:builder"));
+    assert_eq!(c.request(format!("GET /y HTTP/1.1\r\nHost: a\r\n{bob}\r\n")).status(), 200);
+    assert_eq!(c.request(format!("GET /admin HTTP/1.1\r\nHost: a\r\n{bob}\r\n")).status(), 403);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    // The upstream learns who, never the password, and never a client's own claim.
+    assert_eq!(seen[0].header_all("x-consumer"), vec!["alice"]);
+    assert_eq!(seen[2].header_all("x-consumer"), vec!["bob"]);
+    assert!(seen.iter().all(|m| m.header("authorization").is_none()));
 });
 
 both_drivers!(header_edits_and_prefix_stripping, |io| {

@@ -57,3 +57,53 @@ both_drivers!(without_retries_the_first_answer_stands, |io| {
     let statuses: Vec<u16> = (0..4).map(|_| c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status()).collect();
     assert_eq!(statuses, [503, 200, 503, 200]);
 });
+
+both_drivers!(the_retry_budget_bounds_retries_in_flight, |io| {
+    use std::sync::{mpsc, Mutex};
+    use std::time::Duration;
+    // "sick" answers 503 at once and takes nearly every first attempt (weight 1000 to 1);
+    // "slow" holds every request until released.
+    let sick = endpoint(true);
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (arrived_tx, release_rx) = (Mutex::new(arrived_tx), Mutex::new(release_rx));
+    let slow = Upstream::start(move |mut c| {
+        while c.read_request().is_some() {
+            arrived_tx.lock().unwrap().send(()).unwrap();
+            if release_rx.lock().unwrap().recv().is_err() || !c.write("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n") {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [{{ address = \"{}\", weight = 1000 }}, \"{}\"]\nretries = 1\nretry_backoff = \"0s\"\noutlier = {{ consecutive_failures = 0 }}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            sick.up.addr, slow.addr
+        ),
+    );
+    let (done_tx, done) = mpsc::channel();
+    for _ in 0..5 {
+        let (addr, done_tx) = (gw.addr, done_tx.clone());
+        std::thread::spawn(move || {
+            let status = Client::connect(addr).request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status();
+            done_tx.send(status).unwrap();
+        });
+    }
+    // Three retries may be in flight at once (the floor; 20% of 5 is 1): three reach "slow"
+    // and wait there; the other two are answered with their first attempt's 503 meanwhile.
+    let wait = Duration::from_secs(10);
+    for _ in 0..3 {
+        arrived.recv_timeout(wait).expect("a retry");
+    }
+    let first: Vec<u16> = (0..2).map(|_| done.recv_timeout(wait).expect("an answer")).collect();
+    assert_eq!(first, [503, 503]);
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    let rest: Vec<u16> = (0..3).map(|_| done.recv_timeout(wait).expect("an answer")).collect();
+    assert_eq!(rest, [200, 200, 200]);
+    assert_eq!(sick.requests.load(Ordering::SeqCst), 5);
+    assert!(arrived.try_recv().is_err(), "no fourth retry");
+});
