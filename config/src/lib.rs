@@ -352,6 +352,9 @@ pub struct Route {
     pub auth: AuthKind,
     /// Consumers allowed (indices into [`Config::consumers`]); empty: any authenticated one.
     pub consumers: Vec<usize>,
+    /// JWT claims required (`auth = "jwt"`): each claim must hold one of its values (an
+    /// array claim or a space-separated one, as OAuth `scope`, must contain it); 403 else.
+    pub require_claims: Vec<(String, Vec<String>)>,
     pub rate_limits: Vec<RateLimit>,
     /// Remove the matched prefix from the path sent upstream.
     pub strip_prefix: bool,

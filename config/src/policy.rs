@@ -481,6 +481,27 @@ pub(crate) fn build_route(
     if !allowed.is_empty() && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
         c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\" or \"basic\"");
     }
+    let require_claims: Vec<(String, Vec<String>)> = r
+        .require_claims
+        .iter()
+        .filter_map(|(claim, v)| {
+            let at = format!("{path}.require_claims.{claim}");
+            let values: Option<Vec<String>> = match v {
+                toml::Value::String(s) => Some(vec![s.clone()]),
+                toml::Value::Array(items) if !items.is_empty() => {
+                    items.iter().map(|i| i.as_str().map(str::to_string)).collect()
+                }
+                _ => None,
+            };
+            if values.is_none() {
+                c.err(&at, "expected a string, or a non-empty list of strings of which any will do");
+            }
+            values.map(|v| (claim.clone(), v))
+        })
+        .collect();
+    if !r.require_claims.is_empty() && auth != AuthKind::Jwt {
+        c.err(format!("{path}.require_claims"), "require_claims needs auth = \"jwt\"");
+    }
     let rate_limits: Vec<RateLimit> = r
         .rate_limits
         .iter()
@@ -566,6 +587,7 @@ pub(crate) fn build_route(
         compress,
         mirror,
         fault,
+        require_claims,
     })
 }
 

@@ -221,6 +221,8 @@ pub struct RawRoute {
     pub auth: Option<String>,
     /// Consumers allowed on this route (403 for others); empty: any authenticated consumer.
     pub consumers: Vec<String>,
+    /// JWT claims a token must carry on this route: a value, or a list of which any will do.
+    pub require_claims: std::collections::BTreeMap<String, toml::Value>,
     pub rate_limits: Vec<RawRateLimit>,
     pub strip_prefix: Option<bool>,
     pub request_headers: RawHeaderOps,

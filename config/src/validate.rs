@@ -448,6 +448,7 @@ redirect = { location = "https://{host}{client_ip}" }
 path = "/w"
 upstream = "api"
 rewrite = "/x{uri}"
+require_claims = { role = 7 }
 "#;
         let errs = parse(text, None).unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
@@ -467,6 +468,8 @@ rewrite = "/x{uri}"
             "routes[3].scheme",
             "routes[3].redirect.location",
             "routes[4].rewrite",
+            "routes[4].require_claims.role",
+            "routes[4].require_claims",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }

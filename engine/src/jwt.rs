@@ -70,6 +70,23 @@ pub(crate) fn claim_value(v: &Value) -> Option<String> {
     s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80).then_some(s)
 }
 
+/// Whether `claims` meet a route's `require_claims`: each named claim holds one of its
+/// values: equal to a string, number or boolean claim, an element of an array claim, or a
+/// word of a space-separated string claim (OAuth's `scope`, RFC 8693 4.2).
+pub(crate) fn meets(required: &[(String, Vec<String>)], claims: &serde_json::Map<String, Value>) -> bool {
+    required.iter().all(|(name, wanted)| {
+        let Some(claim) = claims.get(name) else { return false };
+        let has = |want: &str| match claim {
+            Value::String(s) => s == want || s.split(' ').any(|word| word == want),
+            Value::Array(items) => items.iter().any(|i| i.as_str() == Some(want)),
+            Value::Number(n) => n.to_string() == want,
+            Value::Bool(b) => b.to_string() == want,
+            _ => false,
+        };
+        wanted.iter().any(|w| has(w))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +215,24 @@ mod tests {
         assert_eq!(claim_value(&json!(["read", "write"])), Some("read write".into()));
         assert_eq!(claim_value(&json!({"x": 1})), None);
         assert_eq!(claim_value(&json!("a\r\nb")), None);
+    }
+
+    #[test]
+    fn required_claims() {
+        let claims: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"role":"admin","scope":"orders:read orders:write","groups":["ops","dev"],"level":3,"staff":true}"#,
+        )
+        .unwrap();
+        let req = |pairs: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+        };
+        assert!(meets(&req(&[]), &claims));
+        assert!(meets(&req(&[("role", &["admin"]), ("scope", &["orders:write"])]), &claims));
+        assert!(meets(&req(&[("groups", &["billing", "ops"]), ("level", &["3"]), ("staff", &["true"])]), &claims));
+        assert!(!meets(&req(&[("role", &["adm"])]), &claims));
+        assert!(!meets(&req(&[("scope", &["orders"])]), &claims));
+        assert!(!meets(&req(&[("groups", &["billing"])]), &claims));
+        assert!(!meets(&req(&[("tenant", &["a"])]), &claims));
+        assert!(!meets(&req(&[("role", &["admin"]), ("staff", &["false"])]), &claims));
     }
 }

@@ -170,6 +170,15 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
                             .map(|v| (header.as_bytes().to_vec(), v.into_bytes()))
                     })
                     .collect();
+                if !jwt::meets(&route.require_claims, &claims) {
+                    // RFC 6750 3.1: a valid token without the rights the resource needs.
+                    let value = b"Bearer realm=\"coregate\", error=\"insufficient_scope\"".to_vec();
+                    return Err(Refusal {
+                        status: 403,
+                        headers: vec![(b"www-authenticate", value)],
+                        detail: "the token lacks a claim this route requires",
+                    });
+                }
                 let subject = claims.get("sub").and_then(jwt::claim_value);
                 Ok(Identity { subject, claim_fields, claims: Some(claims), ..Identity::default() })
             }

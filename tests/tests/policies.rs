@@ -331,7 +331,9 @@ both_drivers!(jwt_bearer_tokens, |io| {
              keys = [{{ alg = \"HS256\", secret = \"{secret}\" }}, {{ alg = \"RS256\", pem_file = \"{}/fixtures/rsa-public.pem\" }}]\n\
              [[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"jwt\"\n\
              request_headers = {{ set = {{ x-who = \"{{consumer}}\", x-iss = \"{{claim:iss}}\" }} }}\n\
-             rate_limits = [{{ rate = 1000, burst = 1000, key = \"consumer\" }}]\n",
+             rate_limits = [{{ rate = 1000, burst = 1000, key = \"consumer\" }}]\n\
+             [[routes]]\npath = \"/write\"\nupstream = \"api\"\nauth = \"jwt\"\nrequire_claims = {{ scope = \"write\", sub = [\"user-7\", \"user-8\"] }}\n\
+             [[routes]]\npath = \"/admin\"\nupstream = \"api\"\nauth = \"jwt\"\nrequire_claims = {{ scope = \"admin\" }}\n",
             upstream_section(up.addr),
             env!("CARGO_MANIFEST_DIR")
         ),
@@ -354,8 +356,14 @@ both_drivers!(jwt_bearer_tokens, |io| {
     );
     let r = c.request(format!("GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nX-User: admin\r\n\r\n"));
     assert_eq!(r.status(), 200);
+    // Authorisation by claims: "write" is in the scope array and the subject is listed.
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    assert_eq!(c.request(format!("GET /write HTTP/1.1\r\nHost: a\r\n{bearer}\r\n")).status(), 200);
+    let r = c.request(format!("GET /admin HTTP/1.1\r\nHost: a\r\n{bearer}\r\n"));
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"coregate\", error=\"insufficient_scope\""));
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1, "refused requests never reach the upstream");
+    assert_eq!(seen.len(), 2, "refused requests never reach the upstream");
     assert_eq!(seen[0].header_all("x-user"), vec!["user-7"], "claims forwarded, a spoofed field dropped");
     assert_eq!(seen[0].header("x-scope"), Some("read write"));
     assert_eq!(seen[0].header("x-who"), Some("user-7"));
