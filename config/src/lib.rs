@@ -36,6 +36,27 @@ pub use proto_http::Limits as WireLimits;
 pub use split::Split;
 pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
 
+/// `server.proxy_protocol`: on no listener, every one, or those listed (by their address in
+/// `server.listen` or `tls.listen`, as nginx's `listen ... proxy_protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    #[default]
+    Off,
+    All,
+    Only(Vec<SocketAddr>),
+}
+
+impl ProxyProtocol {
+    /// Whether connections to the listener configured as `addr` start with the header.
+    pub fn on(&self, addr: &SocketAddr) -> bool {
+        match self {
+            ProxyProtocol::Off => false,
+            ProxyProtocol::All => true,
+            ProxyProtocol::Only(addrs) => addrs.contains(addr),
+        }
+    }
+}
+
 /// Which I/O driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoMode {
@@ -86,9 +107,9 @@ pub struct Server {
     pub max_connections_per_worker: usize,
     /// Lower-case name of the request id field, when request ids are on.
     pub request_id: Option<String>,
-    /// Every connection (on `listen` and `tls.listen`) starts with a PROXY protocol header
-    /// from a layer-4 load balancer, whose client address replaces the TCP peer's.
-    pub proxy_protocol: bool,
+    /// Which listeners' connections start with a PROXY protocol header from a layer-4 load
+    /// balancer, whose client address replaces the TCP peer's.
+    pub proxy_protocol: ProxyProtocol,
     /// Proxies in front of coregate (a CDN, an L7 balancer): from a peer in these, the
     /// client is read from X-Forwarded-For, walking from the right past these addresses.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -136,6 +157,12 @@ pub struct Upstream {
     pub balance: Balance,
     /// Idle keep-alive connections kept per endpoint and worker.
     pub max_idle_per_endpoint: usize,
+    /// Exchanges a connection carries before it is closed (nginx's `keepalive_requests`,
+    /// Envoy's `max_requests_per_connection`); None: no limit.
+    pub keepalive_requests: Option<u32>,
+    /// Age after which a connection is closed when its exchange ends (nginx's
+    /// `keepalive_time`, Envoy's `max_connection_duration`); None: no limit.
+    pub keepalive_time: Option<Duration>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,

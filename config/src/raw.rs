@@ -90,7 +90,9 @@ pub struct RawServer {
     /// `"x-request-id"`; none by default.
     pub request_id: Option<String>,
     /// Every connection starts with a PROXY protocol header (v1 or v2).
-    pub proxy_protocol: Option<bool>,
+    /// `true` (every listener), or the listen addresses whose connections start with a
+    /// PROXY protocol header.
+    pub proxy_protocol: Option<toml::Value>,
     /// Addresses or CIDRs of proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<String>,
 }
@@ -136,6 +138,10 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retries: Option<usize>,
+    /// Exchanges per upstream connection, after which it is closed (nginx's keepalive_requests).
+    pub keepalive_requests: Option<usize>,
+    /// Age after which an upstream connection is closed once its exchange ends (nginx's keepalive_time).
+    pub keepalive_time: Option<String>,
     /// Base of the jittered exponential wait before each retry (`"0s"`: none).
     pub retry_backoff: Option<String>,
     /// Retries in flight per worker, as a percentage of the upstream's requests in flight

@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::policy::{build_api_key, build_consumers, build_route};
 use crate::raw::{RawConfig, RawHealthCheck, RawOutlier, RawUpstream};
 use crate::{
-    AccessLog, Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, Server, Timeouts, Upstream,
-    WireLimits,
+    AccessLog, Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, ProxyProtocol, Server, Timeouts,
+    Upstream, WireLimits,
 };
 
 /// Collects errors while building typed values.
@@ -188,6 +188,13 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     let cache = crate::cache::build_cache(c, &raw.cache);
     crate::cache::check_entries(c, &cache, &mut routes);
     let tls = crate::tls::build_tls(c, &raw.tls);
+    if let ProxyProtocol::Only(addrs) = &server.proxy_protocol {
+        for (i, a) in addrs.iter().enumerate() {
+            if !server.listen.contains(a) && !tls.listen.contains(a) {
+                c.err(format!("server.proxy_protocol[{i}]"), format!("{a} is not in server.listen or tls.listen"));
+            }
+        }
+    }
     if tls.client_auth.is_none() {
         for (i, _) in routes.iter().enumerate().filter(|(_, r)| r.require_client_cert) {
             c.err(
@@ -261,7 +268,27 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     });
     Server {
         request_id,
-        proxy_protocol: s.proxy_protocol.unwrap_or(false),
+        proxy_protocol: match &s.proxy_protocol {
+            None | Some(toml::Value::Boolean(false)) => ProxyProtocol::Off,
+            Some(toml::Value::Boolean(true)) => ProxyProtocol::All,
+            Some(toml::Value::Array(items)) => ProxyProtocol::Only(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| match a.as_str() {
+                        Some(a) => c.addr(&format!("server.proxy_protocol[{i}]"), a),
+                        None => {
+                            c.err(format!("server.proxy_protocol[{i}]"), "expected a listen address \"IP:PORT\"");
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+            Some(_) => {
+                c.err("server.proxy_protocol", "expected true, false, or a list of listen addresses");
+                ProxyProtocol::Off
+            }
+        },
         trusted_proxies: crate::policy::cidrs(c, "server.trusted_proxies", &s.trusted_proxies),
         listen,
         workers,
@@ -301,6 +328,13 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             0,
             1 << 20,
         ),
+        keepalive_requests: u
+            .keepalive_requests
+            .map(|n| c.bounded(&format!("{path}.keepalive_requests"), Some(n), 1, 1, u32::MAX as usize) as u32),
+        keepalive_time: u
+            .keepalive_time
+            .as_ref()
+            .map(|t| c.duration(&format!("{path}.keepalive_time"), Some(t), Duration::from_secs(3600))),
         connect_timeout: c.duration(&format!("{path}.connect_timeout"), u.connect_timeout.as_ref(), t.upstream_connect),
         response_timeout: c.duration(
             &format!("{path}.response_timeout"),

@@ -42,10 +42,10 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// Serves one client connection until it closes; `tls`: it was accepted on a `[tls]`
 /// listener, and its TLS state is made once its first bytes arrive (a silent connection
-/// holds none).
-pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool) {
+/// holds none); `proxied`: the listener's connections start with a PROXY protocol header.
+pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool, proxied: bool) {
     let mut client = Conn::new(stream, 0, w.timers.clone());
-    if w.cfg.server.proxy_protocol {
+    if proxied {
         // Boxed: its state exists once per connection, not in every parked task.
         match Box::pin(proxy_header(&w, &mut client)).await {
             Ok(Some(source)) => peer = source,

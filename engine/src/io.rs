@@ -68,6 +68,13 @@ pub(crate) struct Conn {
     /// Bytes written through [`Conn::write`] so far (plaintext, before TLS; a failed write
     /// counts nothing), for the access log's `bytes_sent`.
     pub sent: u64,
+    /// Exchanges completed on this (upstream) connection, for `keepalive_requests`.
+    pub exchanges: u32,
+    /// When it was opened (the coarse clock), for `keepalive_time`. (A 4-byte timestamp
+    /// instead made the struct 240 bytes, which the compiler moved with memcpy calls where
+    /// it inlines the moves of this 256-byte one: +93 instructions per proxied request
+    /// against +44 with this field, callgrind.)
+    pub opened: Instant,
 }
 
 impl Conn {
@@ -81,8 +88,10 @@ impl Conn {
             canceller: None,
             alt: BytesMut::new(),
             tls: None,
+            opened: timers.now(),
             timers,
             sent: 0,
+            exchanges: 0,
         }
     }
 

@@ -61,12 +61,18 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly, posting a read on it; with
-    /// `max_idle` 0 (no keep-alive to this upstream) it is closed instead.
-    pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, max_idle: usize, now: Instant) {
+    /// Returns a connection whose last exchange ended cleanly, posting a read on it. It is
+    /// closed instead when `keep` says so: no keep-alive to this upstream (`max_idle` 0), or
+    /// the connection carried its `keepalive_requests` or reached its `keepalive_time`.
+    pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, keep: Keep, now: Instant) {
+        conn.exchanges += 1;
         // A TLS connection holding ciphertext or plaintext beyond its response has the
         // same framing disagreement as one with bytes in `buf` (see `proxy::pool_back`).
-        if max_idle == 0 || conn.tls.as_deref().is_some_and(crate::tls::Tls::has_buffered) {
+        if keep.max_idle == 0
+            || keep.requests.is_some_and(|n| conn.exchanges >= n)
+            || keep.time.is_some_and(|t| now.saturating_duration_since(conn.opened) >= t)
+            || conn.tls.as_deref().is_some_and(crate::tls::Tls::has_buffered)
+        {
             return;
         }
         conn.post_read(HEAD_ROOM);
@@ -89,6 +95,21 @@ impl Pool {
     #[cfg(test)]
     fn idle_count(&self, upstream: usize, endpoint: usize) -> usize {
         self.stacks[upstream][endpoint].len()
+    }
+}
+
+/// What an upstream allows a returned connection (`max_idle_per_endpoint`,
+/// `keepalive_requests`, `keepalive_time`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keep {
+    pub max_idle: usize,
+    pub requests: Option<u32>,
+    pub time: Option<Duration>,
+}
+
+impl Keep {
+    pub(crate) fn of(up: &config::Upstream) -> Keep {
+        Keep { max_idle: up.max_idle_per_endpoint, requests: up.keepalive_requests, time: up.keepalive_time }
     }
 }
 
@@ -119,6 +140,10 @@ mod tests {
         drop(pair(listener, timers).await);
     }
 
+    fn keep(max_idle: usize) -> Keep {
+        Keep { max_idle, requests: None, time: None }
+    }
+
     /// A listener for the pool's connections, their timers, and a pool of one endpoint.
     fn setup() -> (TcpListener, Rc<CoarseTimers>, Pool) {
         (TcpListener::bind("127.0.0.1:0").unwrap(), Rc::new(CoarseTimers::default()), Pool::new([1usize].into_iter()))
@@ -136,7 +161,7 @@ mod tests {
                 let (c, peer) = pair(&listener, &timers).await;
                 ports.push(c.stream.local_addr().unwrap().port());
                 peers.push(peer);
-                pool.put(0, 0, c, 2, t0);
+                pool.put(0, 0, c, keep(2), t0);
             }
             // A burst over the bound stays until the sweep, which closes the oldest.
             assert_eq!(pool.idle_count(0, 0), 3);
@@ -149,12 +174,38 @@ mod tests {
             assert_eq!(next.stream.local_addr().unwrap().port(), ports[1]);
             assert!(pool.take(0, 0, t0, second).is_none());
             // No keep-alive: nothing is kept.
-            pool.put(0, 0, next, 0, t0);
+            pool.put(0, 0, next, keep(0), t0);
             assert_eq!(pool.idle_count(0, 0), 0);
             // Idle past the timeout: swept whatever the bound.
-            pool.put(0, 0, newest, 2, t0);
+            pool.put(0, 0, newest, keep(2), t0);
             pool.sweep(t0 + 2 * second, |_| (second, 2));
             assert_eq!(pool.idle_count(0, 0), 0);
+        });
+    }
+
+    #[test]
+    fn connections_retire_after_their_requests_or_their_age() {
+        on_both_drivers(|_| async {
+            let (listener, timers, mut pool) = setup();
+            let t0 = timers.now();
+            let idle = Duration::from_secs(60);
+            let (c, _peer) = pair(&listener, &timers).await;
+            // keepalive_requests = 3: kept after its first and second exchange, not its third.
+            let three = Keep { requests: Some(3), ..keep(4) };
+            pool.put(0, 0, c, three, t0);
+            let c = pool.take(0, 0, t0, idle).expect("after one exchange");
+            pool.put(0, 0, c, three, t0);
+            let c = pool.take(0, 0, t0, idle).expect("after two");
+            pool.put(0, 0, c, three, t0);
+            assert_eq!(pool.idle_count(0, 0), 0, "closed after three");
+            // keepalive_time = 1 h: kept before its hour, closed at it.
+            let hour = Duration::from_secs(3600);
+            let aged = Keep { time: Some(hour), ..keep(4) };
+            let (c, _peer) = pair(&listener, &timers).await;
+            pool.put(0, 0, c, aged, t0 + hour - Duration::from_secs(1));
+            let c = pool.take(0, 0, t0, idle).expect("younger than an hour");
+            pool.put(0, 0, c, aged, t0 + hour);
+            assert_eq!(pool.idle_count(0, 0), 0, "closed at an hour");
         });
     }
 
@@ -167,9 +218,9 @@ mod tests {
             let (quiet, mut quiet_peer) = pair(&listener, &timers).await;
             let (closed, closed_peer) = pair(&listener, &timers).await;
             let (chatty, mut chatty_peer) = pair(&listener, &timers).await;
-            pool.put(0, 0, quiet, 4, t0);
-            pool.put(0, 0, closed, 4, t0);
-            pool.put(0, 0, chatty, 4, t0);
+            pool.put(0, 0, quiet, keep(4), t0);
+            pool.put(0, 0, closed, keep(4), t0);
+            pool.put(0, 0, chatty, keep(4), t0);
             drop(closed_peer);
             chatty_peer.write_all(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..]).await.0.unwrap();
             settle(&listener, &timers).await;

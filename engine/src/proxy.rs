@@ -560,7 +560,7 @@ async fn exchange(
     // of memcpy per request, callgrind), even inlined.
     if resp_meta.keep_alive() && up.buf.is_empty() {
         up.spare_headers = resp_meta.headers;
-        w.pool.borrow_mut().put(upstream, endpoint, up, up_cfg.max_idle_per_endpoint, w.timers.now());
+        w.pool.borrow_mut().put(upstream, endpoint, up, crate::pool::Keep::of(up_cfg), w.timers.now());
     }
     Ok(Next { keep_alive: keep, status: resp_meta.status })
 }
@@ -577,8 +577,8 @@ pub(crate) fn pool_back(
 ) {
     if resp_meta.keep_alive() && up.buf.is_empty() {
         up.spare_headers = resp_meta.headers;
-        let max_idle = w.cfg.upstreams[upstream].max_idle_per_endpoint;
-        w.pool.borrow_mut().put(upstream, endpoint, up, max_idle, w.timers.now());
+        let keep = crate::pool::Keep::of(&w.cfg.upstreams[upstream]);
+        w.pool.borrow_mut().put(upstream, endpoint, up, keep, w.timers.now());
     }
 }
 

@@ -243,12 +243,15 @@ async fn run(s: Spawn) {
         upstream_tls,
         cfg,
     });
-    let listeners = listeners.into_iter().map(|l| (l, false)).chain(tls_listeners.into_iter().map(|l| (l, true)));
-    for (l, tls) in listeners {
+    // The listeners come in the order of `server.listen`, then `tls.listen`.
+    let proxied = |a| w.cfg.server.proxy_protocol.on(a);
+    let plain = listeners.into_iter().zip(&w.cfg.server.listen).map(|(l, a)| (l, false, proxied(a)));
+    let secure = tls_listeners.into_iter().zip(&w.cfg.tls.listen).map(|(l, a)| (l, true, proxied(a)));
+    for (l, tls, proxied) in plain.chain(secure) {
         match TcpListener::from_std(l) {
             Ok(l) => {
                 w.accepting.set(w.accepting.get() + 1);
-                monoio::spawn(accept_loop(w.clone(), l, tls));
+                monoio::spawn(accept_loop(w.clone(), l, Accepted { tls, proxied }));
             }
             Err(e) => log::error!("cannot register listener: {e}"),
         }
@@ -311,14 +314,23 @@ async fn wait_while(w: &Worker, until: Instant, busy: impl Fn() -> bool) {
     }
 }
 
-/// Accepts connections until the drain; `tls`: they speak TLS (`w.tls`).
+/// What a listener's connections start with.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    /// TLS (`w.tls`).
+    tls: bool,
+    /// A PROXY protocol header (`server.proxy_protocol`).
+    proxied: bool,
+}
+
+/// Accepts connections until the drain; `kind`: what they start with.
 ///
 /// On io_uring the accept pending when the drain begins is cancelled and awaited, not
 /// dropped: the kernel may already have accepted a connection for it, which a dropped
 /// operation would leave open and unserved (a reload drains a generation while the sockets
 /// stay open for the next). Such a connection is served. On epoll the accept is a
 /// readiness wait and dropping it takes nothing from the queue.
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Accepted) {
     let canceller = Canceller::new();
     loop {
         let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
@@ -329,14 +341,14 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
                 if w.uring {
                     drop(canceller.cancel());
                     if let Ok((stream, peer)) = accept.await {
-                        admit(&w, stream, peer, tls);
+                        admit(&w, stream, peer, kind);
                     }
                 }
                 break;
             }
         };
         match accepted {
-            Ok((stream, peer)) => admit(&w, stream, peer, tls),
+            Ok((stream, peer)) => admit(&w, stream, peer, kind),
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 log::warn!("accept failed: {e}");
@@ -349,7 +361,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, tls: bool) {
 }
 
 /// Serves an accepted connection on a task of its own, within the connection limit.
-fn admit(w: &Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+fn admit(w: &Rc<Worker>, stream: TcpStream, peer: SocketAddr, kind: Accepted) {
     if w.open.borrow().len() >= w.cfg.server.max_connections_per_worker {
         log::warn!("connection limit reached; closing {peer}");
         return;
@@ -359,7 +371,7 @@ fn admit(w: &Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     w.count_connections();
     let w = w.clone();
     monoio::spawn(async move {
-        conn::serve(w.clone(), stream, peer, tls).await;
+        conn::serve(w.clone(), stream, peer, kind.tls, kind.proxied).await;
         w.open.borrow_mut().remove(key);
         w.count_connections();
     });

@@ -85,6 +85,39 @@ both_drivers!(the_header_comes_before_the_tls_handshake, |io| {
     assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("https"));
 });
 
+both_drivers!(the_header_can_be_required_on_some_listeners_only, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    // The TLS listener faces a layer-4 balancer; the plain one serves clients directly.
+    let gw = Gateway::start_with(
+        io,
+        2,
+        "proxy_protocol = [\"127.0.0.2:0\"]",
+        &format!(
+            "[tls]\nlisten = [\"127.0.0.2:0\"]\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            cert.toml_entry(&["localhost"]),
+            up.addr
+        ),
+    );
+    assert_eq!(gw.client().request(GET).header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    let header = v2([192, 0, 2, 45], 1234, false);
+    let mut c = TlsClient::after(gw.addr_at(1), &header, "localhost", client_config(&[&cert], &[]));
+    assert_eq!(c.request(GET).header("x-echo-x-forwarded-for"), Some("192.0.2.45"));
+    // Without the header that listener closes the connection.
+    let mut raw = std::net::TcpStream::connect(gw.addr_at(1)).unwrap();
+    std::io::Write::write_all(&mut raw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw, &mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // A listed address that is no listener is refused at load.
+    let err = config::Config::parse(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nproxy_protocol = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"a\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"a\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server.proxy_protocol[0]") && err.contains("not in server.listen"), "{err}");
+});
+
 both_drivers!(trusted_proxies_name_the_client_in_forwarded_for, |io| {
     let up = Upstream::echo();
     let routes = format!(

@@ -223,6 +223,24 @@ both_drivers!(no_route_is_404, |io| {
     assert_eq!(up.connection_count(), 1);
 });
 
+both_drivers!(upstream_connections_retire_after_keepalive_requests, |io| {
+    let up = Upstream::echo();
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\nkeepalive_requests = 3\nkeepalive_time = \"1h\"\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    );
+    let mut c = gw.client();
+    for i in 0..7 {
+        assert_eq!(c.request(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n")).text(), format!("GET /{i}\n"));
+    }
+    // Three exchanges per connection: 3 + 3 + 1.
+    assert_eq!(up.connection_count(), 3);
+});
+
 both_drivers!(upstream_down_is_502_and_recovers, |io| {
     let addr = dead_addr();
     let gw = Gateway::proxy_to(io, addr, "");
