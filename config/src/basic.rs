@@ -117,10 +117,14 @@ mod tests {
     use super::*;
 
     fn config(extra: &str) -> Result<crate::Config, String> {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"basic\"\n{extra}\n"
-        );
-        crate::Config::parse(&text).map_err(|e| e.to_string())
+        crate::testing::config(
+            &["api"],
+            &format!(
+                "upstream = \"api\"
+auth = \"basic\"
+{extra}"
+            ),
+        )
     }
 
     // `htpasswd -nbB alice wonderland` (cost 5).

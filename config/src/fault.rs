@@ -87,10 +87,13 @@ mod tests {
     use super::*;
 
     fn route(keys: &str) -> Result<crate::Route, String> {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{keys}\n"
-        );
-        crate::Config::parse(&text).map(|c| c.routes[0].clone()).map_err(|e| e.to_string())
+        crate::testing::route(
+            &["api"],
+            &format!(
+                "upstream = \"api\"
+{keys}"
+            ),
+        )
     }
 
     #[test]

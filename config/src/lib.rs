@@ -520,3 +520,25 @@ impl Config {
         validate::parse(&text, Some(path.parent().unwrap_or(Path::new("."))))
     }
 }
+
+/// Helpers for the modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A configuration with the upstreams `names` (one endpoint each: 127.0.0.1:1, :2, ...)
+    /// and a route for `/` with `route_keys` (which may go on with more tables).
+    pub(crate) fn config(names: &[&str], route_keys: &str) -> Result<crate::Config, String> {
+        let upstreams: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("[[upstreams]]\nname = \"{n}\"\nendpoints = [\"127.0.0.1:{}\"]\n", i + 1))
+            .collect();
+        let text =
+            format!("[server]\nlisten = [\"127.0.0.1:8080\"]\n{upstreams}[[routes]]\npath = \"/\"\n{route_keys}\n");
+        crate::Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    /// That configuration's route.
+    pub(crate) fn route(names: &[&str], route_keys: &str) -> Result<crate::Route, String> {
+        config(names, route_keys).map(|c| c.routes[0].clone())
+    }
+}

@@ -56,10 +56,13 @@ pub(crate) fn build(c: &mut Checker, path: &str, raw: &RawMirror, upstreams: &[U
 #[cfg(test)]
 mod tests {
     fn route(keys: &str) -> Result<crate::Route, String> {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"shadow\"\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{keys}\n"
-        );
-        crate::Config::parse(&text).map(|c| c.routes[0].clone()).map_err(|e| e.to_string())
+        crate::testing::route(
+            &["api", "shadow"],
+            &format!(
+                "upstream = \"api\"
+{keys}"
+            ),
+        )
     }
 
     #[test]

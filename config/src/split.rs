@@ -79,10 +79,7 @@ mod tests {
     use super::*;
 
     fn route(keys: &str) -> Result<crate::Route, String> {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"v1\"\nendpoints = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"v2\"\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\npath = \"/\"\n{keys}\n"
-        );
-        crate::Config::parse(&text).map(|c| c.routes[0].clone()).map_err(|e| e.to_string())
+        crate::testing::route(&["v1", "v2"], keys)
     }
 
     #[test]

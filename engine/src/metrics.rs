@@ -141,6 +141,27 @@ pub(crate) struct Registry {
     pub generation: u64,
 }
 
+/// Writes the counter family `(name, help)` with one value per listed route and each of
+/// `label`'s values, `count(route, value index)`; nothing when no route is listed.
+fn per_route<'a>(
+    out: &mut String,
+    (metric, help): (&str, &str),
+    (label, values): (&str, &[&str]),
+    routes: impl Iterator<Item = (usize, &'a str)>,
+    count: impl Fn(usize, usize) -> u64,
+) {
+    let mut routes = routes.peekable();
+    if routes.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+    for (i, name) in routes {
+        for (k, value) in values.iter().enumerate() {
+            let _ = writeln!(out, "{metric}{{route=\"{name}\",{label}=\"{value}\"}} {}", count(i, k));
+        }
+    }
+}
+
 impl Registry {
     /// The Prometheus text exposition of the sums over the workers.
     pub(crate) fn render(&self) -> String {
@@ -179,29 +200,21 @@ impl Registry {
                     writeln!(out, "coregate_upstream_requests_total{{upstream=\"{}\",code=\"{class}\"}} {n}", up.name);
             }
         }
-        let faulty = self.cfg.routes.iter().enumerate().filter(|(_, r)| r.fault.is_some());
-        let mut faulty = faulty.peekable();
-        if faulty.peek().is_some() {
-            out.push_str("# HELP coregate_faults_total Faults injected (routes[].fault), by kind.\n# TYPE coregate_faults_total counter\n");
-            for (i, r) in faulty {
-                for (k, fault) in crate::fault::NAMES.iter().enumerate() {
-                    let n = sum(&|s| s.faults[i][k].get());
-                    let _ = writeln!(out, "coregate_faults_total{{route=\"{}\",fault=\"{fault}\"}} {n}", r.name);
-                }
-            }
-        }
-        let mirrored = self.cfg.routes.iter().enumerate().filter(|(_, r)| r.mirror.is_some());
-        let mut mirrored = mirrored.peekable();
-        if mirrored.peek().is_some() {
-            out.push_str("# HELP coregate_mirror_requests_total Requests of mirrored routes, by what became of their copy.\n# TYPE coregate_mirror_requests_total counter\n");
-            for (i, r) in mirrored {
-                for (k, result) in crate::mirror::RESULTS.iter().enumerate() {
-                    let n = sum(&|s| s.mirrors[i][k].get());
-                    let _ =
-                        writeln!(out, "coregate_mirror_requests_total{{route=\"{}\",result=\"{result}\"}} {n}", r.name);
-                }
-            }
-        }
+        let routes_with = |has: fn(&config::Route) -> bool| {
+            self.cfg.routes.iter().enumerate().filter(move |(_, r)| has(r)).map(|(i, r)| (i, r.name.as_str()))
+        };
+        let faults = ("coregate_faults_total", "Faults injected (routes[].fault), by kind.");
+        per_route(&mut out, faults, ("fault", &crate::fault::NAMES), routes_with(|r| r.fault.is_some()), |i, k| {
+            sum(&|s| s.faults[i][k].get())
+        });
+        let mirrors = ("coregate_mirror_requests_total", "Requests of mirrored routes, by what became of their copy.");
+        per_route(
+            &mut out,
+            mirrors,
+            ("result", &crate::mirror::RESULTS),
+            routes_with(|r| r.mirror.is_some()),
+            |i, k| sum(&|s| s.mirrors[i][k].get()),
+        );
         out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");
         let mut ejections = String::from("# HELP coregate_upstream_ejections_total Times a worker ejected the endpoint.\n# TYPE coregate_upstream_ejections_total counter\n");
         let mut healthy = String::from("# HELP coregate_upstream_healthy 1 unless the active health checks failed the endpoint.\n# TYPE coregate_upstream_healthy gauge\n");
