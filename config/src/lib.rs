@@ -469,6 +469,9 @@ pub struct Consumer {
     pub name: String,
     pub key_digests: Vec<[u8; 32]>,
     pub passwords: Vec<Password>,
+    /// Its own limits (a plan or tier), counted over every route it uses, after the
+    /// route's own limits; keyed by the consumer.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// Where API keys are read from and how the consumer is named upstream.

@@ -85,7 +85,19 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
                 Err(msg) => c.err(format!("{path}.passwords[{k}]"), msg),
             }
         }
-        out.push(Consumer { name, key_digests, passwords });
+        let rate_limits = rc
+            .rate_limits
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| {
+                let at = format!("{path}.rate_limits[{k}]");
+                if l.key.as_deref().is_some_and(|key| key != "consumer") {
+                    c.err(format!("{at}.key"), "a consumer's own limits count its requests: leave key out");
+                }
+                rate_limit(c, &at, l).map(|l| RateLimit { key: LimitKey::Consumer, ..l })
+            })
+            .collect();
+        out.push(Consumer { name, key_digests, passwords, rate_limits });
     }
     for (i, a) in out.iter().enumerate() {
         for b in &out[i + 1..] {

@@ -317,6 +317,8 @@ pub struct RawConsumer {
     pub keys_file: Option<String>,
     /// HTTP Basic passwords: bcrypt hashes or `sha256:<64 hex digits>`.
     pub passwords: Vec<String>,
+    /// The consumer's own limits (its plan), over every route it uses.
+    pub rate_limits: Vec<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

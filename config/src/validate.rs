@@ -483,6 +483,11 @@ path = "/w"
 upstream = "api"
 rewrite = "/x{uri}"
 require_claims = { role = 7 }
+
+[[consumers]]
+name = "c"
+keys = ["12345678"]
+rate_limits = [{ rate = 1, key = "ip" }, { rate = 0 }]
 "#;
         let errs = parse(text, None).unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
@@ -504,6 +509,8 @@ require_claims = { role = 7 }
             "routes[4].rewrite",
             "routes[4].require_claims.role",
             "routes[4].require_claims",
+            "consumers[0].rate_limits[0].key",
+            "consumers[0].rate_limits[1].rate",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }

@@ -90,8 +90,18 @@ mod tests {
     #[test]
     fn keys_are_found_by_digest() {
         let consumers = vec![
-            Consumer { name: "a".into(), key_digests: vec![Sha256::digest(b"key-of-a-123").into()], passwords: vec![] },
-            Consumer { name: "b".into(), key_digests: vec![Sha256::digest(b"key-of-b-456").into()], passwords: vec![] },
+            Consumer {
+                name: "a".into(),
+                key_digests: vec![Sha256::digest(b"key-of-a-123").into()],
+                passwords: vec![],
+                rate_limits: vec![],
+            },
+            Consumer {
+                name: "b".into(),
+                key_digests: vec![Sha256::digest(b"key-of-b-456").into()],
+                passwords: vec![],
+                rate_limits: vec![],
+            },
         ];
         let keys = ApiKeys::new(&consumers);
         assert_eq!(keys.consumer(b"key-of-a-123"), Some(0));

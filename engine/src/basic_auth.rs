@@ -118,12 +118,23 @@ mod tests {
         let salt = [7u8; 16];
         let hash = bcrypt::hash_with_salt("wonder:land", 4, salt).unwrap().format_for_version(bcrypt::Version::TwoY);
         let consumers = vec![
-            Consumer { name: "keyonly".into(), key_digests: vec![[0; 32]], passwords: Vec::new() },
-            Consumer { name: "alice".into(), key_digests: Vec::new(), passwords: vec![Password::Bcrypt(hash)] },
+            Consumer {
+                name: "keyonly".into(),
+                key_digests: vec![[0; 32]],
+                passwords: Vec::new(),
+                rate_limits: Vec::new(),
+            },
+            Consumer {
+                name: "alice".into(),
+                key_digests: Vec::new(),
+                passwords: vec![Password::Bcrypt(hash)],
+                rate_limits: Vec::new(),
+            },
             Consumer {
                 name: "bob".into(),
                 key_digests: Vec::new(),
                 passwords: vec![Password::Sha256(Sha256::digest(b"builder").into())],
+                rate_limits: Vec::new(),
             },
         ];
         let users = BasicUsers::new(&consumers);

@@ -205,7 +205,8 @@ fn allowed(route: &Route, consumer: usize) -> Result<(), Refusal> {
 /// (normally well under a millisecond; the bank is one thread for all workers).
 const LEASE_WAIT: Duration = Duration::from_millis(20);
 
-/// Takes a token from every limit of the route; 429 from the first that has none.
+/// Takes a token from every limit of the route, then from every limit of the request's
+/// consumer (`consumers[].rate_limits`); 429 from the first that has none.
 pub(crate) async fn rate_limit(
     w: &Worker,
     route_idx: usize,
@@ -214,7 +215,8 @@ pub(crate) async fn rate_limit(
     peer: SocketAddr,
     identity: &Identity,
 ) -> Result<(), Refusal> {
-    if route.rate_limits.is_empty() {
+    let plan = identity.consumer.map(|c| (c, &w.cfg.consumers[c].rate_limits[..])).filter(|(_, l)| !l.is_empty());
+    if route.rate_limits.is_empty() && plan.is_none() {
         return Ok(());
     }
     let Some(buckets) = &w.buckets else { return Ok(()) };
@@ -230,21 +232,39 @@ pub(crate) async fn rate_limit(
             LimitKey::Consumer => identity.name(&w.cfg).unwrap_or_default(),
             LimitKey::Header(name) => req.header(name.as_bytes()).unwrap_or(b""),
         };
-        let give_up = Instant::now() + LEASE_WAIT;
-        loop {
-            let decision = {
-                let mut key = w.scratch.borrow_mut();
-                bucket_key(&mut key, first_id + i as u32, k);
-                buckets.borrow_mut().check(&key, Instant::now())
-            };
-            match decision {
-                Decision::Allow => break,
-                Decision::Wait if Instant::now() < give_up => monoio::time::sleep(Duration::from_micros(200)).await,
-                Decision::Wait | Decision::Deny => return Err(too_many(limit.rate, limit.burst)),
-            }
+        take(w, buckets, first_id + i as u32, k, limit).await?;
+    }
+    if let Some((consumer, limits)) = plan {
+        // Each consumer's limits have ids of their own: the bucket needs no other key.
+        for (i, limit) in limits.iter().enumerate() {
+            take(w, buckets, w.consumer_limit_ids[consumer] + i as u32, b"", limit).await?;
         }
     }
     Ok(())
+}
+
+/// Takes a token from limit `id`'s bucket for key `k`, waiting up to [`LEASE_WAIT`] for a
+/// lease when this worker's credit is spent.
+async fn take(
+    w: &Worker,
+    buckets: &std::cell::RefCell<crate::ratelimit::Buckets>,
+    id: u32,
+    k: &[u8],
+    limit: &config::RateLimit,
+) -> Result<(), Refusal> {
+    let give_up = Instant::now() + LEASE_WAIT;
+    loop {
+        let decision = {
+            let mut key = w.scratch.borrow_mut();
+            bucket_key(&mut key, id, k);
+            buckets.borrow_mut().check(&key, Instant::now())
+        };
+        match decision {
+            Decision::Allow => return Ok(()),
+            Decision::Wait if Instant::now() < give_up => monoio::time::sleep(Duration::from_micros(200)).await,
+            Decision::Wait | Decision::Deny => return Err(too_many(limit.rate, limit.burst)),
+        }
+    }
 }
 
 /// 429 with RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers): the quota is the

@@ -76,7 +76,26 @@ pub(crate) fn bucket_key(out: &mut Vec<u8>, limit_id: u32, key: &[u8]) {
 
 /// Every limit in the configuration, by global id (routes in order, limits in order).
 pub(crate) fn all_limits(cfg: &config::Config) -> Vec<RateLimit> {
-    cfg.routes.iter().flat_map(|r| r.rate_limits.iter().cloned()).collect()
+    let routes = cfg.routes.iter().flat_map(|r| r.rate_limits.iter());
+    routes.chain(cfg.consumers.iter().flat_map(|c| c.rate_limits.iter())).cloned().collect()
+}
+
+/// The global id of each route's first limit, then of each consumer's, in
+/// [`all_limits`]' order.
+pub(crate) fn first_ids(cfg: &config::Config) -> (Vec<u32>, Vec<u32>) {
+    let mut next = 0u32;
+    let mut firsts = |counts: &mut dyn Iterator<Item = usize>| -> Vec<u32> {
+        counts
+            .map(|n| {
+                let first = next;
+                next += n as u32;
+                first
+            })
+            .collect()
+    };
+    let routes = firsts(&mut cfg.routes.iter().map(|r| r.rate_limits.len()));
+    let consumers = firsts(&mut cfg.consumers.iter().map(|c| c.rate_limits.len()));
+    (routes, consumers)
 }
 
 fn limit_of<'a>(limits: &'a [RateLimit], key: &[u8]) -> Option<&'a RateLimit> {

@@ -70,6 +70,8 @@ pub(crate) struct Worker {
     pub buckets: Option<RefCell<Buckets>>,
     /// Global id of each route's first rate limit.
     pub limit_ids: Vec<u32>,
+    /// Global id of each consumer's first rate limit (`consumers[].rate_limits`).
+    pub consumer_limit_ids: Vec<u32>,
     /// Reused buffer for bucket keys.
     pub scratch: RefCell<Vec<u8>>,
     /// The worker runs on io_uring, where a cancelled read may still complete
@@ -201,15 +203,7 @@ async fn run(s: Spawn) {
         in_flight,
         ..
     } = s;
-    let limit_ids = cfg
-        .routes
-        .iter()
-        .scan(0u32, |next, r| {
-            let first = *next;
-            *next += r.rate_limits.len() as u32;
-            Some(first)
-        })
-        .collect();
+    let (limit_ids, consumer_limit_ids) = crate::ratelimit::first_ids(&cfg);
     let buckets = bank.map(|(tx, rx)| {
         RefCell::new(Buckets::new(id, cfg.server.workers.get(), crate::ratelimit::all_limits(&cfg), tx, rx))
     });
@@ -219,6 +213,7 @@ async fn run(s: Spawn) {
         basic: crate::basic_auth::BasicUsers::new(&cfg.consumers),
         buckets,
         limit_ids,
+        consumer_limit_ids,
         scratch: RefCell::new(Vec::new()),
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),

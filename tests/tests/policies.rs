@@ -99,6 +99,33 @@ both_drivers!(consumer_allow_list_is_403, |io| {
     assert_eq!(c.request("GET /admin HTTP/1.1\r\nHost: a\r\nX-Api-Key: alice-secret-1\r\n\r\n").status(), 200);
 });
 
+both_drivers!(consumers_carry_their_own_limits_across_routes, |io| {
+    let (up, _) = recording();
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "{}\n[[consumers]]\nname = \"free\"\nkeys = [\"free-key-123\"]\nrate_limits = [{{ rate = 0.1, burst = 5 }}]\n\
+             [[consumers]]\nname = \"gold\"\nkeys = [\"gold-key-456\"]\n\
+             [[routes]]\npath = \"/a\"\nupstream = \"api\"\nauth = \"api_key\"\n\
+             [[routes]]\npath = \"/b\"\nupstream = \"api\"\nauth = \"api_key\"\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    let get = |c: &mut Client, path: &str, key: &str| {
+        c.request(format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n\r\n")).status()
+    };
+    // The free plan's burst is spent over both routes together (plus at most one lease of
+    // credit, see ratelimit.rs), then both refuse.
+    let free: Vec<u16> = (0..20).map(|i| get(&mut c, if i % 2 == 0 { "/a" } else { "/b" }, "free-key-123")).collect();
+    let ok = free.iter().filter(|&&s| s == 200).count();
+    assert!((5..=8).contains(&ok), "{free:?}");
+    assert_eq!(&free[16..], [429, 429, 429, 429], "{free:?}");
+    // Another consumer without a plan is not limited.
+    assert!((0..12).all(|_| get(&mut c, "/a", "gold-key-456") == 200));
+});
+
 both_drivers!(basic_credentials_identify_consumers, |io| {
     use base64::Engine;
     let (up, seen) = recording();
