@@ -192,7 +192,8 @@ pub struct Upstream {
 pub const MIN_RETRY_BUDGET: u32 = 3;
 
 /// Active health checks: a `GET path` to every endpoint each `interval`, from a thread of
-/// its own. A 2xx or 3xx within `timeout` passes.
+/// its own. A status in `expect_status` (2xx or 3xx unless set) within `timeout` passes, with
+/// `expect_body` in the body when that is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub path: String,
@@ -204,6 +205,17 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Consecutive failures that take an endpoint out.
     pub unhealthy_threshold: u32,
+    /// Statuses that pass, as inclusive ranges (default: 200-399).
+    pub expect_status: Vec<(u16, u16)>,
+    /// Text the response body must contain (searched in its first 64 KiB, decoded).
+    pub expect_body: Option<String>,
+}
+
+impl HealthCheck {
+    /// Whether a check answered with `status` passes (the body aside).
+    pub fn passes(&self, status: u16) -> bool {
+        self.expect_status.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
 }
 
 /// Passive health: after `consecutive_failures` failed exchanges in a row on one worker

@@ -180,6 +180,10 @@ pub struct RawHealthCheck {
     pub timeout: Option<String>,
     pub healthy_threshold: Option<u32>,
     pub unhealthy_threshold: Option<u32>,
+    /// Statuses that pass: codes (`200`) and classes (`"2xx"`); default 2xx and 3xx.
+    pub expect_status: Option<Vec<toml::Value>>,
+    /// Text the body must contain to pass.
+    pub expect_body: Option<String>,
 }
 
 /// Passive health (a circuit breaker per endpoint and worker).

@@ -393,6 +393,41 @@ fn build_health_check(c: &mut Checker, path: &str, h: &RawHealthCheck) -> Health
         timeout,
         healthy_threshold: threshold(c, "healthy_threshold", h.healthy_threshold, 2),
         unhealthy_threshold: threshold(c, "unhealthy_threshold", h.unhealthy_threshold, 3),
+        expect_status: match &h.expect_status {
+            None => vec![(200, 399)],
+            Some(list) if list.is_empty() => {
+                c.err(format!("{path}.expect_status"), "an empty list passes nothing");
+                Vec::new()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let range = match v {
+                        toml::Value::Integer(n) if (100..=599).contains(n) => Some((*n as u16, *n as u16)),
+                        toml::Value::String(s) => match s.as_bytes() {
+                            [d @ b'1'..=b'5', b'x', b'x'] => {
+                                let lo = u16::from(d - b'0') * 100;
+                                Some((lo, lo + 99))
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if range.is_none() {
+                        c.err(format!("{path}.expect_status[{i}]"), "a status code (100-599) or a class (\"2xx\")");
+                    }
+                    range
+                })
+                .collect(),
+        },
+        expect_body: h.expect_body.clone().filter(|b| {
+            let ok = !b.is_empty();
+            if !ok {
+                c.err(format!("{path}.expect_body"), "empty: leave it out");
+            }
+            ok
+        }),
     }
 }
 

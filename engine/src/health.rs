@@ -161,9 +161,9 @@ pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bo
 }
 
 /// One check: `GET path` with `Connection: close`, over TLS for an HTTPS upstream (whose
-/// certificate is checked as the workers check it); a 2xx or 3xx status line within the
-/// timeout passes. The whole check (connect, handshake, write, reading the status line)
-/// shares it.
+/// certificate is checked as the workers check it); a status `check` expects within the
+/// timeout passes, with its `expect_body` in the body when set. The whole check (connect,
+/// handshake, write, reading the answer) shares the timeout.
 fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let s = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
@@ -178,7 +178,12 @@ fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&crate::upstream_tls
     }
 }
 
-/// The check's request and status line over `s`, whose socket `ctl` is.
+/// Bytes of a check's answer read at most: its head, and the body searched for
+/// `expect_body`.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 64 * 1024;
+
+/// The check's request and answer over `s`, whose socket `ctl` is.
 fn exchange(
     mut s: impl Read + Write,
     ctl: &TcpStream,
@@ -188,28 +193,84 @@ fn exchange(
 ) -> Result<(), String> {
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     ctl.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    ctl.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
     let host = check.host.clone().unwrap_or_else(|| addr.to_string());
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health-check\r\nConnection: close\r\n\r\n",
         check.path
     );
     s.write_all(req.as_bytes()).and_then(|()| s.flush()).map_err(|e| format!("write: {e}"))?;
-    let mut head = [0u8; 16];
-    let mut got = 0;
-    while got < 12 {
+    // Reads more of the answer into `buf`; false at its end.
+    let mut read_more = |buf: &mut Vec<u8>| -> Result<bool, String> {
         ctl.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-        match s.read(&mut head[got..]) {
-            Ok(0) => return Err("closed without a status line".into()),
-            Ok(n) => got += n,
-            Err(e) => return Err(format!("read: {e}")),
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) => Err(format!("read: {e}")),
+        }
+    };
+    let limits = proto_http::Limits::default();
+    let mut buf = Vec::with_capacity(1024);
+    let meta = loop {
+        if let Some(meta) = proto_http::parse_response(&buf, &limits, false).map_err(|e| e.message().to_string())? {
+            break meta;
+        }
+        if buf.len() > MAX_HEAD || !read_more(&mut buf)? {
+            return Err(if buf.is_empty() { "closed without a status line" } else { "no complete head" }.into());
+        }
+    };
+    if !check.passes(meta.status) {
+        return Err(format!("status {}", meta.status));
+    }
+    let Some(want) = &check.expect_body else { return Ok(()) };
+    // The body, decoded, up to MAX_BODY: RFC 9112 6.3 framing.
+    let mut raw = buf.split_off(meta.head_len);
+    let mut body = Vec::new();
+    let mut decoder = proto_http::chunked::ChunkedDecoder::new(&limits);
+    loop {
+        let done = match meta.body {
+            proto_http::ResponseBody::None => true,
+            proto_http::ResponseBody::Length(n) => {
+                body.append(&mut raw);
+                body.len() as u64 >= n
+            }
+            proto_http::ResponseBody::Close => {
+                body.append(&mut raw);
+                false
+            }
+            proto_http::ResponseBody::Chunked => {
+                let mut at = 0;
+                let mut finished = false;
+                while at < raw.len() {
+                    let (used, found) = decoder.decode(&raw[at..]).map_err(|e| e.message().to_string())?;
+                    if let proto_http::chunked::Decoded::Data(r) = &found {
+                        body.extend_from_slice(&raw[at + r.start..at + r.end]);
+                    }
+                    at += used;
+                    if found == proto_http::chunked::Decoded::Done {
+                        finished = true;
+                        break;
+                    }
+                    if used == 0 {
+                        break;
+                    }
+                }
+                raw.drain(..at);
+                finished
+            }
+        };
+        if done || body.len() >= MAX_BODY || !read_more(&mut raw)? {
+            break;
         }
     }
-    // "HTTP/1.x NNN": RFC 9112 4.
-    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse::<u16>().ok());
-    match status {
-        Some(s) if head.starts_with(b"HTTP/1.") && (200..400).contains(&s) => Ok(()),
-        Some(s) if head.starts_with(b"HTTP/1.") => Err(format!("status {s}")),
-        _ => Err("not an HTTP/1.x status line".into()),
+    body.truncate(MAX_BODY);
+    let found = body.windows(want.len()).any(|w| w == want.as_bytes());
+    if found {
+        Ok(())
+    } else {
+        Err(format!("status {} without {want:?} in its body", meta.status))
     }
 }

@@ -1,7 +1,7 @@
 //! Upstream health end to end, on both drivers: passive ejection (the circuit opens after a
 //! run of failures, lets one request through after the ejection, closes on a success), the
 //! panic rule (every endpoint out: all are tried), and active health checks taking an
-//! endpoint out and putting it back.
+//! endpoint out and putting it back, with expected statuses and body text.
 
 use std::sync::atomic::Ordering;
 
@@ -71,6 +71,47 @@ both_drivers!(active_checks_take_an_endpoint_out_and_put_it_back, |io| {
     until(|| bad.requests.load(Ordering::SeqCst) > before, || assert_eq!(get(&mut c), 200));
 });
 
+both_drivers!(checks_can_expect_statuses_and_body_text, |io| {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    // Both answer their check 200; "a" says it is degraded, "b" that it is ok. Requests are answered with the endpoint's name.
+    let named = |name: &'static str, health: &'static str, checks: Arc<AtomicUsize>| {
+        Upstream::start(move |mut c| {
+            while let Some(req) = c.read_request() {
+                let answer = if req.start.starts_with("GET /healthz ") {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    health.to_string()
+                } else {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{name}")
+                };
+                if !c.write(answer) {
+                    return;
+                }
+            }
+        })
+    };
+    let (a_checks, b_checks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let a = named("a", "HTTP/1.1 200 OK\r\ncontent-length: 16\r\n\r\nstatus: degraded", a_checks.clone());
+    // The text spans two chunks: found only in the decoded body.
+    let b = named(
+        "b",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\nstatus: \r\n2\r\nok\r\n0\r\n\r\n",
+        b_checks.clone(),
+    );
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\", \"{}\"]\nhealth_check = {{ path = \"/healthz\", interval = \"20ms\", unhealthy_threshold = 1, expect_status = [200, \"3xx\"], expect_body = \"status: ok\" }}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            a.addr, b.addr
+        ),
+    );
+    until(|| a_checks.load(Ordering::SeqCst) >= 2 && b_checks.load(Ordering::SeqCst) >= 2, std::thread::yield_now);
+    let mut c = gw.client();
+    let served: String = (0..6).map(|_| c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").text()).collect();
+    assert_eq!(served, "bbbbbb", "the degraded endpoint got requests");
+});
+
 #[test]
 fn health_settings_are_checked() {
     let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n";
@@ -79,6 +120,10 @@ fn health_settings_are_checked() {
     assert!(err("health_check = { path = \"no-slash\" }").contains("upstreams[0].health_check.path"));
     assert!(err("health_check = { path = \"/h\", unhealthy_threshold = 0 }").contains("unhealthy_threshold"));
     assert!(err("outlier = { ejection = \"0s\" }").contains("upstreams[0].outlier.ejection"));
+    assert!(err("health_check = { path = \"/h\", expect_status = [700] }").contains("expect_status[0]"));
+    assert!(err("health_check = { path = \"/h\", expect_status = [\"2xy\"] }").contains("expect_status[0]"));
+    assert!(err("health_check = { path = \"/h\", expect_status = [] }").contains("expect_status"));
+    assert!(err("health_check = { path = \"/h\", expect_body = \"\" }").contains("expect_body"));
     let cfg = config::Config::parse(base).unwrap();
     assert_eq!(cfg.upstreams[0].outlier.consecutive_failures, 5);
     assert!(cfg.upstreams[0].health_check.is_none());
