@@ -155,6 +155,10 @@ pub struct Upstream {
     pub weights: Vec<u32>,
     /// How requests spread over the endpoints.
     pub balance: Balance,
+    /// An endpoint back in service (its ejection over, its checks passing again) takes a
+    /// share rising from 10% of its weight to all of it over this window (round robin and
+    /// least request; Envoy's and nginx's slow start). None: at once.
+    pub slow_start: Option<Duration>,
     /// Idle keep-alive connections kept per endpoint and worker.
     pub max_idle_per_endpoint: usize,
     /// Exchanges a connection carries before it is closed (nginx's `keepalive_requests`,

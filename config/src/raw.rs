@@ -142,6 +142,8 @@ pub struct RawUpstream {
     pub keepalive_requests: Option<usize>,
     /// Age after which an upstream connection is closed once its exchange ends (nginx's keepalive_time).
     pub keepalive_time: Option<String>,
+    /// Window over which an endpoint back in service ramps up to its full weight.
+    pub slow_start: Option<String>,
     /// Base of the jittered exponential wait before each retry (`"0s"`: none).
     pub retry_backoff: Option<String>,
     /// Retries in flight per worker, as a percentage of the upstream's requests in flight

@@ -168,6 +168,12 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         .map(|(i, u)| build_upstream(c, &format!("upstreams[{i}]"), u, &timeouts))
         .collect();
     for (i, u) in upstreams.iter().enumerate() {
+        if u.slow_start.is_some() && matches!(u.balance, crate::Balance::Hash(_)) {
+            c.err(
+                format!("upstreams[{i}].slow_start"),
+                "not with balance = \"hash\": a ramping weight would move keys back and forth",
+            );
+        }
         if !u.name.is_empty() && upstreams[..i].iter().any(|p| p.name == u.name) {
             c.err(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name));
         }
@@ -345,6 +351,7 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
         outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
         retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
+        slow_start: u.slow_start.as_ref().map(|t| c.duration(&format!("{path}.slow_start"), Some(t), Duration::ZERO)),
         retry_backoff: match u.retry_backoff.as_deref() {
             None => Duration::from_millis(25),
             Some(s) => match parse_duration(s) {

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use config::{Balance, Config, HashOn, Upstream};
 use proto_http::RequestHead;
@@ -26,7 +27,22 @@ struct State {
     /// Each endpoint's hash of its address (hash): a key's endpoint follows the address,
     /// not its place in the list.
     seeds: Vec<u64>,
+    /// Slow start, when configured.
+    ramp: Option<Ramp>,
 }
+
+/// Slow start (`upstreams[].slow_start`): per endpoint, whether it was in service when last
+/// looked at, since when it is back, and its weight now (in hundredths of its configured
+/// weight, so that 10% of a weight of 1 is still a weight).
+struct Ramp {
+    window: Duration,
+    in_service: Vec<Cell<bool>>,
+    back_since: Vec<Cell<Option<Instant>>>,
+    weight: Vec<Cell<u32>>,
+}
+
+/// The share a returning endpoint starts with (Envoy's `min_weight_percent` default).
+const RAMP_FLOOR: f64 = 0.1;
 
 impl Balancer {
     pub(crate) fn new(cfg: &Config) -> Balancer {
@@ -35,7 +51,8 @@ impl Balancer {
             .iter()
             .map(|u| {
                 let n = u.endpoints.len();
-                let weighted = u.weights.iter().any(|&w| w != u.weights[0]);
+                // Slow start varies the weights: it needs the weighted machinery.
+                let weighted = u.weights.iter().any(|&w| w != u.weights[0]) || u.slow_start.is_some();
                 State {
                     plain: !weighted && u.balance == Balance::RoundRobin,
                     cursor: Cell::new(0),
@@ -48,6 +65,12 @@ impl Balancer {
                         Balance::Hash(_) => u.endpoints.iter().map(|a| mix(fnv1a(a.to_string().as_bytes()))).collect(),
                         _ => Vec::new(),
                     },
+                    ramp: u.slow_start.map(|window| Ramp {
+                        window,
+                        in_service: (0..n).map(|_| Cell::new(true)).collect(),
+                        back_since: (0..n).map(|_| Cell::new(None)).collect(),
+                        weight: u.weights.iter().map(|&w| Cell::new(w * 100)).collect(),
+                    }),
                 }
             })
             .collect();
@@ -81,6 +104,32 @@ impl Balancer {
         s.choose(up, start, key, usable)
     }
 
+    /// Slow start: notes which endpoints of `upstream` came back into service (`healthy`)
+    /// and sets their weights for `now`. Called before [`Balancer::first`] for upstreams
+    /// with `slow_start`.
+    pub(crate) fn ramp(&self, upstream: usize, up: &Upstream, now: Instant, healthy: impl Fn(usize) -> bool) {
+        let Some(r) = &self.upstreams[upstream].ramp else { return };
+        for e in 0..up.endpoints.len() {
+            let now_in = healthy(e);
+            if now_in && !r.in_service[e].get() {
+                r.back_since[e].set(Some(now));
+            }
+            r.in_service[e].set(now_in);
+            let full = up.weights[e] * 100;
+            let weight = match r.back_since[e].get() {
+                Some(t) if now.saturating_duration_since(t) < r.window => {
+                    let share = now.saturating_duration_since(t).as_secs_f64() / r.window.as_secs_f64();
+                    ((f64::from(full) * share.max(RAMP_FLOOR)) as u32).max(1)
+                }
+                _ => {
+                    r.back_since[e].set(None);
+                    full
+                }
+            };
+            r.weight[e].set(weight);
+        }
+    }
+
     /// Counts a request in flight to `endpoint` until the guard drops (least request only).
     pub(crate) fn started(&self, upstream: usize, endpoint: usize) -> Option<InFlight<'_>> {
         let count = self.upstreams[upstream].active.get(endpoint)?;
@@ -90,6 +139,11 @@ impl Balancer {
 }
 
 impl State {
+    /// An endpoint's weight now: its configured one, or slow start's.
+    fn weight(&self, up: &Upstream, e: usize) -> u32 {
+        self.ramp.as_ref().map_or(up.weights[e], |r| r.weight[e].get())
+    }
+
     /// [`Balancer::first`] for everything but plain round robin.
     fn choose(&self, up: &Upstream, start: usize, key: Option<u64>, usable: impl Fn(usize) -> bool) -> usize {
         let n = up.endpoints.len();
@@ -104,7 +158,7 @@ impl State {
         }
         if !self.active.is_empty() {
             // Fewest in flight relative to weight: a/wa < b/wb, as a*wb < b*wa; ties in turn.
-            let load = |e: usize| (u64::from(self.active[e].get()), u64::from(up.weights[e]));
+            let load = |e: usize| (u64::from(self.active[e].get()), u64::from(self.weight(up, e)));
             return candidates()
                 .reduce(|best, e| {
                     let ((a, wa), (b, wb)) = (load(e), load(best));
@@ -117,7 +171,7 @@ impl State {
                 .unwrap_or(start % n);
         }
         // In list order, as nginx, so that ties go to the earlier endpoint.
-        let candidates = (0..n).filter(|&e| !any || usable(e)).map(|e| (e, up.weights[e]));
+        let candidates = (0..n).filter(|&e| !any || usable(e)).map(|e| (e, self.weight(up, e)));
         smooth_weighted(&self.current, candidates).unwrap_or(start % n)
     }
 }
@@ -276,5 +330,27 @@ mod tests {
         let on_first =
             (0..4000u32).filter(|k| b.first(0, &cfg.upstreams[0], Some(fnv1a(&k.to_le_bytes())), false, |_| true) == 0);
         assert!((2800..3200).contains(&on_first.count()));
+    }
+
+    #[test]
+    fn slow_start_ramps_a_returning_endpoint() {
+        let (cfg, b) = upstream(2, &[], "slow_start = \"10s\"");
+        let up = &cfg.upstreams[0];
+        // Requests of 1,000 that endpoint 1 gets at `now`, with `healthy` the verdicts.
+        let share = |now: Instant, healthy: &dyn Fn(usize) -> bool| {
+            b.ramp(0, up, now, healthy);
+            (0..1000).filter(|_| b.first(0, up, None, false, healthy) == 1).count()
+        };
+        let t0 = Instant::now();
+        // In service from the start: its full weight at once.
+        assert_eq!(share(t0, &|_| true), 500);
+        assert_eq!(share(t0, &|e| e != 1), 0);
+        // Back: 10% of its weight (10 against 100, 1 in 11), then half, then all of it.
+        let back = t0 + Duration::from_secs(1);
+        let at_start = share(back, &|_| true);
+        assert!((85..=95).contains(&at_start), "{at_start}");
+        let half_way = share(back + Duration::from_secs(5), &|_| true);
+        assert!((320..=345).contains(&half_way), "{half_way}");
+        assert_eq!(share(back + Duration::from_secs(10), &|_| true), 500);
     }
 }

@@ -788,6 +788,9 @@ pub(crate) async fn acquire<Site>(
     let up = &w.cfg.upstreams[upstream];
     let n = up.endpoints.len();
     let now = w.timers.now();
+    if up.slow_start.is_some() {
+        w.balance.ramp(upstream, up, now, |e| w.health.available(upstream, e, now));
+    }
     let usable = |e: usize| avoid != Some(e) && w.health.available(upstream, e, now);
     let start = w.balance.first(upstream, up, key, avoid.is_some(), usable);
     let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");

@@ -1,7 +1,8 @@
 //! Upstream health end to end, on both drivers: passive ejection (the circuit opens after a
 //! run of failures, lets one request through after the ejection, closes on a success), the
 //! panic rule (every endpoint out: all are tried), and active health checks taking an
-//! endpoint out and putting it back, with expected statuses and body text.
+//! endpoint out and putting it back, with expected statuses and body text, and slow start
+//! for an endpoint back in service.
 
 use std::sync::atomic::Ordering;
 
@@ -112,6 +113,28 @@ both_drivers!(checks_can_expect_statuses_and_body_text, |io| {
     assert_eq!(served, "bbbbbb", "the degraded endpoint got requests");
 });
 
+both_drivers!(an_endpoint_back_in_service_starts_slowly, |io| {
+    let (a, b) = (endpoint(false), endpoint(true));
+    // A one-hour ramp: for this test's length the returning endpoint stays at its floor,
+    // 10% of its weight.
+    let check = "health_check = { path = \"/healthz\", interval = \"20ms\", unhealthy_threshold = 1, healthy_threshold = 1 }\noutlier = { consecutive_failures = 0 }\nslow_start = \"1h\"";
+    let gw = gateway_to(io, &[&a, &b], check);
+    until(|| b.checks.load(Ordering::SeqCst) >= 2, std::thread::yield_now);
+    // A request while "b" is out: the worker sees it out, so its return is a return.
+    let mut c = gw.client();
+    assert_eq!(get(&mut c), 200);
+    assert_eq!(b.requests.load(Ordering::SeqCst), 0);
+    b.sick.store(false, Ordering::SeqCst);
+    until(|| b.requests.load(Ordering::SeqCst) > 0, || assert_eq!(get(&mut c), 200));
+    let before = b.requests.load(Ordering::SeqCst);
+    for _ in 0..110 {
+        assert_eq!(get(&mut c), 200);
+    }
+    // 10 against 100 for "a": about 10 of 110 (round robin would give it 55).
+    let got = b.requests.load(Ordering::SeqCst) - before;
+    assert!((5..=20).contains(&got), "{got} of 110");
+});
+
 #[test]
 fn health_settings_are_checked() {
     let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n";
@@ -124,6 +147,9 @@ fn health_settings_are_checked() {
     assert!(err("health_check = { path = \"/h\", expect_status = [\"2xy\"] }").contains("expect_status[0]"));
     assert!(err("health_check = { path = \"/h\", expect_status = [] }").contains("expect_status"));
     assert!(err("health_check = { path = \"/h\", expect_body = \"\" }").contains("expect_body"));
+    assert!(
+        err("balance = \"hash\"\nhash_on = \"client_ip\"\nslow_start = \"30s\"").contains("upstreams[0].slow_start")
+    );
     let cfg = config::Config::parse(base).unwrap();
     assert_eq!(cfg.upstreams[0].outlier.consecutive_failures, 5);
     assert!(cfg.upstreams[0].health_check.is_none());
