@@ -2,7 +2,7 @@
 //! round robin (smooth weighted round robin when weights differ), least request, or
 //! rendezvous hashing of a request key. Each worker keeps its own cursors and counts
 //! (shared-nothing, as Envoy's per-worker load balancers). What follows a failed attempt
-//! (the next endpoints in turn, health, retries) is `proxy::acquire`'s.
+//! (the next endpoints in turn, health, retries) is `upstream::acquire`'s.
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
@@ -82,7 +82,7 @@ impl Balancer {
     /// for `hash`; `retry`: a retry after a failure, which leaves the round-robin cursor
     /// where it is (the next request goes where it would have gone); `usable`: whether an
     /// endpoint may take this request (health, and not the one a retry comes from). When
-    /// none is usable every endpoint counts (the panic rule, see `proxy::acquire`).
+    /// none is usable every endpoint counts (the panic rule, see `upstream::acquire`).
     #[inline]
     pub(crate) fn first(
         &self,

@@ -53,6 +53,7 @@ mod timers;
 mod tls;
 mod tls_tunnel;
 mod tunnel;
+mod upstream;
 mod upstream_tls;
 mod waiters;
 mod worker;

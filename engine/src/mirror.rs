@@ -20,8 +20,8 @@ use proto_http::chunked::{ChunkedDecoder, Decoded};
 use proto_http::ResponseBody;
 
 use crate::error::{Error, Kind, Side};
-use crate::proxy::{acquire, pool_back, read_response_head, Mirrored};
 use crate::share::Share;
+use crate::upstream::{acquire, pool_back, read_response_head, Mirrored};
 use crate::worker::Worker;
 
 /// What became of a request on a mirrored route, for the metrics.

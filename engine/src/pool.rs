@@ -41,7 +41,7 @@ impl Pool {
     }
 
     /// The most recently used live connection to this endpoint, if any. Inlined into both
-    /// instantiations of `proxy::acquire`: out of line, the connection came back through
+    /// instantiations of `upstream::acquire`: out of line, the connection came back through
     /// memory, +40 instructions per plain request (callgrind).
     #[inline(always)]
     pub(crate) fn take(
@@ -67,7 +67,7 @@ impl Pool {
     pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, keep: Keep, now: Instant) {
         conn.exchanges += 1;
         // A TLS connection holding ciphertext or plaintext beyond its response has the
-        // same framing disagreement as one with bytes in `buf` (see `proxy::pool_back`).
+        // same framing disagreement as one with bytes in `buf` (see `upstream::pool_back`).
         if keep.max_idle == 0
             || keep.requests.is_some_and(|n| conn.exchanges >= n)
             || keep.time.is_some_and(|t| now.saturating_duration_since(conn.opened) >= t)

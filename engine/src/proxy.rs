@@ -1,5 +1,5 @@
 //! One request/response exchange through the proxy: route, run the route's policies (in
-//! `policy`), pick a pooled or new upstream connection, stream the request, relay 1xx,
+//! `policy`), take an upstream connection (from `upstream`), stream the request, relay 1xx,
 //! stream the response, and decide what happens to both connections afterwards. Errors
 //! become a status code here, via [`Error::status`].
 
@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use config::{Action, AuthKind, Config};
-use monoio::net::TcpStream;
-use proto_http::{parse_response_in, BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
+use proto_http::{BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
 
 use crate::auth::KeySource;
 use crate::body::{
@@ -18,9 +17,10 @@ use crate::body::{
 use crate::cache;
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
-use crate::io::{timed, Conn};
+use crate::io::Conn;
 use crate::policy;
 use crate::tunnel;
+use crate::upstream::{acquire, pool_back, read_response_head, Original};
 use crate::worker::Worker;
 
 /// What the client connection does after an exchange, and what the client was answered.
@@ -565,69 +565,6 @@ async fn exchange(
     Ok(Next { keep_alive: keep, status: resp_meta.status })
 }
 
-/// Returns an upstream connection to the pool after its response, when it can carry
-/// another: bytes beyond the end of the response (or a body on a bodiless response) mean
-/// the upstream and coregate disagree about framing, and that connection is never reused.
-pub(crate) fn pool_back(
-    w: &Worker,
-    upstream: usize,
-    endpoint: usize,
-    mut up: Conn,
-    resp_meta: proto_http::ResponseMeta,
-) {
-    if resp_meta.keep_alive() && up.buf.is_empty() {
-        up.spare_headers = resp_meta.headers;
-        let keep = crate::pool::Keep::of(&w.cfg.upstreams[upstream]);
-        w.pool.borrow_mut().put(upstream, endpoint, up, keep, w.timers.now());
-    }
-}
-
-/// A new upstream connection: a plain socket, or one whose TLS handshake is done.
-enum Connected {
-    Plain(TcpStream),
-    Tls(Box<Conn>),
-}
-
-/// Connects to `addr`, and runs the TLS handshake for an HTTPS upstream (a failed handshake
-/// is a failed connect, logged with rustls' reason); the caller bounds both with `timeout`,
-/// the upstream's connect timeout. The plain path's output stays a socket: returning the
-/// whole `Conn` through this future made the pooled path copy it 4 more times per request
-/// (+58 instructions, callgrind), and so did a second await in `acquire`.
-async fn connect(
-    w: &Worker,
-    addr: std::net::SocketAddr,
-    tls: Option<&crate::upstream_tls::UpstreamTls>,
-    timeout: Duration,
-) -> std::io::Result<Connected> {
-    let deadline = w.timers.deadline(timeout);
-    let stream = TcpStream::connect_addr(addr).await?;
-    let _ = stream.set_nodelay(true);
-    match tls {
-        None => Ok(Connected::Plain(stream)),
-        Some(tls) => handshake(stream, w, tls, addr, deadline).await.map(Connected::Tls),
-    }
-}
-
-/// The TLS handshake of [`connect`], boxed as a `dyn` future and out of line, as the TLS
-/// reads and writes are (`tls::Boxed`), so that its state and code stay out of every plain
-/// request's `exchange`.
-#[inline(never)]
-fn handshake<'a>(
-    stream: TcpStream,
-    w: &'a Worker,
-    tls: &'a crate::upstream_tls::UpstreamTls,
-    addr: std::net::SocketAddr,
-    deadline: std::time::Instant,
-) -> crate::tls::Boxed<'a, Box<Conn>> {
-    Box::pin(async move {
-        let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
-        conn.tls_connect(tls, addr, deadline).await.inspect_err(|e| {
-            log::warn!("TLS handshake with upstream {addr} failed: {e}");
-        })?;
-        Ok(conn)
-    })
-}
-
 /// Answers the client with the upstream's 101 and relays bytes both ways until the tunnel
 /// ends; the upstream connection is never pooled again and the client's closes after.
 async fn tunnel(
@@ -729,114 +666,4 @@ async fn send_and_receive(
                 .map_err(|e| Error::io(Side::Client, "writing a 1xx response", e))?;
         }
     }
-}
-
-/// Which call site instantiates [`acquire`] and [`read_response_head`]: the original
-/// exchange, or a mirrored copy (`mirror`). Nothing but a type: one instantiation per call
-/// site lets each future be inlined into its caller's, as it was before mirroring shared
-/// them; one shared instantiation cost the plain path 182 instructions per request
-/// (10,887 -> 11,069, callgrind: two futures of their own and the copies between them).
-pub(crate) struct Original;
-pub(crate) struct Mirrored;
-
-/// Reads a response head from `up`; `got_bytes` turns true once any byte of it arrived.
-#[allow(clippy::extra_unused_type_parameters)] // `Site`: see `Original`
-pub(crate) async fn read_response_head<Site>(
-    w: &Worker,
-    up: &mut Conn,
-    got_bytes: &mut bool,
-    head_request: bool,
-    timeout: Duration,
-) -> Result<ResponseHead, Error> {
-    let deadline = w.timers.deadline(timeout);
-    loop {
-        if !up.buf.is_empty() {
-            *got_bytes = true;
-            if let Some(meta) = parse_response_in(&up.buf, &w.cfg.limits.wire, head_request, &mut up.spare_headers)
-                .map_err(|e| Error::malformed(Side::Upstream, e))?
-            {
-                let bytes = up.buf.split_to(meta.head_len).freeze();
-                return Ok(ResponseHead::new(bytes, meta));
-            }
-        }
-        match up.fill_until(crate::pool::HEAD_ROOM, deadline).await {
-            Ok(0) if *got_bytes => {
-                return Err(Error::new(Kind::Closed, Side::Upstream, "closed in the middle of the response head"))
-            }
-            Ok(0) => return Err(Error::new(Kind::Closed, Side::Upstream, "closed without a response")),
-            Ok(_) => {}
-            Err(e) => return Err(Error::io(Side::Upstream, "waiting for the response head", e)),
-        }
-    }
-}
-
-/// A pooled connection to the endpoint the upstream's balancing chooses (`balance`; `key`:
-/// the request's hash key), or a new one; on connect failure the other endpoints are tried
-/// in turn. Endpoints out of service (ejected by this worker's circuits or failed by the
-/// active checks, `health`) are skipped, unless all are: then every one is tried, as
-/// Envoy's panic mode does, since a verdict may be stale and refusing all traffic helps
-/// nobody. A retry passes the endpoint it comes from as `avoid`.
-/// Returns (connection, endpoint, reused).
-#[allow(clippy::extra_unused_type_parameters)] // `Site`: see `Original`
-pub(crate) async fn acquire<Site>(
-    w: &Worker,
-    upstream: usize,
-    fresh: bool,
-    avoid: Option<usize>,
-    key: Option<u64>,
-) -> Result<(Conn, usize, bool), Error> {
-    let up = &w.cfg.upstreams[upstream];
-    let n = up.endpoints.len();
-    let now = w.timers.now();
-    if up.slow_start.is_some() {
-        w.balance.ramp(upstream, up, now, |e| w.health.available(upstream, e, now));
-    }
-    let usable = |e: usize| avoid != Some(e) && w.health.available(upstream, e, now);
-    let start = w.balance.first(upstream, up, key, avoid.is_some(), usable);
-    let mut last = Error::new(Kind::Connect, Side::Upstream, "no endpoint");
-    let mut tried = false;
-    for all in [false, true] {
-        if all && tried {
-            break;
-        }
-        for k in 0..n {
-            let endpoint = (start + k) % n;
-            // A single endpoint would be tried whatever its health says (the panic rule):
-            // its health is not looked at. `avoid`: the one a retry comes from.
-            if !all && n > 1 && !usable(endpoint) {
-                continue;
-            }
-            tried = true;
-            if !fresh {
-                if let Some(conn) = w.pool.borrow_mut().take(upstream, endpoint, now, up.idle_timeout) {
-                    return Ok((conn, endpoint, true));
-                }
-            }
-            let addr = up.endpoints[endpoint];
-            let tls = w.upstream_tls[upstream].as_ref();
-            match timed(&w.timers, up.connect_timeout, connect(w, addr, tls, up.connect_timeout)).await {
-                Ok(Connected::Plain(stream)) => {
-                    return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
-                }
-                Ok(Connected::Tls(conn)) => return Ok((*conn, endpoint, false)),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    let what = if tls.is_some() {
-                        "connecting to the upstream (TLS) timed out"
-                    } else {
-                        "connecting to the upstream timed out"
-                    };
-                    last = Error::new(Kind::ConnectTimeout, Side::Upstream, what);
-                }
-                Err(e) => {
-                    log::debug!("connect to {addr} failed: {e}");
-                    let what =
-                        if tls.is_some() { "connecting to the upstream (TLS)" } else { "connecting to the upstream" };
-                    last = Error::io(Side::Upstream, what, e);
-                    last.kind = Kind::Connect;
-                }
-            }
-            w.health.failed(upstream, endpoint, &up.outlier, w.timers.now());
-        }
-    }
-    Err(last)
 }
