@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use balance::{Balance, HashOn, MAX_WEIGHT};
 pub use basic::{sha256_password, BasicAuth, Password, MAX_BCRYPT_COST};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
-pub use compress::{RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
+pub use compress::{Coding, RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
 pub use fault::Fault;
 pub use jwt::{JwtAuth, JwtKey};

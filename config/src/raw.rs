@@ -266,6 +266,9 @@ pub struct RawRouteCompress {
     pub min_bytes: Option<usize>,
     pub max_bytes: Option<usize>,
     pub level: Option<usize>,
+    pub encodings: Option<Vec<String>>,
+    pub br_level: Option<usize>,
+    pub zstd_level: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,8 +1,9 @@
-//! gzip for routes with `compress` (RFC 9110 8.4.1.3): an eligible response to a request
-//! that accepts gzip (proto-http's `accept_encoding`) is read whole (up to the route's
-//! `max_bytes`), compressed in memory and sent with its Content-Length, `Content-Encoding:
-//! gzip`, `Vary: Accept-Encoding`, and its ETag made weak (the bytes differ from the
-//! upstream's, RFC 9110 8.8.1). Whole rather than streamed: an API response is small,
+//! gzip, brotli and zstd for routes with `compress` (RFC 9110 8.4.1): an eligible response
+//! to a request that accepts one of the route's codings (proto-http's `accept_encoding`; the
+//! heaviest weight wins, the route's order breaks ties) is read whole (up to the route's
+//! `max_bytes`), compressed in memory and sent with its Content-Length, `Content-Encoding`,
+//! `Vary: Accept-Encoding`, and its ETag made weak (the bytes differ from the upstream's,
+//! RFC 9110 8.8.1). Whole rather than streamed: an API response is small,
 //! a known length keeps the client connection's framing simple, and `max_bytes` bounds
 //! the memory. Larger, close-delimited and already-encoded bodies pass through untouched.
 //! Responses from the cache are compressed on the way out the same way ([`on_stored`]).
@@ -11,7 +12,7 @@
 //! route's settings (`config::RouteCompress`).
 
 use bytes::Bytes;
-use config::RouteCompress;
+use config::{Coding, RouteCompress};
 use proto_http::cache_control::CacheControl;
 use proto_http::{RequestHead, ResponseBody, ResponseHead};
 use zlib_rs::{DeflateConfig, ReturnCode};
@@ -28,14 +29,15 @@ pub(crate) enum Applied {
     /// It goes out as it came, but another request (with another Accept-Encoding) would
     /// have got it compressed: caches after coregate are told so with Vary.
     Vary,
-    /// It goes out gzip-encoded.
-    Gzip,
+    /// It goes out encoded with this coding.
+    Encoded(Coding),
 }
 
 /// What the route does with `resp` for `req`, its body's size aside: [`Applied::No`]
 /// unless the response is a success with content (not 204 or a 206 range) of a covered
-/// type, not encoded yet and without `no-transform`; then [`Applied::Gzip`] when the request
-/// accepts gzip, else [`Applied::Vary`].
+/// type, not encoded yet and without `no-transform`; then [`Applied::Encoded`] with the
+/// route's coding the request weighs heaviest (the earlier listed among equals), else
+/// [`Applied::Vary`].
 fn decide(c: &RouteCompress, req: &RequestHead, resp: &ResponseHead) -> Applied {
     let named = |name: &'static [u8]| move |(n, _): &(&[u8], &[u8])| n.eq_ignore_ascii_case(name);
     let eligible = matches!(resp.meta.status, 200..=203)
@@ -43,15 +45,17 @@ fn decide(c: &RouteCompress, req: &RequestHead, resp: &ResponseHead) -> Applied 
         && resp.header(b"content-type").is_some_and(|t| c.covers(t))
         && !CacheControl::parse(resp.headers().filter(named(b"cache-control")).map(|(_, v)| v)).no_transform;
     if !eligible {
-        Applied::No
-    } else if proto_http::accept_encoding::accepts(
-        req.headers().filter(named(b"accept-encoding")).map(|(_, v)| v),
-        "gzip",
-    ) {
-        Applied::Gzip
-    } else {
-        Applied::Vary
+        return Applied::No;
     }
+    let mut best = (0, Applied::Vary);
+    for &coding in &c.encodings {
+        let values = req.headers().filter(named(b"accept-encoding")).map(|(_, v)| v);
+        let weight = proto_http::accept_encoding::weight(values, coding.token());
+        if weight > best.0 {
+            best = (weight, Applied::Encoded(coding));
+        }
+    }
+    best.1
 }
 
 /// Whether a body of `len` bytes is within the route's bounds.
@@ -59,15 +63,20 @@ fn sized(c: &RouteCompress, len: u64) -> bool {
     (c.min_bytes as u64..=c.max_bytes as u64).contains(&len)
 }
 
-/// A body to gzip: compressed, unless that would not make it smaller.
-fn encode(c: &RouteCompress, body: Bytes) -> (Bytes, Applied) {
-    match gzip(&body, c.level) {
-        Some(gz) => (gz.into(), Applied::Gzip),
+/// A body to encode: compressed, unless that would not make it smaller.
+fn encode(c: &RouteCompress, coding: Coding, body: Bytes) -> (Bytes, Applied) {
+    let encoded = match coding {
+        Coding::Gzip => gzip(&body, c.level),
+        Coding::Br => brotli(&body, c.br_level),
+        Coding::Zstd => zstd(&body, c.zstd_level),
+    };
+    match encoded {
+        Some(out) => (out.into(), Applied::Encoded(coding)),
         None => (body, Applied::Vary),
     }
 }
 
-/// Decides for a response from upstream and, for gzip, reads its body (unless the cache
+/// Decides for a response from upstream and, to encode it, reads its body (unless the cache
 /// already did: `stored`) and compresses it. Returns the body to send from memory, if any,
 /// and what was applied.
 pub(crate) async fn on_response(
@@ -89,9 +98,7 @@ pub(crate) async fn on_response(
         ResponseBody::None | ResponseBody::Close => false,
     };
     let applied = if within { decide(c, req, resp) } else { Applied::No };
-    if applied != Applied::Gzip {
-        return Ok((None, applied));
-    }
+    let Applied::Encoded(coding) = applied else { return Ok((None, applied)) };
     let body = match read_whole(up, resp.meta.body, c.max_bytes, limits, leg).await? {
         Some(body) if body.len() >= c.min_bytes => body,
         // Too small after all: the same for every client.
@@ -99,7 +106,7 @@ pub(crate) async fn on_response(
         // A chunked body over max_bytes: streamed as it comes, for everybody alike.
         None => return Ok((None, Applied::No)),
     };
-    let (body, applied) = encode(c, body);
+    let (body, applied) = encode(c, coding, body);
     Ok((Some(body), applied))
 }
 
@@ -116,8 +123,8 @@ pub(crate) fn on_stored(
         return (Some(body), Applied::No);
     }
     match decide(c, req, head) {
-        Applied::Gzip => {
-            let (body, applied) = encode(c, body);
+        Applied::Encoded(coding) => {
+            let (body, applied) = encode(c, coding, body);
             (Some(body), applied)
         }
         applied => (Some(body), applied),
@@ -151,6 +158,40 @@ fn gzip(body: &[u8], level: u32) -> Option<Vec<u8>> {
     })
 }
 
+/// `body` as a brotli stream (RFC 7932), or None when that would not be smaller. The
+/// window stays brotli's default (2^22): the crate sizes its buffers to the body anyway,
+/// and smaller windows made quality 5 and 6 fourteen times slower on a 4 KB body.
+fn brotli(body: &[u8], quality: u32) -> Option<Vec<u8>> {
+    let params =
+        ::brotli::enc::BrotliEncoderParams { quality: quality as i32, size_hint: body.len(), ..Default::default() };
+    let mut out = Vec::with_capacity(body.len() / 2);
+    ::brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
+    (out.len() < body.len()).then_some(out)
+}
+
+/// `body` as one zstd frame (RFC 8878) with its size in the header, or None when that would
+/// not be smaller. libzstd sizes its tables to the body (it is told the size up front). Each
+/// worker thread keeps one compression context: a new one per response cost 20 us against
+/// 5.7 us reused on a 4 KB JSON body at level 3 (measured here, by hand).
+fn zstd(body: &[u8], level: i32) -> Option<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<::zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with_borrow_mut(|context| {
+        let compressor = match context {
+            Some(c) => {
+                c.set_compression_level(level).ok()?;
+                c
+            }
+            None => context.insert(::zstd::bulk::Compressor::new(level).ok()?),
+        };
+        let mut out = Vec::with_capacity(body.len().saturating_sub(1));
+        // A result that does not fit in less than the body is an error here: not worth sending.
+        compressor.compress_to_buffer(body, &mut out).ok()?;
+        Some(out)
+    })
+}
+
 /// Edits a client response head built by `forward::response_head` for what was applied.
 pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
     if applied == Applied::No {
@@ -171,7 +212,8 @@ pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
             });
         }
         let strong = value.trim_ascii_start().starts_with(b"\"");
-        if applied == Applied::Gzip && name.eq_ignore_ascii_case(b"etag") && strong {
+        let encoded = matches!(applied, Applied::Encoded(_));
+        if encoded && name.eq_ignore_ascii_case(b"etag") && strong {
             out.extend_from_slice(name);
             out.extend_from_slice(b": W/");
             out.extend_from_slice(value.trim_ascii_start());
@@ -179,8 +221,10 @@ pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
             out.extend_from_slice(line);
         }
     }
-    if applied == Applied::Gzip {
-        out.extend_from_slice(b"content-encoding: gzip\r\n");
+    if let Applied::Encoded(coding) = applied {
+        out.extend_from_slice(b"content-encoding: ");
+        out.extend_from_slice(coding.token().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if !varies {
         out.extend_from_slice(b"vary: accept-encoding\r\n");
@@ -197,14 +241,14 @@ mod tests {
     fn heads_are_marked() {
         let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nETag: \"v1\"\r\ncontent-length: 9\r\n\r\n";
         let mut h = head.to_vec();
-        mark(&mut h, Applied::Gzip);
+        mark(&mut h, Applied::Encoded(Coding::Gzip));
         assert_eq!(
             String::from_utf8(h).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nETag: W/\"v1\"\r\ncontent-length: 9\r\n\
              content-encoding: gzip\r\nvary: accept-encoding\r\n\r\n"
         );
         let mut h = b"HTTP/1.1 200 OK\r\nVary: Origin, Accept-Encoding\r\netag: W/\"w\"\r\n\r\n".to_vec();
-        mark(&mut h, Applied::Gzip);
+        mark(&mut h, Applied::Encoded(Coding::Gzip));
         assert_eq!(
             String::from_utf8(h).unwrap(),
             "HTTP/1.1 200 OK\r\nVary: Origin, Accept-Encoding\r\netag: W/\"w\"\r\ncontent-encoding: gzip\r\n\r\n"
@@ -248,6 +292,25 @@ mod tests {
             })
             .collect();
         assert_eq!(gzip(&noise, 9), None);
+    }
+
+    #[test]
+    fn brotli_and_zstd_round_trip() {
+        for body in [json_like(300), json_like(5_000), json_like(70_000), json_like(3_000_000)] {
+            let br = brotli(&body, 3).expect("smaller");
+            let mut back = Vec::new();
+            ::brotli::BrotliDecompress(&mut &br[..], &mut back).unwrap();
+            assert!(br.len() < body.len() && back == body, "br, {} bytes", body.len());
+            let zs = zstd(&body, 3).expect("smaller");
+            assert!(zs.len() < body.len(), "zstd, {} bytes", body.len());
+            assert_eq!(::zstd::bulk::decompress(&zs, body.len()).unwrap(), body);
+        }
+        for f in [brotli as fn(&[u8], u32) -> Option<Vec<u8>>, |b, l| zstd(b, l as i32)] {
+            assert_eq!(f(b"abc", 3), None);
+        }
+        let mut h = b"HTTP/1.1 200 OK\r\netag: \"v\"\r\n\r\n".to_vec();
+        mark(&mut h, Applied::Encoded(Coding::Br));
+        assert_eq!(h, b"HTTP/1.1 200 OK\r\netag: W/\"v\"\r\ncontent-encoding: br\r\nvary: accept-encoding\r\n\r\n");
     }
 
     fn json_like(n: usize) -> Vec<u8> {

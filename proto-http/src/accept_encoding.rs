@@ -1,5 +1,5 @@
-//! Accept-Encoding (RFC 9110 12.5.3): whether a request accepts a content coding, read
-//! from the values of all its Accept-Encoding fields. Which coding to apply, and when, is the
+//! Accept-Encoding (RFC 9110 12.5.3): whether, and how much, a request accepts a content
+//! coding, read from the values of all its Accept-Encoding fields. Which coding to apply, and when, is the
 //! engine's; this module only reads the field.
 
 use crate::fields::{trim_ows, FieldList};
@@ -13,6 +13,13 @@ use crate::fields::{trim_ows, FieldList};
 /// as a gateway should not change a representation nobody asked to have encoded (nginx and
 /// Envoy compress only for a request that lists a coding). An empty field accepts none.
 pub fn accepts<'a>(values: impl IntoIterator<Item = &'a [u8]>, coding: &str) -> bool {
+    weight(values, coding) > 0
+}
+
+/// The weight a request gives `coding`, in thousandths (1000 for a plain listing, 0 when
+/// it is not acceptable), by the rules of [`accepts`]; a server choosing among codings
+/// takes the heaviest (RFC 9110 12.5.3).
+pub fn weight<'a>(values: impl IntoIterator<Item = &'a [u8]>, coding: &str) -> u32 {
     let (mut named, mut star) = (None, None);
     for value in values {
         for item in FieldList::new(value) {
@@ -29,7 +36,7 @@ pub fn accepts<'a>(values: impl IntoIterator<Item = &'a [u8]>, coding: &str) -> 
             }
         }
     }
-    named.or(star).is_some_and(|w| w > 0)
+    named.or(star).unwrap_or(0)
 }
 
 /// A weight parameter `q=0.5` in thousandths (RFC 9110 12.4.2: up to three decimals);
@@ -55,7 +62,7 @@ fn qvalue(param: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::accepts;
+    use super::{accepts, weight};
 
     #[test]
     fn gzip_acceptance_table() {
@@ -89,6 +96,23 @@ mod tests {
         for (values, want) in cases {
             let got = accepts(values.iter().map(|v| v.as_bytes()), "gzip");
             assert_eq!(got, *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn weight_table() {
+        let cases: &[(&str, &str, u32)] = &[
+            ("br;q=0.9, gzip", "br", 900),
+            ("br;q=0.9, gzip", "gzip", 1000),
+            ("br;q=0.9, gzip", "zstd", 0),
+            ("zstd, *;q=0.2", "br", 200),
+            ("zstd, *;q=0.2", "zstd", 1000),
+            ("x-gzip;q=0.3", "gzip", 300),
+            ("x-gzip;q=0.3", "br", 0),
+            ("BR;q=0.05", "br", 50),
+        ];
+        for &(value, coding, want) in cases {
+            assert_eq!(weight([value.as_bytes()], coding), want, "{value:?} {coding}");
         }
     }
 }

@@ -1,4 +1,5 @@
 //! Response compression (`routes[].compress`) end to end, on both drivers: what is gzipped
+//! (or encoded with brotli or zstd, as the client's weights and the route's order choose)
 //! and how it is marked (Content-Encoding, Vary, a weak ETag, the length), what is left as
 //! it came (no or refused Accept-Encoding, small, large, incompressible, already encoded,
 //! `no-transform`, types not listed, HEAD), chunked upstream bodies, the cache beside it,
@@ -156,6 +157,52 @@ both_drivers!(cached_responses_are_gzipped_on_the_way_out, |io| {
     }
 });
 
+/// The body decoded by the coding a response names.
+fn decoded(r: &Message) -> Vec<u8> {
+    match r.header("content-encoding") {
+        None => r.body.clone(),
+        Some("gzip") => gunzip(&r.body),
+        Some("br") => {
+            let mut out = Vec::new();
+            brotli::BrotliDecompress(&mut &r.body[..], &mut out).expect("a brotli body");
+            out
+        }
+        Some("zstd") => zstd::stream::decode_all(&r.body[..]).expect("a zstd body"),
+        Some(other) => panic!("unexpected coding {other}"),
+    }
+}
+
+both_drivers!(brotli_and_zstd_follow_the_clients_weights_then_the_routes_order, |io| {
+    let up = origin();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
+             [[routes]]\npath = \"/cached\"\nupstream = \"api\"\ncache = {{ ttl = \"60s\" }}\n\
+             compress = {{ encodings = [\"zstd\", \"br\", \"gzip\"], br_level = 5, zstd_level = 9 }}\n\
+             [[routes]]\npath = \"/\"\nupstream = \"api\"\ncompress = {{ encodings = [\"zstd\", \"br\", \"gzip\"] }}\n",
+            up.addr
+        ),
+    );
+    let mut c = gw.client();
+    for (path, original) in [("/json", json(3000)), ("/chunked", json(5000)), ("/cached", json(3000))] {
+        for (accept, coding) in [
+            ("gzip, deflate, br, zstd", Some("zstd")),
+            ("gzip, br", Some("br")),
+            ("br;q=0.5, gzip", Some("gzip")),
+            ("zstd;q=0, *", Some("br")),
+            ("deflate", None),
+        ] {
+            let r = get(&mut c, path, &format!("Accept-Encoding: {accept}\r\n"));
+            assert_eq!(r.header("content-encoding"), coding, "{path} {accept}");
+            assert_eq!(r.header("vary"), Some("accept-encoding"), "{path} {accept}");
+            assert!(coding.is_none() || r.body.len() < original.len() / 3, "{path} {accept}: {} bytes", r.body.len());
+            assert!(decoded(&r) == original, "{path} {accept}: the body came back changed");
+        }
+    }
+    assert_eq!(up.connection_count(), 1, "every answer kept the connection usable");
+});
+
 #[test]
 fn compress_settings_are_checked() {
     let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\n";
@@ -168,6 +215,8 @@ fn compress_settings_are_checked() {
     assert!(err("upstream = \"api\"\ncompress = { level = 10 }\n").contains("routes[0].compress.level"));
     assert!(err("upstream = \"api\"\ncompress = { min_bytes = 9, max_bytes = 8 }\n").contains("min_bytes"));
     assert!(err("upstream = \"api\"\ncompress = { gzip = true }\n").contains("routes[0].compress.gzip"));
+    assert!(err("upstream = \"api\"\ncompress = { encodings = [\"deflate\"] }\n")
+        .contains("routes[0].compress.encodings[0]"));
     let cfg = parse("upstream = \"api\"\ncompress = {}\n").unwrap();
     let c = cfg.routes[0].compress.as_ref().unwrap();
     assert_eq!((c.level, c.min_bytes, c.max_bytes), (1, 256, 1 << 20));
