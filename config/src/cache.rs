@@ -1,5 +1,5 @@
 //! The response cache's settings: `[cache]` (the memory every cached response shares) and a
-//! route's `cache = { ttl, max_entry_bytes }`. What is stored, for how long and for whom
+//! route's `cache = { ttl, max_entry_bytes, lock, stale_if_error, stale_while_revalidate }`. What is stored, for how long and for whom
 //! (RFC 9111) is the engine's.
 
 use std::time::Duration;
@@ -33,6 +33,11 @@ pub struct RouteCache {
     /// How long past its freshness a stored response still answers a request whose upstream
     /// fails (RFC 5861's stale-if-error, nginx's `proxy_cache_use_stale`).
     pub stale_if_error: Option<Duration>,
+    /// How long past its freshness a stored response still answers at once while one
+    /// request refreshes it in the background (RFC 5861's stale-while-revalidate, nginx's
+    /// `proxy_cache_use_stale updating` with `proxy_cache_background_update`). A response's
+    /// own `stale-while-revalidate` directive takes the place of this.
+    pub stale_while_revalidate: Option<Duration>,
 }
 
 const DEFAULT_MAX_BYTES: usize = 64 << 20;
@@ -68,6 +73,7 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
     let ttl = duration("ttl", &raw.ttl);
     let lock = duration("lock", &raw.lock);
     let stale_if_error = duration("stale_if_error", &raw.stale_if_error);
+    let stale_while_revalidate = duration("stale_while_revalidate", &raw.stale_while_revalidate);
     let max_entry_bytes = match raw.max_entry_bytes {
         Some(0) => {
             c.err(format!("{path}.max_entry_bytes"), "must be greater than zero");
@@ -76,7 +82,7 @@ pub(crate) fn route_cache(c: &mut Checker, path: &str, raw: &RawRouteCache, prox
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => 0,
     };
-    RouteCache { ttl, max_entry_bytes, lock, stale_if_error }
+    RouteCache { ttl, max_entry_bytes, lock, stale_if_error, stale_while_revalidate }
 }
 
 /// Gives routes without `max_entry_bytes` the default (1 MiB, or one shard's share when

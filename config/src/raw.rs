@@ -39,6 +39,8 @@ pub struct RawRouteCache {
     pub lock: Option<String>,
     /// How long past its freshness a stored response may answer when the upstream fails.
     pub stale_if_error: Option<String>,
+    /// How long past its freshness a stored response answers while it is refreshed.
+    pub stale_while_revalidate: Option<String>,
 }
 
 /// The admin listener: Prometheus metrics and the gateway's own health.

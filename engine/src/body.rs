@@ -2,7 +2,8 @@
 //! Content-Length (RFC 9112 6.2), chunked (RFC 9112 7.1, decoded strictly and re-encoded
 //! without extensions or trailers) and close-delimited (RFC 9112 6.3 rule 8). The exception
 //! is a Content-Length body of up to 64 KiB, read whole so that it leaves with its head
-//! ([`buffer_small_body`]), and a response the cache stores ([`read_whole`]).
+//! ([`buffer_small_body`]), a response the cache stores ([`read_whole`]), and answers read
+//! for nobody, only to free their connection ([`discard`]).
 //!
 //! Data read into the source's buffer is split off and frozen into `Bytes`, then written
 //! to the destination: no copy for Content-Length and close-delimited bodies. Re-encoded
@@ -20,6 +21,9 @@ use crate::io::Conn;
 
 /// Read size for bodies.
 const BODY_READ: usize = 64 * 1024;
+
+/// Read size for bodies read to be dropped ([`discard`]).
+const DISCARD_READ: usize = 16 * 1024;
 
 /// One direction of a copy: who reads, who writes, and their timeouts.
 #[derive(Clone, Copy)]
@@ -274,6 +278,56 @@ pub(crate) async fn copy_chunked(
                 leg.read(src).await?;
             }
         }
+    }
+}
+
+/// Reads a response body to its end (RFC 9112 6.3) and drops it, so that its connection
+/// can carry another exchange: the answers to mirrored requests and background refreshes,
+/// which nobody waits for. `timeout` bounds each read.
+pub(crate) async fn discard(
+    up: &mut crate::io::Conn,
+    body: ResponseBody,
+    limits: &proto_http::Limits,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let closed = || Error::new(Kind::Closed, Side::Upstream, "closed in the middle of an answer read for nobody");
+    let read = |e| Error::io(Side::Upstream, "reading an answer for nobody", e);
+    match body {
+        ResponseBody::None => Ok(()),
+        ResponseBody::Length(mut left) => loop {
+            let k = left.min(up.buf.len() as u64);
+            up.buf.advance(k as usize);
+            left -= k;
+            if left == 0 {
+                return Ok(());
+            }
+            if up.fill(DISCARD_READ, timeout).await.map_err(read)? == 0 {
+                return Err(closed());
+            }
+        },
+        ResponseBody::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limits);
+            loop {
+                while !up.buf.is_empty() {
+                    let (used, found) = decoder.decode(&up.buf).map_err(|e| Error::malformed(Side::Upstream, e))?;
+                    up.buf.advance(used);
+                    match found {
+                        Decoded::Done => return Ok(()),
+                        Decoded::NeedMore if used == 0 => break,
+                        _ => {}
+                    }
+                }
+                if up.fill(DISCARD_READ, timeout).await.map_err(read)? == 0 {
+                    return Err(closed());
+                }
+            }
+        }
+        ResponseBody::Close => loop {
+            up.buf.clear();
+            if up.fill(DISCARD_READ, timeout).await.map_err(read)? == 0 {
+                return Ok(());
+            }
+        },
     }
 }
 

@@ -20,8 +20,9 @@ const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Cache lookup results, as `X-Cache-Status` names them.
 /// REVALIDATED counts the EXPIRED lookups that a 304 from the upstream then confirmed,
-/// STALE those answered stale because the upstream failed.
-const CACHE_RESULTS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "BYPASS", "REVALIDATED", "STALE"];
+/// STALE those answered stale because the upstream failed, UPDATING those answered stale
+/// while a background task refreshed them (stale-while-revalidate).
+const CACHE_RESULTS: [&str; 7] = ["HIT", "MISS", "EXPIRED", "BYPASS", "REVALIDATED", "STALE", "UPDATING"];
 
 /// A counter with one writer (its worker) and any number of readers.
 #[derive(Default)]

@@ -12,12 +12,8 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use bytes::Buf;
 use config::{Config, Mirror};
-use proto_http::chunked::{ChunkedDecoder, Decoded};
-use proto_http::ResponseBody;
 
 use crate::error::{Error, Kind, Side};
 use crate::share::Share;
@@ -39,9 +35,6 @@ pub(crate) enum Result {
 
 /// The results' names in the metrics, by [`Result`] value.
 pub(crate) const RESULTS: [&str; 4] = ["answered", "failed", "dropped", "skipped"];
-
-/// Room a read of a mirrored answer's body asks for.
-const READ_ROOM: usize = 16 * 1024;
 
 /// This worker's sampling and in-flight counts per route.
 pub(crate) struct Mirrors {
@@ -120,7 +113,7 @@ async fn send(w: &Rc<Worker>, upstream: usize, head: Vec<u8>, head_request: bool
         }
         let meta = resp.meta;
         drop(resp.bytes);
-        discard(&mut up, meta.body, &w.cfg.limits.wire, up_cfg.response_timeout).await?;
+        crate::body::discard(&mut up, meta.body, &w.cfg.limits.wire, up_cfg.response_timeout).await?;
         Ok(meta)
     };
     match answer.await {
@@ -133,53 +126,5 @@ async fn send(w: &Rc<Worker>, upstream: usize, head: Vec<u8>, head_request: bool
             w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
             Err(e)
         }
-    }
-}
-
-/// Reads a response body to its end (RFC 9112 6.3) and drops it; `timeout` bounds each read.
-async fn discard(
-    up: &mut crate::io::Conn,
-    body: ResponseBody,
-    limits: &proto_http::Limits,
-    timeout: Duration,
-) -> std::result::Result<(), Error> {
-    let closed = || Error::new(Kind::Closed, Side::Upstream, "closed in the middle of a mirrored answer");
-    let read = |e| Error::io(Side::Upstream, "reading a mirrored answer", e);
-    match body {
-        ResponseBody::None => Ok(()),
-        ResponseBody::Length(mut left) => loop {
-            let k = left.min(up.buf.len() as u64);
-            up.buf.advance(k as usize);
-            left -= k;
-            if left == 0 {
-                return Ok(());
-            }
-            if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
-                return Err(closed());
-            }
-        },
-        ResponseBody::Chunked => {
-            let mut decoder = ChunkedDecoder::new(limits);
-            loop {
-                while !up.buf.is_empty() {
-                    let (used, found) = decoder.decode(&up.buf).map_err(|e| Error::malformed(Side::Upstream, e))?;
-                    up.buf.advance(used);
-                    match found {
-                        Decoded::Done => return Ok(()),
-                        Decoded::NeedMore if used == 0 => break,
-                        _ => {}
-                    }
-                }
-                if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
-                    return Err(closed());
-                }
-            }
-        }
-        ResponseBody::Close => loop {
-            up.buf.clear();
-            if up.fill(READ_ROOM, timeout).await.map_err(read)? == 0 {
-                return Ok(());
-            }
-        },
     }
 }

@@ -302,9 +302,9 @@ async fn exchange(
     // A route with a cache answers from it when it can; otherwise the plan says what to do
     // with the response. Boxed: the plain path's per-request state does not carry it.
     let cache_plan = match route.cache {
-        Some(_) => match Box::pin(cache::serve::lookup(w, client, req, route_idx, &edits)).await {
-            cache::serve::Looked::Served(next) => {
-                p.cache = Some(cache::serve::HIT);
+        Some(_) => match Box::pin(cache::serve::lookup(w, client, req, route_idx, upstream, &edits)).await {
+            cache::serve::Looked::Served(next, status) => {
+                p.cache = Some(status);
                 return Ok(next);
             }
             cache::serve::Looked::Upstream(mut plan) => {

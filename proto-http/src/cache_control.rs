@@ -24,6 +24,9 @@ pub struct CacheControl {
     /// `no-transform` (RFC 9111 5.2.2.6): intermediaries leave the content as it is (no
     /// compression, RFC 9110 7.7).
     pub no_transform: bool,
+    /// `stale-while-revalidate=N` (RFC 5861 3): seconds past freshness the response may be
+    /// served while a cache refreshes it. Malformed: absent (no stale answers).
+    pub stale_while_revalidate: Option<u64>,
 }
 
 impl CacheControl {
@@ -54,6 +57,8 @@ impl CacheControl {
                     cc.max_age = Some(arg.and_then(delta_seconds).unwrap_or(0));
                 } else if is("s-maxage") {
                     cc.s_maxage = Some(arg.and_then(delta_seconds).unwrap_or(0));
+                } else if is("stale-while-revalidate") {
+                    cc.stale_while_revalidate = arg.and_then(delta_seconds);
                 }
             }
         }
@@ -74,6 +79,7 @@ impl CacheControl {
             max_age: later.max_age.or(self.max_age),
             s_maxage: later.s_maxage.or(self.s_maxage),
             no_transform: self.no_transform || later.no_transform,
+            stale_while_revalidate: later.stale_while_revalidate.or(self.stale_while_revalidate),
         }
     }
 }
@@ -166,6 +172,13 @@ mod tests {
             (&["proxy-revalidate"], CacheControl { must_revalidate: true, ..none }),
             (&["must-revalidate, community=\"UCI\""], CacheControl { must_revalidate: true, ..none }),
             (&["nonsense=\"a,max-age=9\""], none),
+            (
+                &["max-age=60, stale-while-revalidate=30"],
+                CacheControl { max_age: Some(60), stale_while_revalidate: Some(30), ..none },
+            ),
+            (&["Stale-While-Revalidate=\"5\""], CacheControl { stale_while_revalidate: Some(5), ..none }),
+            (&["stale-while-revalidate"], none),
+            (&["stale-while-revalidate=soon"], none),
         ];
         for (values, want) in table {
             assert_eq!(cc(values), *want, "{values:?}");

@@ -9,9 +9,10 @@
 //! its cache between workers for the same reasons. Only routes with `cache` touch it.
 //!
 //! Left to others: what may be stored and served ([`rules`]), answering ([`serve`]),
-//! filling from upstream responses ([`fill`]).
+//! filling from upstream responses ([`fill`]), refreshing in the background ([`refresh`]).
 
 pub(crate) mod fill;
+mod refresh;
 pub(crate) mod rules;
 pub(crate) mod serve;
 

@@ -63,6 +63,28 @@ pub(crate) fn invalidates(method: Method) -> bool {
     !matches!(method, Method::Get | Method::Head | Method::Options | Method::Trace)
 }
 
+/// How stale a stored response may be when it answers (RFC 9111 4.2.4, RFC 5861), in
+/// seconds past its freshness: while it is refreshed in the background (its own
+/// `stale-while-revalidate`, else the route's setting) and when the upstream fails (the
+/// route's `stale_if_error`). Both none under `must-revalidate` or `proxy-revalidate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StaleWindows {
+    pub while_revalidate: Option<u64>,
+    pub if_error: Option<u64>,
+}
+
+pub(crate) fn stale_windows(stored: &ResponseHead, route: &RouteCache) -> StaleWindows {
+    let cc =
+        CacheControl::parse(stored.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"cache-control")).map(|(_, v)| v));
+    if cc.must_revalidate {
+        return StaleWindows { while_revalidate: None, if_error: None };
+    }
+    StaleWindows {
+        while_revalidate: cc.stale_while_revalidate.or(route.stale_while_revalidate.map(|d| d.as_secs())),
+        if_error: route.stale_if_error.map(|d| d.as_secs()),
+    }
+}
+
 /// Statuses stored: those RFC 9110 15.1 calls heuristically cacheable (206 left out:
 /// ranges pass through).
 const STORABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
@@ -267,6 +289,7 @@ mod tests {
             max_entry_bytes: 1 << 20,
             lock: None,
             stale_if_error: None,
+            stale_while_revalidate: None,
         };
         let no_ttl = RouteCache { ttl: None, ..with_ttl };
         let fresh = |lifetime, initial_age| Some(Freshness { lifetime, initial_age });

@@ -1,10 +1,11 @@
 //! The cache on the request path: looks a request up before it goes upstream (waiting for
-//! another request's fetch with `lock`) and answers a fresh hit (or its 304), revalidates a
-//! stale response with its validators, stores a storable response on its way back,
-//! prepares a stale answer for an upstream failure (`stale_if_error`), invalidates after
-//! unsafe methods, and marks every response of a cached route with `X-Cache-Status` (HIT,
-//! MISS, EXPIRED, REVALIDATED, STALE or BYPASS, as nginx's `$upstream_cache_status`) and
-//! answers from the store with `Age`.
+//! another request's fetch with `lock`) and answers a fresh hit (or its 304), answers a
+//! stale one at once while a background task refreshes it (`stale-while-revalidate`),
+//! revalidates a stale response with its validators, stores a storable response on its way
+//! back, prepares a stale answer for an upstream failure (`stale_if_error`), invalidates
+//! after unsafe methods, and marks every response of a cached route with `X-Cache-Status`
+//! (HIT, MISS, EXPIRED, REVALIDATED, UPDATING, STALE or BYPASS, as nginx's
+//! `$upstream_cache_status`) and answers from the store with `Age`.
 //!
 //! Left to others: the rules ([`super::rules`]), the store ([`super::Cache`]), the exchange
 //! itself (`proxy`), the heads (`forward`).
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use config::{HeaderOps, RouteCache};
-use proto_http::cache_control::CacheControl;
 use proto_http::write::{field, field_u64, status_line};
 use proto_http::{RequestHead, ResponseBody, Version};
 
@@ -54,7 +54,21 @@ impl Drop for Plan<'_> {
     }
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
+    /// The plan of a fetch that has already claimed its target (a background refresh):
+    /// it releases the claim when it goes.
+    pub(super) fn claimed(
+        cache: &'a super::Cache,
+        route: &'a RouteCache,
+        key: Vec<u8>,
+        ask: Ask,
+        consumer: Option<&'a [u8]>,
+        status: &'static [u8],
+        revalidate: Option<Arc<Stored>>,
+    ) -> Plan<'a> {
+        Plan { cache, route, key, ask: Some(ask), consumer, status, revalidate, fallback: None, claimed: true }
+    }
+
     /// The stale response to answer with when the upstream fails, if the route allows one.
     pub(crate) fn take_fallback(&mut self) -> Option<Box<Reply>> {
         self.fallback.take()
@@ -63,23 +77,35 @@ impl Plan<'_> {
     /// Adds the stale response's validators to the request head going upstream (which
     /// ends with its empty line).
     pub(crate) fn add_validators(&self, head: &mut Vec<u8>) {
-        let Some(s) = &self.revalidate else { return };
-        head.truncate(head.len() - 2);
-        for (name, value) in s.head.headers() {
-            if name.eq_ignore_ascii_case(b"etag") {
-                field(head, b"if-none-match", value);
-            } else if name.eq_ignore_ascii_case(b"last-modified") {
-                field(head, b"if-modified-since", value);
-            }
+        if let Some(s) = &self.revalidate {
+            add_validators(head, s);
         }
-        head.extend_from_slice(b"\r\n");
     }
+}
+
+/// Adds the validators of `s` to a request head (which ends with its empty line) as
+/// preconditions (RFC 9111 4.3.1).
+fn add_validators(head: &mut Vec<u8>, s: &Stored) {
+    head.truncate(head.len() - 2);
+    for (name, value) in s.head.headers() {
+        if name.eq_ignore_ascii_case(b"etag") {
+            field(head, b"if-none-match", value);
+        } else if name.eq_ignore_ascii_case(b"last-modified") {
+            field(head, b"if-modified-since", value);
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Whether a stale `s` may be revalidated with its validators: a 200 that has some.
+fn revalidatable(s: &Stored) -> bool {
+    s.head.meta.status == 200 && (s.head.header(b"etag").is_some() || s.head.header(b"last-modified").is_some())
 }
 
 /// What the lookup did.
 pub(crate) enum Looked<'a> {
-    /// A stored response answered the request.
-    Served(Next),
+    /// A stored response answered the request, marked so (HIT or UPDATING).
+    Served(Next, &'static [u8]),
     /// The request goes upstream.
     Upstream(Plan<'a>),
 }
@@ -91,16 +117,19 @@ const EXPIRED: &[u8] = b"EXPIRED";
 const BYPASS: &[u8] = b"BYPASS";
 pub(crate) const REVALIDATED: &[u8] = b"REVALIDATED";
 pub(crate) const STALE: &[u8] = b"STALE";
+pub(crate) const UPDATING: &[u8] = b"UPDATING";
 
 /// Bodies up to this size go out in the same write as their head.
 const WITH_HEAD: usize = 64 * 1024;
 
-/// Looks the request up and answers it when a fresh stored response selects it.
+/// Looks the request up and answers it when a fresh stored response selects it, or a
+/// stale one within its `stale-while-revalidate` window (refreshed from `upstream`).
 pub(crate) async fn lookup<'a>(
     w: &'a Worker,
     client: &mut Conn,
     req: &RequestHead,
     route: usize,
+    upstream: usize,
     edits: &Edits<'a>,
 ) -> Looked<'a> {
     let cache = w.cache.as_deref().expect("a route with cache has the store");
@@ -121,9 +150,8 @@ pub(crate) async fn lookup<'a>(
             let give_up = rc.lock.map(|lock| (lock, w.timers.deadline(lock)));
             let find = || cache.get(&key, |s| rules::selects(req, edits.identity_name, &s.vary, &s.selecting));
             let mut found = find();
-            while let Some((lock, until)) =
-                give_up.filter(|_| a.store && !found.as_ref().is_some_and(|s| is_fresh(w, s, a)))
-            {
+            let answers = |s: &Stored| is_fresh(w, s, a) || updating(w, rc, s, a);
+            while let Some((lock, until)) = give_up.filter(|_| a.store && !found.as_deref().is_some_and(answers)) {
                 let now = w.timers.now();
                 if now >= until || cache.claim(&key, now, lock) == Claim::Mine {
                     claimed = now < until;
@@ -139,21 +167,46 @@ pub(crate) async fn lookup<'a>(
                     let age = s.age(w.timers.now());
                     let spare = std::mem::take(&mut client.spare);
                     let reply = render(w, spare, req, &s, age, a.conditional, edits, HIT, compress);
-                    return Looked::Served(send(w, client, reply).await);
+                    return Looked::Served(send(w, client, reply).await, HIT);
+                }
+                Some(s) if updating(w, rc, &s, a) => {
+                    // Answered now; the first request to find it so starts its refresh, the
+                    // others find the target claimed until that ends.
+                    w.count_cache(UPDATING);
+                    let now = w.timers.now();
+                    let up_cfg = &w.cfg.upstreams[upstream];
+                    let refresh_time = up_cfg.connect_timeout
+                        + w.cfg.routes[route].response_timeout.unwrap_or(up_cfg.response_timeout);
+                    if !w.drain.is_draining() && cache.claim(&key, now, refresh_time) == Claim::Mine {
+                        let mut head = Vec::new();
+                        forward::request_head(&mut head, req, edits, || up_cfg.endpoints[0].to_string());
+                        let revalidate = revalidatable(&s).then(|| s.clone());
+                        if let Some(stale) = &revalidate {
+                            add_validators(&mut head, stale);
+                        }
+                        let job = super::refresh::Job {
+                            upstream,
+                            route,
+                            key: key.clone(),
+                            ask: a,
+                            consumer: edits.identity_name.map(Box::from),
+                            revalidate,
+                            req: RequestHead::new(Bytes::copy_from_slice(&req.bytes), req.meta.clone()),
+                            head,
+                        };
+                        super::refresh::spawn(w, job);
+                    }
+                    let spare = std::mem::take(&mut client.spare);
+                    let reply = render(w, spare, req, &s, s.age(now), false, edits, UPDATING, compress);
+                    return Looked::Served(send(w, client, reply).await, UPDATING);
                 }
                 Some(s) => {
-                    // RFC 9111 4.2.4: never served stale under must-revalidate.
-                    if let Some(grace) = rc.stale_if_error {
-                        let age = s.age(w.timers.now());
-                        let must_revalidate = s.head.headers().any(|(n, v)| {
-                            n.eq_ignore_ascii_case(b"cache-control") && CacheControl::parse([v]).must_revalidate
-                        });
-                        if !must_revalidate && age < s.freshness.lifetime.saturating_add(grace.as_secs()) {
-                            fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE, compress).map(Box::new);
-                        }
+                    let age = s.age(w.timers.now());
+                    let windows = rules::stale_windows(&s.head, rc);
+                    if windows.if_error.is_some_and(|grace| age < s.freshness.lifetime.saturating_add(grace)) {
+                        fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE, compress).map(Box::new);
                     }
-                    let validators = s.head.header(b"etag").is_some() || s.head.header(b"last-modified").is_some();
-                    if s.head.meta.status == 200 && validators && !a.conditional {
+                    if revalidatable(&s) && !a.conditional {
                         revalidate = Some(s);
                     }
                     EXPIRED
@@ -179,6 +232,19 @@ pub(crate) async fn lookup<'a>(
 fn is_fresh(w: &Worker, s: &Stored, a: Ask) -> bool {
     let age = s.age(w.timers.now());
     age < s.freshness.lifetime && a.max_age.is_none_or(|m| age <= m)
+}
+
+/// Whether stale `s` answers the request at once while it is refreshed: within its
+/// `stale-while-revalidate` window, for a GET without preconditions of its own (those go
+/// upstream, whose answer to them goes back) that accepts its age (`max-age`).
+fn updating(w: &Worker, rc: &RouteCache, s: &Stored, a: Ask) -> bool {
+    let age = s.age(w.timers.now());
+    a.store
+        && !a.conditional
+        && a.max_age.is_none_or(|m| age <= m)
+        && rules::stale_windows(&s.head, rc)
+            .while_revalidate
+            .is_some_and(|window| age < s.freshness.lifetime.saturating_add(window))
 }
 
 /// Answers with a response a 304 from the upstream just confirmed.
