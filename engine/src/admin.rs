@@ -80,10 +80,11 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
                     }
                     (host, Some(target)) => {
                         let cached = registry.cfg.routes.iter().enumerate().filter(|(_, r)| r.cache.is_some());
+                        let spaces = crate::cache::spaces(&registry.cfg);
                         let mut key = Vec::new();
                         let purged = cached
                             .filter(|(i, _)| {
-                                crate::cache::key(&mut key, *i, host, target);
+                                crate::cache::key(&mut key, spaces[*i], host, target);
                                 cache.invalidate(&key)
                             })
                             .count();

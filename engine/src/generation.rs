@@ -38,6 +38,8 @@ pub(crate) struct Generation {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// A message per worker once its drain has stopped its accept loops.
     pub(crate) stopped_accepting: crossbeam_channel::Receiver<()>,
+    /// The response cache, which a reload keeps.
+    pub(crate) cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// What a started generation hands back to the [`Server`] to keep.
@@ -74,15 +76,16 @@ impl Generation {
 }
 
 /// Starts the workers of `cfg` on `sockets` (and the admin listener on `admin` when its
-/// address is unchanged); `tls_from`: the running TLS configuration, whose session-ticket
-/// key the new one keeps; `number`: reloads before this one (0 at start). Returns once every
-/// worker serves.
+/// address is unchanged); `running`: the generation it succeeds, whose TLS session-ticket
+/// key the new one keeps, and whose response cache it keeps when `cache.max_bytes` is the
+/// same (unchanged routes find their entries: [`crate::cache::spaces`]); `number`: reloads
+/// before this one (0 at start). Returns once every worker serves.
 pub(crate) fn launch(
     number: u64,
     cfg: Config,
     sockets: &Sockets,
     admin: Option<&(SocketAddr, std::net::TcpListener)>,
-    tls_from: Option<&rustls::ServerConfig>,
+    running: Option<&Generation>,
 ) -> Result<Launched, StartError> {
     let driver = Driver::select(cfg.server.io).map_err(StartError)?;
     let workers = cfg.server.workers.get();
@@ -90,7 +93,7 @@ pub(crate) fn launch(
         true => None,
         false => {
             let config = crate::tls::server_config(&cfg.tls).map_err(StartError)?;
-            Some(Arc::new(match tls_from {
+            Some(Arc::new(match running.and_then(|g| g.tls.as_deref()) {
                 Some(running) => crate::tls::successor(running, config),
                 None => config,
             }))
@@ -132,8 +135,12 @@ pub(crate) fn launch(
         Some(dest) => Some(Arc::new(crate::access_log::Sink::open(dest).map_err(|e| StartError(e.to_string()))?)),
         None => None,
     };
-    let cache =
-        cfg.routes.iter().any(|r| r.cache.is_some()).then(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes)));
+    let kept_cache = running.and_then(|g| g.cache.clone()).filter(|c| c.max_bytes() == cfg.cache.max_bytes);
+    let cache = cfg
+        .routes
+        .iter()
+        .any(|r| r.cache.is_some())
+        .then(|| kept_cache.unwrap_or_else(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes))));
     let checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx, &upstream_tls);
     let admin_thread = match admin_listener {
         Some(listener) => {
@@ -166,6 +173,7 @@ pub(crate) fn launch(
         admin,
         tls: tls.clone(),
         stopped_accepting,
+        cache: cache.clone(),
     };
     for (id, mut listeners) in opened.per_worker.into_iter().enumerate() {
         let tls_listeners = listeners.split_off(plain);

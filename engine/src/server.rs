@@ -54,7 +54,8 @@ impl Server {
     /// configured close, new ones are bound) and takes every new connection; the old one
     /// drains as on SIGTERM (idle keep-alive connections close, requests in flight finish
     /// with `connection: close` within the old `timeouts.drain`). Everything in `cfg` takes
-    /// effect; rate-limit counts, the response cache and metrics counters start afresh, TLS
+    /// effect; rate-limit counts and metrics counters start afresh; the response cache stays
+    /// (afresh for routes that changed, and entirely when `cache.max_bytes` changed); TLS
     /// session tickets stay valid. `server.workers` cannot change (the listening sockets
     /// are one per worker). On an error the running generation stays as it was.
     pub fn reload(&mut self, cfg: Config) -> Result<(), StartError> {
@@ -66,7 +67,7 @@ impl Server {
         self.retired = draining;
         finished.into_iter().for_each(Generation::join);
         let number = self.current.number + 1;
-        let launched = launch(number, cfg, &self.sockets, self.admin_socket.as_ref(), self.current.tls.as_deref())?;
+        let launched = launch(number, cfg, &self.sockets, self.admin_socket.as_ref(), Some(&self.current))?;
         self.sockets.keep(launched.kept);
         self.admin_socket = launched.admin_socket;
         let mut old = std::mem::replace(&mut self.current, launched.generation);

@@ -92,6 +92,8 @@ pub(crate) struct Worker {
     pub ids: Ids,
     /// The response cache, when a route has `cache`.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Each route's space in the cache's keys ([`crate::cache::spaces`]).
+    pub cache_spaces: Box<[u64]>,
     /// The TLS client side of each HTTPS upstream.
     pub upstream_tls: crate::upstream_tls::Clients,
 }
@@ -234,6 +236,7 @@ async fn run(s: Spawn) {
         stats,
         log: log.map(AccessLog::new),
         ids: Ids::new(),
+        cache_spaces: if cache.is_some() { crate::cache::spaces(&cfg) } else { Box::new([]) },
         cache,
         upstream_tls,
         cfg,

@@ -336,6 +336,39 @@ both_drivers!(stale_responses_answer_when_the_upstream_fails, |io| {
     assert_eq!((r.status(), cache_status(&r)), (503, "EXPIRED"));
 });
 
+both_drivers!(a_reload_keeps_the_responses_of_unchanged_routes, |io| {
+    let origin = Origin::start();
+    let upstream = format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n", origin.up.addr);
+    let docs = "[[routes]]\npath = \"/doc\"\nupstream = \"api\"\ncache = {}\n";
+    let other = "[[routes]]\npath = \"/other\"\nupstream = \"api\"\ncache = {}\n";
+    let mut gw = Gateway::start(io, &format!("{upstream}{docs}{other}"));
+    assert_eq!(cache_status(&get(&mut gw.client(), "/doc", "")), "MISS");
+    assert_eq!(cache_status(&get(&mut gw.client(), "/other", "")), "MISS");
+    // Routes reordered, one added in front, an upstream added: the same routes find their
+    // responses.
+    let front = "[[routes]]\npath = \"/new\"\nupstream = \"api\"\n";
+    gw.reload_extra(&format!(
+        "{upstream}[[upstreams]]\nname = \"more\"\nendpoints = [\"127.0.0.1:9\"]\n{front}{other}{docs}"
+    ))
+    .unwrap();
+    for path in ["/doc", "/other"] {
+        let r = get(&mut gw.client(), path, "");
+        assert_eq!(
+            (cache_status(&r), r.text()),
+            ("HIT", format!("{path} v{} lang=-", if path == "/doc" { 1 } else { 2 }))
+        );
+    }
+    assert_eq!(origin.count(), 2);
+    // A changed route starts afresh; the unchanged one keeps its responses.
+    gw.reload_extra(&format!("{upstream}{}{other}", docs.replace("cache = {}", "cache = { lock = \"1s\" }"))).unwrap();
+    assert_eq!(cache_status(&get(&mut gw.client(), "/doc", "")), "MISS");
+    assert_eq!(cache_status(&get(&mut gw.client(), "/other", "")), "HIT");
+    // Another cache size: another store.
+    gw.reload_extra(&format!("[cache]\nmax_bytes = 2097152\n{upstream}{docs}{other}")).unwrap();
+    assert_eq!(cache_status(&get(&mut gw.client(), "/other", "")), "MISS");
+    assert_eq!(origin.count(), 4);
+});
+
 both_drivers!(unsafe_methods_invalidate_the_target, |io| {
     let origin = Origin::start();
     let gw = cached(io, &origin, "cache = {}", "");

@@ -136,7 +136,7 @@ pub(crate) async fn lookup<'a>(
     let rc = w.cfg.routes[route].cache.as_ref().expect("a route with cache");
     let compress = w.cfg.routes[route].compress.as_ref();
     let mut key = Vec::new();
-    super::key(&mut key, route, req.host(), req.path());
+    super::key(&mut key, w.cache_spaces[route], req.host(), req.path());
     let ask = if edits.websocket { None } else { rules::ask(req) };
     let mut revalidate = None;
     let mut claimed = false;
