@@ -14,6 +14,7 @@ mod fault;
 mod jwt;
 mod mirror;
 mod policy;
+mod queue;
 pub mod raw;
 mod split;
 mod tls;
@@ -33,6 +34,7 @@ pub use fault::Fault;
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
 pub use proto_http::Limits as WireLimits;
+pub use queue::Queue;
 pub use split::Split;
 pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
 
@@ -185,8 +187,11 @@ pub struct Upstream {
     /// budget): an outage is not multiplied by the retries.
     pub retry_budget: u32,
     /// Requests in flight to this upstream from all workers together, at most; more are
-    /// answered 503 at once (Envoy's circuit breaker `max_requests`). None: no bound.
+    /// answered 503 at once (Envoy's circuit breaker `max_requests`), or wait in `queue`.
+    /// None: no bound.
     pub max_requests: Option<u32>,
+    /// Requests over `max_requests` wait here for a slot (HAProxy's server queue).
+    pub queue: Option<Queue>,
     /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
 }

@@ -153,6 +153,8 @@ pub struct RawUpstream {
     pub retry_budget: Option<usize>,
     /// Requests in flight to the upstream from all workers, at most.
     pub max_requests: Option<usize>,
+    /// Requests over max_requests wait for a slot.
+    pub queue: Option<crate::queue::RawQueue>,
     /// Speak TLS to the endpoints (HTTPS upstreams).
     pub tls: Option<RawUpstreamTls>,
 }

@@ -322,6 +322,14 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         c.err(format!("{path}.endpoints"), "at least one endpoint is required");
     }
     let (endpoints, weights) = crate::balance::endpoints(c, &format!("{path}.endpoints"), &u.endpoints);
+    let max_requests =
+        u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32);
+    let connect_timeout =
+        c.duration(&format!("{path}.connect_timeout"), u.connect_timeout.as_ref(), t.upstream_connect);
+    let queue = u
+        .queue
+        .as_ref()
+        .and_then(|q| crate::queue::build(c, &format!("{path}.queue"), q, max_requests, connect_timeout));
     Upstream {
         name,
         endpoints,
@@ -341,7 +349,7 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             .keepalive_time
             .as_ref()
             .map(|t| c.duration(&format!("{path}.keepalive_time"), Some(t), Duration::from_secs(3600))),
-        connect_timeout: c.duration(&format!("{path}.connect_timeout"), u.connect_timeout.as_ref(), t.upstream_connect),
+        connect_timeout,
         response_timeout: c.duration(
             &format!("{path}.response_timeout"),
             u.response_timeout.as_ref(),
@@ -366,7 +374,8 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             },
         },
         retry_budget: c.bounded(&format!("{path}.retry_budget"), u.retry_budget, 20, 1, 100) as u32,
-        max_requests: u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32),
+        max_requests,
+        queue,
         tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
     }
 }

@@ -240,8 +240,17 @@ impl Registry {
         if bounded.peek().is_some() {
             out.push_str("# HELP coregate_upstream_in_flight Requests in flight to an upstream with max_requests, over all workers.\n# TYPE coregate_upstream_in_flight gauge\n");
             for (u, up) in bounded {
-                let n = self.in_flight[u].load(Ordering::Relaxed);
+                let n = self.in_flight[u].in_flight.load(Ordering::Relaxed);
                 let _ = writeln!(out, "coregate_upstream_in_flight{{upstream=\"{}\"}} {n}", up.name);
+            }
+        }
+        let queued = self.cfg.upstreams.iter().enumerate().filter(|(_, u)| u.queue.is_some());
+        let mut queued = queued.peekable();
+        if queued.peek().is_some() {
+            out.push_str("# HELP coregate_upstream_queued Requests waiting in an upstream's queue for a slot, over all workers.\n# TYPE coregate_upstream_queued gauge\n");
+            for (u, up) in queued {
+                let n = self.in_flight[u].queued.load(Ordering::Relaxed);
+                let _ = writeln!(out, "coregate_upstream_queued{{upstream=\"{}\"}} {n}", up.name);
             }
         }
         let _ = writeln!(
@@ -301,7 +310,8 @@ impl Registry {
                     "name": up.name,
                     "balance": balance,
                     "max_requests": up.max_requests,
-                    "in_flight": up.max_requests.map(|_| self.in_flight[u].load(Ordering::Relaxed)),
+                    "in_flight": up.max_requests.map(|_| self.in_flight[u].in_flight.load(Ordering::Relaxed)),
+                    "queued": up.queue.map(|_| self.in_flight[u].queued.load(Ordering::Relaxed)),
                     "endpoints": endpoints,
                 })
             })

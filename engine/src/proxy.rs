@@ -366,13 +366,14 @@ async fn exchange(
         config::Balance::Hash(on) => (crate::balance::key(on, req, peer), false),
     };
     // `max_requests`: one slot for the whole exchange, its retries included.
+    // Over it, the request waits in the upstream's queue, or is refused (boxed: the wait's
+    // state stays out of the exchanges that find a slot).
     let _slot = match up_cfg.max_requests {
         None => None,
-        Some(max) => Some(crate::concurrency::enter(&w.in_flight, upstream, max).ok_or(Error::new(
-            Kind::Overloaded,
-            Side::Upstream,
-            "the upstream has max_requests in flight",
-        ))?),
+        Some(max) => Some(match crate::concurrency::enter(w, upstream, max) {
+            Some(slot) => slot,
+            None => Box::pin(crate::concurrency::wait(w, upstream, max, up_cfg.queue.as_ref())).await?,
+        }),
     };
     // Retry budgets count the exchanges of upstreams that retry, and those retrying.
     let _active = (retries > 0).then(|| w.retries.exchange(upstream));

@@ -54,8 +54,11 @@ pub(crate) struct Worker {
     pub faults: crate::fault::Faults,
     /// Retry budgets and backoff jitter (`upstreams[].retries`).
     pub retries: crate::retry::Retries,
-    /// Requests in flight per upstream, shared by the workers (`upstreams[].max_requests`).
+    /// Requests in flight and queued per upstream, shared by the workers
+    /// (`upstreams[].max_requests`, `queue`).
     pub in_flight: crate::concurrency::InFlight,
+    /// This worker's requests waiting in upstream queues.
+    pub waiting: crate::concurrency::Waiting,
     /// Which endpoints take requests (passive circuits, active checks' verdicts).
     pub health: Health,
     pub drain: Drain,
@@ -225,6 +228,7 @@ async fn run(s: Spawn) {
         faults: crate::fault::Faults::new(&cfg),
         retries: crate::retry::Retries::new(&cfg),
         in_flight,
+        waiting: crate::concurrency::Waiting::new(&cfg),
         health: Health::new(&cfg, verdicts, stats.clone()),
         drain: Drain::default(),
         timers: Rc::new(CoarseTimers::default()),

@@ -1,5 +1,6 @@
 //! `upstreams[].max_requests` (a circuit breaker on requests in flight to an upstream, over
-//! all workers), end to end on both drivers.
+//! all workers) and the queue in front of it (`upstreams[].queue`: its order, its size, its
+//! timeout, slots freed on another worker), end to end on both drivers.
 
 use std::io::{Read, Write};
 use std::sync::{mpsc, Mutex};
@@ -7,20 +8,7 @@ use std::sync::{mpsc, Mutex};
 use coregate_tests::*;
 
 both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
-    let (arrived_tx, arrived) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (arrived_tx, release_rx) = (Mutex::new(arrived_tx), Mutex::new(release_rx));
-    let up = Upstream::start(move |mut c| {
-        while let Some(req) = c.read_request() {
-            if req.start.starts_with("GET /slow ") {
-                arrived_tx.lock().unwrap().send(()).unwrap();
-                release_rx.lock().unwrap().recv().unwrap();
-            }
-            if !c.write(echo_response(&req)) {
-                return;
-            }
-        }
-    });
+    let Holding { up, arrived, release, .. } = holding_upstream();
     let gw = Gateway::start(
         io,
         &format!(
@@ -72,4 +60,122 @@ both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
     }
     // The slots came back.
     assert_eq!(gw.client().request("GET /after HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+});
+
+/// An upstream that holds each `GET /slow` until released and answers the rest at once,
+/// recording the order in which requests arrive.
+struct Holding {
+    up: Upstream,
+    /// A message per `/slow` request that arrived.
+    arrived: mpsc::Receiver<()>,
+    /// A message answers one held request.
+    release: mpsc::Sender<()>,
+    order: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+fn holding_upstream() -> Holding {
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (arrived_tx, release_rx) = (Mutex::new(arrived_tx), Mutex::new(release_rx));
+    let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let up = Upstream::start(move |mut c| {
+        while let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req.start.split(' ').nth(1).unwrap_or("").to_string());
+            if req.start.starts_with("GET /slow ") {
+                arrived_tx.lock().unwrap().send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            if !c.write(echo_response(&req)) {
+                return;
+            }
+        }
+    });
+    Holding { up, arrived, release, order }
+}
+
+fn queued_gateway(io: &str, workers: usize, up: &Upstream, queue: &str) -> Gateway {
+    Gateway::start_with_workers(
+        io,
+        workers,
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\nmax_requests = 1\nqueue = {queue}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    )
+}
+
+fn scrape(gw: &Gateway) -> String {
+    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+both_drivers!(requests_over_max_requests_wait_in_the_queue_in_order, |io| {
+    let Holding { up, arrived, release, order } = holding_upstream();
+    let gw = queued_gateway(io, 1, &up, "{ size = 2, timeout = \"30s\" }");
+    let mut slow = gw.client();
+    slow.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    arrived.recv().unwrap();
+    // Two wait, in the order they came; the gauge shows them.
+    let mut waiting: Vec<Client> = Vec::new();
+    for i in 1..=2 {
+        let mut c = gw.client();
+        c.send(format!("GET /q/{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        waiting.push(c);
+        until(
+            || scrape(&gw).contains(&format!("\ncoregate_upstream_queued{{upstream=\"api\"}} {i}\n")),
+            std::thread::yield_now,
+        );
+    }
+    // A third finds the queue full: 503 at once.
+    let r = gw.client().request("GET /q/3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status(), 503);
+    assert!(r.text().contains("queue is full"), "{}", r.text());
+    release.send(()).unwrap();
+    assert_eq!(slow.response().status(), 200);
+    for c in &mut waiting {
+        assert_eq!(c.response().status(), 200);
+    }
+    assert_eq!(*order.lock().unwrap(), ["/slow", "/q/1", "/q/2"]);
+    assert!(scrape(&gw).contains("\ncoregate_upstream_queued{upstream=\"api\"} 0\n"));
+});
+
+both_drivers!(a_request_waits_no_longer_than_the_queue_timeout, |io| {
+    let Holding { up, arrived, release, order } = holding_upstream();
+    let gw = queued_gateway(io, 1, &up, "{ timeout = \"100ms\" }");
+    let mut slow = gw.client();
+    slow.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    arrived.recv().unwrap();
+    let mut c = gw.client();
+    let r = c.request("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status(), 503);
+    assert!(r.text().contains("waited queue.timeout"), "{}", r.text());
+    release.send(()).unwrap();
+    assert_eq!(slow.response().status(), 200);
+    // The refused request never reached the upstream; the connection serves the next one.
+    assert_eq!(c.request("GET /next HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+    assert_eq!(*order.lock().unwrap(), ["/slow", "/next"]);
+});
+
+both_drivers!(a_slot_freed_on_another_worker_reaches_the_queue, |io| {
+    let Holding { up, arrived, release, order } = holding_upstream();
+    let gw = queued_gateway(io, 2, &up, "{ size = 8, timeout = \"30s\" }");
+    let mut slow = gw.client();
+    slow.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    arrived.recv().unwrap();
+    // Connections land on either worker; all of them wait for the one slot.
+    let mut waiting: Vec<Client> = (0..4).map(|_| gw.client()).collect();
+    for (i, c) in waiting.iter_mut().enumerate() {
+        c.send(format!("GET /q/{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    until(|| scrape(&gw).contains("\ncoregate_upstream_queued{upstream=\"api\"} 4\n"), std::thread::yield_now);
+    release.send(()).unwrap();
+    assert_eq!(slow.response().status(), 200);
+    for c in &mut waiting {
+        assert_eq!(c.response().status(), 200);
+    }
+    assert_eq!(order.lock().unwrap().len(), 5);
 });
