@@ -14,9 +14,13 @@ pub struct RouteCompress {
     pub types: Vec<String>,
     /// Smaller bodies are sent as they are: a gzip stream costs about 20 bytes of framing.
     pub min_bytes: usize,
-    /// Larger bodies (and close-delimited ones) are sent as they are: a body is compressed
-    /// whole, from memory, so this bounds the memory a response holds.
+    /// Larger bodies (and close-delimited ones) are not held whole: they are compressed as
+    /// they pass with `stream`, else sent as they are. A body compressed whole goes out with
+    /// its Content-Length; this bounds the memory that takes.
     pub max_bytes: usize,
+    /// Bodies over `max_bytes` and close-delimited ones are compressed as they pass, sent
+    /// chunked (true by default, as nginx's gzip); false sends them as they came.
+    pub stream: bool,
     /// The codings offered, in the route's order of preference: a request's Accept-Encoding
     /// weights choose, and among codings it weighs alike the earlier one wins.
     pub encodings: Vec<Coding>,
@@ -117,7 +121,8 @@ pub(crate) fn route_compress(c: &mut Checker, path: &str, raw: &RawRouteCompress
     let level = c.bounded(&format!("{path}.level"), raw.level, 1, 1, 9) as u32;
     let br_level = c.bounded(&format!("{path}.br_level"), raw.br_level, 3, 0, 6) as u32;
     let zstd_level = c.bounded(&format!("{path}.zstd_level"), raw.zstd_level, 3, 1, 9) as i32;
-    RouteCompress { types, min_bytes, max_bytes, encodings, level, br_level, zstd_level }
+    let stream = raw.stream.unwrap_or(true);
+    RouteCompress { types, min_bytes, max_bytes, stream, encodings, level, br_level, zstd_level }
 }
 
 fn is_media_range(t: &str) -> bool {
@@ -155,6 +160,7 @@ mod tests {
             types: vec!["application/json".into(), "text/*".into()],
             min_bytes: 0,
             max_bytes: 1,
+            stream: true,
             encodings: vec![Coding::Gzip],
             level: 1,
             br_level: 3,

@@ -271,6 +271,7 @@ pub struct RawRouteCompress {
     pub max_bytes: Option<usize>,
     pub level: Option<usize>,
     pub encodings: Option<Vec<String>>,
+    pub stream: Option<bool>,
     pub br_level: Option<usize>,
     pub zstd_level: Option<usize>,
 }

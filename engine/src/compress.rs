@@ -3,9 +3,10 @@
 //! heaviest weight wins, the route's order breaks ties) is read whole (up to the route's
 //! `max_bytes`), compressed in memory and sent with its Content-Length, `Content-Encoding`,
 //! `Vary: Accept-Encoding`, and its ETag made weak (the bytes differ from the upstream's,
-//! RFC 9110 8.8.1). Whole rather than streamed: an API response is small,
-//! a known length keeps the client connection's framing simple, and `max_bytes` bounds
-//! the memory. Larger, close-delimited and already-encoded bodies pass through untouched.
+//! RFC 9110 8.8.1). Whole where it can be: an API response is small, a known length keeps
+//! the client's framing simple, and `max_bytes` bounds the memory. Larger and
+//! close-delimited bodies are compressed as they pass (`compress_stream`, with the route's
+//! `stream`); already-encoded ones pass through untouched.
 //! Responses from the cache are compressed on the way out the same way ([`on_stored`]).
 //!
 //! Left to others: reading the body (`body::read_whole`), the head (`forward`), and the
@@ -29,8 +30,20 @@ pub(crate) enum Applied {
     /// It goes out as it came, but another request (with another Accept-Encoding) would
     /// have got it compressed: caches after coregate are told so with Vary.
     Vary,
-    /// It goes out encoded with this coding.
+    /// It goes out encoded with this coding, from memory with its length.
     Encoded(Coding),
+    /// It goes out encoded with this coding as it passes (`compress_stream`), chunked.
+    Streamed(Coding),
+}
+
+impl Applied {
+    /// The coding the client gets, if any.
+    pub(crate) fn coding(self) -> Option<Coding> {
+        match self {
+            Applied::Encoded(c) | Applied::Streamed(c) => Some(c),
+            Applied::No | Applied::Vary => None,
+        }
+    }
 }
 
 /// What the route does with `resp` for `req`, its body's size aside: [`Applied::No`]
@@ -76,9 +89,10 @@ fn encode(c: &RouteCompress, coding: Coding, body: Bytes) -> (Bytes, Applied) {
     }
 }
 
-/// Decides for a response from upstream and, to encode it, reads its body (unless the cache
-/// already did: `stored`) and compresses it. Returns the body to send from memory, if any,
-/// and what was applied.
+/// Decides for a response from upstream and, to encode it whole, reads its body (unless the
+/// cache already did: `stored`) and compresses it; a body over `max_bytes` or
+/// close-delimited is left to stream ([`Applied::Streamed`], with the route's `stream`).
+/// Returns the body to send from memory, if any, and what was applied.
 pub(crate) async fn on_response(
     c: &RouteCompress,
     req: &RequestHead,
@@ -92,18 +106,29 @@ pub(crate) async fn on_response(
         return Ok(on_stored(c, req, resp, stored));
     }
     let within = match resp.meta.body {
-        ResponseBody::Length(n) => sized(c, n),
+        ResponseBody::Length(n) => n >= c.min_bytes as u64 && (c.stream || n <= c.max_bytes as u64),
         // Its size is seen once it is read.
         ResponseBody::Chunked => true,
-        ResponseBody::None | ResponseBody::Close => false,
+        ResponseBody::Close => c.stream,
+        ResponseBody::None => false,
     };
     let applied = if within { decide(c, req, resp) } else { Applied::No };
     let Applied::Encoded(coding) = applied else { return Ok((None, applied)) };
+    let whole = match resp.meta.body {
+        ResponseBody::Length(n) => n <= c.max_bytes as u64,
+        ResponseBody::Close => false,
+        _ => true,
+    };
+    if !whole {
+        return Ok((None, Applied::Streamed(coding)));
+    }
     let body = match read_whole(up, resp.meta.body, c.max_bytes, limits, leg).await? {
         Some(body) if body.len() >= c.min_bytes => body,
         // Too small after all: the same for every client.
         Some(body) => return Ok((Some(body), Applied::No)),
-        // A chunked body over max_bytes: streamed as it comes, for everybody alike.
+        // A chunked body over max_bytes (nothing of it taken): compressed as it streams, or
+        // without `stream` sent as it comes, for everybody alike.
+        None if c.stream => return Ok((None, Applied::Streamed(coding))),
         None => return Ok((None, Applied::No)),
     };
     let (body, applied) = encode(c, coding, body);
@@ -212,8 +237,7 @@ pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
             });
         }
         let strong = value.trim_ascii_start().starts_with(b"\"");
-        let encoded = matches!(applied, Applied::Encoded(_));
-        if encoded && name.eq_ignore_ascii_case(b"etag") && strong {
+        if applied.coding().is_some() && name.eq_ignore_ascii_case(b"etag") && strong {
             out.extend_from_slice(name);
             out.extend_from_slice(b": W/");
             out.extend_from_slice(value.trim_ascii_start());
@@ -221,7 +245,7 @@ pub(crate) fn mark(head: &mut Vec<u8>, applied: Applied) {
             out.extend_from_slice(line);
         }
     }
-    if let Applied::Encoded(coding) = applied {
+    if let Some(coding) = applied.coding() {
         out.extend_from_slice(b"content-encoding: ");
         out.extend_from_slice(coding.token().as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -23,6 +23,7 @@ mod body;
 mod cache;
 mod client_ip;
 mod compress;
+mod compress_stream;
 mod concurrency;
 mod conn;
 mod date;

@@ -501,9 +501,17 @@ async fn exchange(
         (stored, applied) = Box::pin(on_response).await?;
     }
     let http10 = meta.version == Version::Http10;
+    let streamed = match applied {
+        crate::compress::Applied::Streamed(coding) => Some(coding),
+        _ => None,
+    };
     let framing = match (resp.meta.body, &stored) {
         (ResponseBody::None, _) => ClientFraming::None,
         (_, Some(body)) => ClientFraming::Length(body.len() as u64),
+        _ if streamed.is_some() => match http10 {
+            false => ClientFraming::Chunked,
+            true => ClientFraming::Close,
+        },
         (ResponseBody::Length(n), None) => ClientFraming::Length(n),
         (ResponseBody::Chunked, None) if !http10 => ClientFraming::Chunked,
         (ResponseBody::Chunked | ResponseBody::Close, None) => ClientFraming::Close,
@@ -524,6 +532,7 @@ async fn exchange(
     drop(resp.bytes);
     let body_left = match (resp_meta.body, &stored) {
         (_, Some(body)) => cache::serve::append_small(&mut head, body),
+        _ if streamed.is_some() => 0,
         (ResponseBody::Length(n), None) => {
             buffer_small_body(&mut up, n, &leg).await?;
             n - coalesce_buffered(&mut up, n, &mut head)
@@ -538,6 +547,21 @@ async fn exchange(
         .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
 
     match resp_meta.body {
+        _ if streamed.is_some() => {
+            let c = route.compress.as_ref().expect("streamed by the route's compress");
+            let coding = streamed.expect("a coding");
+            let relay = crate::compress_stream::relay(
+                &mut up,
+                client,
+                resp_meta.body,
+                c,
+                coding,
+                !http10,
+                &cfg.limits.wire,
+                &leg,
+            );
+            Box::pin(relay).await?;
+        }
         _ if stored.is_some() => {
             if body_left > 0 {
                 let body = stored.unwrap_or_default();

@@ -46,16 +46,24 @@ fn origin() -> Upstream {
                 "/png" => ("content-type: image/png\r\n", json(3000)),
                 "/encoded" => ("content-type: application/json\r\ncontent-encoding: br\r\n", json(3000)),
                 "/no-transform" => ("content-type: application/json\r\ncache-control: no-transform\r\n", json(3000)),
-                "/big" => ("content-type: text/plain; charset=utf-8\r\n", json(9000)),
+                "/big" | "/off/big" => ("content-type: text/plain; charset=utf-8\r\n", json(9000)),
+                "/huge" => ("content-type: application/json\r\n", json(3_000_000)),
                 "/noise" => ("content-type: application/json\r\n", noise(3000)),
                 "/created" => ("content-type: application/json\r\n", json(1000)),
                 _ => ("content-type: text/plain\r\n", b"no".to_vec()),
             };
             let status = if path == "/created" { "201 Created" } else { "200 OK" };
             let mut out = format!("HTTP/1.1 {status}\r\n{fields}").into_bytes();
-            if path == "/chunked" {
+            if path == "/chunked" || path == "/big-chunked" {
+                let n = if path == "/chunked" { 5000 } else { 50_000 };
                 out.extend_from_slice(b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
-                out.extend_from_slice(&chunked(&json(5000), 1000, ""));
+                out.extend_from_slice(&chunked(&json(n), 1000, ""));
+            } else if path == "/close" {
+                // Close-delimited: the body ends when the connection does.
+                out.extend_from_slice(b"content-type: application/json\r\n\r\n");
+                out.extend_from_slice(&json(20_000));
+                c.write(out);
+                return;
             } else {
                 with_length(&mut out, &body, &req);
             }
@@ -72,6 +80,7 @@ fn gateway(io: &str, up: &Upstream) -> Gateway {
         &format!(
             "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
              [[routes]]\npath = \"/cached\"\nupstream = \"api\"\ncompress = {{}}\ncache = {{ ttl = \"60s\" }}\n\
+             [[routes]]\npath = \"/off/\"\nupstream = \"api\"\ncompress = {{ max_bytes = 8192, stream = false }}\n\
              [[routes]]\npath = \"/\"\nupstream = \"api\"\ncompress = {{ max_bytes = 8192 }}\n",
             up.addr
         ),
@@ -124,7 +133,7 @@ both_drivers!(responses_are_left_as_they_came_otherwise, |io| {
         ("/png", json(3000), None),
         ("/encoded", json(3000), Some("br")),
         ("/no-transform", json(3000), None),
-        ("/big", json(9000), None),
+        ("/off/big", json(9000), None),
     ] {
         let r = get(&mut c, path, gz);
         assert_eq!(r.header("content-encoding"), encoding, "{path}");
@@ -201,6 +210,43 @@ both_drivers!(brotli_and_zstd_follow_the_clients_weights_then_the_routes_order, 
         }
     }
     assert_eq!(up.connection_count(), 1, "every answer kept the connection usable");
+});
+
+both_drivers!(large_and_close_delimited_bodies_are_compressed_as_they_stream, |io| {
+    let up = origin();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"api\"\ncompress = {{ max_bytes = 8192, encodings = [\"gzip\", \"br\", \"zstd\"] }}\n",
+            up.addr
+        ),
+    );
+    let mut c = gw.client();
+    for (path, original) in
+        [("/big", json(9000)), ("/big-chunked", json(50_000)), ("/huge", json(3_000_000)), ("/close", json(20_000))]
+    {
+        for coding in ["gzip", "br", "zstd"] {
+            let r = get(&mut c, path, &format!("Accept-Encoding: {coding}\r\n"));
+            assert_eq!((r.status(), r.header("content-encoding")), (200, Some(coding)), "{path} {coding}");
+            assert!(r.chunked && r.header("content-length").is_none(), "{path} {coding}: sent as it is made");
+            assert_eq!(r.header("vary"), Some("accept-encoding"));
+            assert!(r.body.len() < original.len() / 3, "{path} {coding}: {} bytes", r.body.len());
+            assert!(decoded(&r) == original, "{path} {coding}: the body came back changed");
+        }
+        // Not accepted: as it came, marked as depending on Accept-Encoding.
+        let r = get(&mut c, path, "");
+        assert!(r.header("content-encoding").is_none() && r.body == original, "{path}");
+    }
+    // HTTP/1.0 has no chunks: the compressed stream ends with the connection.
+    let mut old = gw.client();
+    old.send("GET /big HTTP/1.0\r\nHost: api.test\r\nAccept-Encoding: gzip\r\n\r\n");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut old.reader, &mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip") && !head.contains("content-length"), "{head}");
+    assert!(gunzip(&raw[split..]) == json(9000));
 });
 
 #[test]
