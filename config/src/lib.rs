@@ -18,6 +18,7 @@ mod queue;
 pub mod raw;
 mod split;
 mod tls;
+mod tracing;
 mod validate;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
 pub use tls::{Certificate, ClientAuth, Tls, UpstreamTls};
+pub use tracing::Tracing;
 
 /// `server.proxy_protocol`: on no listener, every one, or those listed (by their address in
 /// `server.listen` or `tls.listen`, as nginx's `listen ... proxy_protocol`).
@@ -88,6 +90,8 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// The response cache's size (used when a route has `cache`).
     pub cache: Cache,
+    /// OpenTelemetry traces (`[tracing]`), when on.
+    pub tracing: Option<Tracing>,
 }
 
 /// Access log destination: one JSON object per line and request.

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub access_log: Option<RawAccessLog>,
     pub cache: RawCache,
+    pub tracing: Option<crate::tracing::RawTracing>,
 }
 
 /// The response cache shared by the routes that have `cache`.

@@ -241,6 +241,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         admin,
         access_log,
         cache,
+        tracing: raw.tracing.as_ref().and_then(|t| crate::tracing::build(c, t)),
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) struct Entry<'a> {
     pub request: Option<&'a RequestHead>,
     /// With `server.request_id`.
     pub request_id: Option<&'a [u8]>,
+    /// With `[tracing]`: the request's trace, in hex.
+    pub trace_id: Option<&'a [u8]>,
     pub status: u16,
     pub route: &'a str,
     /// The upstream it was proxied to (on a split route, the one chosen).
@@ -96,6 +98,10 @@ impl AccessLog {
         if let Some(id) = e.request_id {
             buf.extend_from_slice(b"\",\"request_id\":\"");
             escape(&mut buf, id);
+        }
+        if let Some(id) = e.trace_id {
+            buf.extend_from_slice(b"\",\"trace_id\":\"");
+            buf.extend_from_slice(id);
         }
         let _ = write!(buf, "\",\"status\":{},\"route\":\"", e.status);
         escape(&mut buf, e.route.as_bytes());

@@ -139,7 +139,7 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
                 let outcome = proxy::Outcome { sent: client.sent - sent, ..Default::default() };
-                w.observe(None, outcome, next.status, t0.elapsed(), peer_text, None);
+                w.observe(None, outcome, next.status, t0.elapsed(), peer_text, proxy::Tags::default());
             }
             return next;
         }
@@ -156,10 +156,18 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             c => (c, crate::client_ip::write_ip(&mut text, c.ip())),
         },
     };
-    let (next, mut outcome) = proxy::handle(w, client, from, from_text, peer_text, &req, field).await;
+    // Its span (`[tracing]`): the upstream gets its traceparent.
+    let trace = w.tracer.as_ref().map(|t| t.start(&req));
+    let tags = proxy::Tags { request_id: field, traceparent: trace.as_ref().map(|t| &t.header[..]) };
+    let (next, mut outcome) = proxy::handle(w, client, from, from_text, peer_text, &req, tags).await;
     if let Some(t0) = started {
         outcome.sent = client.sent - sent;
-        w.observe(Some(&req), outcome, next.status, t0.elapsed(), from_text, field.map(|(_, id)| id));
+        w.observe(Some(&req), outcome, next.status, t0.elapsed(), from_text, tags);
+    }
+    if let (Some(tracer), Some(cx)) = (&w.tracer, &trace) {
+        let route = outcome.route.map(|r| w.cfg.routes[r].name.as_str());
+        let upstream = outcome.upstream.map(|u| w.cfg.upstreams[u].name.as_str());
+        tracer.end(cx, &req, route, upstream, next.status, from_text);
     }
     client.spare_headers = req.meta.headers;
     next

@@ -61,12 +61,16 @@ pub(crate) struct Edits<'a> {
     /// The request id field and its value (`server.request_id`): sent upstream and back in
     /// place of any field of that name from either side.
     pub request_id: Option<(&'a [u8], &'a [u8])>,
+    /// The `traceparent` of coregate's span (`[tracing]`): sent upstream in place of the
+    /// client's.
+    pub traceparent: Option<&'a [u8]>,
 }
 
 impl Edits<'_> {
     fn dropped(&self, name: &[u8]) -> bool {
         self.drop.iter().flatten().any(|d| d.eq_ignore_ascii_case(name))
             || self.request_id.is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+            || (self.traceparent.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
             || self.claim_headers.iter().any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
@@ -204,6 +208,9 @@ pub(crate) fn request_head(
     }
     if let Some((name, id)) = edits.request_id {
         field(out, name, id);
+    }
+    if let Some(tp) = edits.traceparent {
+        field(out, b"traceparent", tp);
     }
     for (name, value) in edits.claim_fields {
         field(out, name, value);
@@ -381,6 +388,7 @@ mod tests {
             https: false,
             client_cert: None,
             request_id: None,
+            traceparent: None,
         }
     }
 

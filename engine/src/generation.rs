@@ -141,7 +141,17 @@ pub(crate) fn launch(
         .iter()
         .any(|r| r.cache.is_some())
         .then(|| kept_cache.unwrap_or_else(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes))));
-    let checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx, &upstream_tls);
+    let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx, &upstream_tls);
+    // The trace exporter ends once every worker (every sender) has.
+    let mut spans = match &cfg.tracing {
+        Some(t) => {
+            let (spans, thread) = crate::tracing::start_exporter(t)
+                .map_err(|e| StartError(format!("cannot start the trace exporter: {e}")))?;
+            checks.push(thread);
+            Some(spans)
+        }
+        None => None,
+    };
     let admin_thread = match admin_listener {
         Some(listener) => {
             let registry = crate::metrics::Registry {
@@ -193,6 +203,7 @@ pub(crate) fn launch(
             stats: stats[id].clone(),
             log: log.clone(),
             cache: cache.clone(),
+            spans: spans.clone(),
             upstream_tls: upstream_tls.clone(),
             in_flight: in_flight.clone(),
         };
@@ -201,6 +212,8 @@ pub(crate) fn launch(
             Err(e) => {
                 generation.threads = threads;
                 generation.retire();
+                // The exporter ends with the last sender: the workers' and this one.
+                drop(spans.take());
                 generation.join();
                 return Err(StartError(format!("cannot start worker thread: {e}")));
             }
@@ -209,6 +222,7 @@ pub(crate) fn launch(
     generation.threads = threads;
     drop(ready_tx);
     drop(banks);
+    drop(spans);
     for _ in 0..workers {
         let failed = match ready_rx.recv() {
             Ok(Ok(())) => continue,

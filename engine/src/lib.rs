@@ -53,6 +53,7 @@ mod split;
 mod timers;
 mod tls;
 mod tls_tunnel;
+mod tracing;
 mod tunnel;
 mod upstream;
 mod upstream_tls;

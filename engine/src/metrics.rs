@@ -70,6 +70,8 @@ pub(crate) struct Stats {
     pub connections: Counter,
     /// Cache lookups by result ([`CACHE_RESULTS`]).
     cache: [Counter; CACHE_RESULTS.len()],
+    /// Sampled spans dropped because the exporter's queue was full (`[tracing]`).
+    pub spans_dropped: Counter,
 }
 
 impl Stats {
@@ -84,6 +86,7 @@ impl Stats {
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
             cache: Default::default(),
+            spans_dropped: Counter::default(),
         }
     }
 
@@ -261,6 +264,10 @@ impl Registry {
         out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());
+        }
+        if self.cfg.tracing.is_some() {
+            let n = sum(&|s| s.spans_dropped.get());
+            let _ = writeln!(out, "# HELP coregate_trace_spans_dropped_total Sampled spans dropped, the exporter's queue full.\n# TYPE coregate_trace_spans_dropped_total counter\ncoregate_trace_spans_dropped_total {n}");
         }
         if let Some(cache) = &self.cache {
             out.push_str("# HELP coregate_cache_lookups_total Requests of cached routes, by X-Cache-Status.\n# TYPE coregate_cache_lookups_total counter\n");

@@ -97,7 +97,7 @@ fn no_body(b: BodyFraming) -> bool {
 /// Proxies one request; on failure answers with an error response where one is possible.
 /// `peer`: the client (behind trusted proxies, the one they name), `peer_text` its address
 /// as text; `hop`: the TCP peer's address as text, appended to X-Forwarded-For.
-/// `request_id`: the id field's name and value, when ids are on. Returns what happens next
+/// `tags`: the request id and the trace context, when they are on. Returns what happens next
 /// and what the exchange was.
 pub(crate) async fn handle(
     w: &Worker,
@@ -106,10 +106,11 @@ pub(crate) async fn handle(
     peer_text: &[u8],
     hop: &[u8],
     req: &RequestHead,
-    request_id: Option<(&[u8], &[u8])>,
+    tags: Tags<'_>,
 ) -> (Next, Outcome) {
+    let request_id = tags.request_id;
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, peer_text, hop, req, request_id, &mut progress).await {
+    let err = match exchange(w, client, peer, peer_text, hop, req, tags, &mut progress).await {
         Ok(next) => return (next, progress.outcome()),
         Err(e) => e,
     };
@@ -138,6 +139,15 @@ pub(crate) async fn handle(
     let keep = progress.body_done && req.meta.keep_alive() && !refused;
     let reply = Reply { keep_alive: keep, version: req.meta.version, request_id };
     (send_error(w, client, status, err.context, &[], reply).await, progress.outcome())
+}
+
+/// What identifies a request beyond itself, sent upstream with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tags<'a> {
+    /// The request id field and value (`server.request_id`), carried by the answer too.
+    pub request_id: Option<(&'a [u8], &'a [u8])>,
+    /// The `traceparent` of coregate's span (`[tracing]`).
+    pub traceparent: Option<&'a [u8]>,
 }
 
 /// How an answer coregate makes itself goes out.
@@ -208,10 +218,11 @@ async fn exchange(
     peer_text: &[u8],
     hop: &[u8],
     req: &RequestHead,
-    request_id: Option<(&[u8], &[u8])>,
+    tags: Tags<'_>,
     p: &mut Progress,
 ) -> Result<Next, Error> {
     let meta = &req.meta;
+    let request_id = tags.request_id;
     if meta.method == Method::Connect {
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
@@ -297,6 +308,7 @@ async fn exchange(
         https: client.tls.is_some(),
         client_cert: client.tls.as_deref().and_then(crate::tls::Tls::client_cert_hash),
         request_id,
+        traceparent: tags.traceparent,
     };
     p.upstream = Some(upstream);
     // A route with a cache answers from it when it can; otherwise the plan says what to do

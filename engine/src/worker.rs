@@ -93,6 +93,8 @@ pub(crate) struct Worker {
     pub log: Option<AccessLog>,
     /// Makes request ids (`server.request_id`).
     pub ids: Ids,
+    /// Spans of the requests, when `[tracing]` is on.
+    pub tracer: Option<crate::tracing::Tracer>,
     /// The response cache, when a route has `cache`.
     pub cache: Option<Arc<crate::cache::Cache>>,
     /// Each route's space in the cache's keys ([`crate::cache::spaces`]).
@@ -129,7 +131,7 @@ impl Worker {
         status: u16,
         took: Duration,
         client: &[u8],
-        request_id: Option<&[u8]>,
+        tags: crate::proxy::Tags<'_>,
     ) {
         let route = outcome.route;
         if let Some(stats) = &self.stats {
@@ -139,7 +141,9 @@ impl Worker {
             log.log(&Entry {
                 client,
                 request: req,
-                request_id,
+                request_id: tags.request_id.map(|(_, id)| id),
+                // The trace id: the second field of `traceparent`.
+                trace_id: tags.traceparent.map(|t| &t[3..35]),
                 status,
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
                 upstream: outcome.upstream.map(|u| self.cfg.upstreams[u].name.as_str()),
@@ -173,6 +177,8 @@ pub(crate) struct Spawn {
     pub stats: Option<Arc<Stats>>,
     pub log: Option<Arc<Sink>>,
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Where sampled spans go (`[tracing]`).
+    pub spans: Option<crossbeam_channel::Sender<crate::tracing::Span>>,
     pub upstream_tls: crate::upstream_tls::Clients,
     pub in_flight: crate::concurrency::InFlight,
 }
@@ -203,6 +209,7 @@ async fn run(s: Spawn) {
         stats,
         log,
         cache,
+        spans,
         upstream_tls,
         stopped_accepting,
         in_flight,
@@ -212,6 +219,10 @@ async fn run(s: Spawn) {
     let buckets = bank.map(|(tx, rx)| {
         RefCell::new(Buckets::new(id, cfg.server.workers.get(), crate::ratelimit::all_limits(&cfg), tx, rx))
     });
+    let tracer = match (&cfg.tracing, spans) {
+        (Some(t), Some(spans)) => Some(crate::tracing::Tracer::new(t, spans, stats.clone())),
+        _ => None,
+    };
     let w = Rc::new_cyclic(|me| Worker {
         me: me.clone(),
         keys: ApiKeys::new(&cfg.consumers),
@@ -240,6 +251,7 @@ async fn run(s: Spawn) {
         stats,
         log: log.map(AccessLog::new),
         ids: Ids::new(),
+        tracer,
         cache_spaces: if cache.is_some() { crate::cache::spaces(&cfg) } else { Box::new([]) },
         cache,
         upstream_tls,

@@ -19,6 +19,7 @@ pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 mod span;
+pub mod trace_context;
 pub mod write;
 
 pub use error::ParseError;
