@@ -156,8 +156,9 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             c => (c, crate::client_ip::write_ip(&mut text, c.ip())),
         },
     };
-    // Its span (`[tracing]`): the upstream gets its traceparent.
-    let trace = w.tracer.as_ref().map(|t| t.start(&req));
+    // Its span (`[tracing]`): the upstream gets its traceparent. Boxed, so that the
+    // connection's state carries a pointer, not the context, when tracing is off.
+    let trace = w.tracer.as_ref().map(|t| Box::new(t.start(&req)));
     let tags = proxy::Tags { request_id: field, traceparent: trace.as_ref().map(|t| &t.header[..]) };
     let (next, mut outcome) = proxy::handle(w, client, from, from_text, peer_text, &req, tags).await;
     if let Some(t0) = started {
