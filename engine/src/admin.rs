@@ -80,7 +80,7 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
                     }
                     (host, Some(target)) => {
                         let cached = registry.cfg.routes.iter().enumerate().filter(|(_, r)| r.cache.is_some());
-                        let spaces = crate::cache::spaces(&registry.cfg);
+                        let spaces = crate::route::fingerprints(&registry.cfg);
                         let mut key = Vec::new();
                         let purged = cached
                             .filter(|(i, _)| {

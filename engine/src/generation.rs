@@ -40,6 +40,8 @@ pub(crate) struct Generation {
     pub(crate) stopped_accepting: crossbeam_channel::Receiver<()>,
     /// The response cache, which a reload keeps.
     pub(crate) cache: Option<Arc<crate::cache::Cache>>,
+    /// The rate-limit bank's balances, which a reload's bank starts from.
+    pub(crate) bank: Option<BankState>,
 }
 
 /// What a started generation hands back to the [`Server`] to keep.
@@ -77,9 +79,10 @@ impl Generation {
 
 /// Starts the workers of `cfg` on `sockets` (and the admin listener on `admin` when its
 /// address is unchanged); `running`: the generation it succeeds, whose TLS session-ticket
-/// key the new one keeps, and whose response cache it keeps when `cache.max_bytes` is the
-/// same (unchanged routes find their entries: [`crate::cache::spaces`]); `number`: reloads
-/// before this one (0 at start). Returns once every worker serves.
+/// key the new one keeps, whose response cache it keeps when `cache.max_bytes` is the same,
+/// and whose rate-limit balances its bank starts from (unchanged routes and limits find
+/// theirs: [`crate::route::fingerprints`]); `number`: reloads before this one (0 at start).
+/// Returns once every worker serves.
 pub(crate) fn launch(
     number: u64,
     cfg: Config,
@@ -124,7 +127,7 @@ pub(crate) fn launch(
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stopped_tx, stopped_accepting) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(workers);
-    let mut banks = start_bank(&cfg, workers);
+    let (mut banks, bank) = start_bank(&cfg, workers, running.and_then(|g| g.bank.as_ref())).unzip();
     let verdicts = crate::health::verdicts(&cfg);
     let in_flight = crate::concurrency::in_flight(&cfg);
     let (checks_stop, stop_rx) = crossbeam_channel::bounded(0);
@@ -184,6 +187,7 @@ pub(crate) fn launch(
         tls: tls.clone(),
         stopped_accepting,
         cache: cache.clone(),
+        bank,
     };
     for (id, mut listeners) in opened.per_worker.into_iter().enumerate() {
         let tls_listeners = listeners.split_off(plain);
@@ -239,21 +243,33 @@ pub(crate) fn launch(
 
 type BankChannels = (crossbeam_channel::Sender<ToBank>, Vec<crossbeam_channel::Receiver<Grant>>);
 
-/// Starts the rate-limit bank thread when some route has a limit; returns the channel to it
-/// and one grant channel per worker. The bank exits when every worker has gone.
-fn start_bank(cfg: &Config, workers: usize) -> Option<BankChannels> {
+/// A bank's balances and its limits' fingerprints, which the next generation's bank starts
+/// from.
+pub(crate) type BankState = (crate::ratelimit::Balances, Vec<u64>);
+
+/// Starts the rate-limit bank thread when some route has a limit, with the balances of
+/// `running`'s bank for the limits that did not change; returns the channel to it, one grant
+/// channel per worker, and its state. The bank exits when every worker has gone.
+fn start_bank(cfg: &Config, workers: usize, running: Option<&BankState>) -> Option<(BankChannels, BankState)> {
     let limits = crate::ratelimit::all_limits(cfg);
     if limits.is_empty() {
         return None;
     }
+    let ids = crate::ratelimit::identities(cfg);
+    let balances = crate::ratelimit::Balances::default();
+    if let Some((old, old_ids)) = running {
+        *balances.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            crate::ratelimit::carry(old, old_ids, &ids);
+    }
+    let state = (balances.clone(), ids);
     let (to_bank, requests) = crossbeam_channel::unbounded();
     let (grant_txs, grant_rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| crossbeam_channel::unbounded()).unzip();
     let spawned = std::thread::Builder::new()
         .name("coregate-bank".into())
-        .spawn(move || crate::ratelimit::Bank::new(limits).run(requests, grant_txs));
+        .spawn(move || crate::ratelimit::Bank::new(limits, balances).run(requests, grant_txs));
     if let Err(e) = spawned {
         log::error!("cannot start the rate-limit bank: {e}; rate limits will admit everything");
         return None;
     }
-    Some((to_bank, grant_rxs))
+    Some(((to_bank, grant_rxs), state))
 }

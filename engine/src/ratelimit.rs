@@ -21,6 +21,11 @@
 //! of a drained bucket is at most one lease per worker (a tenth of a second of the rate, or
 //! half the burst, shared by the workers).
 //!
+//! A reload starts a new bank with the old one's balances for the limits that did not change
+//! ([`carry`]): a limit is known by a fingerprint of its owner (the route's, or the
+//! consumer's name) and of its settings, not by its place in the file. The old bank goes on
+//! serving the old workers while they drain; what they spend then is not seen by the new one.
+//!
 //! Memory is bounded: local entries idle for a second are dropped (after returning their
 //! tokens), at most [`MAX_KEYS_PER_CORE`] keys are held per core (beyond that new keys are
 //! refused with 429 until entries expire), and the bank drops full buckets idle for a minute.
@@ -78,6 +83,31 @@ pub(crate) fn bucket_key(out: &mut Vec<u8>, limit_id: u32, key: &[u8]) {
 pub(crate) fn all_limits(cfg: &config::Config) -> Vec<RateLimit> {
     let routes = cfg.routes.iter().flat_map(|r| r.rate_limits.iter());
     routes.chain(cfg.consumers.iter().flat_map(|c| c.rate_limits.iter())).cloned().collect()
+}
+
+/// A fingerprint of each limit, in [`all_limits`]' order: its owner (the route's
+/// fingerprint, or the consumer's name) and its settings. Equal across reloads for a limit
+/// that did not change.
+pub(crate) fn identities(cfg: &config::Config) -> Vec<u64> {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same value in every generation of this process.
+    let id = |owner: &dyn Fn(&mut std::hash::DefaultHasher), l: &RateLimit| {
+        let mut h = std::hash::DefaultHasher::new();
+        owner(&mut h);
+        format!("{l:?}").hash(&mut h);
+        h.finish()
+    };
+    let routes = crate::route::fingerprints(cfg);
+    let by_route = cfg
+        .routes
+        .iter()
+        .zip(routes.iter())
+        .flat_map(|(r, &fp)| r.rate_limits.iter().map(move |l| id(&|h| ("route", fp).hash(h), l)));
+    let by_consumer = cfg
+        .consumers
+        .iter()
+        .flat_map(|c| c.rate_limits.iter().map(move |l| id(&|h| ("consumer", c.name.as_str()).hash(h), l)));
+    by_route.chain(by_consumer).collect()
 }
 
 /// The global id of each route's first limit, then of each consumer's, in
@@ -235,21 +265,44 @@ impl Buckets {
     }
 }
 
-struct Global {
+/// One bucket's balance at the bank.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Global {
     tokens: f64,
     last: Instant,
+}
+
+/// A bank's balances, by bucket key. Behind a mutex, locked per message to the bank (leases
+/// and returns, never per request), so that a reload can read them.
+pub(crate) type Balances = std::sync::Arc<std::sync::Mutex<HashMap<Box<[u8]>, Global>>>;
+
+/// The balances a new bank starts with: the old bank's `old` (whose limits had the
+/// fingerprints `old_ids`) for each limit with the same fingerprint among `new_ids`, under
+/// its new global id.
+pub(crate) fn carry(old: &Balances, old_ids: &[u64], new_ids: &[u64]) -> HashMap<Box<[u8]>, Global> {
+    let new_id: HashMap<u64, u32> = new_ids.iter().enumerate().map(|(i, &f)| (f, i as u32)).collect();
+    let old = old.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out = HashMap::with_capacity(old.len());
+    for (key, g) in old.iter() {
+        let Some(id) = key.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else { continue };
+        let Some(&moved) = old_ids.get(id as usize).and_then(|f| new_id.get(f)) else { continue };
+        let mut k = key.to_vec();
+        k[..4].copy_from_slice(&moved.to_le_bytes());
+        out.insert(k.into_boxed_slice(), *g);
+    }
+    out
 }
 
 /// The authority for every bucket (see the module docs).
 pub(crate) struct Bank {
     limits: Vec<RateLimit>,
-    buckets: HashMap<Box<[u8]>, Global>,
+    buckets: Balances,
     last_sweep: Instant,
 }
 
 impl Bank {
-    pub(crate) fn new(limits: Vec<RateLimit>) -> Self {
-        Self { limits, buckets: HashMap::new(), last_sweep: Instant::now() }
+    pub(crate) fn new(limits: Vec<RateLimit>, buckets: Balances) -> Self {
+        Self { limits, buckets, last_sweep: Instant::now() }
     }
 
     /// Applies one message; a lease is answered on `grants[worker]`.
@@ -260,7 +313,8 @@ impl Bank {
         };
         let Some(limit) = limit_of(&self.limits, &key) else { return };
         let burst = f64::from(limit.burst);
-        let g = self.buckets.entry(key.clone()).or_insert(Global { tokens: burst, last: now });
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = buckets.entry(key.clone()).or_insert(Global { tokens: burst, last: now });
         let refilled = g.tokens + now.saturating_duration_since(g.last).as_secs_f64() * limit.rate;
         g.tokens = (refilled.min(burst) + add).min(burst);
         g.last = now;
@@ -275,7 +329,7 @@ impl Bank {
         if now.saturating_duration_since(self.last_sweep) > BANK_IDLE {
             self.last_sweep = now;
             let limits = &self.limits;
-            self.buckets.retain(|k, g| {
+            buckets.retain(|k, g| {
                 let idle = now.saturating_duration_since(g.last);
                 let full =
                     limit_of(limits, k).is_none_or(|l| g.tokens + idle.as_secs_f64() * l.rate >= f64::from(l.burst));
@@ -322,7 +376,7 @@ mod tests {
         bucket_key(&mut key, 0, b"");
         let now = Instant::now();
         let mut allowed = 0;
-        let mut bank = Bank::new(limits.clone());
+        let mut bank = Bank::new(limits.clone(), Balances::default());
         for round in 0..50 {
             for b in w.iter_mut() {
                 if b.check(&key, now) == Decision::Allow {
@@ -349,5 +403,24 @@ mod tests {
         assert_eq!(limit_of(&[limit(1.0, 1)], &k), None);
         bucket_key(&mut k, 0, &[b'x'; 10_000]);
         assert_eq!(k.len(), 4 + 32, "long keys are stored as digests");
+    }
+
+    #[test]
+    fn balances_follow_their_limits_to_new_ids() {
+        let old = Balances::default();
+        let now = Instant::now();
+        for (id, key, tokens) in [(0, &b"a"[..], 1.0), (1, b"b", 2.0), (2, b"c", 3.0)] {
+            let mut k = Vec::new();
+            bucket_key(&mut k, id, key);
+            old.lock().unwrap().insert(k.into(), Global { tokens, last: now });
+        }
+        // Limit 0 (fingerprint 10) is gone, 1 (11) moved to id 0, 2 (12) to id 1.
+        let carried = carry(&old, &[10, 11, 12], &[11, 12, 13]);
+        let mut got: Vec<(u32, Vec<u8>, f64)> = carried
+            .iter()
+            .map(|(k, g)| (u32::from_le_bytes(k[..4].try_into().unwrap()), k[4..].to_vec(), g.tokens))
+            .collect();
+        got.sort_by_key(|(id, _, _)| *id);
+        assert_eq!(got, [(0, b"b".to_vec(), 2.0), (1, b"c".to_vec(), 3.0)]);
     }
 }

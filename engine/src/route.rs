@@ -147,6 +147,31 @@ pub(crate) fn normalise_host(h: &[u8]) -> &[u8] {
     h.strip_suffix(b".").unwrap_or(h)
 }
 
+/// A fingerprint of each route: its settings (its name aside) and the names of the
+/// upstreams it sends to. What a reload carries over is keyed by it rather than by the
+/// route's place in the file (the response cache, rate-limit balances), so an unchanged
+/// route keeps its state wherever it moved and a changed one starts afresh. A route whose
+/// upstream by the same name now has other endpoints counts as unchanged (as nginx's
+/// cache, keyed by the upstream's name, across reloads).
+pub(crate) fn fingerprints(cfg: &config::Config) -> Box<[u64]> {
+    use std::hash::{Hash, Hasher};
+    cfg.routes
+        .iter()
+        .map(|r| {
+            // SipHash with fixed keys: the same value for the same route in every generation
+            // of this process (the store lives no longer than the process).
+            let mut h = std::hash::DefaultHasher::new();
+            // The name aside: it only labels metrics and logs (and defaults to the index).
+            let unnamed = config::Route { name: String::new(), ..r.clone() };
+            format!("{unnamed:?}").hash(&mut h);
+            for u in r.action.upstreams() {
+                cfg.upstreams[u].name.hash(&mut h);
+            }
+            h.finish()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +238,28 @@ mod tests {
         assert_eq!(t.find(None, b"/u/7/x", &rs, &|_| true), Some(1), "a template beats a prefix");
         assert_eq!(t.find(None, b"/u/7/y", &rs, &|_| true), Some(0));
         assert_eq!(t.find(None, b"/u//x", &rs, &|_| true), Some(0), "captures are never empty");
+    }
+
+    #[test]
+    fn fingerprints_follow_routes_not_their_places() {
+        let cfg = |routes: &str| {
+            config::Config::parse(&format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n\
+                 [[upstreams]]\nname = \"b\"\nendpoints = [\"127.0.0.1:2\"]\n{routes}"
+            ))
+            .unwrap()
+        };
+        let x = "[[routes]]\npath = \"/x\"\nupstream = \"a\"\ncache = {}\n";
+        let y = "[[routes]]\npath = \"/y\"\nupstream = \"a\"\ncache = {}\n";
+        let before = fingerprints(&cfg(&format!("{x}{y}")));
+        assert_eq!(before, fingerprints(&cfg(&format!("{x}{y}"))), "the same file, parsed again");
+        assert_ne!(before[0], before[1]);
+        let moved = fingerprints(&cfg(&format!("{y}{x}")));
+        assert_eq!((moved[0], moved[1]), (before[1], before[0]), "routes that moved keep their space");
+        let changed = fingerprints(&cfg(&format!("{}{y}", x.replace("cache = {}", "cache = { ttl = \"5s\" }"))));
+        assert_ne!(changed[0], before[0], "a changed route starts afresh");
+        assert_eq!(changed[1], before[1]);
+        let elsewhere = fingerprints(&cfg(&format!("{}{y}", x.replace("upstream = \"a\"", "upstream = \"b\""))));
+        assert_ne!(elsewhere[0], before[0], "another upstream, other responses");
     }
 }

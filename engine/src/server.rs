@@ -54,9 +54,9 @@ impl Server {
     /// configured close, new ones are bound) and takes every new connection; the old one
     /// drains as on SIGTERM (idle keep-alive connections close, requests in flight finish
     /// with `connection: close` within the old `timeouts.drain`). Everything in `cfg` takes
-    /// effect; rate-limit counts and metrics counters start afresh; the response cache stays
-    /// (afresh for routes that changed, and entirely when `cache.max_bytes` changed); TLS
-    /// session tickets stay valid. `server.workers` cannot change (the listening sockets
+    /// effect; metrics counters start afresh; the response cache and rate-limit balances stay
+    /// (afresh for routes and limits that changed, and the cache entirely when
+    /// `cache.max_bytes` changed); TLS session tickets stay valid. `server.workers` cannot change (the listening sockets
     /// are one per worker). On an error the running generation stays as it was.
     pub fn reload(&mut self, cfg: Config) -> Result<(), StartError> {
         let (now, asked) = (self.current.workers, cfg.server.workers.get());

@@ -97,7 +97,7 @@ pub(crate) struct Worker {
     pub tracer: Option<crate::tracing::Tracer>,
     /// The response cache, when a route has `cache`.
     pub cache: Option<Arc<crate::cache::Cache>>,
-    /// Each route's space in the cache's keys ([`crate::cache::spaces`]).
+    /// Each route's space in the cache's keys ([`crate::route::fingerprints`]).
     pub cache_spaces: Box<[u64]>,
     /// The TLS client side of each HTTPS upstream.
     pub upstream_tls: crate::upstream_tls::Clients,
@@ -252,7 +252,7 @@ async fn run(s: Spawn) {
         log: log.map(AccessLog::new),
         ids: Ids::new(),
         tracer,
-        cache_spaces: if cache.is_some() { crate::cache::spaces(&cfg) } else { Box::new([]) },
+        cache_spaces: if cache.is_some() { crate::route::fingerprints(&cfg) } else { Box::new([]) },
         cache,
         upstream_tls,
         cfg,

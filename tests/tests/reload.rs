@@ -193,3 +193,25 @@ both_drivers!(requests_in_a_draining_generation_keep_their_timeouts, |io| {
     // Without the timeout the client would wait for the drain's end (past IO_TIMEOUT).
     assert_eq!(c.response().status(), 504);
 });
+
+both_drivers!(a_reload_keeps_the_balances_of_unchanged_rate_limits, |io| {
+    let up = Upstream::echo();
+    let upstream = format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n", up.addr);
+    // A burst of 3 that refills in about 3 hours: spent, it stays spent for the test.
+    let limited = "[[routes]]\npath = \"/limited\"\nupstream = \"api\"\nrate_limits = [{ rate = 0.0001, burst = 3 }]\n";
+    let mut gw = Gateway::start(io, &format!("{upstream}{limited}"));
+    let passed = |gw: &Gateway| {
+        let mut c = gw.client();
+        (0..6).filter(|_| c.request("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n").status() == 200).count()
+    };
+    let first = passed(&gw);
+    assert!((3..6).contains(&first), "the burst (and leases of credit), then refusals: {first}");
+    // The same limit, moved behind a new route: still spent. A new bank's worker may spend
+    // one lease (1 token) on credit before the bank says the bucket is dry.
+    let front = "[[routes]]\npath = \"/new\"\nupstream = \"api\"\n";
+    gw.reload_extra(&format!("{upstream}{front}{limited}")).unwrap();
+    assert!(passed(&gw) <= 1, "the balance came along");
+    // A changed limit starts afresh.
+    gw.reload_extra(&format!("{upstream}{}", limited.replace("burst = 3", "burst = 4"))).unwrap();
+    assert!(passed(&gw) >= 4, "a new limit, a new burst");
+});

@@ -215,34 +215,10 @@ impl Cache {
     }
 }
 
-/// Each route's space in the store: a fingerprint of its settings (its name aside) and of
-/// the names of the upstreams it sends to. Keys carry it rather than the route's place in the file, so that
-/// a reload, which keeps the store, keeps an unchanged route's responses wherever the route
-/// moved, and starts a changed route afresh: its old entries are never found again and
-/// leave by recency as others come in. A route whose settings are unchanged but whose
-/// upstream by the same name now has other endpoints keeps its entries (as nginx's cache,
-/// keyed by the upstream's name, does across reloads).
-pub(crate) fn spaces(cfg: &config::Config) -> Box<[u64]> {
-    use std::hash::{Hash, Hasher};
-    cfg.routes
-        .iter()
-        .map(|r| {
-            // SipHash with fixed keys: the same value for the same route in every generation
-            // of this process (the store lives no longer than the process).
-            let mut h = std::hash::DefaultHasher::new();
-            // The name aside: it only labels metrics and logs (and defaults to the index).
-            let unnamed = config::Route { name: String::new(), ..r.clone() };
-            format!("{unnamed:?}").hash(&mut h);
-            for u in r.action.upstreams() {
-                cfg.upstreams[u].name.hash(&mut h);
-            }
-            h.finish()
-        })
-        .collect()
-}
-
-/// The key of a target: the route's space ([`spaces`]), the host (lower case) and the
-/// request-target as the client sent it, query included.
+/// The key of a target: the route's space (its fingerprint, [`crate::route::fingerprints`]:
+/// a reload, which keeps the store, keeps an unchanged route's responses wherever the
+/// route moved, and a changed route starts afresh, its old entries leaving by recency), the
+/// host (lower case) and the request-target as the client sent it, query included.
 pub(crate) fn key(out: &mut Vec<u8>, space: u64, host: Option<&[u8]>, target: &[u8]) {
     out.clear();
     out.reserve(9 + host.map_or(0, <[u8]>::len) + target.len());
@@ -340,28 +316,5 @@ mod tests {
         // Larger than a shard: not stored.
         c.put(&ks[5], stored(budget, b""));
         assert!(c.get(&ks[5], |_| true).is_none());
-    }
-
-    #[test]
-    fn spaces_follow_routes_not_their_places() {
-        let cfg = |routes: &str| {
-            config::Config::parse(&format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n\
-                 [[upstreams]]\nname = \"b\"\nendpoints = [\"127.0.0.1:2\"]\n{routes}"
-            ))
-            .unwrap()
-        };
-        let x = "[[routes]]\npath = \"/x\"\nupstream = \"a\"\ncache = {}\n";
-        let y = "[[routes]]\npath = \"/y\"\nupstream = \"a\"\ncache = {}\n";
-        let before = spaces(&cfg(&format!("{x}{y}")));
-        assert_eq!(before, spaces(&cfg(&format!("{x}{y}"))), "the same file, parsed again");
-        assert_ne!(before[0], before[1]);
-        let moved = spaces(&cfg(&format!("{y}{x}")));
-        assert_eq!((moved[0], moved[1]), (before[1], before[0]), "routes that moved keep their space");
-        let changed = spaces(&cfg(&format!("{}{y}", x.replace("cache = {}", "cache = { ttl = \"5s\" }"))));
-        assert_ne!(changed[0], before[0], "a changed route starts afresh");
-        assert_eq!(changed[1], before[1]);
-        let elsewhere = spaces(&cfg(&format!("{}{y}", x.replace("upstream = \"a\"", "upstream = \"b\""))));
-        assert_ne!(elsewhere[0], before[0], "another upstream, other responses");
     }
 }
