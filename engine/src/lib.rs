@@ -42,6 +42,7 @@ mod policy;
 mod pool;
 mod posted;
 mod proxy;
+mod random;
 mod ratelimit;
 mod request_id;
 mod retry;

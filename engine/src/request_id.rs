@@ -5,7 +5,6 @@
 //! Left to others: sending it upstream and back (`forward`), logging it (`access_log`).
 
 use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 
 use proto_http::RequestHead;
 
@@ -35,11 +34,8 @@ impl RequestId<'_> {
 
 impl Ids {
     pub(crate) fn new() -> Ids {
-        // std's RandomState is seeded from the OS's randomness once per thread: a fresh
-        // random number for each worker, without a dependency.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
-        Ids { seed: h.finish(), next: Cell::new(0) }
+        // A fresh random number for each worker.
+        Ids { seed: crate::random::seed(), next: Cell::new(0) }
     }
 
     /// The id of `req`: its `name` field when sane, else a new one.

@@ -17,7 +17,7 @@ pub(crate) struct Retries {
     /// Per upstream: exchanges in flight that have retried.
     retrying: Vec<Cell<u32>>,
     /// xorshift64* state, seeded per worker.
-    rng: Cell<u64>,
+    rng: crate::random::Rng,
 }
 
 /// Counts an exchange (or a retrying one) while it lives.
@@ -36,13 +36,11 @@ fn count(c: &Cell<u32>) -> Counted<'_> {
 
 impl Retries {
     pub(crate) fn new(cfg: &Config) -> Retries {
-        use std::hash::{BuildHasher, Hasher};
-        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish() | 1;
         let n = cfg.upstreams.len();
         Retries {
             active: (0..n).map(|_| Cell::new(0)).collect(),
             retrying: (0..n).map(|_| Cell::new(0)).collect(),
-            rng: Cell::new(seed),
+            rng: crate::random::Rng::new(),
         }
     }
 
@@ -69,16 +67,7 @@ impl Retries {
         }
         let cap = base.saturating_mul(1 << attempt.saturating_sub(1).min(20)).min(base * 10);
         let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(self.next() % (nanos + 1))
-    }
-
-    fn next(&self) -> u64 {
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        Duration::from_nanos(self.rng.next() % (nanos + 1))
     }
 }
 

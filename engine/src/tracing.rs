@@ -10,8 +10,6 @@
 //! Left to others: reading and writing the field (proto-http's `trace_context`), sending
 //! it upstream (`forward`), the settings (`config::Tracing`).
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread::JoinHandle;
@@ -63,7 +61,7 @@ pub(crate) struct Span {
 pub(crate) struct Tracer {
     sample_percent: f64,
     share: Share,
-    rng: Cell<u64>,
+    rng: crate::random::Rng,
     spans: Sender<Span>,
     dropped: Option<std::sync::Arc<crate::metrics::Stats>>,
 }
@@ -74,26 +72,18 @@ impl Tracer {
         spans: Sender<Span>,
         stats: Option<std::sync::Arc<crate::metrics::Stats>>,
     ) -> Tracer {
-        // std's RandomState is seeded from the OS's randomness: a random start per worker.
-        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish() | 1;
         Tracer {
             sample_percent: cfg.sample_percent,
             share: Share::default(),
-            rng: Cell::new(seed),
+            rng: crate::random::Rng::new(),
             spans,
             dropped: stats,
         }
     }
 
-    /// xorshift64*: ids that are unique and unpredictable enough for tracing (they are not
-    /// secrets), never 0.
+    /// An id: unique and unpredictable enough for tracing (ids are not secrets), never 0.
     fn next(&self) -> u64 {
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
+        self.rng.next() | 1
     }
 
     /// The request's span: in the client's trace, or a new one.
