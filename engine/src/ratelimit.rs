@@ -13,8 +13,8 @@
 //! between cores.
 //!
 //! While a lease is on its way a worker may spend up to one lease on credit (a new key
-//! starts that way); the debt goes to the bank with the next lease request and is debited
-//! there. A request that finds the credit spent and a lease still in flight waits for it
+//! starts that way), counting the credit it reported with a lease still in flight; the debt
+//! goes to the bank with the next lease request and is debited there. A request that finds the credit spent and a lease still in flight waits for it
 //! (at most 20 ms) rather than being refused while the bucket can still afford it. The bank answers whether it could fill the lease in full; once it could not, the
 //! worker stops spending on credit until a full grant comes back. Every admitted request is
 //! therefore debited from the one global bucket: the rate holds over time, and the overshoot
@@ -146,6 +146,12 @@ struct Local {
     pending: bool,
     /// Tokens spent on credit, not yet reported to the bank.
     debt: u32,
+    /// Tokens spent on credit and reported with the lease in flight, not yet debited as far
+    /// as this worker knows: they count against the credit allowance until the grant comes
+    /// back. Without this, sending a lease reset the allowance, and a worker could spend a
+    /// second lease of credit while the first was on its way (10 admitted for a burst of 5,
+    /// lease 3, under load).
+    credit_out: u32,
     /// Whether spending on credit is allowed (the bank's last grant was full).
     credit_ok: bool,
     last_used: Instant,
@@ -195,8 +201,10 @@ impl Buckets {
             if self.local.len() >= MAX_KEYS_PER_CORE {
                 return Decision::Deny;
             }
-            self.local
-                .insert(key.into(), Local { tokens: 0, pending: false, debt: 0, credit_ok: true, last_used: now });
+            self.local.insert(
+                key.into(),
+                Local { tokens: 0, pending: false, debt: 0, credit_out: 0, credit_ok: true, last_used: now },
+            );
         }
         if self.local.get(key).is_some_and(|e| e.pending) {
             // A lease is on its way: take it if it has arrived (one channel poll per lease,
@@ -208,7 +216,7 @@ impl Buckets {
         let allowed = if e.tokens > 0 {
             e.tokens -= 1;
             true
-        } else if e.credit_ok && e.debt < lease {
+        } else if e.credit_ok && e.debt + e.credit_out < lease {
             e.debt += 1;
             true
         } else if e.pending && e.credit_ok {
@@ -221,6 +229,7 @@ impl Buckets {
         if e.tokens <= lease / 2 && !e.pending {
             e.pending = true;
             let debt = std::mem::take(&mut e.debt);
+            e.credit_out += debt;
             if self.to_bank.send(ToBank::Lease { worker: self.worker, key: key.into(), want: lease, debt }).is_ok() {
                 self.outstanding += 1;
             }
@@ -241,6 +250,7 @@ impl Buckets {
                     e.tokens += g.tokens;
                     e.credit_ok = g.solvent;
                     e.pending = false;
+                    e.credit_out = 0;
                 }
                 None if g.tokens > 0 => {
                     let _ = self.to_bank.send(ToBank::Return { key: g.key, tokens: g.tokens });
