@@ -1,7 +1,8 @@
 //! OpenTelemetry traces (`[tracing]`) end to end, on both drivers: the upstream gets the
 //! `traceparent` of coregate's span, a child of the client's (or the root of a new trace),
 //! with the client's sampling decision; sampled spans reach an OTLP/HTTP collector started
-//! here, as JSON, with the ids the upstream saw; unsampled ones do not.
+//! here, as JSON, with the ids the upstream saw (in a batch a second old, and at the
+//! gateway's end); unsampled ones do not.
 
 use std::sync::{Arc, Mutex};
 
@@ -123,4 +124,15 @@ both_drivers!(new_traces_are_sampled_by_share, |io| {
     let got = spans(&posts);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+});
+
+both_drivers!(spans_are_posted_while_the_gateway_runs, |io| {
+    let (up, _) = recording();
+    let (col, posts) = collector();
+    let gw = gateway(io, &up, &col, 100);
+    assert_eq!(gw.client().request("GET /one HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    // The exporter posts a batch a second after its first span, without waiting for more.
+    until(|| !spans(&posts).is_empty(), std::thread::yield_now);
+    assert_eq!(attribute(&spans(&posts)[0], "url.path")["stringValue"], "/one");
+    drop(gw);
 });
