@@ -147,6 +147,24 @@ pub(crate) struct Registry {
 
 /// Writes the counter family `(name, help)` with one value per listed route and each of
 /// `label`'s values, `count(route, value index)`; nothing when no route is listed.
+/// A gauge per upstream among `upstreams` (index and settings), with its HELP and TYPE
+/// lines; nothing when there is none.
+fn upstream_gauge<'a>(
+    out: &mut String,
+    (metric, help): (&str, &str),
+    upstreams: impl Iterator<Item = (usize, &'a config::Upstream)>,
+    value: impl Fn(usize) -> u32,
+) {
+    let mut upstreams = upstreams.peekable();
+    if upstreams.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+    for (u, up) in upstreams {
+        let _ = writeln!(out, "{metric}{{upstream=\"{}\"}} {}", up.name, value(u));
+    }
+}
+
 fn per_route<'a>(
     out: &mut String,
     (metric, help): (&str, &str),
@@ -238,24 +256,19 @@ impl Registry {
         }
         out.push_str(&ejections);
         out.push_str(&healthy);
-        let bounded = self.cfg.upstreams.iter().enumerate().filter(|(_, u)| u.max_requests.is_some());
-        let mut bounded = bounded.peekable();
-        if bounded.peek().is_some() {
-            out.push_str("# HELP coregate_upstream_in_flight Requests in flight to an upstream with max_requests, over all workers.\n# TYPE coregate_upstream_in_flight gauge\n");
-            for (u, up) in bounded {
-                let n = self.in_flight[u].in_flight.load(Ordering::Relaxed);
-                let _ = writeln!(out, "coregate_upstream_in_flight{{upstream=\"{}\"}} {n}", up.name);
-            }
-        }
-        let queued = self.cfg.upstreams.iter().enumerate().filter(|(_, u)| u.queue.is_some());
-        let mut queued = queued.peekable();
-        if queued.peek().is_some() {
-            out.push_str("# HELP coregate_upstream_queued Requests waiting in an upstream's queue for a slot, over all workers.\n# TYPE coregate_upstream_queued gauge\n");
-            for (u, up) in queued {
-                let n = self.in_flight[u].queued.load(Ordering::Relaxed);
-                let _ = writeln!(out, "coregate_upstream_queued{{upstream=\"{}\"}} {n}", up.name);
-            }
-        }
+        let upstreams = || self.cfg.upstreams.iter().enumerate();
+        upstream_gauge(
+            &mut out,
+            ("coregate_upstream_in_flight", "Requests in flight to an upstream with max_requests, over all workers."),
+            upstreams().filter(|(_, u)| u.max_requests.is_some()),
+            |u| self.in_flight[u].in_flight.load(Ordering::Relaxed),
+        );
+        upstream_gauge(
+            &mut out,
+            ("coregate_upstream_queued", "Requests waiting in an upstream's queue for a slot, over all workers."),
+            upstreams().filter(|(_, u)| u.queue.is_some()),
+            |u| self.in_flight[u].queued.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP coregate_config_generation Reloads applied since the start (counters restart at each).\n# TYPE coregate_config_generation gauge\ncoregate_config_generation {}",
