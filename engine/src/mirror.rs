@@ -15,9 +15,8 @@ use std::rc::Rc;
 
 use config::{Config, Mirror};
 
-use crate::error::{Error, Kind, Side};
+use crate::error::Error;
 use crate::share::Share;
-use crate::upstream::{acquire, pool_back, read_response_head, Mirrored};
 use crate::worker::Worker;
 
 /// What became of a request on a mirrored route, for the metrics.
@@ -91,40 +90,13 @@ fn count(w: &Worker, route: usize, result: Result) {
 
 /// Sends `head` to the mirror upstream and reads its answer to the end.
 async fn send(w: &Rc<Worker>, upstream: usize, head: Vec<u8>, head_request: bool) -> std::result::Result<(), Error> {
-    let up_cfg = &w.cfg.upstreams[upstream];
-    let (mut up, endpoint, _) = acquire::<Mirrored>(w, upstream, false, None, None).await?;
-    let answer = async {
-        up.write(head, w.cfg.timeouts.upstream_send)
-            .await
-            .map_err(|e| Error::io(Side::Upstream, "writing the mirrored request", e))?;
-        let mut got_bytes = false;
-        let resp = loop {
-            let resp =
-                read_response_head::<Mirrored>(w, &mut up, &mut got_bytes, head_request, up_cfg.response_timeout)
-                    .await?;
-            // 1xx before the answer (100 Continue among them) are read past; a 101 was not
-            // asked for: upgrades are not mirrored.
-            if !resp.meta.is_informational() || resp.meta.status == 101 {
-                break resp;
-            }
-        };
-        if resp.meta.status == 101 {
-            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a mirrored request"));
-        }
+    let timeout = w.cfg.upstreams[upstream].response_timeout;
+    crate::upstream::aside(w, upstream, head, head_request, timeout, async |up, resp| {
         let meta = resp.meta;
+        // The head's bytes share the connection's buffer: released before the body reads.
         drop(resp.bytes);
-        crate::body::discard(&mut up, meta.body, &w.cfg.limits.wire, up_cfg.response_timeout).await?;
+        crate::body::discard(up, meta.body, &w.cfg.limits.wire, timeout).await?;
         Ok(meta)
-    };
-    match answer.await {
-        Ok(meta) => {
-            w.health.succeeded(upstream, endpoint);
-            pool_back(w, upstream, endpoint, up, meta);
-            Ok(())
-        }
-        Err(e) => {
-            w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
-            Err(e)
-        }
-    }
+    })
+    .await
 }

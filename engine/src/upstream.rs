@@ -76,7 +76,7 @@ fn handshake<'a>(
 }
 
 /// Which call site instantiates [`acquire`] and [`read_response_head`]: the original
-/// exchange, or a mirrored copy (`mirror`). Nothing but a type: one instantiation per call
+/// exchange, or one no client waits for ([`aside`]: a mirrored copy, a cache refresh). Nothing but a type: one instantiation per call
 /// site lets each future be inlined into its caller's, as it was before mirroring shared
 /// them; one shared instantiation cost the plain path 182 instructions per request
 /// (10,887 -> 11,069, callgrind: two futures of their own and the copies between them).
@@ -183,4 +183,48 @@ pub(crate) async fn acquire<Site>(
         }
     }
     Err(last)
+}
+
+/// An exchange no client waits for (a mirrored copy, a background cache refresh): sends
+/// `head` to `upstream` on a pooled connection, reads past 1xx to the answer's head (a 101
+/// was not asked for: an error), hands head and connection to `body`, which reads the
+/// body and returns the head's meta, then counts the endpoint's health and pools the
+/// connection. `timeout` bounds each read.
+pub(crate) async fn aside(
+    w: &Worker,
+    upstream: usize,
+    head: Vec<u8>,
+    head_request: bool,
+    timeout: Duration,
+    body: impl AsyncFnOnce(&mut Conn, ResponseHead) -> Result<proto_http::ResponseMeta, Error>,
+) -> Result<(), Error> {
+    let up_cfg = &w.cfg.upstreams[upstream];
+    let (mut up, endpoint, _) = acquire::<Mirrored>(w, upstream, false, None, None).await?;
+    let answer = async {
+        up.write(head, w.cfg.timeouts.upstream_send)
+            .await
+            .map_err(|e| Error::io(Side::Upstream, "writing a request no client waits for", e))?;
+        let mut got_bytes = false;
+        let resp = loop {
+            let resp = read_response_head::<Mirrored>(w, &mut up, &mut got_bytes, head_request, timeout).await?;
+            if !resp.meta.is_informational() || resp.meta.status == 101 {
+                break resp;
+            }
+        };
+        if resp.meta.status == 101 {
+            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a request no client waits for"));
+        }
+        body(&mut up, resp).await
+    };
+    match answer.await {
+        Ok(meta) => {
+            w.health.succeeded(upstream, endpoint);
+            pool_back(w, upstream, endpoint, up, meta);
+            Ok(())
+        }
+        Err(e) => {
+            w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());
+            Err(e)
+        }
+    }
 }

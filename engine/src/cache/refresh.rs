@@ -18,8 +18,8 @@ use super::rules::Ask;
 use super::serve::{Plan, UPDATING};
 use super::Stored;
 use crate::body::{discard, Leg};
-use crate::error::{Error, Kind, Side};
-use crate::upstream::{acquire, pool_back, read_response_head, Mirrored};
+use crate::error::{Error, Side};
+use crate::upstream::aside;
 use crate::worker::Worker;
 
 /// A refresh to run: everything the lookup knew that the task needs after the request
@@ -70,41 +70,18 @@ async fn refresh(w: &Rc<Worker>, job: Job) -> Result<(), Error> {
     );
     let up_cfg = &w.cfg.upstreams[job.upstream];
     let timeout = w.cfg.routes[job.route].response_timeout.unwrap_or(up_cfg.response_timeout);
-    let (mut up, endpoint, _) = acquire::<Mirrored>(w, job.upstream, false, None, None).await?;
-    let answer = async {
-        up.write(job.head, w.cfg.timeouts.upstream_send)
-            .await
-            .map_err(|e| Error::io(Side::Upstream, "writing a refresh request", e))?;
-        let mut got_bytes = false;
-        let resp = loop {
-            let resp = read_response_head::<Mirrored>(w, &mut up, &mut got_bytes, false, timeout).await?;
-            if !resp.meta.is_informational() || resp.meta.status == 101 {
-                break resp;
-            }
-        };
-        if resp.meta.status == 101 {
-            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a refresh request"));
-        }
+    let (req, key) = (&job.req, &plan.key);
+    aside(w, job.upstream, job.head, false, timeout, async |up, resp| {
         let leg = Leg { from: Side::Upstream, to: Side::Client, read_timeout: timeout, write_timeout: timeout };
-        if let After::Stream = on_response(w, &plan, &job.req, &resp, &mut up, &leg).await? {
+        if let After::Stream = on_response(w, &plan, req, &resp, up, &leg).await? {
             // Not stored: an answer the upstream no longer lets a cache keep (no-store, a
             // 403, ...) ends the stale answers; a 5xx leaves them to their window.
             if resp.meta.status < 500 {
-                cache.invalidate(&plan.key);
+                cache.invalidate(key);
             }
-            discard(&mut up, resp.meta.body, &w.cfg.limits.wire, timeout).await?;
+            discard(up, resp.meta.body, &w.cfg.limits.wire, timeout).await?;
         }
         Ok(resp.meta)
-    };
-    match answer.await {
-        Ok(meta) => {
-            w.health.succeeded(job.upstream, endpoint);
-            pool_back(w, job.upstream, endpoint, up, meta);
-            Ok(())
-        }
-        Err(e) => {
-            w.health.failed(job.upstream, endpoint, &up_cfg.outlier, w.timers.now());
-            Err(e)
-        }
-    }
+    })
+    .await
 }
