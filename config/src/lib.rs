@@ -10,6 +10,7 @@ mod basic;
 mod cache;
 mod compress;
 mod error;
+mod external;
 mod fault;
 mod jwt;
 mod mirror;
@@ -31,6 +32,7 @@ pub use basic::{sha256_password, BasicAuth, Password, MAX_BCRYPT_COST};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{Coding, RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use error::{ConfigError, Errors};
+pub use external::ExternalAuth;
 pub use fault::Fault;
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
@@ -83,6 +85,8 @@ pub struct Config {
     pub jwt: JwtAuth,
     /// `[auth.basic]`: the realm of Basic challenges.
     pub basic: BasicAuth,
+    /// `[auth.external]`: the authorization service of `auth = "external"` routes.
+    pub external_auth: Option<ExternalAuth>,
     pub tls: Tls,
     /// The admin listener (`GET /metrics`, `GET /healthz`), if any.
     pub admin: Option<SocketAddr>,
@@ -485,6 +489,8 @@ pub enum AuthKind {
     Jwt,
     /// HTTP Basic credentials of a [`Consumer`] with passwords (RFC 7617).
     Basic,
+    /// The verdict of the authorization service ([`Config::external_auth`]).
+    External,
 }
 
 /// An API consumer: a name, the SHA-256 digests of its API keys, and its Basic passwords

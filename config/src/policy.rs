@@ -182,7 +182,7 @@ fn template_with(c: &mut Checker, path: &str, v: &str, captures: &[String]) -> T
 /// Fields that frame a message or belong to one connection (RFC 9110 7.6.1, RFC 9112 6):
 /// coregate writes them itself, and an edit of them would break the framing both sides rely
 /// on.
-const MANAGED: [&str; 9] = [
+pub(crate) const MANAGED: [&str; 9] = [
     "content-length",
     "transfer-encoding",
     "connection",
@@ -296,9 +296,17 @@ fn path_template(c: &mut Checker, path: &str, t: &str) -> Option<PathMatch> {
     Some(PathMatch::Template(segments))
 }
 
-fn valid_path(p: &str) -> bool {
+pub(crate) fn valid_path(p: &str) -> bool {
     p.starts_with('/')
         && !p.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control() || ch == '?' || ch == '#')
+}
+
+/// What routes' `auth` and `consumers` keys refer to.
+pub(crate) struct Auths<'a> {
+    pub consumers: &'a [Consumer],
+    pub jwt: &'a crate::JwtAuth,
+    /// `[auth.external]` is present.
+    pub external: bool,
 }
 
 pub(crate) fn build_route(
@@ -307,9 +315,9 @@ pub(crate) fn build_route(
     path: &str,
     r: &RawRoute,
     upstreams: &[Upstream],
-    consumers: &[Consumer],
-    jwt: &crate::JwtAuth,
+    auths: &Auths<'_>,
 ) -> Option<Route> {
+    let Auths { consumers, jwt, external } = *auths;
     let before = c.errors.len();
     let path_match = match (&r.path, &r.path_exact, &r.path_template) {
         (Some(p), None, None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
@@ -470,10 +478,16 @@ pub(crate) fn build_route(
             }
             AuthKind::Basic
         }
+        Some("external") => {
+            if !external {
+                c.err(format!("{path}.auth"), "auth = \"external\" needs [auth.external]");
+            }
+            AuthKind::External
+        }
         Some(other) => {
             c.err(
                 format!("{path}.auth"),
-                format!("unknown auth {other:?} (expected \"api_key\", \"jwt\" or \"basic\")"),
+                format!("unknown auth {other:?} (expected \"api_key\", \"jwt\", \"basic\" or \"external\")"),
             );
             AuthKind::None
         }

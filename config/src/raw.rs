@@ -342,6 +342,7 @@ pub struct RawAuth {
     pub api_key: RawApiKey,
     pub jwt: RawJwt,
     pub basic: crate::basic::RawBasic,
+    pub external: Option<crate::external::RawExternal>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,7 +35,7 @@ impl Checker {
         self.errors.push(ConfigError::new(path, msg));
     }
 
-    fn duration(&mut self, path: &str, raw: Option<&String>, default: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, path: &str, raw: Option<&String>, default: Duration) -> Duration {
         match raw {
             None => default,
             Some(s) => match parse_duration(s) {
@@ -182,11 +182,16 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     let basic = crate::basic::build(c, &raw.auth.basic, &mut consumers);
     let api_key = build_api_key(c, &raw.auth.api_key);
     let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt);
+    let external_auth = raw.auth.external.as_ref().and_then(|e| crate::external::build(c, e, &upstreams));
     let mut routes = raw
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| build_route(c, i, &format!("routes[{i}]"), r, &upstreams, &consumers, &jwt))
+        .filter_map(|(i, r)| {
+            let auths =
+                crate::policy::Auths { consumers: &consumers, jwt: &jwt, external: raw.auth.external.is_some() };
+            build_route(c, i, &format!("routes[{i}]"), r, &upstreams, &auths)
+        })
         .collect::<Vec<_>>();
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
@@ -237,6 +242,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         api_key,
         jwt,
         basic,
+        external_auth,
         tls,
         admin,
         access_log,

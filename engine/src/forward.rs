@@ -34,10 +34,10 @@ pub(crate) struct Edits<'a> {
     pub consumer: Option<(&'a [u8], &'a [u8])>,
     /// The authenticated identity for `{consumer}` (API-key consumer or JWT subject).
     pub identity_name: Option<&'a [u8]>,
-    /// JWT claims forwarded as fields.
+    /// Fields the authentication adds: JWT claims, or an authorization service's.
     pub claim_fields: &'a [(Vec<u8>, Vec<u8>)],
-    /// (claim, header) pairs of the JWT route: those fields never come from the client.
-    pub claim_headers: &'a [(String, String)],
+    /// The names of the fields the route's authentication may add: never from the client.
+    pub claim_headers: Protected<'a>,
     /// Path-template captures, for `{name}` in field templates.
     pub captures: &'a [(&'a str, &'a [u8])],
     /// The client's request, for `{host}` and `{uri}`.
@@ -66,12 +66,32 @@ pub(crate) struct Edits<'a> {
     pub traceparent: Option<&'a [u8]>,
 }
 
+/// The request fields a route's authentication owns (see [`Edits::claim_headers`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Protected<'a> {
+    None,
+    /// `auth.jwt.claims_to_headers`: (claim, field) pairs.
+    Claims(&'a [(String, String)]),
+    /// `auth.external.upstream_headers`.
+    Names(&'a [String]),
+}
+
+impl Protected<'_> {
+    fn contains(self, name: &[u8]) -> bool {
+        match self {
+            Protected::None => false,
+            Protected::Claims(pairs) => pairs.iter().any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name)),
+            Protected::Names(names) => names.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
 impl Edits<'_> {
     fn dropped(&self, name: &[u8]) -> bool {
         self.drop.iter().flatten().any(|d| d.eq_ignore_ascii_case(name))
             || self.request_id.is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
             || (self.traceparent.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
-            || self.claim_headers.iter().any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
+            || self.claim_headers.contains(name)
     }
 
     fn expand(&self, out: &mut Vec<u8>, t: &Template) {
@@ -378,7 +398,7 @@ mod tests {
             consumer: None,
             identity_name: None,
             claim_fields: &[],
-            claim_headers: &[],
+            claim_headers: Protected::None,
             captures: &[],
             claims: None,
             client_ip: b"10.0.0.9",

@@ -29,6 +29,7 @@ mod conn;
 mod date;
 mod driver;
 mod error;
+mod external_auth;
 mod fault;
 mod forward;
 mod generation;

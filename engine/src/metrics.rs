@@ -59,6 +59,8 @@ pub(crate) struct Stats {
     routes: Vec<RouteStats>,
     /// `[route]`: faults injected, by kind.
     faults: Vec<[Counter; crate::fault::NAMES.len()]>,
+    /// `[route]`: authorization checks by outcome (`auth = "external"`).
+    external_auth: Vec<[Counter; crate::external_auth::NAMES.len()]>,
     /// `[route]`: requests of mirrored routes by what became of their copy.
     mirrors: Vec<[Counter; crate::mirror::RESULTS.len()]>,
     /// `[upstream]`: requests proxied there, by the status class of their answer.
@@ -82,6 +84,7 @@ impl Stats {
             upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             mirrors: cfg.routes.iter().map(|_| Default::default()).collect(),
             faults: cfg.routes.iter().map(|_| Default::default()).collect(),
+            external_auth: cfg.routes.iter().map(|_| Default::default()).collect(),
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
@@ -115,6 +118,11 @@ impl Stats {
     /// Counts a fault injected into a request of `route`.
     pub(crate) fn fault(&self, route: usize, fault: crate::fault::Injected) {
         self.faults[route][fault as usize].add(1);
+    }
+
+    /// Counts an authorization check of a request of `route`.
+    pub(crate) fn external_auth(&self, route: usize, outcome: crate::external_auth::Outcome) {
+        self.external_auth[route][outcome as usize].add(1);
     }
 
     /// Counts what became of a mirrored route's request.
@@ -228,6 +236,11 @@ impl Registry {
         let faults = ("coregate_faults_total", "Faults injected (routes[].fault), by kind.");
         per_route(&mut out, faults, ("fault", &crate::fault::NAMES), routes_with(|r| r.fault.is_some()), |i, k| {
             sum(&|s| s.faults[i][k].get())
+        });
+        let checks = ("coregate_external_auth_total", "Authorization checks (auth = \"external\"), by outcome.");
+        let external = routes_with(|r| r.auth == config::AuthKind::External);
+        per_route(&mut out, checks, ("result", &crate::external_auth::NAMES), external, |i, k| {
+            sum(&|s| s.external_auth[i][k].get())
         });
         let mirrors = ("coregate_mirror_requests_total", "Requests of mirrored routes, by what became of their copy.");
         per_route(

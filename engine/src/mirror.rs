@@ -96,7 +96,7 @@ async fn send(w: &Rc<Worker>, upstream: usize, head: Vec<u8>, head_request: bool
         // The head's bytes share the connection's buffer: released before the body reads.
         drop(resp.bytes);
         crate::body::discard(up, meta.body, &w.cfg.limits.wire, timeout).await?;
-        Ok(meta)
+        Ok((meta, ()))
     })
     .await
 }

@@ -98,11 +98,12 @@ pub(crate) fn check_access(route: &Route, peer: SocketAddr, tls: Option<&Tls>) -
 pub(crate) struct Identity {
     /// The API-key consumer.
     pub consumer: Option<usize>,
-    /// The JWT `sub` claim.
+    /// The JWT `sub` claim, or the name an authorization service gave.
     pub subject: Option<String>,
     /// Where the API key was found (to strip it).
     pub key_source: Option<KeySource>,
-    /// Claims forwarded as request fields: (lower-case name, value).
+    /// Fields added to the request: JWT claims, or an authorization service's (lower-case
+    /// name, value).
     pub claim_fields: Vec<(Vec<u8>, Vec<u8>)>,
     /// All claims of a verified JWT, for `{claim:NAME}` templates.
     pub claims: Option<serde_json::Map<String, serde_json::Value>>,
@@ -121,6 +122,7 @@ impl Identity {
 pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Result<Identity, Refusal> {
     match route.auth {
         AuthKind::None => Ok(Identity::default()),
+        AuthKind::External => unreachable!("external checks are `external_auth::authorize`'s"),
         AuthKind::ApiKey => {
             let challenge = || {
                 vec![(

@@ -247,9 +247,19 @@ async fn exchange(
     if let Err(refusal) = policy::check_access(route, peer, client.tls.as_deref()) {
         return Ok(refusal.send(w, client, refusal_reply).await);
     }
-    let identity = match policy::authenticate(w, route, req) {
-        Ok(identity) => identity,
-        Err(refusal) => return Ok(refusal.send(w, client, refusal_reply).await),
+    let identity = match route.auth {
+        // Boxed: the check's state stays out of every other request's future.
+        AuthKind::External => {
+            let checked = crate::external_auth::authorize(w, client, route_idx, req, peer_text, tags, refusal_reply);
+            match Box::pin(checked).await {
+                Ok(identity) => identity,
+                Err(next) => return Ok(next),
+            }
+        }
+        _ => match policy::authenticate(w, route, req) {
+            Ok(identity) => identity,
+            Err(refusal) => return Ok(refusal.send(w, client, refusal_reply).await),
+        },
     };
     if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity).await {
         return Ok(refusal.send(w, client, refusal_reply).await);
@@ -297,7 +307,11 @@ async fn exchange(
         consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
         identity_name: identity.name(cfg),
         claim_fields: &identity.claim_fields,
-        claim_headers: if route.auth == AuthKind::Jwt { &cfg.jwt.claims_to_headers } else { &[] },
+        claim_headers: match (route.auth, &cfg.external_auth) {
+            (AuthKind::Jwt, _) => forward::Protected::Claims(&cfg.jwt.claims_to_headers),
+            (AuthKind::External, Some(ext)) => forward::Protected::Names(&ext.upstream_headers),
+            _ => forward::Protected::None,
+        },
         captures: &captures,
         request: req,
         claims: identity.claims.as_ref(),

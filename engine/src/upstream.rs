@@ -185,25 +185,26 @@ pub(crate) async fn acquire<Site>(
     Err(last)
 }
 
-/// An exchange no client waits for (a mirrored copy, a background cache refresh): sends
-/// `head` to `upstream` on a pooled connection, reads past 1xx to the answer's head (a 101
-/// was not asked for: an error), hands head and connection to `body`, which reads the
-/// body and returns the head's meta, then counts the endpoint's health and pools the
-/// connection. `timeout` bounds each read.
-pub(crate) async fn aside(
+/// An exchange whose answer no client gets as it is (a mirrored copy, a background cache
+/// refresh, an authorization check): sends `head` to `upstream` on a pooled connection,
+/// reads past 1xx to the answer's head (a 101 was not asked for: an error), hands head and
+/// connection to `body`, which reads the body and returns the head's meta with what it
+/// made of the answer, then counts the endpoint's health and pools the connection.
+/// `timeout` bounds each read.
+pub(crate) async fn aside<T>(
     w: &Worker,
     upstream: usize,
     head: Vec<u8>,
     head_request: bool,
     timeout: Duration,
-    body: impl AsyncFnOnce(&mut Conn, ResponseHead) -> Result<proto_http::ResponseMeta, Error>,
-) -> Result<(), Error> {
+    body: impl AsyncFnOnce(&mut Conn, ResponseHead) -> Result<(proto_http::ResponseMeta, T), Error>,
+) -> Result<T, Error> {
     let up_cfg = &w.cfg.upstreams[upstream];
     let (mut up, endpoint, _) = acquire::<Mirrored>(w, upstream, false, None, None).await?;
     let answer = async {
         up.write(head, w.cfg.timeouts.upstream_send)
             .await
-            .map_err(|e| Error::io(Side::Upstream, "writing a request no client waits for", e))?;
+            .map_err(|e| Error::io(Side::Upstream, "writing a request of coregate's own", e))?;
         let mut got_bytes = false;
         let resp = loop {
             let resp = read_response_head::<Mirrored>(w, &mut up, &mut got_bytes, head_request, timeout).await?;
@@ -212,15 +213,15 @@ pub(crate) async fn aside(
             }
         };
         if resp.meta.status == 101 {
-            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a request no client waits for"));
+            return Err(Error::new(Kind::UnexpectedUpgrade, Side::Upstream, "101 to a request of coregate's own"));
         }
         body(&mut up, resp).await
     };
     match answer.await {
-        Ok(meta) => {
+        Ok((meta, made)) => {
             w.health.succeeded(upstream, endpoint);
             pool_back(w, upstream, endpoint, up, meta);
-            Ok(())
+            Ok(made)
         }
         Err(e) => {
             w.health.failed(upstream, endpoint, &up_cfg.outlier, w.timers.now());

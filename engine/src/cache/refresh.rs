@@ -81,7 +81,7 @@ async fn refresh(w: &Rc<Worker>, job: Job) -> Result<(), Error> {
             }
             discard(up, resp.meta.body, &w.cfg.limits.wire, timeout).await?;
         }
-        Ok(resp.meta)
+        Ok((resp.meta, ()))
     })
     .await
 }
