@@ -1,9 +1,6 @@
 //! How an upstream spreads requests over its endpoints: `balance` (round robin, least
-//! request, consistent hash), `hash_on`, and per-endpoint weights written in `endpoints`
-//! (`"IP:PORT"` or `{ address = "IP:PORT", weight = N }`). Choosing an endpoint per request
-//! is the engine's.
-
-use std::net::SocketAddr;
+//! request, consistent hash) and `hash_on` (the weights are written in `endpoints`, see
+//! `endpoints`). Choosing an endpoint per request is the engine's.
 
 use crate::policy::is_token;
 use crate::validate::Checker;
@@ -38,51 +35,6 @@ pub enum HashOn {
     Cookie(String),
     /// A query parameter's value, as sent (not percent-decoded).
     Query(String),
-}
-
-/// An upstream's endpoints with their weights, from the raw `endpoints` list.
-pub(crate) fn endpoints(c: &mut Checker, path: &str, raw: &[toml::Value]) -> (Vec<SocketAddr>, Vec<u32>) {
-    let (mut addrs, mut weights) = (Vec::with_capacity(raw.len()), Vec::with_capacity(raw.len()));
-    for (i, e) in raw.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        let (addr, weight) = match e {
-            toml::Value::String(s) => (c.addr(&at, s), 1),
-            toml::Value::Table(t) => {
-                for key in t.keys().filter(|k| !matches!(k.as_str(), "address" | "weight")) {
-                    c.err(format!("{at}.{key}"), "unknown key");
-                }
-                let addr = match t.get("address") {
-                    Some(toml::Value::String(s)) => c.addr(&format!("{at}.address"), s),
-                    Some(_) => {
-                        c.err(format!("{at}.address"), "expected a string \"IP:PORT\"");
-                        None
-                    }
-                    None => {
-                        c.err(format!("{at}.address"), "missing endpoint address");
-                        None
-                    }
-                };
-                let weight = match t.get("weight") {
-                    None => 1,
-                    Some(toml::Value::Integer(w)) if (1..=i64::from(MAX_WEIGHT)).contains(w) => *w as u32,
-                    Some(w) => {
-                        c.err(format!("{at}.weight"), format!("{w} is not a weight (an integer 1..={MAX_WEIGHT})"));
-                        1
-                    }
-                };
-                (addr, weight)
-            }
-            other => {
-                c.err(&at, format!("expected \"IP:PORT\" or {{ address, weight }}, not {}", other.type_str()));
-                (None, 1)
-            }
-        };
-        if let Some(a) = addr {
-            addrs.push(a);
-            weights.push(weight);
-        }
-    }
-    (addrs, weights)
 }
 
 /// `balance` and `hash_on` of the upstream at `path`.
@@ -189,7 +141,12 @@ mod tests {
                 "unknown key",
             ),
             ("endpoints = [{ weight = 2 }]", "upstreams[0].endpoints[0].address", "missing"),
-            ("endpoints = [{ address = \"localhost:1\" }]", "upstreams[0].endpoints[0].address", "invalid address"),
+            ("endpoints = [{ address = \"local_host:1\" }]", "upstreams[0].endpoints[0].address", "invalid address"),
+            ("endpoints = [\"localhost:0\"]", "upstreams[0].endpoints[0]", "invalid address"),
+            ("endpoints = [\"nothing.invalid:80\"]", "upstreams[0].endpoints[0]", "cannot resolve"),
+            ("endpoints = [\"127.0.0.1:1\"]\nresolve = \"5s\"", "upstreams[0].resolve", "no endpoint is a name"),
+            ("endpoints = [\"localhost:1\"]\nresolve = \"100ms\"", "upstreams[0].resolve", "at least 1s"),
+            ("endpoints = [\"localhost:1\"]\nresolve = \"soon\"", "upstreams[0].resolve", "invalid duration"),
             ("endpoints = [\"127.0.0.1:1\", 7]", "upstreams[0].endpoints[1]", "not integer"),
             ("endpoints = [\"127.0.0.1:1\"]\nbalance = \"random\"", "upstreams[0].balance", "unknown balance"),
             ("endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"", "upstreams[0].hash_on", "needs hash_on"),

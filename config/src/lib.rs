@@ -9,6 +9,7 @@ mod balance;
 mod basic;
 mod cache;
 mod compress;
+mod endpoints;
 mod error;
 mod external;
 mod fault;
@@ -31,6 +32,7 @@ pub use balance::{Balance, HashOn, MAX_WEIGHT};
 pub use basic::{sha256_password, BasicAuth, Password, MAX_BCRYPT_COST};
 pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{Coding, RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
+pub use endpoints::{system_resolver, Entry, Host, Resolver};
 pub use error::{ConfigError, Errors};
 pub use external::ExternalAuth;
 pub use fault::Fault;
@@ -160,9 +162,17 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
+    /// The addresses of `entries`, a name standing for all of its addresses.
     pub endpoints: Vec<SocketAddr>,
     /// Each endpoint's weight (1 unless configured), in `endpoints`' order.
     pub weights: Vec<u32>,
+    /// The name each endpoint was resolved from, if it was (the Host of requests without
+    /// one and of health checks, and the TLS server name).
+    pub endpoint_names: Vec<Option<String>>,
+    /// The `endpoints` entries as written, for resolving their names again.
+    pub entries: Vec<Entry>,
+    /// Resolve the names of `entries` again this often (`upstreams[].resolve`).
+    pub resolve: Option<Duration>,
     /// How requests spread over the endpoints.
     pub balance: Balance,
     /// An endpoint back in service (its ejection over, its checks passing again) takes a
@@ -202,6 +212,17 @@ pub struct Upstream {
     pub queue: Option<Queue>,
     /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
+}
+
+impl Upstream {
+    /// The Host for endpoint `e` where the request has none (HTTP/1.0) or a health check
+    /// names none: the name it was resolved from with its port, else its address.
+    pub fn endpoint_host(&self, e: usize) -> String {
+        match &self.endpoint_names[e] {
+            Some(name) => format!("{name}:{}", self.endpoints[e].port()),
+            None => self.endpoints[e].to_string(),
+        }
+    }
 }
 
 /// Retries a worker may always have in flight to an upstream, whatever its budget says
@@ -516,6 +537,31 @@ pub struct ApiKeyAuth {
 }
 
 impl Config {
+    /// Resolves the names of the upstreams with `resolve` again: a copy of this
+    /// configuration with their new addresses when any upstream's changed, and a message
+    /// for each name that did not resolve (its upstream keeps the addresses it had: a
+    /// resolver's bad minute does not take an upstream away, as Envoy keeps the last hosts).
+    pub fn resolve_again(&self, resolve: Resolver<'_>) -> (Option<Config>, Vec<String>) {
+        let mut failed = Vec::new();
+        let mut changed = None::<Config>;
+        for (i, u) in self.upstreams.iter().enumerate().filter(|(_, u)| u.resolve.is_some()) {
+            match endpoints::expand(&u.entries, resolve) {
+                Err((e, why)) => failed.push(format!("upstreams[{i}].endpoints[{e}] ({}): {why}", u.name)),
+                Ok(x) if x.addrs == u.endpoints && x.weights == u.weights => {}
+                Ok(x) => {
+                    let up = &mut changed.get_or_insert_with(|| self.clone()).upstreams[i];
+                    (up.endpoints, up.weights, up.endpoint_names) = (x.addrs, x.weights, x.names);
+                }
+            }
+        }
+        (changed, failed)
+    }
+
+    /// The shortest `upstreams[].resolve` interval, if any upstream has one.
+    pub fn resolve_interval(&self) -> Option<Duration> {
+        self.upstreams.iter().filter_map(|u| u.resolve).min()
+    }
+
     /// Parses and validates TOML text; relative file names in it are relative to the
     /// working directory.
     pub fn parse(text: &str) -> Result<Config, Errors> {

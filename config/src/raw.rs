@@ -130,8 +130,10 @@ pub struct RawLimits {
 #[serde(default)]
 pub struct RawUpstream {
     pub name: Option<String>,
-    /// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }` each.
+    /// `"IP:PORT"`, `"NAME:PORT"` or `{ address = ..., weight = N }` each.
     pub endpoints: Vec<toml::Value>,
+    /// Resolve the names in `endpoints` again this often (default: at load only).
+    pub resolve: Option<String>,
     pub balance: Option<String>,
     pub hash_on: Option<String>,
     pub max_idle_per_endpoint: Option<usize>,

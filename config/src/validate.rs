@@ -328,7 +328,26 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
     if u.endpoints.is_empty() {
         c.err(format!("{path}.endpoints"), "at least one endpoint is required");
     }
-    let (endpoints, weights) = crate::balance::endpoints(c, &format!("{path}.endpoints"), &u.endpoints);
+    let before = c.errors.len();
+    let entries = crate::endpoints::entries(c, &format!("{path}.endpoints"), &u.endpoints);
+    let expanded = if c.errors.len() == before {
+        crate::endpoints::expand(&entries, &crate::endpoints::system_resolver).unwrap_or_else(|(i, why)| {
+            c.err(format!("{path}.endpoints[{i}]"), why);
+            Default::default()
+        })
+    } else {
+        Default::default()
+    };
+    let resolve = u.resolve.as_ref().map(|r| {
+        let d = c.duration(&format!("{path}.resolve"), Some(r), crate::endpoints::MIN_RESOLVE);
+        if d < crate::endpoints::MIN_RESOLVE {
+            c.err(format!("{path}.resolve"), "at least 1s");
+        }
+        if !entries.iter().any(|e| matches!(e.host, crate::endpoints::Host::Name(..))) {
+            c.err(format!("{path}.resolve"), "no endpoint is a name: there is nothing to resolve again");
+        }
+        d
+    });
     let max_requests =
         u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32);
     let connect_timeout =
@@ -339,8 +358,11 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
         .and_then(|q| crate::queue::build(c, &format!("{path}.queue"), q, max_requests, connect_timeout));
     Upstream {
         name,
-        endpoints,
-        weights,
+        endpoints: expanded.addrs,
+        weights: expanded.weights,
+        endpoint_names: expanded.names,
+        entries,
+        resolve,
         balance: crate::balance::balance(c, path, u.balance.as_deref(), u.hash_on.as_deref()),
         max_idle_per_endpoint: c.bounded(
             &format!("{path}.max_idle_per_endpoint"),

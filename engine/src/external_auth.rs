@@ -70,7 +70,7 @@ pub(crate) async fn check(
     tags: Tags<'_>,
 ) -> Verdict {
     let mut head = Vec::with_capacity(req.bytes.len() + 256);
-    check_head(&mut head, ext, req, client_ip, https, tags, || w.cfg.upstreams[ext.upstream].endpoints[0].to_string());
+    check_head(&mut head, ext, req, client_ip, https, tags, || w.cfg.upstreams[ext.upstream].endpoint_host(0));
     let limits = &w.cfg.limits.wire;
     let ask = crate::upstream::aside(w, ext.upstream, head, false, ext.timeout, async |up, resp| {
         let status = resp.meta.status;

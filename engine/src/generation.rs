@@ -20,6 +20,8 @@ use crate::worker::{self, Spawn};
 /// rate-limit bank). A reload starts a new one and drains the old.
 pub(crate) struct Generation {
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The configuration it runs (upstream names are resolved again from it).
+    pub(crate) cfg: Arc<Config>,
     pub(crate) driver: Driver,
     pub(crate) workers: usize,
     /// Reloads before this generation (0: the one started first).
@@ -175,6 +177,7 @@ pub(crate) fn launch(
     };
     let mut generation = Generation {
         addrs,
+        cfg: cfg.clone(),
         driver,
         workers,
         number,

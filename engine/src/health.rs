@@ -108,11 +108,14 @@ pub(crate) fn start_checks(
     for (u, up) in cfg.upstreams.iter().enumerate() {
         let Some(check) = &up.health_check else { continue };
         for (e, &addr) in up.endpoints.iter().enumerate() {
-            let (check, verdicts, stop, name) = (check.clone(), verdicts.clone(), stop.clone(), up.name.clone());
-            let tls = tls.clone();
+            let (mut check, verdicts, stop, name) = (check.clone(), verdicts.clone(), stop.clone(), up.name.clone());
+            // Without a configured Host, the endpoint's: its name and port, or its address.
+            check.host.get_or_insert_with(|| up.endpoint_host(e));
+            let (tls, sni) = (tls.clone(), up.endpoint_names[e].clone());
+            let target = Target { addr, sni };
             let spawned = std::thread::Builder::new()
                 .name(format!("coregate-hc{u}.{e}"))
-                .spawn(move || check_loop(&name, addr, &check, tls[u].as_ref(), &verdicts[u][e], &stop));
+                .spawn(move || check_loop(&name, &target, &check, tls[u].as_ref(), &verdicts[u][e], &stop));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(err) => log::error!("cannot start the health check of {} {addr}: {err}", up.name),
@@ -122,17 +125,25 @@ pub(crate) fn start_checks(
     threads
 }
 
+/// An endpoint checked: its address, and the name it was resolved from (the TLS server
+/// name when none is configured).
+struct Target {
+    addr: SocketAddr,
+    sni: Option<String>,
+}
+
 fn check_loop(
     name: &str,
-    addr: SocketAddr,
+    target: &Target,
     check: &HealthCheck,
     tls: Option<&crate::upstream_tls::UpstreamTls>,
     up: &AtomicBool,
     stop: &crossbeam_channel::Receiver<()>,
 ) {
     let (mut passes, mut fails) = (0u32, 0u32);
+    let addr = target.addr;
     loop {
-        match probe(addr, check, tls) {
+        match probe(target, check, tls) {
             Ok(()) => {
                 (passes, fails) = (passes.saturating_add(1), 0);
                 if !up.load(Ordering::Relaxed) && passes >= check.healthy_threshold {
@@ -164,7 +175,8 @@ pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bo
 /// certificate is checked as the workers check it); a status `check` expects within the
 /// timeout passes, with its `expect_body` in the body when set. The whole check (connect,
 /// handshake, write, reading the answer) shares the timeout.
-fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
+fn probe(target: &Target, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
+    let addr = target.addr;
     let deadline = Instant::now() + check.timeout;
     let s = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
     // The timeouts are the socket's: set through a second handle while rustls owns the first.
@@ -172,7 +184,7 @@ fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&crate::upstream_tls
     match tls {
         None => exchange(s, &ctl, addr, check, deadline),
         Some(t) => {
-            let conn = t.connection(addr).map_err(|e| format!("TLS: {e}"))?;
+            let conn = t.connection(addr, target.sni.as_deref()).map_err(|e| format!("TLS: {e}"))?;
             exchange(rustls::StreamOwned::new(conn, s), &ctl, addr, check, deadline)
         }
     }

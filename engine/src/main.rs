@@ -26,6 +26,9 @@ SIGNALS:
                        while the old one's requests finish (an invalid file is logged and
                        the running configuration stays)
 
+Endpoints given by name (\"NAME:PORT\") are resolved at start and on SIGHUP; with
+upstreams[].resolve, again at that interval, reloading when an address changed.
+
 ENVIRONMENT:
     RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
     MONOIO_FORCE_LEGACY_DRIVER  set to 1 to make io = \"auto\" choose epoll
@@ -104,17 +107,30 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for sig in signals.forever() {
-        if sig == SIGHUP {
-            reload(path, &mut server);
-            continue;
+    // Signals arrive on a channel, so that the loop can also wake to resolve upstream names
+    // again (`upstreams[].resolve`).
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || signals.forever().try_for_each(|sig| sig_tx.send(sig)));
+    let mut resolving = ticker(&server);
+    loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(SIGHUP) => {
+                    reload(path, &mut server);
+                    resolving = ticker(&server);
+                }
+                Ok(sig) => {
+                    log::info!("signal {sig}: draining");
+                    break;
+                }
+                Err(_) => break,
+            },
+            recv(resolving) -> _ => resolve_again(&mut server),
         }
-        log::info!("signal {sig}: draining");
-        break;
     }
     server.shutdown();
     std::thread::spawn(move || {
-        if signals.forever().any(|sig| sig != SIGHUP) {
+        if sig_rx.iter().any(|sig| sig != SIGHUP) {
             log::warn!("second signal: exiting now");
             std::process::exit(130);
         }
@@ -122,6 +138,26 @@ fn run(path: &Path) -> ExitCode {
     server.join();
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Ticks every `upstreams[].resolve` interval of the running configuration (never without).
+fn ticker(server: &Server) -> crossbeam_channel::Receiver<std::time::Instant> {
+    server.resolve_interval().map_or_else(crossbeam_channel::never, crossbeam_channel::tick)
+}
+
+/// The names of upstreams with `resolve` looked up again; a change reloads.
+fn resolve_again(server: &mut Server) {
+    match server.resolve_again(&config::system_resolver) {
+        Ok((reloaded, failed)) => {
+            for f in failed {
+                log::warn!("resolve: {f}; the upstream keeps its addresses");
+            }
+            if reloaded {
+                log::info!("resolve: upstream addresses changed; reloaded, the previous configuration drains");
+            }
+        }
+        Err(e) => log::error!("resolve: {e}; the running configuration stays"),
+    }
 }
 
 /// SIGHUP: `path` again, as a new generation of workers (`Server::reload`).

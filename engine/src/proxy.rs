@@ -345,7 +345,7 @@ async fn exchange(
     // goes back to the connection: no head allocation per request once it has grown.
     let mut head = std::mem::take(&mut client.spare);
     let build_head = |head: &mut Vec<u8>| {
-        forward::request_head(head, req, &edits, || up_cfg.endpoints[0].to_string());
+        forward::request_head(head, req, &edits, || up_cfg.endpoint_host(0));
         if let Some(plan) = &cache_plan {
             plan.add_validators(head);
         }

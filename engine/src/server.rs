@@ -95,6 +95,24 @@ impl Server {
         self.current.admin
     }
 
+    /// Resolves the names in the running configuration's `endpoints` again, for the
+    /// upstreams with `upstreams[].resolve` ([`Config::resolve_again`]), and reloads when an
+    /// address changed (so connections and health checks follow the new addresses, and the
+    /// old generation's requests finish on the old ones). Returns whether it reloaded and a
+    /// message for each name that did not resolve (its upstream keeps its addresses).
+    pub fn resolve_again(&mut self, resolve: config::Resolver<'_>) -> Result<(bool, Vec<String>), StartError> {
+        let (changed, failed) = self.current.cfg.resolve_again(resolve);
+        match changed {
+            Some(cfg) => self.reload(cfg).map(|()| (true, failed)),
+            None => Ok((false, failed)),
+        }
+    }
+
+    /// How often [`Server::resolve_again`] should run: the shortest `upstreams[].resolve`.
+    pub fn resolve_interval(&self) -> Option<Duration> {
+        self.current.cfg.resolve_interval()
+    }
+
     pub fn driver(&self) -> Driver {
         self.current.driver
     }

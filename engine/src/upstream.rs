@@ -43,7 +43,7 @@ enum Connected {
 async fn connect(
     w: &Worker,
     addr: std::net::SocketAddr,
-    tls: Option<&crate::upstream_tls::UpstreamTls>,
+    tls: Option<(&crate::upstream_tls::UpstreamTls, Option<&str>)>,
     timeout: Duration,
 ) -> std::io::Result<Connected> {
     let deadline = w.timers.deadline(timeout);
@@ -51,7 +51,7 @@ async fn connect(
     let _ = stream.set_nodelay(true);
     match tls {
         None => Ok(Connected::Plain(stream)),
-        Some(tls) => handshake(stream, w, tls, addr, deadline).await.map(Connected::Tls),
+        Some((tls, host)) => handshake(stream, w, tls, addr, host, deadline).await.map(Connected::Tls),
     }
 }
 
@@ -64,11 +64,12 @@ fn handshake<'a>(
     w: &'a Worker,
     tls: &'a crate::upstream_tls::UpstreamTls,
     addr: std::net::SocketAddr,
+    host: Option<&'a str>,
     deadline: std::time::Instant,
 ) -> crate::tls::Boxed<'a, Box<Conn>> {
     Box::pin(async move {
         let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
-        conn.tls_connect(tls, addr, deadline).await.inspect_err(|e| {
+        conn.tls_connect(tls, addr, host, deadline).await.inspect_err(|e| {
             log::warn!("TLS handshake with upstream {addr} failed: {e}");
         })?;
         Ok(conn)
@@ -158,7 +159,8 @@ pub(crate) async fn acquire<Site>(
             }
             let addr = up.endpoints[endpoint];
             let tls = w.upstream_tls[upstream].as_ref();
-            match timed(&w.timers, up.connect_timeout, connect(w, addr, tls, up.connect_timeout)).await {
+            let tls_to = tls.map(|t| (t, up.endpoint_names[endpoint].as_deref()));
+            match timed(&w.timers, up.connect_timeout, connect(w, addr, tls_to, up.connect_timeout)).await {
                 Ok(Connected::Plain(stream)) => {
                     return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
                 }

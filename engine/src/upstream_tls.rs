@@ -77,9 +77,14 @@ fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
 
 impl UpstreamTls {
     /// A client connection to `addr`, whose certificate must carry the configured name, else
-    /// the address (an IP-address name, sent without SNI).
-    pub(crate) fn connection(&self, addr: SocketAddr) -> std::io::Result<ClientConnection> {
-        let name = self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    /// the name the endpoint was resolved from (`host`), else the address (an IP-address
+    /// name, sent without SNI).
+    pub(crate) fn connection(&self, addr: SocketAddr, host: Option<&str>) -> std::io::Result<ClientConnection> {
+        let name = match (&self.server_name, host) {
+            (Some(n), _) => n.clone(),
+            (None, Some(h)) => ServerName::try_from(h.to_string()).map_err(std::io::Error::other)?,
+            (None, None) => ServerName::IpAddress(addr.ip().into()),
+        };
         ClientConnection::new(self.config.clone(), name).map_err(std::io::Error::other)
     }
 }
@@ -93,9 +98,10 @@ impl Conn {
         &mut self,
         up: &UpstreamTls,
         addr: SocketAddr,
+        host: Option<&str>,
         deadline: Instant,
     ) -> std::io::Result<()> {
-        self.tls = Some(Tls::client(up.connection(addr)?));
+        self.tls = Some(Tls::client(up.connection(addr, host)?));
         self.tls_handshake(deadline).await
     }
 }

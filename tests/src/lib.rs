@@ -92,6 +92,12 @@ impl Gateway {
         self.reload(test_config(&self.server_section, extra))
     }
 
+    /// [`Server::resolve_again`] with `resolve`: whether it reloaded, and the names that
+    /// failed.
+    pub fn resolve_again(&mut self, resolve: config::Resolver<'_>) -> (bool, Vec<String>) {
+        self.server.as_mut().expect("running").resolve_again(resolve).expect("the reload starts")
+    }
+
     /// The admin listener's address (`admin.listen`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.server.as_ref().expect("running").admin_addr().expect("an admin listener")

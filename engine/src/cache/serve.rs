@@ -179,7 +179,7 @@ pub(crate) async fn lookup<'a>(
                         + w.cfg.routes[route].response_timeout.unwrap_or(up_cfg.response_timeout);
                     if !w.drain.is_draining() && cache.claim(&key, now, refresh_time) == Claim::Mine {
                         let mut head = Vec::new();
-                        forward::request_head(&mut head, req, edits, || up_cfg.endpoints[0].to_string());
+                        forward::request_head(&mut head, req, edits, || up_cfg.endpoint_host(0));
                         let revalidate = revalidatable(&s).then(|| s.clone());
                         if let Some(stale) = &revalidate {
                             add_validators(&mut head, stale);
