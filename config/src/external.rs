@@ -62,19 +62,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) fn build(c: &mut Checker, raw: &RawExternal, upstreams: &[Upstream]) -> Option<ExternalAuth> {
     let p = "auth.external";
-    let upstream = match &raw.upstream {
-        None => {
-            c.err(format!("{p}.upstream"), "missing: the upstream that answers the checks");
-            None
-        }
-        Some(name) => {
-            let found = upstreams.iter().position(|u| &u.name == name);
-            if found.is_none() {
-                c.err(format!("{p}.upstream"), format!("no upstream named {name:?}"));
-            }
-            found
-        }
-    };
+    let upstream = c.upstream_ref(
+        &format!("{p}.upstream"),
+        raw.upstream.as_ref(),
+        upstreams,
+        "the upstream that answers the checks",
+    );
     let path = raw.path.clone().unwrap_or_else(|| "/".into());
     if !valid_path(&path) || path.contains('?') {
         c.err(format!("{p}.path"), format!("{path:?} is not a path starting with '/'"));

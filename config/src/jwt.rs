@@ -1,15 +1,17 @@
 //! JWT settings: verification keys (HS256 secrets, RS256/ES256 public keys from PEM text,
-//! PEM files or a JWKS file), issuer, audience, leeway, and the claims forwarded as headers.
-//! Keys are parsed here, so a bad key is a configuration error, not a runtime one.
+//! PEM files, a JWKS file, or a key set an upstream serves: `crate::jwks`), issuer,
+//! audience, leeway, and the claims forwarded as headers. Keys are parsed here, so a bad key
+//! is a configuration error, not a runtime one.
 
 use std::fmt;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::jwks::{FetchedJwks, RemoteJwks};
 use crate::raw::RawJwt;
 use crate::validate::{parse_duration, Checker};
+use crate::Upstream;
 
 /// One verification key.
 #[derive(Clone)]
@@ -27,7 +29,12 @@ impl fmt::Debug for JwtKey {
 
 #[derive(Debug, Clone, Default)]
 pub struct JwtAuth {
+    /// The keys written in the configuration (`keys`, `jwks_file`).
     pub keys: Vec<JwtKey>,
+    /// `[auth.jwt.jwks]`: a key set fetched from an upstream.
+    pub remote: Option<RemoteJwks>,
+    /// Its keys as last fetched (by the engine; `None` until a fetch succeeded).
+    pub fetched: Option<FetchedJwks>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway: Duration,
@@ -35,7 +42,14 @@ pub struct JwtAuth {
     pub claims_to_headers: Vec<(String, String)>,
 }
 
-fn algorithm(s: &str) -> Option<Algorithm> {
+impl JwtAuth {
+    /// Every key a token may be verified with: the configured ones, then the fetched ones.
+    pub fn all_keys(&self) -> impl Iterator<Item = &JwtKey> {
+        self.keys.iter().chain(self.fetched.iter().flat_map(|f| &f.keys))
+    }
+}
+
+pub(crate) fn algorithm(s: &str) -> Option<Algorithm> {
     match s {
         "HS256" => Some(Algorithm::HS256),
         "RS256" => Some(Algorithm::RS256),
@@ -44,7 +58,7 @@ fn algorithm(s: &str) -> Option<Algorithm> {
     }
 }
 
-pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
+pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt, upstreams: &[Upstream]) -> JwtAuth {
     let mut keys = Vec::new();
     for (i, k) in raw.keys.iter().enumerate() {
         let path = format!("auth.jwt.keys[{i}]");
@@ -87,25 +101,12 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
         }
     }
     if let Some(file) = &raw.jwks_file {
-        match std::fs::read_to_string(c.file(file))
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<JwkSet>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(set) => {
-                for (i, jwk) in set.keys.iter().enumerate() {
-                    let alg = jwk.common.key_algorithm.and_then(|a| algorithm(&a.to_string()));
-                    match (alg, DecodingKey::from_jwk(jwk)) {
-                        (Some(alg), Ok(key)) => keys.push(JwtKey { alg, kid: jwk.common.key_id.clone(), key }),
-                        _ => c.err(
-                            format!("auth.jwt.jwks_file {file}: keys[{i}]"),
-                            "needs \"alg\" of HS256, RS256 or ES256 and a valid key",
-                        ),
-                    }
-                }
-            }
+        match std::fs::read_to_string(c.file(file)).map_err(|e| e.to_string()).and_then(|t| crate::jwks::parse(&t)) {
+            Ok(set) => keys.extend(set),
             Err(e) => c.err("auth.jwt.jwks_file", format!("cannot load {file:?}: {e}")),
         }
     }
+    let remote = raw.jwks.as_ref().and_then(|r| crate::jwks::build(c, r, upstreams));
     let leeway = match &raw.leeway {
         None => Duration::from_secs(30),
         Some(s) => parse_duration(s).unwrap_or_else(|| {
@@ -126,5 +127,13 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt) -> JwtAuth {
             Some((claim.clone(), header.to_ascii_lowercase()))
         })
         .collect();
-    JwtAuth { keys, issuer: raw.issuer.clone(), audience: raw.audience.clone(), leeway, claims_to_headers }
+    JwtAuth {
+        keys,
+        remote,
+        fetched: None,
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+        leeway,
+        claims_to_headers,
+    }
 }

@@ -32,19 +32,8 @@ pub struct Mirror {
 }
 
 pub(crate) fn build(c: &mut Checker, path: &str, raw: &RawMirror, upstreams: &[Upstream]) -> Option<Mirror> {
-    let upstream = match &raw.upstream {
-        None => {
-            c.err(format!("{path}.upstream"), "missing: the upstream the copies go to");
-            None
-        }
-        Some(name) => {
-            let found = upstreams.iter().position(|u| &u.name == name);
-            if found.is_none() {
-                c.err(format!("{path}.upstream"), format!("no upstream named {name:?}"));
-            }
-            found
-        }
-    };
+    let upstream =
+        c.upstream_ref(&format!("{path}.upstream"), raw.upstream.as_ref(), upstreams, "the upstream the copies go to");
     let percent = raw.percent.unwrap_or(100.0);
     if !(percent > 0.0 && percent <= 100.0) {
         c.err(format!("{path}.percent"), format!("{percent} is not a share above 0 and at most 100"));

@@ -464,8 +464,8 @@ pub(crate) fn build_route(
             AuthKind::ApiKey
         }
         Some("jwt") => {
-            if jwt.keys.is_empty() {
-                c.err(format!("{path}.auth"), "auth = \"jwt\" needs keys in [auth.jwt]");
+            if jwt.keys.is_empty() && jwt.remote.is_none() {
+                c.err(format!("{path}.auth"), "auth = \"jwt\" needs keys in [auth.jwt] (keys, jwks_file or jwks)");
             }
             AuthKind::Jwt
         }

@@ -353,6 +353,8 @@ pub struct RawJwt {
     pub keys: Vec<RawJwtKey>,
     /// A JWKS document (`{"keys": [...]}`) with more keys.
     pub jwks_file: Option<String>,
+    /// A key set one of the upstreams serves, fetched again as it changes.
+    pub jwks: Option<crate::jwks::RawRemoteJwks>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Clock skew allowed for `exp` and `nbf` (default 30s).

@@ -52,6 +52,26 @@ impl Checker {
         }
     }
 
+    /// The index of the upstream `name` names, for a setting at `path` that needs one
+    /// (`what` says what it is for); an error when it is missing or names none.
+    pub(crate) fn upstream_ref(
+        &mut self,
+        path: &str,
+        name: Option<&String>,
+        upstreams: &[crate::Upstream],
+        what: &str,
+    ) -> Option<usize> {
+        let Some(name) = name else {
+            self.err(path, format!("missing: {what}"));
+            return None;
+        };
+        let found = upstreams.iter().position(|u| &u.name == name);
+        if found.is_none() {
+            self.err(path, format!("no upstream named {name:?}"));
+        }
+        found
+    }
+
     pub(crate) fn bounded(&mut self, path: &str, raw: Option<usize>, default: usize, min: usize, max: usize) -> usize {
         match raw {
             None => default,
@@ -181,7 +201,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     let mut consumers = build_consumers(c, &raw.consumers);
     let basic = crate::basic::build(c, &raw.auth.basic, &mut consumers);
     let api_key = build_api_key(c, &raw.auth.api_key);
-    let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt);
+    let jwt = crate::jwt::build_jwt(c, &raw.auth.jwt, &upstreams);
     let external_auth = raw.auth.external.as_ref().and_then(|e| crate::external::build(c, e, &upstreams));
     let mut routes = raw
         .routes

@@ -7,12 +7,12 @@
 //! thresholds (`config::Outlier`, `config::HealthCheck`).
 
 use std::cell::Cell;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::fetch::{Get, Target};
 
 use config::{Config, HealthCheck, Outlier};
 
@@ -125,13 +125,6 @@ pub(crate) fn start_checks(
     threads
 }
 
-/// An endpoint checked: its address, and the name it was resolved from (the TLS server
-/// name when none is configured).
-struct Target {
-    addr: SocketAddr,
-    sni: Option<String>,
-}
-
 fn check_loop(
     name: &str,
     target: &Target,
@@ -171,118 +164,31 @@ pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bo
     stop.recv_timeout(d) != Err(crossbeam_channel::RecvTimeoutError::Timeout)
 }
 
-/// One check: `GET path` with `Connection: close`, over TLS for an HTTPS upstream (whose
-/// certificate is checked as the workers check it); a status `check` expects within the
-/// timeout passes, with its `expect_body` in the body when set. The whole check (connect,
-/// handshake, write, reading the answer) shares the timeout.
+/// One check: `GET path` (`fetch`); a status `check` expects within the timeout passes,
+/// with its `expect_body` in the first 64 KiB of the body when set.
 fn probe(target: &Target, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
-    let addr = target.addr;
-    let deadline = Instant::now() + check.timeout;
-    let s = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
-    // The timeouts are the socket's: set through a second handle while rustls owns the first.
-    let ctl = s.try_clone().map_err(|e| e.to_string())?;
-    match tls {
-        None => exchange(s, &ctl, addr, check, deadline),
-        Some(t) => {
-            let conn = t.connection(addr, target.sni.as_deref()).map_err(|e| format!("TLS: {e}"))?;
-            exchange(rustls::StreamOwned::new(conn, s), &ctl, addr, check, deadline)
+    let host = match &check.host {
+        Some(h) => h.clone(),
+        None => target.addr.to_string(),
+    };
+    let get = Get {
+        path: &check.path,
+        host: &host,
+        user_agent: "coregate-health-check",
+        timeout: check.timeout,
+        max_body: if check.expect_body.is_some() { MAX_BODY } else { 0 },
+    };
+    let answer = crate::fetch::get(target, &get, tls)?;
+    if !check.passes(answer.status) {
+        return Err(format!("status {}", answer.status));
+    }
+    match &check.expect_body {
+        Some(want) if !answer.body.windows(want.len()).any(|w| w == want.as_bytes()) => {
+            Err(format!("status {} without {want:?} in its body", answer.status))
         }
+        _ => Ok(()),
     }
 }
 
-/// Bytes of a check's answer read at most: its head, and the body searched for
-/// `expect_body`.
-const MAX_HEAD: usize = 16 * 1024;
+/// Body bytes of a check's answer searched for `expect_body`.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The check's request and answer over `s`, whose socket `ctl` is.
-fn exchange(
-    mut s: impl Read + Write,
-    ctl: &TcpStream,
-    addr: SocketAddr,
-    check: &HealthCheck,
-    deadline: Instant,
-) -> Result<(), String> {
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    ctl.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    let host = check.host.clone().unwrap_or_else(|| addr.to_string());
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health-check\r\nConnection: close\r\n\r\n",
-        check.path
-    );
-    s.write_all(req.as_bytes()).and_then(|()| s.flush()).map_err(|e| format!("write: {e}"))?;
-    // Reads more of the answer into `buf`; false at its end.
-    let mut read_more = |buf: &mut Vec<u8>| -> Result<bool, String> {
-        ctl.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) => Ok(false),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                Ok(true)
-            }
-            Err(e) => Err(format!("read: {e}")),
-        }
-    };
-    let limits = proto_http::Limits::default();
-    let mut buf = Vec::with_capacity(1024);
-    let meta = loop {
-        if let Some(meta) = proto_http::parse_response(&buf, &limits, false).map_err(|e| e.message().to_string())? {
-            break meta;
-        }
-        if buf.len() > MAX_HEAD || !read_more(&mut buf)? {
-            return Err(if buf.is_empty() { "closed without a status line" } else { "no complete head" }.into());
-        }
-    };
-    if !check.passes(meta.status) {
-        return Err(format!("status {}", meta.status));
-    }
-    let Some(want) = &check.expect_body else { return Ok(()) };
-    // The body, decoded, up to MAX_BODY: RFC 9112 6.3 framing.
-    let mut raw = buf.split_off(meta.head_len);
-    let mut body = Vec::new();
-    let mut decoder = proto_http::chunked::ChunkedDecoder::new(&limits);
-    loop {
-        let done = match meta.body {
-            proto_http::ResponseBody::None => true,
-            proto_http::ResponseBody::Length(n) => {
-                body.append(&mut raw);
-                body.len() as u64 >= n
-            }
-            proto_http::ResponseBody::Close => {
-                body.append(&mut raw);
-                false
-            }
-            proto_http::ResponseBody::Chunked => {
-                let mut at = 0;
-                let mut finished = false;
-                while at < raw.len() {
-                    let (used, found) = decoder.decode(&raw[at..]).map_err(|e| e.message().to_string())?;
-                    if let proto_http::chunked::Decoded::Data(r) = &found {
-                        body.extend_from_slice(&raw[at + r.start..at + r.end]);
-                    }
-                    at += used;
-                    if found == proto_http::chunked::Decoded::Done {
-                        finished = true;
-                        break;
-                    }
-                    if used == 0 {
-                        break;
-                    }
-                }
-                raw.drain(..at);
-                finished
-            }
-        };
-        if done || body.len() >= MAX_BODY || !read_more(&mut raw)? {
-            break;
-        }
-    }
-    body.truncate(MAX_BODY);
-    let found = body.windows(want.len()).any(|w| w == want.as_bytes());
-    if found {
-        Ok(())
-    } else {
-        Err(format!("status {} without {want:?} in its body", meta.status))
-    }
-}

@@ -42,7 +42,7 @@ pub(crate) fn verify_token(cfg: &JwtAuth, token: &[u8]) -> Result<Map<String, Va
     if let Some(iss) = &cfg.issuer {
         validation.set_issuer(&[iss]);
     }
-    let candidates = cfg.keys.iter().filter(|k| {
+    let candidates = cfg.all_keys().filter(|k| {
         k.alg == header.alg
             && match (&k.kid, &header.kid) {
                 (Some(a), Some(b)) => a == b,
@@ -125,6 +125,7 @@ mod tests {
             audience: Some("orders".into()),
             leeway: Duration::from_secs(5),
             claims_to_headers: vec![],
+            ..JwtAuth::default()
         }
     }
 

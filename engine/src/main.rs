@@ -27,7 +27,8 @@ SIGNALS:
                        the running configuration stays)
 
 Endpoints given by name (\"NAME:PORT\") are resolved at start and on SIGHUP; with
-upstreams[].resolve, again at that interval, reloading when an address changed.
+upstreams[].resolve, again at that interval, reloading when an address changed. A
+remote JWT key set ([auth.jwt.jwks]) is fetched at start, on SIGHUP and every refresh.
 
 ENVIRONMENT:
     RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
@@ -108,16 +109,18 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     // Signals arrive on a channel, so that the loop can also wake to resolve upstream names
-    // again (`upstreams[].resolve`).
+    // again (`upstreams[].resolve`) and fetch the remote JWT key set (`[auth.jwt.jwks]`).
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     std::thread::spawn(move || signals.forever().try_for_each(|sig| sig_tx.send(sig)));
-    let mut resolving = ticker(&server);
+    let mut resolving = ticker(server.resolve_interval());
+    let mut fetching = ticker(server.jwks_interval());
     loop {
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {
                     reload(path, &mut server);
-                    resolving = ticker(&server);
+                    resolving = ticker(server.resolve_interval());
+                    fetching = ticker(server.jwks_interval());
                 }
                 Ok(sig) => {
                     log::info!("signal {sig}: draining");
@@ -126,6 +129,10 @@ fn run(path: &Path) -> ExitCode {
                 Err(_) => break,
             },
             recv(resolving) -> _ => resolve_again(&mut server),
+            recv(fetching) -> _ => {
+                refresh_jwks(&mut server);
+                fetching = ticker(server.jwks_interval());
+            }
         }
     }
     server.shutdown();
@@ -140,9 +147,18 @@ fn run(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Ticks every `upstreams[].resolve` interval of the running configuration (never without).
-fn ticker(server: &Server) -> crossbeam_channel::Receiver<std::time::Instant> {
-    server.resolve_interval().map_or_else(crossbeam_channel::never, crossbeam_channel::tick)
+/// Ticks every `interval` (never without one).
+fn ticker(interval: Option<std::time::Duration>) -> crossbeam_channel::Receiver<std::time::Instant> {
+    interval.map_or_else(crossbeam_channel::never, crossbeam_channel::tick)
+}
+
+/// The remote JWT key set fetched again; a change reloads.
+fn refresh_jwks(server: &mut Server) {
+    match server.refresh_jwks() {
+        Ok(true) => log::info!("auth.jwt.jwks: a new key set; reloaded, the previous configuration drains"),
+        Ok(false) => {}
+        Err(e) => log::warn!("auth.jwt.jwks: {e}; the keys fetched before stay"),
+    }
 }
 
 /// The names of upstreams with `resolve` looked up again; a change reloads.

@@ -42,6 +42,7 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts the workers. Returns once all are serving.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
+        let cfg = crate::jwks::with_fetched(cfg, None);
         let sockets = Sockets::default();
         let Launched { generation, kept, admin_socket } = launch(0, cfg, &sockets, None, None)?;
         let mut server = Server { current: generation, retired: Vec::new(), sockets, admin_socket };
@@ -67,6 +68,7 @@ impl Server {
         self.retired = draining;
         finished.into_iter().for_each(Generation::join);
         let number = self.current.number + 1;
+        let cfg = crate::jwks::with_fetched(cfg, Some(&self.current.cfg));
         let launched = launch(number, cfg, &self.sockets, self.admin_socket.as_ref(), Some(&self.current))?;
         self.sockets.keep(launched.kept);
         self.admin_socket = launched.admin_socket;
@@ -111,6 +113,27 @@ impl Server {
     /// How often [`Server::resolve_again`] should run: the shortest `upstreams[].resolve`.
     pub fn resolve_interval(&self) -> Option<Duration> {
         self.current.cfg.resolve_interval()
+    }
+
+    /// Fetches the remote JWT key set (`[auth.jwt.jwks]`) again and reloads when it
+    /// changed, as [`Server::resolve_again`] does for addresses. `Ok(false)`: the same set
+    /// (or no remote set configured). A failed fetch changes nothing: the keys fetched before
+    /// stay.
+    pub fn refresh_jwks(&mut self) -> Result<bool, StartError> {
+        let cfg = &self.current.cfg;
+        let Some(fetched) = crate::jwks::fetch(cfg) else { return Ok(false) };
+        match fetched.and_then(|text| cfg.with_jwks(&text)).map_err(StartError)? {
+            Some(with) => self.reload(with).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// How often [`Server::refresh_jwks`] should run: `[auth.jwt.jwks].refresh`, or sooner
+    /// while no fetch has succeeded.
+    pub fn jwks_interval(&self) -> Option<Duration> {
+        let jwt = &self.current.cfg.jwt;
+        let remote = jwt.remote.as_ref()?;
+        Some(if jwt.fetched.is_some() { remote.refresh } else { remote.refresh.min(crate::jwks::RETRY) })
     }
 
     pub fn driver(&self) -> Driver {

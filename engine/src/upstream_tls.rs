@@ -41,7 +41,7 @@ pub(crate) fn clients(cfg: &config::Config) -> Result<Clients, String> {
     Ok(Arc::new(built.collect::<Result<_, _>>()?))
 }
 
-fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
+pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

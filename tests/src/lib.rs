@@ -98,6 +98,11 @@ impl Gateway {
         self.server.as_mut().expect("running").resolve_again(resolve).expect("the reload starts")
     }
 
+    /// [`Server::refresh_jwks`]: whether the key set changed (and the gateway reloaded).
+    pub fn refresh_jwks(&mut self) -> Result<bool, String> {
+        self.server.as_mut().expect("running").refresh_jwks().map_err(|e| e.to_string())
+    }
+
     /// The admin listener's address (`admin.listen`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.server.as_ref().expect("running").admin_addr().expect("an admin listener")

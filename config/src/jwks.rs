@@ -1,0 +1,177 @@
+//! JWKS documents (RFC 7517 5, `{"keys": [...]}`) turned into verification keys, for
+//! `auth.jwt.jwks_file` and for `[auth.jwt.jwks]`, a key set served by one of the upstreams
+//! (an identity provider's `jwks_uri`) and fetched again every `refresh`. Fetching it is the
+//! engine's (`engine/src/jwks.rs`); here are its settings and the parsing of what it fetched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+
+use crate::jwt::{algorithm, JwtKey};
+use crate::policy::valid_path;
+use crate::validate::Checker;
+use crate::{Config, Upstream};
+
+/// `[auth.jwt.jwks]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRemoteJwks {
+    /// The upstream that serves the key set.
+    pub upstream: Option<String>,
+    /// Its target (default `/.well-known/jwks.json`).
+    pub path: Option<String>,
+    /// Fetch it again this often (default 5m).
+    pub refresh: Option<String>,
+    /// One fetch, connect to the end of the body (default 5s).
+    pub timeout: Option<String>,
+}
+
+/// `[auth.jwt.jwks]`: where the remote key set is and how often it is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// Index into [`Config::upstreams`]: its endpoints (tried in turn), Host name and TLS
+    /// settings serve the fetch.
+    pub upstream: usize,
+    pub path: String,
+    pub refresh: Duration,
+    pub timeout: Duration,
+}
+
+/// The keys of the remote set as last fetched, and the document they came from (a fetch
+/// that brings the same text changes nothing).
+#[derive(Debug, Clone, Default)]
+pub struct FetchedJwks {
+    pub keys: Vec<JwtKey>,
+    pub text: Arc<str>,
+}
+
+/// A key set larger than this is refused (identity providers publish a few keys, a few KiB).
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Fetched again every five minutes unless configured: a rotated key is published ahead of
+/// its use (OpenID Connect Core 10.1.1), so minutes of delay cost nothing, and the provider
+/// is asked 288 times a day per gateway.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn build(c: &mut Checker, raw: &RawRemoteJwks, upstreams: &[Upstream]) -> Option<RemoteJwks> {
+    let p = "auth.jwt.jwks";
+    let upstream = c.upstream_ref(
+        &format!("{p}.upstream"),
+        raw.upstream.as_ref(),
+        upstreams,
+        "the upstream that serves the key set",
+    );
+    let path = raw.path.clone().unwrap_or_else(|| "/.well-known/jwks.json".into());
+    if !valid_path(&path) {
+        c.err(format!("{p}.path"), format!("{path:?} is not an origin-form target (\"/...\")"));
+    }
+    let refresh = c.duration(&format!("{p}.refresh"), raw.refresh.as_ref(), DEFAULT_REFRESH);
+    if refresh < MIN_REFRESH {
+        c.err(format!("{p}.refresh"), "at least 1s");
+    }
+    let timeout = c.duration(&format!("{p}.timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT);
+    Some(RemoteJwks { upstream: upstream?, path, refresh, timeout })
+}
+
+/// The keys of a JWKS document: each needs `alg` (HS256, RS256 or ES256) and a key of that
+/// type. An error names the first key that is not usable (by index), or says why the
+/// document is not a key set.
+pub fn parse(text: &str) -> Result<Vec<JwtKey>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    set.keys
+        .iter()
+        .enumerate()
+        .map(|(i, jwk)| {
+            let alg = jwk.common.key_algorithm.and_then(|a| algorithm(&a.to_string()));
+            match (alg, DecodingKey::from_jwk(jwk)) {
+                (Some(alg), Ok(key)) => Ok(JwtKey { alg, kid: jwk.common.key_id.clone(), key }),
+                _ => Err(format!("keys[{i}] needs \"alg\" of HS256, RS256 or ES256 and a valid key")),
+            }
+        })
+        .collect()
+}
+
+impl Config {
+    /// This configuration with the remote key set `text` (fetched from `[auth.jwt.jwks]`) in
+    /// place of the one it had; `Ok(None)` when the text is the one it has.
+    pub fn with_jwks(&self, text: &str) -> Result<Option<Config>, String> {
+        if self.jwt.fetched.as_ref().is_some_and(|f| &*f.text == text) {
+            return Ok(None);
+        }
+        if text.len() > MAX_JWKS_BYTES {
+            return Err(format!("the key set is over {MAX_JWKS_BYTES} bytes"));
+        }
+        let keys = parse(text)?;
+        let mut cfg = self.clone();
+        cfg.jwt.fetched = Some(FetchedJwks { keys, text: text.into() });
+        Ok(Some(cfg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(jwks: &str) -> Result<Config, String> {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"idp\"\nendpoints = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:2\"]\n[auth.jwt.jwks]\n{jwks}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"jwt\"\n"
+        );
+        Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    const SET: &str =
+        r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"a","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
+
+    #[test]
+    fn settings_and_defaults() {
+        let c = config("upstream = \"idp\"").unwrap();
+        let want = RemoteJwks {
+            upstream: 0,
+            path: "/.well-known/jwks.json".into(),
+            refresh: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(c.jwt.remote, Some(want));
+        assert!(c.jwt.fetched.is_none(), "nothing is fetched while parsing");
+        let c = config("upstream = \"idp\"\npath = \"/keys\"\nrefresh = \"30s\"\ntimeout = \"2s\"").unwrap();
+        let r = c.jwt.remote.unwrap();
+        assert_eq!((r.path.as_str(), r.refresh, r.timeout), ("/keys", Duration::from_secs(30), Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn errors_name_their_keys() {
+        for (keys, path, says) in [
+            ("", "auth.jwt.jwks.upstream", "missing"),
+            ("upstream = \"nope\"", "auth.jwt.jwks.upstream", "no upstream named"),
+            ("upstream = \"idp\"\npath = \"keys\"", "auth.jwt.jwks.path", "origin-form"),
+            ("upstream = \"idp\"\nrefresh = \"10ms\"", "auth.jwt.jwks.refresh", "at least 1s"),
+            ("upstream = \"idp\"\ntimeout = \"0s\"", "auth.jwt.jwks.timeout", "greater than zero"),
+            ("upstream = \"idp\"\nurl = \"x\"", "auth.jwt.jwks.url", "unknown"),
+        ] {
+            let e = config(keys).expect_err(keys);
+            assert!(e.contains(path) && e.contains(says), "{keys}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_fetched_set_replaces_the_last_and_the_same_text_changes_nothing() {
+        let c = config("upstream = \"idp\"").unwrap();
+        let with = c.with_jwks(SET).unwrap().expect("a new set");
+        let f = with.jwt.fetched.as_ref().unwrap();
+        assert_eq!((f.keys.len(), f.keys[0].kid.as_deref()), (1, Some("a")));
+        assert!(with.with_jwks(SET).unwrap().is_none());
+        assert!(with.with_jwks(r#"{"keys":[]}"#).unwrap().unwrap().jwt.fetched.unwrap().keys.is_empty());
+        for (bad, says) in
+            [("<html>", "not a JWKS document"), (r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, "keys[0] needs \"alg\"")]
+        {
+            let e = c.with_jwks(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(c.with_jwks(&" ".repeat(MAX_JWKS_BYTES + 1)).unwrap_err().contains("over"));
+    }
+}

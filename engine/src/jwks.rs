@@ -1,0 +1,78 @@
+//! The remote JWT key set (`[auth.jwt.jwks]`): fetched from its upstream's endpoints in
+//! turn (`fetch`), on the thread that starts and reloads the server, never a worker's. The
+//! server fetches it when a configuration starts and every `refresh`; workers see a new set
+//! as a reload brings it ([`crate::Server::refresh_jwks`]). Parsing it is config's.
+
+use config::{Config, MAX_JWKS_BYTES};
+
+use crate::fetch::{Get, Target};
+
+/// A remote key set is fetched again this soon after a failure, whatever its `refresh`,
+/// while the gateway has none of its keys (tokens signed with them are refused meanwhile).
+pub(crate) const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The key set's text, from the first endpoint that answers 200 with all of it; `None`
+/// without `[auth.jwt.jwks]`. The error names each endpoint tried and what went wrong.
+pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
+    let remote = cfg.jwt.remote.as_ref()?;
+    let up = &cfg.upstreams[remote.upstream];
+    let tls = match up.tls.as_ref().map(crate::upstream_tls::client).transpose() {
+        Ok(tls) => tls,
+        Err(e) => return Some(Err(format!("upstream {:?} tls: {e}", up.name))),
+    };
+    let mut failures = Vec::new();
+    for (e, &addr) in up.endpoints.iter().enumerate() {
+        let host = up.endpoint_host(e);
+        let get = Get {
+            path: &remote.path,
+            host: &host,
+            user_agent: "coregate-jwks",
+            timeout: remote.timeout,
+            max_body: MAX_JWKS_BYTES,
+        };
+        let target = Target { addr, sni: up.endpoint_names[e].clone() };
+        let answer = crate::fetch::get(&target, &get, tls.as_ref()).and_then(|a| match a {
+            a if a.status != 200 => Err(format!("status {}", a.status)),
+            a if !a.whole => Err(format!("a key set over {MAX_JWKS_BYTES} bytes")),
+            a => String::from_utf8(a.body).map_err(|_| "a key set that is not UTF-8".to_string()),
+        });
+        match answer {
+            Ok(text) => return Some(Ok(text)),
+            Err(why) => failures.push(format!("{addr}: {why}")),
+        }
+    }
+    Some(Err(format!("GET {} from upstream {:?}: {}", remote.path, up.name, failures.join("; "))))
+}
+
+/// `cfg` with its remote key set: fetched now unless `cfg` has one already (a copy of the
+/// running configuration, as a DNS change makes). When the fetch fails, the set of
+/// `running` stays if it came from the same place; otherwise the configuration starts
+/// without it, its tokens refused until a fetch succeeds ([`RETRY`]): an identity
+/// provider's outage must not keep the gateway (and its other routes) from starting.
+pub(crate) fn with_fetched(cfg: Config, running: Option<&Config>) -> Config {
+    if cfg.jwt.fetched.is_some() {
+        return cfg;
+    }
+    let Some(fetched) = fetch(&cfg) else { return cfg };
+    let why = match fetched.and_then(|text| cfg.with_jwks(&text)) {
+        Ok(Some(with)) => return with,
+        Ok(None) => return cfg,
+        Err(why) => why,
+    };
+    let same_place = |r: &&Config| {
+        r.jwt.remote == cfg.jwt.remote
+            && cfg.jwt.remote.as_ref().is_some_and(|j| r.upstreams[j.upstream].name == cfg.upstreams[j.upstream].name)
+    };
+    match running.filter(same_place).and_then(|r| r.jwt.fetched.clone()) {
+        Some(kept) => {
+            log::error!("auth.jwt.jwks: {why}; the key set fetched before stays");
+            let mut cfg = cfg;
+            cfg.jwt.fetched = Some(kept);
+            cfg
+        }
+        None => {
+            log::error!("auth.jwt.jwks: {why}; its tokens are refused until a fetch succeeds (again in {RETRY:?})");
+            cfg
+        }
+    }
+}
