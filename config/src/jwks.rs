@@ -118,10 +118,7 @@ mod tests {
     use super::*;
 
     fn config(jwks: &str) -> Result<Config, String> {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"idp\"\nendpoints = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:2\"]\n[auth.jwt.jwks]\n{jwks}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"jwt\"\n"
-        );
-        Config::parse(&text).map_err(|e| e.to_string())
+        crate::testing::config(&["idp", "api"], &format!("upstream = \"api\"\nauth = \"jwt\"\n[auth.jwt.jwks]\n{jwks}"))
     }
 
     const SET: &str =

@@ -11,6 +11,7 @@ mod cache;
 mod compress;
 mod endpoints;
 mod error;
+mod error_pages;
 mod external;
 mod fault;
 mod jwks;
@@ -35,6 +36,7 @@ pub use cache::{Cache, RouteCache, SHARDS as CACHE_SHARDS};
 pub use compress::{Coding, RouteCompress, DEFAULT_TYPES as COMPRESS_TYPES};
 pub use endpoints::{system_resolver, Entry, Host, Resolver};
 pub use error::{ConfigError, Errors};
+pub use error_pages::{ErrorFormat, ErrorPage, ErrorPages, PagePiece, MAX_PAGE_BYTES};
 pub use external::ExternalAuth;
 pub use fault::Fault;
 pub use jwks::{FetchedJwks, RemoteJwks, MAX_JWKS_BYTES};
@@ -100,6 +102,8 @@ pub struct Config {
     pub cache: Cache,
     /// OpenTelemetry traces (`[tracing]`), when on.
     pub tracing: Option<Tracing>,
+    /// `[errors]`: how coregate's own error answers are written.
+    pub errors: ErrorPages,
 }
 
 /// Access log destination: one JSON object per line and request.

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub access_log: Option<RawAccessLog>,
     pub cache: RawCache,
+    pub errors: crate::error_pages::RawErrors,
     pub tracing: Option<crate::tracing::RawTracing>,
 }
 

@@ -268,6 +268,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
         access_log,
         cache,
         tracing: raw.tracing.as_ref().and_then(|t| crate::tracing::build(c, t)),
+        errors: crate::error_pages::build(c, &raw.errors),
     }
 }
 
@@ -464,27 +465,7 @@ fn build_health_check(c: &mut Checker, path: &str, h: &RawHealthCheck) -> Health
                 c.err(format!("{path}.expect_status"), "an empty list passes nothing");
                 Vec::new()
             }
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| {
-                    let range = match v {
-                        toml::Value::Integer(n) if (100..=599).contains(n) => Some((*n as u16, *n as u16)),
-                        toml::Value::String(s) => match s.as_bytes() {
-                            [d @ b'1'..=b'5', b'x', b'x'] => {
-                                let lo = u16::from(d - b'0') * 100;
-                                Some((lo, lo + 99))
-                            }
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    if range.is_none() {
-                        c.err(format!("{path}.expect_status[{i}]"), "a status code (100-599) or a class (\"2xx\")");
-                    }
-                    range
-                })
-                .collect(),
+            Some(list) => statuses(c, &format!("{path}.expect_status"), list, 100),
         },
         expect_body: h.expect_body.clone().filter(|b| {
             let ok = !b.is_empty();
@@ -508,6 +489,32 @@ fn build_outlier(c: &mut Checker, path: &str, o: Option<&RawOutlier>) -> Outlier
         ) as u32,
         ejection: c.duration(&format!("{path}.ejection"), o.ejection.as_ref(), Duration::from_secs(10)),
     }
+}
+
+/// Status codes (`502`) and classes (`"5xx"`) from `min` up to 599, as inclusive ranges;
+/// each entry that is neither is an error at `path[i]`.
+pub(crate) fn statuses(c: &mut Checker, path: &str, list: &[toml::Value], min: u16) -> Vec<(u16, u16)> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let range = match v {
+                toml::Value::Integer(n) if (i64::from(min)..=599).contains(n) => Some((*n as u16, *n as u16)),
+                toml::Value::String(s) => match s.as_bytes() {
+                    [d @ b'1'..=b'5', b'x', b'x'] if u16::from(d - b'0') * 100 >= min => {
+                        let lo = u16::from(d - b'0') * 100;
+                        Some((lo, lo + 99))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if range.is_none() {
+                let class = format!("{}xx", (min / 100).max(2));
+                c.err(format!("{path}[{i}]"), format!("a status code ({min}-599) or a class (\"{class}\")"));
+            }
+            range
+        })
+        .collect()
 }
 
 #[cfg(test)]

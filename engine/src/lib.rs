@@ -29,6 +29,7 @@ mod conn;
 mod date;
 mod driver;
 mod error;
+mod error_page;
 mod external_auth;
 mod fault;
 mod fetch;

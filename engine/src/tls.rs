@@ -405,13 +405,17 @@ impl Conn {
         }
     }
 
-    /// Answers bytes rustls refused: a plain-HTTP request gets a plain 400 (as nginx does),
-    /// a TLS error the alert rustls queued. Returns the error that ends the connection.
+    /// Answers bytes rustls refused: a plain-HTTP request gets a plain 400 (as nginx does;
+    /// always plain text, whatever `[errors]` says: the connection has no worker settings
+    /// here, and the client is not speaking the port's protocol), a TLS error the alert
+    /// rustls queued. Returns the error that ends the connection.
     async fn refuse(&mut self, refused: Refused, deadline: Instant) -> io::Error {
         let (answer, why) = match refused {
             Refused::PlainHttp => {
                 let detail = "plain HTTP request sent to a TLS port";
-                (Some(crate::forward::error_response(400, detail, &[], false, Version::Http11)), detail.to_string())
+                let text = config::ErrorPages::default();
+                let e = crate::forward::ErrorAnswer { status: 400, detail, request_id: None, pages: &text };
+                (Some(crate::forward::error_response(&e, &[], false, Version::Http11)), detail.to_string())
             }
             Refused::Tls(e) => (self.tls.as_deref_mut().and_then(Tls::sealed), format!("TLS: {e}")),
         };
