@@ -123,6 +123,9 @@ pub struct Server {
     pub pin_cores: bool,
     /// Client connections one worker holds at once; more are closed on accept.
     pub max_connections_per_worker: usize,
+    /// Client connections open at once from one client address over all workers (the
+    /// PROXY protocol's source where a listener has it); more are closed on accept.
+    pub max_connections_per_ip: Option<u32>,
     /// Lower-case name of the request id field, when request ids are on.
     pub request_id: Option<String>,
     /// Which listeners' connections start with a PROXY protocol header from a layer-4 load

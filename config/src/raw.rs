@@ -90,6 +90,8 @@ pub struct RawServer {
     pub io: Option<String>,
     pub pin_cores: Option<bool>,
     pub max_connections_per_worker: Option<usize>,
+    /// Client connections open at once from one address, over all workers.
+    pub max_connections_per_ip: Option<usize>,
     /// Header carrying a request id (kept from the client when sane, else made), e.g.
     /// `"x-request-id"`; none by default.
     pub request_id: Option<String>,

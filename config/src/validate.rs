@@ -335,6 +335,9 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
             1,
             1 << 24,
         ),
+        max_connections_per_ip: s
+            .max_connections_per_ip
+            .map(|n| c.bounded("server.max_connections_per_ip", Some(n), 1, 1, 1 << 24) as u32),
     }
 }
 

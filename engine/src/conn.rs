@@ -56,6 +56,22 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr
             }
         }
     }
+    // Held while the connection lives (boxed: 8 bytes in every parked connection's task).
+    let _slot = match (&w.per_ip, w.cfg.server.max_connections_per_ip) {
+        (Some(table), Some(limit)) => {
+            match table.enter(peer.ip(), limit) {
+                Some(slot) => Some(Box::new(slot)),
+                None => {
+                    log::debug!("closing a connection from {peer}: {limit} open from its address (server.max_connections_per_ip)");
+                    if let Some(stats) = &w.stats {
+                        stats.refused_per_ip.add(1);
+                    }
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let peer_text = peer.ip().to_string();
     let mut first = true;
     // One loop in this function rather than a nested `async fn`: each parked connection's

@@ -44,6 +44,9 @@ pub(crate) struct Generation {
     pub(crate) cache: Option<Arc<crate::cache::Cache>>,
     /// The rate-limit bank's balances, which a reload's bank starts from.
     pub(crate) bank: Option<BankState>,
+    /// Connections open per client address (`server.max_connections_per_ip`), which a
+    /// reload keeps: the draining generation's connections still count.
+    pub(crate) per_ip: Option<Arc<crate::per_ip::PerIp>>,
 }
 
 /// What a started generation hands back to the [`Server`] to keep.
@@ -146,6 +149,10 @@ pub(crate) fn launch(
         .iter()
         .any(|r| r.cache.is_some())
         .then(|| kept_cache.unwrap_or_else(|| Arc::new(crate::cache::Cache::new(cfg.cache.max_bytes))));
+    let per_ip = cfg
+        .server
+        .max_connections_per_ip
+        .map(|_| running.and_then(|g| g.per_ip.clone()).unwrap_or_else(crate::per_ip::PerIp::new));
     let mut checks = crate::health::start_checks(&cfg, &verdicts, &stop_rx, &upstream_tls);
     // The trace exporter ends once every worker (every sender) has.
     let mut spans = match &cfg.tracing {
@@ -191,6 +198,7 @@ pub(crate) fn launch(
         stopped_accepting,
         cache: cache.clone(),
         bank,
+        per_ip: per_ip.clone(),
     };
     for (id, mut listeners) in opened.per_worker.into_iter().enumerate() {
         let tls_listeners = listeners.split_off(plain);
@@ -210,6 +218,7 @@ pub(crate) fn launch(
             stats: stats[id].clone(),
             log: log.clone(),
             cache: cache.clone(),
+            per_ip: per_ip.clone(),
             spans: spans.clone(),
             upstream_tls: upstream_tls.clone(),
             in_flight: in_flight.clone(),

@@ -7,7 +7,8 @@
 //! written by its own worker, read by the admin thread; see `metrics`), the response
 //! cache of the routes that have one (a sharded store; see `cache`), and the in-flight count
 //! of each upstream with `max_requests` (one atomic add and subtract per request to it; see
-//! `concurrency`).
+//! `concurrency`), and the connections open per client address with
+//! `server.max_connections_per_ip` (a sharded table, touched per connection; see `per_ip`).
 //!
 //! Wire-format questions (parsing, framing, chunked coding) are answered by `proto-http`;
 //! configuration is parsed and validated by the `config` crate. This crate owns sockets,
@@ -42,6 +43,7 @@ mod jwt;
 mod listener;
 mod metrics;
 mod mirror;
+mod per_ip;
 mod policy;
 mod pool;
 mod posted;

@@ -70,6 +70,8 @@ pub(crate) struct Stats {
     ejections: Vec<Vec<Counter>>,
     /// Client connections open on this worker.
     pub connections: Counter,
+    /// Client connections closed on accept for `server.max_connections_per_ip`.
+    pub refused_per_ip: Counter,
     /// Cache lookups by result ([`CACHE_RESULTS`]).
     cache: [Counter; CACHE_RESULTS.len()],
     /// Sampled spans dropped because the exporter's queue was full (`[tracing]`).
@@ -88,6 +90,7 @@ impl Stats {
             failures: per_endpoint().collect(),
             ejections: per_endpoint().collect(),
             connections: Counter::default(),
+            refused_per_ip: Counter::default(),
             cache: Default::default(),
             spans_dropped: Counter::default(),
         }
@@ -290,6 +293,10 @@ impl Registry {
         out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());
+        }
+        if self.cfg.server.max_connections_per_ip.is_some() {
+            let n = sum(&|s| s.refused_per_ip.get());
+            let _ = writeln!(out, "# HELP coregate_client_connections_refused_per_ip_total Client connections closed on accept, their address having server.max_connections_per_ip open.\n# TYPE coregate_client_connections_refused_per_ip_total counter\ncoregate_client_connections_refused_per_ip_total {n}");
         }
         if self.cfg.tracing.is_some() {
             let n = sum(&|s| s.spans_dropped.get());

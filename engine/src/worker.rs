@@ -97,6 +97,9 @@ pub(crate) struct Worker {
     pub tracer: Option<crate::tracing::Tracer>,
     /// The response cache, when a route has `cache`.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Connections open per client address over all workers, with
+    /// `server.max_connections_per_ip` (`per_ip`).
+    pub per_ip: Option<Arc<crate::per_ip::PerIp>>,
     /// Each route's space in the cache's keys ([`crate::route::fingerprints`]).
     pub cache_spaces: Box<[u64]>,
     /// The TLS client side of each HTTPS upstream.
@@ -177,6 +180,7 @@ pub(crate) struct Spawn {
     pub stats: Option<Arc<Stats>>,
     pub log: Option<Arc<Sink>>,
     pub cache: Option<Arc<crate::cache::Cache>>,
+    pub per_ip: Option<Arc<crate::per_ip::PerIp>>,
     /// Where sampled spans go (`[tracing]`).
     pub spans: Option<crossbeam_channel::Sender<crate::tracing::Span>>,
     pub upstream_tls: crate::upstream_tls::Clients,
@@ -209,6 +213,7 @@ async fn run(s: Spawn) {
         stats,
         log,
         cache,
+        per_ip,
         spans,
         upstream_tls,
         stopped_accepting,
@@ -254,6 +259,7 @@ async fn run(s: Spawn) {
         tracer,
         cache_spaces: if cache.is_some() { crate::route::fingerprints(&cfg) } else { Box::new([]) },
         cache,
+        per_ip,
         upstream_tls,
         cfg,
     });

@@ -1,6 +1,7 @@
 //! `upstreams[].max_requests` (a circuit breaker on requests in flight to an upstream, over
 //! all workers) and the queue in front of it (`upstreams[].queue`: its order, its size, its
-//! timeout, slots freed on another worker), end to end on both drivers.
+//! timeout, slots freed on another worker), and `server.max_connections_per_ip`, end to end
+//! on both drivers.
 
 use std::io::{Read, Write};
 use std::sync::{mpsc, Mutex};
@@ -178,4 +179,55 @@ both_drivers!(a_slot_freed_on_another_worker_reaches_the_queue, |io| {
         assert_eq!(c.response().status(), 200);
     }
     assert_eq!(order.lock().unwrap().len(), 5);
+});
+
+both_drivers!(connections_over_max_connections_per_ip_are_closed_on_accept, |io| {
+    let Holding { up, arrived, release, .. } = holding_upstream();
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+        up.addr
+    );
+    let mut gw = Gateway::start_with(io, 2, "max_connections_per_ip = 2", &toml);
+    // Two connections, each seen by a worker (answered), whichever worker took it.
+    let mut open: Vec<Client> = (0..2).map(|_| gw.client()).collect();
+    for c in &mut open {
+        assert_eq!(c.request("GET /a HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+    }
+    // A third from the same address is closed before it says anything; the two go on.
+    assert!(gw.client().closed(), "a third connection from 127.0.0.1 was kept");
+    assert_eq!(open[1].request("GET /b HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+
+    // A reload keeps the count: the old generation's two connections, each with a request in
+    // flight (an idle one would close in the drain), still fill the address's share.
+    for c in &mut open {
+        c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+        arrived.recv().unwrap();
+    }
+    gw.reload_extra(&toml).unwrap();
+    assert!(gw.client().closed(), "the new generation forgot the old one's connections");
+    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("coregate_client_connections_refused_per_ip_total 1\n"), "{metrics}");
+
+    // Answered, the draining generation closes them, and their places come free.
+    for c in &mut open {
+        release.send(()).unwrap();
+        assert_eq!(c.response().status(), 200);
+        assert!(c.closed());
+    }
+    let fresh = std::cell::RefCell::new(Vec::new());
+    until(
+        || fresh.borrow().len() == 2,
+        || {
+            let mut c = gw.client();
+            c.send("GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+            if let Ok(Some(r)) = read_message(&mut c.reader, Framing::Response { head_request: false }) {
+                assert_eq!(r.status(), 200);
+                fresh.borrow_mut().push(c);
+            }
+        },
+    );
+    assert!(gw.client().closed(), "a third connection beside the two new ones was kept");
 });
