@@ -91,7 +91,7 @@ pub(crate) fn build(c: &mut Checker, raw: &RawBasic, consumers: &mut Vec<Consume
                                 name: name.to_string(),
                                 key_digests: Vec::new(),
                                 passwords: vec![p],
-                                rate_limits: Vec::new(),
+                                ..Consumer::default()
                             }),
                         },
                     }

@@ -436,7 +436,8 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Which credential the route requires.
     pub auth: AuthKind,
-    /// Consumers allowed (indices into [`Config::consumers`]); empty: any authenticated one.
+    /// Consumers allowed (indices into [`Config::consumers`]): those `consumers` names and
+    /// the members of the `groups` it names; empty: any authenticated one.
     pub consumers: Vec<usize>,
     /// JWT claims required (`auth = "jwt"`): each claim must hold one of its values (an
     /// array claim or a space-separated one, as OAuth `scope`, must contain it); 403 else.
@@ -525,7 +526,7 @@ pub enum AuthKind {
 
 /// An API consumer: a name, the SHA-256 digests of its API keys, and its Basic passwords
 /// (the name is the Basic user-id).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Consumer {
     pub name: String,
     pub key_digests: Vec<[u8; 32]>,
@@ -533,6 +534,8 @@ pub struct Consumer {
     /// Its own limits (a plan or tier), counted over every route it uses, after the
     /// route's own limits; keyed by the consumer.
     pub rate_limits: Vec<RateLimit>,
+    /// The groups it belongs to (`consumers[].groups`), which routes admit by `groups`.
+    pub groups: Vec<String>,
 }
 
 /// Where API keys are read from and how the consumer is named upstream.

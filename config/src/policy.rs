@@ -97,7 +97,20 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
                 rate_limit(c, &at, l).map(|l| RateLimit { key: LimitKey::Consumer, ..l })
             })
             .collect();
-        out.push(Consumer { name, key_digests, passwords, rate_limits });
+        let groups = rc
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(k, g)| {
+                let ok = is_token(g);
+                if !ok {
+                    c.err(format!("{path}.groups[{k}]"), format!("{g:?} is not a group name (letters, digits, -_.)"));
+                }
+                ok
+            })
+            .map(|(_, g)| g.clone())
+            .collect();
+        out.push(Consumer { name, key_digests, passwords, rate_limits, groups });
     }
     for (i, a) in out.iter().enumerate() {
         for b in &out[i + 1..] {
@@ -492,7 +505,7 @@ pub(crate) fn build_route(
             AuthKind::None
         }
     };
-    let allowed: Vec<usize> = r
+    let mut allowed: Vec<usize> = r
         .consumers
         .iter()
         .enumerate()
@@ -504,8 +517,20 @@ pub(crate) fn build_route(
             }
         })
         .collect();
-    if !allowed.is_empty() && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
-        c.err(format!("{path}.consumers"), "a consumer list needs auth = \"api_key\" or \"basic\"");
+    // Groups are settled here: the route admits their members, and nothing is looked up per
+    // request.
+    for (i, g) in r.groups.iter().enumerate() {
+        let members: Vec<usize> = (0..consumers.len()).filter(|&k| consumers[k].groups.contains(g)).collect();
+        if members.is_empty() {
+            c.err(format!("{path}.groups[{i}]"), format!("no consumer is in group {g:?}"));
+        }
+        allowed.extend(members);
+    }
+    allowed.sort_unstable();
+    allowed.dedup();
+    let listed = !r.consumers.is_empty() || !r.groups.is_empty();
+    if listed && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
+        c.err(format!("{path}.consumers"), "a consumer list or groups need auth = \"api_key\" or \"basic\"");
     }
     let require_claims: Vec<(String, Vec<String>)> = r
         .require_claims
@@ -672,5 +697,48 @@ fn cors(c: &mut Checker, path: &str, raw: &RawCors) -> Cors {
         expose_headers: list(c, "expose_headers", &raw.expose_headers, ""),
         max_age_secs,
         credentials,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn route(consumers: &str, keys: &str) -> Result<crate::Config, String> {
+        crate::testing::config(&["api"], &format!("upstream = \"api\"\n{keys}\n{consumers}"))
+    }
+
+    const CONSUMERS: &str = "[[consumers]]\nname = \"a\"\nkeys = [\"key-of-a-123\"]\ngroups = [\"ops\", \"dev\"]\n\
+                             [[consumers]]\nname = \"b\"\nkeys = [\"key-of-b-456\"]\ngroups = [\"dev\"]\n\
+                             [[consumers]]\nname = \"c\"\nkeys = [\"key-of-c-789\"]\n";
+
+    #[test]
+    fn groups_admit_their_members_beside_named_consumers() {
+        let c = route(CONSUMERS, "auth = \"api_key\"\ngroups = [\"ops\"]\nconsumers = [\"c\"]").unwrap();
+        assert_eq!(c.routes[0].consumers, [0, 2]);
+        let c = route(CONSUMERS, "auth = \"api_key\"\ngroups = [\"dev\", \"ops\"]\nconsumers = [\"a\"]").unwrap();
+        assert_eq!(c.routes[0].consumers, [0, 1], "each consumer once");
+        assert_eq!(c.consumers[0].groups, ["ops", "dev"]);
+        for (keys, consumers, path, says) in [
+            (
+                "auth = \"api_key\"\ngroups = [\"opps\"]",
+                CONSUMERS,
+                "routes[0].groups[0]",
+                "no consumer is in group \"opps\"",
+            ),
+            (
+                "auth = \"jwt\"\ngroups = [\"ops\"]",
+                CONSUMERS,
+                "routes[0].consumers",
+                "need auth = \"api_key\" or \"basic\"",
+            ),
+            (
+                "auth = \"api_key\"",
+                "[[consumers]]\nname = \"a\"\nkeys = [\"key-of-a-123\"]\ngroups = [\"a b\"]",
+                "consumers[0].groups[0]",
+                "not a group name",
+            ),
+        ] {
+            let e = route(consumers, keys).expect_err(keys);
+            assert!(e.contains(path) && e.contains(says), "{keys}: {e}");
+        }
     }
 }

@@ -243,6 +243,8 @@ pub struct RawRoute {
     pub auth: Option<String>,
     /// Consumers allowed on this route (403 for others); empty: any authenticated consumer.
     pub consumers: Vec<String>,
+    /// Consumer groups allowed on this route, beside `consumers`.
+    pub groups: Vec<String>,
     /// JWT claims a token must carry on this route: a value, or a list of which any will do.
     pub require_claims: std::collections::BTreeMap<String, toml::Value>,
     pub rate_limits: Vec<RawRateLimit>,
@@ -339,6 +341,8 @@ pub struct RawConsumer {
     pub passwords: Vec<String>,
     /// The consumer's own limits (its plan), over every route it uses.
     pub rate_limits: Vec<RawRateLimit>,
+    /// Groups it belongs to, which routes admit by `groups` (Kong's ACL groups).
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

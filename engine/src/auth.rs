@@ -94,13 +94,13 @@ mod tests {
                 name: "a".into(),
                 key_digests: vec![Sha256::digest(b"key-of-a-123").into()],
                 passwords: vec![],
-                rate_limits: vec![],
+                ..Consumer::default()
             },
             Consumer {
                 name: "b".into(),
                 key_digests: vec![Sha256::digest(b"key-of-b-456").into()],
                 passwords: vec![],
-                rate_limits: vec![],
+                ..Consumer::default()
             },
         ];
         let keys = ApiKeys::new(&consumers);

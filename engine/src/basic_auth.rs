@@ -122,19 +122,19 @@ mod tests {
                 name: "keyonly".into(),
                 key_digests: vec![[0; 32]],
                 passwords: Vec::new(),
-                rate_limits: Vec::new(),
+                ..Consumer::default()
             },
             Consumer {
                 name: "alice".into(),
                 key_digests: Vec::new(),
                 passwords: vec![Password::Bcrypt(hash)],
-                rate_limits: Vec::new(),
+                ..Consumer::default()
             },
             Consumer {
                 name: "bob".into(),
                 key_digests: Vec::new(),
                 passwords: vec![Password::Sha256(Sha256::digest(b"builder").into())],
-                rate_limits: Vec::new(),
+                ..Consumer::default()
             },
         ];
         let users = BasicUsers::new(&consumers);

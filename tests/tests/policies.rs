@@ -99,6 +99,35 @@ both_drivers!(consumer_allow_list_is_403, |io| {
     assert_eq!(c.request("GET /admin HTTP/1.1\r\nHost: a\r\nX-Api-Key: alice-secret-1\r\n\r\n").status(), 200);
 });
 
+// Groups (Kong's ACL): a route admits the members of the groups it names, beside the
+// consumers it names; Basic users are consumers too.
+both_drivers!(routes_admit_consumer_groups, |io| {
+    let (up, _) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[consumers]]\nname = \"alice\"\nkeys = [\"alice-secret-1\"]\ngroups = [\"partners\", \"staff\"]\n\
+             [[consumers]]\nname = \"bob\"\nkeys = [\"bob-secret-22\"]\ngroups = [\"partners\"]\n\
+             [[consumers]]\nname = \"carol\"\nkeys = [\"carol-secret-3\"]\n\
+             [[routes]]\npath = \"/partners\"\nupstream = \"api\"\nauth = \"api_key\"\ngroups = [\"partners\"]\n\
+             [[routes]]\npath = \"/staff\"\nupstream = \"api\"\nauth = \"api_key\"\ngroups = [\"staff\"]\nconsumers = [\"carol\"]\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    for (path, key, status) in [
+        ("/partners", "alice-secret-1", 200),
+        ("/partners", "bob-secret-22", 200),
+        ("/partners", "carol-secret-3", 403),
+        ("/staff", "alice-secret-1", 200),
+        ("/staff", "bob-secret-22", 403),
+        ("/staff", "carol-secret-3", 200),
+    ] {
+        let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n\r\n"));
+        assert_eq!(r.status(), status, "{path} with {key}");
+    }
+});
+
 both_drivers!(consumers_carry_their_own_limits_across_routes, |io| {
     let (up, _) = recording();
     let gw = Gateway::start_with_workers(
