@@ -1,5 +1,7 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text format),
 //! `GET /upstreams` (each upstream's endpoints and their state, JSON),
+//! `POST /upstreams/NAME/endpoints/ADDR/drain` and `.../ready` (an endpoint out of service
+//! and back, on every worker, kept by reloads),
 //! `GET /healthz` (200 while serving, 503 once the drain began) and `DELETE /cache` (empties
 //! the response cache, or purges one target named by `x-purge-host` and `x-purge-target`),
 //! on a thread of its own so
@@ -99,6 +101,15 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
             _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "DELETE\n", head_only),
         };
     }
+    if let Some(rest) = path.strip_prefix(b"/upstreams/") {
+        return match method {
+            b"POST" => {
+                let (status, body) = drain(registry, rest);
+                respond(&mut s, status, "text/plain", &body, false)
+            }
+            _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "POST\n", head_only),
+        };
+    }
     if method != b"GET" && !head_only {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET or HEAD\n", head_only);
     }
@@ -113,6 +124,43 @@ fn answer(mut s: TcpStream, registry: &Registry) -> io::Result<()> {
         b"/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only),
         b"/upstreams" => respond(&mut s, "200 OK", "application/json", &registry.upstreams(), head_only),
         _ => respond(&mut s, "404 Not Found", "text/plain", "/metrics, /healthz, /upstreams or /cache\n", head_only),
+    }
+}
+
+/// `POST /upstreams/NAME/endpoints/ADDR/drain` takes an endpoint out of service on every
+/// worker (requests in flight on it finish; pooled connections to it idle until swept) and
+/// `.../ready` puts it back (slow start applies); ADDR as `/upstreams` shows it, brackets
+/// of an IPv6 address written as they are or percent-encoded. The active checks go on: a
+/// drained endpoint that fails them is out for both reasons.
+fn drain(registry: &Registry, rest: &[u8]) -> (&'static str, String) {
+    let text = String::from_utf8_lossy(rest).replace("%5B", "[").replace("%5D", "]").replace("%3A", ":");
+    let parts: Vec<&str> = text.split('/').collect();
+    let [name, "endpoints", addr, action] = parts[..] else {
+        return ("404 Not Found", "POST /upstreams/NAME/endpoints/ADDR/drain or /ready\n".into());
+    };
+    let Some(u) = registry.cfg.upstreams.iter().position(|u| u.name == name) else {
+        return ("404 Not Found", format!("no upstream named {name:?}\n"));
+    };
+    let Some(e) = addr
+        .parse()
+        .ok()
+        .and_then(|a: std::net::SocketAddr| registry.cfg.upstreams[u].endpoints.iter().position(|&x| x == a))
+    else {
+        return ("404 Not Found", format!("upstream {name:?} has no endpoint {addr:?}\n"));
+    };
+    let state = &registry.verdicts[u][e];
+    match action {
+        "drain" => {
+            state.fetch_or(crate::health::DRAINED, Ordering::Relaxed);
+            log::warn!("admin: upstream {name} endpoint {addr} drained");
+            ("200 OK", format!("upstream {name} endpoint {addr} drained\n"))
+        }
+        "ready" => {
+            state.fetch_and(!crate::health::DRAINED, Ordering::Relaxed);
+            log::warn!("admin: upstream {name} endpoint {addr} ready");
+            ("200 OK", format!("upstream {name} endpoint {addr} ready\n"))
+        }
+        _ => ("404 Not Found", format!("{action:?}: drain or ready\n")),
     }
 }
 

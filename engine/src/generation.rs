@@ -44,6 +44,8 @@ pub(crate) struct Generation {
     pub(crate) cache: Option<Arc<crate::cache::Cache>>,
     /// The rate-limit bank's balances, which a reload's bank starts from.
     pub(crate) bank: Option<BankState>,
+    /// Its endpoints' states (`health::Verdicts`), whose drains a reload keeps.
+    pub(crate) verdicts: crate::health::Verdicts,
     /// Connections open per client address (`server.max_connections_per_ip`), which a
     /// reload keeps: the draining generation's connections still count.
     pub(crate) per_ip: Option<Arc<crate::per_ip::PerIp>>,
@@ -133,7 +135,7 @@ pub(crate) fn launch(
     let (stopped_tx, stopped_accepting) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(workers);
     let (mut banks, bank) = start_bank(&cfg, workers, running.and_then(|g| g.bank.as_ref())).unzip();
-    let verdicts = crate::health::verdicts(&cfg);
+    let verdicts = crate::health::verdicts(&cfg, running.map(|g| (&*g.cfg, &g.verdicts)));
     let in_flight = crate::concurrency::in_flight(&cfg);
     let (checks_stop, stop_rx) = crossbeam_channel::bounded(0);
     let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -199,6 +201,7 @@ pub(crate) fn launch(
         cache: cache.clone(),
         bank,
         per_ip: per_ip.clone(),
+        verdicts: verdicts.clone(),
     };
     for (id, mut listeners) in opened.per_worker.into_iter().enumerate() {
         let tls_listeners = listeners.split_off(plain);

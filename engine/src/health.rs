@@ -7,7 +7,7 @@
 //! thresholds (`config::Outlier`, `config::HealthCheck`).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,12 +16,31 @@ use crate::fetch::{Get, Target};
 
 use config::{Config, HealthCheck, Outlier};
 
-/// The active checks' verdicts: `up[upstream][endpoint]`, written by the check threads.
-/// Endpoints of upstreams without checks stay up.
-pub(crate) type Verdicts = Arc<Vec<Vec<AtomicBool>>>;
+/// Why endpoints are out of service besides their circuits: `[upstream][endpoint]`, a set
+/// of [`FAILING`] (the active checks' verdict, written by the check threads) and
+/// [`DRAINED`] (the admin's, `POST /upstreams/NAME/endpoints/ADDR/drain`). An endpoint takes
+/// requests while its state is 0: one relaxed load per endpoint considered, as a single flag
+/// was.
+pub(crate) type Verdicts = Arc<Vec<Vec<AtomicU8>>>;
 
-pub(crate) fn verdicts(cfg: &Config) -> Verdicts {
-    Arc::new(cfg.upstreams.iter().map(|u| u.endpoints.iter().map(|_| AtomicBool::new(true)).collect()).collect())
+/// The active checks took the endpoint out.
+pub(crate) const FAILING: u8 = 1;
+/// An operator took the endpoint out through the admin listener.
+pub(crate) const DRAINED: u8 = 2;
+
+/// Every endpoint in service but those `running` (the generation a reload replaces) had
+/// drained: a drain is kept by reloads, and by the re-resolution of names, for the same
+/// upstream name and address. The checks' verdicts start afresh.
+pub(crate) fn verdicts(cfg: &Config, running: Option<(&Config, &Verdicts)>) -> Verdicts {
+    let drained = |name: &str, addr: std::net::SocketAddr| {
+        running.is_some_and(|(old, v)| {
+            let u = old.upstreams.iter().position(|u| u.name == name);
+            u.and_then(|u| old.upstreams[u].endpoints.iter().position(|&a| a == addr).map(|e| (u, e)))
+                .is_some_and(|(u, e)| v[u][e].load(Ordering::Relaxed) & DRAINED != 0)
+        })
+    };
+    let state = |u: &config::Upstream, addr| AtomicU8::new(if drained(&u.name, addr) { DRAINED } else { 0 });
+    Arc::new(cfg.upstreams.iter().map(|u| u.endpoints.iter().map(|&a| state(u, a)).collect()).collect())
 }
 
 /// One endpoint's circuit on one worker.
@@ -47,12 +66,12 @@ impl Health {
         Health { circuits, verdicts, stats }
     }
 
-    /// Whether the endpoint takes requests now: not ejected here, and not failed by the
-    /// active checks.
+    /// Whether the endpoint takes requests now: not ejected here, not failed by the active
+    /// checks, not drained.
     #[inline]
     pub(crate) fn available(&self, upstream: usize, endpoint: usize, now: Instant) -> bool {
         let ejected = self.circuits[upstream][endpoint].until.get().is_some_and(|t| now < t);
-        !ejected && self.verdicts[upstream][endpoint].load(Ordering::Relaxed)
+        !ejected && self.verdicts[upstream][endpoint].load(Ordering::Relaxed) == 0
     }
 
     /// Records a successful exchange: the circuit closes.
@@ -130,25 +149,26 @@ fn check_loop(
     target: &Target,
     check: &HealthCheck,
     tls: Option<&crate::upstream_tls::UpstreamTls>,
-    up: &AtomicBool,
+    state: &AtomicU8,
     stop: &crossbeam_channel::Receiver<()>,
 ) {
     let (mut passes, mut fails) = (0u32, 0u32);
     let addr = target.addr;
+    let failing = || state.load(Ordering::Relaxed) & FAILING != 0;
     loop {
         match probe(target, check, tls) {
             Ok(()) => {
                 (passes, fails) = (passes.saturating_add(1), 0);
-                if !up.load(Ordering::Relaxed) && passes >= check.healthy_threshold {
+                if failing() && passes >= check.healthy_threshold {
                     log::warn!("upstream {name} endpoint {addr}: health check passes again, back in");
-                    up.store(true, Ordering::Relaxed);
+                    state.fetch_and(!FAILING, Ordering::Relaxed);
                 }
             }
             Err(why) => {
                 (passes, fails) = (0, fails.saturating_add(1));
-                if up.load(Ordering::Relaxed) && fails >= check.unhealthy_threshold {
+                if !failing() && fails >= check.unhealthy_threshold {
                     log::warn!("upstream {name} endpoint {addr}: health check failed {fails} times ({why}), taken out");
-                    up.store(false, Ordering::Relaxed);
+                    state.fetch_or(FAILING, Ordering::Relaxed);
                 }
             }
         }

@@ -2,8 +2,9 @@
 //! (io_uring, or epoll where io_uring is not allowed), its own SO_REUSEPORT listeners, route
 //! table, policy state and upstream pools. Nothing is shared between workers on the request
 //! path; the named exceptions are the shutdown flag (control plane), the rate-limit bank,
-//! reached once per lease, not per request (see `ratelimit`), the active health checks'
-//! verdicts (one flag per endpoint, read; see `health`), and the metrics counters (each
+//! reached once per lease, not per request (see `ratelimit`), the endpoints' states
+//! (the active checks' verdicts and the admin's drains, one byte per endpoint, read; see
+//! `health`), and the metrics counters (each
 //! written by its own worker, read by the admin thread; see `metrics`), the response
 //! cache of the routes that have one (a sharded store; see `cache`), and the in-flight count
 //! of each upstream with `max_requests` (one atomic add and subtract per request to it; see

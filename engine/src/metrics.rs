@@ -256,6 +256,7 @@ impl Registry {
         out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");
         let mut ejections = String::from("# HELP coregate_upstream_ejections_total Times a worker ejected the endpoint.\n# TYPE coregate_upstream_ejections_total counter\n");
         let mut healthy = String::from("# HELP coregate_upstream_healthy 1 unless the active health checks failed the endpoint.\n# TYPE coregate_upstream_healthy gauge\n");
+        let mut drained = String::from("# HELP coregate_upstream_drained 1 while the endpoint is drained through the admin listener.\n# TYPE coregate_upstream_drained gauge\n");
         for (u, up) in self.cfg.upstreams.iter().enumerate() {
             for (e, addr) in up.endpoints.iter().enumerate() {
                 let labels = format!("upstream=\"{}\",endpoint=\"{addr}\"", up.name);
@@ -266,12 +267,22 @@ impl Registry {
                     "coregate_upstream_ejections_total{{{labels}}} {}",
                     sum(&|s| s.ejections[u][e].get())
                 );
-                let up_now = u8::from(self.verdicts[u][e].load(Ordering::Relaxed));
-                let _ = writeln!(healthy, "coregate_upstream_healthy{{{labels}}} {up_now}");
+                let state = self.verdicts[u][e].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    healthy,
+                    "coregate_upstream_healthy{{{labels}}} {}",
+                    u8::from(state & crate::health::FAILING == 0)
+                );
+                let _ = writeln!(
+                    drained,
+                    "coregate_upstream_drained{{{labels}}} {}",
+                    u8::from(state & crate::health::DRAINED != 0)
+                );
             }
         }
         out.push_str(&ejections);
         out.push_str(&healthy);
+        out.push_str(&drained);
         let upstreams = || self.cfg.upstreams.iter().enumerate();
         upstream_gauge(
             &mut out,
@@ -335,7 +346,8 @@ impl Registry {
                         serde_json::json!({
                             "address": addr.to_string(),
                             "weight": up.weights[e],
-                            "healthy": self.verdicts[u][e].load(Ordering::Relaxed),
+                            "healthy": self.verdicts[u][e].load(Ordering::Relaxed) & crate::health::FAILING == 0,
+                            "drained": self.verdicts[u][e].load(Ordering::Relaxed) & crate::health::DRAINED != 0,
                             "failures": sum(&|s| s.failures[u][e].get()),
                             "ejections": sum(&|s| s.ejections[u][e].get()),
                         })

@@ -1,8 +1,8 @@
 //! Upstream health end to end, on both drivers: passive ejection (the circuit opens after a
 //! run of failures, lets one request through after the ejection, closes on a success), the
 //! panic rule (every endpoint out: all are tried), and active health checks taking an
-//! endpoint out and putting it back, with expected statuses and body text, and slow start
-//! for an endpoint back in service.
+//! endpoint out and putting it back, with expected statuses and body text, slow start
+//! for an endpoint back in service, and endpoints drained through the admin listener.
 
 use std::sync::atomic::Ordering;
 
@@ -154,3 +154,61 @@ fn health_settings_are_checked() {
     assert_eq!(cfg.upstreams[0].outlier.consecutive_failures, 5);
     assert!(cfg.upstreams[0].health_check.is_none());
 }
+
+/// `method path` to the admin listener; the status and body of its answer.
+fn admin(gw: &Gateway, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+// An operator drains an endpoint through the admin listener: no request goes to it, on any
+// worker, a reload keeps the drain, and `ready` brings it back.
+both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |io| {
+    let (a, b) = (endpoint(false), endpoint(false));
+    let toml = |extra: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\", \"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n{extra}",
+            a.up.addr, b.up.addr
+        )
+    };
+    let mut gw = Gateway::start(io, &toml(""));
+    let drain = format!("/upstreams/api/endpoints/{}/drain", a.up.addr);
+    assert_eq!(admin(&gw, "POST", &drain).0, 200);
+    let send = |gw: &Gateway, n| {
+        for _ in 0..n {
+            assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
+        }
+    };
+    send(&gw, 10);
+    assert_eq!((a.requests.load(Ordering::SeqCst), b.requests.load(Ordering::SeqCst)), (0, 10));
+    let (_, view) = admin(&gw, "GET", "/upstreams");
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let endpoints = &view["upstreams"][0]["endpoints"];
+    assert_eq!((endpoints[0]["drained"].as_bool(), endpoints[1]["drained"].as_bool()), (Some(true), Some(false)));
+    assert!(admin(&gw, "GET", "/metrics")
+        .1
+        .contains(&format!("coregate_upstream_drained{{upstream=\"api\",endpoint=\"{}\"}} 1", a.up.addr)));
+
+    // A reload (here with a route more) keeps the drain.
+    gw.reload_extra(&toml("[[routes]]\npath = \"/more\"\nupstream = \"api\"\n")).unwrap();
+    send(&gw, 6);
+    assert_eq!(a.requests.load(Ordering::SeqCst), 0, "the reload forgot the drain");
+    assert_eq!(admin(&gw, "POST", &format!("/upstreams/api/endpoints/{}/ready", a.up.addr)).0, 200);
+    send(&gw, 10);
+    assert!(a.requests.load(Ordering::SeqCst) >= 4, "a ready endpoint takes its share again");
+
+    // Unknown names and actions, and other methods.
+    for (method, path, status) in [
+        ("POST", "/upstreams/nope/endpoints/127.0.0.1:1/drain".to_string(), 404),
+        ("POST", "/upstreams/api/endpoints/127.0.0.1:1/drain".to_string(), 404),
+        ("POST", format!("/upstreams/api/endpoints/{}/pause", a.up.addr), 404),
+        ("GET", drain.clone(), 405),
+    ] {
+        assert_eq!(admin(&gw, method, &path).0, status, "{method} {path}");
+    }
+});
