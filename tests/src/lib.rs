@@ -103,6 +103,16 @@ impl Gateway {
         self.server.as_mut().expect("running").refresh_jwks().map_err(|e| e.to_string())
     }
 
+    /// `method path` to the admin listener: the status and body of its answer.
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.admin_addr()).unwrap();
+        s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.get(9..12).and_then(|s| s.parse().ok()).expect("a status line");
+        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
     /// The admin listener's address (`admin.listen`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.server.as_ref().expect("running").admin_addr().expect("an admin listener")

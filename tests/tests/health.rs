@@ -155,17 +155,6 @@ fn health_settings_are_checked() {
     assert!(cfg.upstreams[0].health_check.is_none());
 }
 
-/// `method path` to the admin listener; the status and body of its answer.
-fn admin(gw: &Gateway, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
 // An operator drains an endpoint through the admin listener: no request goes to it, on any
 // worker, a reload keeps the drain, and `ready` brings it back.
 both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |io| {
@@ -178,7 +167,7 @@ both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |
     };
     let mut gw = Gateway::start(io, &toml(""));
     let drain = format!("/upstreams/api/endpoints/{}/drain", a.up.addr);
-    assert_eq!(admin(&gw, "POST", &drain).0, 200);
+    assert_eq!(gw.admin("POST", &drain).0, 200);
     let send = |gw: &Gateway, n| {
         for _ in 0..n {
             assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").status(), 200);
@@ -186,11 +175,12 @@ both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |
     };
     send(&gw, 10);
     assert_eq!((a.requests.load(Ordering::SeqCst), b.requests.load(Ordering::SeqCst)), (0, 10));
-    let (_, view) = admin(&gw, "GET", "/upstreams");
+    let (_, view) = gw.admin("GET", "/upstreams");
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
     let endpoints = &view["upstreams"][0]["endpoints"];
     assert_eq!((endpoints[0]["drained"].as_bool(), endpoints[1]["drained"].as_bool()), (Some(true), Some(false)));
-    assert!(admin(&gw, "GET", "/metrics")
+    assert!(gw
+        .admin("GET", "/metrics")
         .1
         .contains(&format!("coregate_upstream_drained{{upstream=\"api\",endpoint=\"{}\"}} 1", a.up.addr)));
 
@@ -198,7 +188,7 @@ both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |
     gw.reload_extra(&toml("[[routes]]\npath = \"/more\"\nupstream = \"api\"\n")).unwrap();
     send(&gw, 6);
     assert_eq!(a.requests.load(Ordering::SeqCst), 0, "the reload forgot the drain");
-    assert_eq!(admin(&gw, "POST", &format!("/upstreams/api/endpoints/{}/ready", a.up.addr)).0, 200);
+    assert_eq!(gw.admin("POST", &format!("/upstreams/api/endpoints/{}/ready", a.up.addr)).0, 200);
     send(&gw, 10);
     assert!(a.requests.load(Ordering::SeqCst) >= 4, "a ready endpoint takes its share again");
 
@@ -209,6 +199,6 @@ both_drivers!(an_endpoint_drained_through_the_admin_listener_gets_no_requests, |
         ("POST", format!("/upstreams/api/endpoints/{}/pause", a.up.addr), 404),
         ("GET", drain.clone(), 405),
     ] {
-        assert_eq!(admin(&gw, method, &path).0, status, "{method} {path}");
+        assert_eq!(gw.admin(method, &path).0, status, "{method} {path}");
     }
 });

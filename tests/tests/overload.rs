@@ -205,10 +205,7 @@ both_drivers!(connections_over_max_connections_per_ip_are_closed_on_accept, |io|
     }
     gw.reload_extra(&toml).unwrap();
     assert!(gw.client().closed(), "the new generation forgot the old one's connections");
-    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let mut metrics = String::new();
-    s.read_to_string(&mut metrics).unwrap();
+    let (_, metrics) = gw.admin("GET", "/metrics");
     assert!(metrics.contains("coregate_client_connections_refused_per_ip_total 1\n"), "{metrics}");
 
     // Answered, the draining generation closes them, and their places come free.
