@@ -7,17 +7,26 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// An endpoint asked: its address, and the name it was resolved from (the TLS server name
-/// when none is configured).
+/// An endpoint asked: its address, the name it was resolved from (the TLS server name when
+/// none is configured), and the Host it answers to unless told another.
 pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     pub(crate) sni: Option<String>,
+    pub(crate) host: String,
+}
+
+impl Target {
+    /// Endpoint `e` of `up`.
+    pub(crate) fn of(up: &config::Upstream, e: usize) -> Target {
+        Target { addr: up.endpoints[e], sni: up.endpoint_names[e].clone(), host: up.endpoint_host(e) }
+    }
 }
 
 /// What to ask.
 pub(crate) struct Get<'a> {
     pub(crate) path: &'a str,
-    pub(crate) host: &'a str,
+    /// The Host sent; `None`: the target's.
+    pub(crate) host: Option<&'a str>,
     pub(crate) user_agent: &'a str,
     /// Bounds the whole exchange: connect, handshake, write, reading the answer.
     pub(crate) timeout: Duration,
@@ -49,21 +58,29 @@ pub(crate) fn get(
     // The timeouts are the socket's: set through a second handle while rustls owns the first.
     let ctl = s.try_clone().map_err(|e| e.to_string())?;
     match tls {
-        None => exchange(s, &ctl, get, deadline),
+        None => exchange(s, &ctl, target, get, deadline),
         Some(t) => {
             let conn = t.connection(addr, target.sni.as_deref()).map_err(|e| format!("TLS: {e}"))?;
-            exchange(rustls::StreamOwned::new(conn, s), &ctl, get, deadline)
+            exchange(rustls::StreamOwned::new(conn, s), &ctl, target, get, deadline)
         }
     }
 }
 
 /// The request and its answer over `s`, whose socket `ctl` is.
-fn exchange(mut s: impl Read + Write, ctl: &TcpStream, get: &Get<'_>, deadline: Instant) -> Result<Answer, String> {
+fn exchange(
+    mut s: impl Read + Write,
+    ctl: &TcpStream,
+    target: &Target,
+    get: &Get<'_>,
+    deadline: Instant,
+) -> Result<Answer, String> {
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     ctl.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
-        get.path, get.host, get.user_agent
+        get.path,
+        get.host.unwrap_or(&target.host),
+        get.user_agent
     );
     s.write_all(req.as_bytes()).and_then(|()| s.flush()).map_err(|e| format!("write: {e}"))?;
     // Reads more of the answer into `buf`; false at its end.

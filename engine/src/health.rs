@@ -127,11 +127,8 @@ pub(crate) fn start_checks(
     for (u, up) in cfg.upstreams.iter().enumerate() {
         let Some(check) = &up.health_check else { continue };
         for (e, &addr) in up.endpoints.iter().enumerate() {
-            let (mut check, verdicts, stop, name) = (check.clone(), verdicts.clone(), stop.clone(), up.name.clone());
-            // Without a configured Host, the endpoint's: its name and port, or its address.
-            check.host.get_or_insert_with(|| up.endpoint_host(e));
-            let (tls, sni) = (tls.clone(), up.endpoint_names[e].clone());
-            let target = Target { addr, sni };
+            let (check, verdicts, stop, name) = (check.clone(), verdicts.clone(), stop.clone(), up.name.clone());
+            let (tls, target) = (tls.clone(), Target::of(up, e));
             let spawned = std::thread::Builder::new()
                 .name(format!("coregate-hc{u}.{e}"))
                 .spawn(move || check_loop(&name, &target, &check, tls[u].as_ref(), &verdicts[u][e], &stop));
@@ -187,13 +184,10 @@ pub(crate) fn stopped(stop: &crossbeam_channel::Receiver<()>, d: Duration) -> bo
 /// One check: `GET path` (`fetch`); a status `check` expects within the timeout passes,
 /// with its `expect_body` in the first 64 KiB of the body when set.
 fn probe(target: &Target, check: &HealthCheck, tls: Option<&crate::upstream_tls::UpstreamTls>) -> Result<(), String> {
-    let host = match &check.host {
-        Some(h) => h.clone(),
-        None => target.addr.to_string(),
-    };
+    // Without a configured Host, the endpoint's: its name and port, or its address.
     let get = Get {
         path: &check.path,
-        host: &host,
+        host: check.host.as_deref(),
         user_agent: "coregate-health-check",
         timeout: check.timeout,
         max_body: if check.expect_body.is_some() { MAX_BODY } else { 0 },

@@ -21,16 +21,15 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
         Err(e) => return Some(Err(format!("upstream {:?} tls: {e}", up.name))),
     };
     let mut failures = Vec::new();
-    for (e, &addr) in up.endpoints.iter().enumerate() {
-        let host = up.endpoint_host(e);
-        let get = Get {
-            path: &remote.path,
-            host: &host,
-            user_agent: "coregate-jwks",
-            timeout: remote.timeout,
-            max_body: MAX_JWKS_BYTES,
-        };
-        let target = Target { addr, sni: up.endpoint_names[e].clone() };
+    let get = Get {
+        path: &remote.path,
+        host: None,
+        user_agent: "coregate-jwks",
+        timeout: remote.timeout,
+        max_body: MAX_JWKS_BYTES,
+    };
+    for e in 0..up.endpoints.len() {
+        let target = Target::of(up, e);
         let answer = crate::fetch::get(&target, &get, tls.as_ref()).and_then(|a| match a {
             a if a.status != 200 => Err(format!("status {}", a.status)),
             a if !a.whole => Err(format!("a key set over {MAX_JWKS_BYTES} bytes")),
@@ -38,7 +37,7 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
         });
         match answer {
             Ok(text) => return Some(Ok(text)),
-            Err(why) => failures.push(format!("{addr}: {why}")),
+            Err(why) => failures.push(format!("{}: {why}", target.addr)),
         }
     }
     Some(Err(format!("GET {} from upstream {:?}: {}", remote.path, up.name, failures.join("; "))))
