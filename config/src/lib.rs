@@ -17,6 +17,7 @@ mod fault;
 mod jwks;
 mod jwt;
 mod mirror;
+mod path_regex;
 mod policy;
 mod queue;
 pub mod raw;
@@ -42,6 +43,7 @@ pub use fault::Fault;
 pub use jwks::{FetchedJwks, RemoteJwks, MAX_JWKS_BYTES};
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
+pub use path_regex::{captures as regex_captures, PathRegex};
 pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
@@ -295,6 +297,8 @@ pub enum PathMatch {
     Exact(String),
     /// Segments, each literal or a capture; the path must have as many segments.
     Template(Vec<Segment>),
+    /// A regular expression the whole path matches; its named groups are captures.
+    Regex(PathRegex),
 }
 
 /// One segment of a path template.
@@ -306,9 +310,13 @@ pub enum Segment {
 }
 
 impl PathMatch {
-    /// For a template, the captured segments of `path` as (name, value), when it matches.
+    /// For a template or a regex, the captures of `path` as (name, value), when it matches.
     pub fn captures<'p>(&self, path: &'p [u8]) -> Option<Vec<(&str, &'p [u8])>> {
-        let PathMatch::Template(segments) = self else { return None };
+        let segments = match self {
+            PathMatch::Template(segments) => segments,
+            PathMatch::Regex(r) => return path_regex::captures(r.regex(), path),
+            PathMatch::Prefix(_) | PathMatch::Exact(_) => return None,
+        };
         let mut parts = path.strip_prefix(b"/")?.split(|&b| b == b'/');
         let mut out = Vec::new();
         for seg in segments {

@@ -332,20 +332,27 @@ pub(crate) fn build_route(
 ) -> Option<Route> {
     let Auths { consumers, jwt, external } = *auths;
     let before = c.errors.len();
-    let path_match = match (&r.path, &r.path_exact, &r.path_template) {
-        (Some(p), None, None) if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
-        (None, Some(p), None) if valid_path(p) => Some(PathMatch::Exact(p.clone())),
-        (None, None, Some(t)) if valid_path(t) => path_template(c, &format!("{path}.path_template"), t),
-        (Some(p), None, None) | (None, Some(p), None) | (None, None, Some(p)) => {
+    let path_match = match [&r.path, &r.path_exact, &r.path_template, &r.path_regex] {
+        [Some(p), None, None, None] if valid_path(p) => Some(PathMatch::Prefix(p.clone())),
+        [None, Some(p), None, None] if valid_path(p) => Some(PathMatch::Exact(p.clone())),
+        [None, None, Some(t), None] if valid_path(t) => path_template(c, &format!("{path}.path_template"), t),
+        [None, None, None, Some(re)] => match crate::PathRegex::new(re) {
+            Ok(re) => Some(PathMatch::Regex(re)),
+            Err(e) => {
+                c.err(format!("{path}.path_regex"), e);
+                None
+            }
+        },
+        [Some(p), None, None, None] | [None, Some(p), None, None] | [None, None, Some(p), None] => {
             c.err(format!("{path}.path"), format!("{p:?} must start with '/' and hold no whitespace, '?' or '#'"));
             None
         }
-        (None, None, None) => {
-            c.err(format!("{path}.path"), "missing path (a prefix), path_exact or path_template");
+        [None, None, None, None] => {
+            c.err(format!("{path}.path"), "missing path (a prefix), path_exact, path_template or path_regex");
             None
         }
         _ => {
-            c.err(path, "set one of path (a prefix), path_exact and path_template");
+            c.err(path, "set one of path (a prefix), path_exact, path_template and path_regex");
             None
         }
     };
@@ -357,6 +364,7 @@ pub(crate) fn build_route(
                 Segment::Literal(_) => None,
             })
             .collect(),
+        Some(PathMatch::Regex(re)) => re.names().map(str::to_string).collect(),
         _ => Vec::new(),
     };
     let required =

@@ -215,11 +215,13 @@ pub struct RawRoute {
     pub path_exact: Option<String>,
     /// `/users/{id}/orders/{order}`: one segment per `{name}`, same number of segments.
     pub path_template: Option<String>,
+    /// A regular expression the whole path must match; named groups are captures.
+    pub path_regex: Option<String>,
     /// Required request fields: a value, or `"*"` for presence.
     pub headers: std::collections::BTreeMap<String, String>,
     /// Required query parameters: a value, or `"*"` for presence.
     pub query: std::collections::BTreeMap<String, String>,
-    /// Upstream path from a template (`{name}` takes a path_template capture); the query is kept.
+    /// Upstream path from a template (`{name}` takes a path_template or path_regex capture); the query is kept.
     pub rewrite: Option<String>,
     /// Query parameters added (or replaced) before forwarding.
     pub query_add: std::collections::BTreeMap<String, String>,

@@ -655,6 +655,24 @@ rate_limits = [{ rate = 1, key = "ip" }, { rate = 0 }]
     }
 
     #[test]
+    fn path_regexes() {
+        let with = |route: &str| MINIMAL.replace("path = \"/\"", route);
+        let text = with("path_regex = '/u/(?P<id>[0-9]+)'\nrewrite = \"/users/{id}\"");
+        let route = &parse(&text, None).unwrap().routes[0];
+        assert_eq!(route.path.captures(b"/u/12"), Some(vec![("id", &b"12"[..])]));
+        assert_eq!(route.path.captures(b"/u/12/x"), None, "the whole path must match");
+        for (route, key, says) in [
+            ("path_regex = '/u/('", "routes[0].path_regex", "is not a regular expression"),
+            ("path_regex = '/u/(?P<a.b>x)'", "routes[0].path_regex", "letters, digits and '_'"),
+            ("path = \"/u\"\npath_regex = '/u'", "routes[0]", "set one of"),
+            ("path_regex = '/u/(?P<id>x)'\nrewrite = \"/{other}\"", "routes[0].rewrite", "unknown placeholder"),
+        ] {
+            let errs = parse(&with(route), None).unwrap_err();
+            assert!(errs.0.iter().any(|e| e.path == key && e.message.contains(says)), "{route}: {errs}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));

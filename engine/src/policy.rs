@@ -291,7 +291,7 @@ pub(crate) async fn respond(
     client: &mut Conn,
     action: &Action,
     req: &RequestHead,
-    route: &Route,
+    route_idx: usize,
     reply: Reply<'_>,
 ) -> Next {
     match action {
@@ -300,7 +300,7 @@ pub(crate) async fn respond(
             send_local(w, client, *status, &fields, body.as_bytes(), reply).await
         }
         Action::Redirect { status, location } => {
-            let location = redirect_location(location, req, route);
+            let location = redirect_location(w, location, req, route_idx);
             let fields: [(&[u8], &[u8]); 1] = [(b"location", &location)];
             send_local(w, client, *status, &fields, b"", reply).await
         }
@@ -310,8 +310,8 @@ pub(crate) async fn respond(
 
 /// A redirect's Location (RFC 9110 10.2.2): the route's template with `{host}`, `{uri}` and
 /// the path captures filled (the configuration refuses other placeholders there).
-fn redirect_location(t: &config::Template, req: &RequestHead, route: &Route) -> Vec<u8> {
-    let captures = route.path.captures(req.path_only()).unwrap_or_default();
+fn redirect_location(w: &Worker, t: &config::Template, req: &RequestHead, route_idx: usize) -> Vec<u8> {
+    let captures = w.routes.captures(&w.cfg.routes, route_idx, req.path_only());
     let mut out = Vec::with_capacity(128);
     for piece in &t.0 {
         match piece {

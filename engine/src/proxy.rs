@@ -275,7 +275,7 @@ async fn exchange(
     let upstream = match &route.action {
         Action::Proxy { upstream } => *upstream,
         Action::Split(split) => w.split.choose(route_idx, split, req, peer),
-        action => return Ok(policy::respond(w, client, action, req, route, refusal_reply).await),
+        action => return Ok(policy::respond(w, client, action, req, route_idx, refusal_reply).await),
     };
 
     let max_body = route.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
@@ -289,7 +289,7 @@ async fn exchange(
     }
     let up_cfg = &cfg.upstreams[upstream];
     let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
-    let captures = route.path.captures(req.path_only()).unwrap_or_default();
+    let captures = w.routes.captures(&cfg.routes, route_idx, req.path_only());
     let target = policy::upstream_target(route, req, identity.key_source, &cfg.api_key, &captures);
     let consumer_name = identity.consumer.map(|c| cfg.consumers[c].name.as_bytes());
     let edits = forward::Edits {

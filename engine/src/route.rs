@@ -1,14 +1,18 @@
 //! The per-core route table, compiled from config: hosts in a hash map (exact), then
 //! wildcard suffixes (longest first), then routes without a host; within a host, exact
-//! paths in a hash map, then path prefixes looked up segment by segment from the longest,
-//! so matching costs O(path segments), not O(routes). Among routes with the same host and
-//! path key, the first in the file whose methods match wins.
+//! paths in a hash map, then path templates and regexes in file order, then path prefixes
+//! looked up segment by segment from the longest, so matching costs O(path segments), not
+//! O(routes) (templates and regexes are tried one by one: a host without them pays nothing
+//! for them). Among routes with the same host and path key, the first in the file whose
+//! conditions hold wins. Each worker's table holds its own copy of every path regex, so
+//! that searches never share the regex's scratch space between cores.
 //!
 //! Path prefixes match whole segments: `/api` matches `/api` and `/api/x`, not `/apix`;
 //! a prefix ending in `/` matches everything below it. Matching is on the raw path
 //! (no percent-decoding or dot-segment removal).
 
 use ahash::AHashMap as HashMap;
+use regex::bytes::Regex;
 
 use config::{HostMatch, PathMatch, Route};
 
@@ -16,8 +20,9 @@ use config::{HostMatch, PathMatch, Route};
 #[derive(Debug, Clone, Default)]
 struct PathTable {
     exact: HashMap<Box<[u8]>, Vec<usize>>,
-    /// Path templates, scanned in file order after exact paths and before prefixes.
-    templates: Vec<usize>,
+    /// Path templates and regexes, scanned in file order after exact paths and before
+    /// prefixes.
+    patterns: Vec<usize>,
     prefix: HashMap<Box<[u8]>, Vec<usize>>,
 }
 
@@ -26,22 +31,32 @@ impl PathTable {
         let (map, key) = match path {
             PathMatch::Exact(p) => (&mut self.exact, p),
             PathMatch::Prefix(p) => (&mut self.prefix, p),
-            PathMatch::Template(_) => {
-                self.templates.push(idx);
+            PathMatch::Template(_) | PathMatch::Regex(_) => {
+                self.patterns.push(idx);
                 return;
             }
         };
         map.entry(key.as_bytes().into()).or_default().push(idx);
     }
 
-    /// The first route (by precedence) whose path matches and that `accept` takes.
-    fn find(&self, path: &[u8], routes: &[Route], accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// The first route (by precedence) whose path matches and that `accept` takes;
+    /// `regexes` are the worker's copies of the routes' path regexes.
+    fn find(
+        &self,
+        path: &[u8],
+        routes: &[Route],
+        regexes: &[Option<Regex>],
+        accept: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let pick = |list: Option<&Vec<usize>>| list.and_then(|l| l.iter().copied().find(|&i| accept(i)));
         if let Some(i) = pick(self.exact.get(path)) {
             return Some(i);
         }
-        if let Some(i) = self.templates.iter().copied().find(|&i| routes[i].path.captures(path).is_some() && accept(i))
-        {
+        let matches = |i: usize| match &regexes[i] {
+            Some(re) => re.is_match(path),
+            None => routes[i].path.captures(path).is_some(),
+        };
+        if let Some(i) = self.patterns.iter().copied().find(|&i| matches(i) && accept(i)) {
             return Some(i);
         }
         if self.prefix.is_empty() {
@@ -79,11 +94,23 @@ pub struct RouteTable {
     /// Sorted by suffix length, longest first.
     suffix_hosts: Vec<(Box<[u8]>, PathTable)>,
     any_host: PathTable,
+    /// This worker's copy of each route's path regex (by route index): a clone has scratch
+    /// space of its own, where one shared by the workers would hand it out under a lock.
+    regexes: Vec<Option<Regex>>,
 }
 
 impl RouteTable {
     pub fn new(routes: &[Route]) -> Self {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable {
+            regexes: routes
+                .iter()
+                .map(|r| match &r.path {
+                    PathMatch::Regex(re) => Some(re.regex().clone()),
+                    _ => None,
+                })
+                .collect(),
+            ..RouteTable::default()
+        };
         for (i, r) in routes.iter().enumerate() {
             let table = match &r.host {
                 HostMatch::Any => &mut t.any_host,
@@ -122,19 +149,30 @@ impl RouteTable {
                 let lower = &mut lower[..h.len()];
                 lower.copy_from_slice(h);
                 lower.make_ascii_lowercase();
-                if let Some(i) = self.exact_hosts.get(&*lower).and_then(|t| t.find(path, routes, accept)) {
+                if let Some(i) = self.exact_hosts.get(&*lower).and_then(|t| t.find(path, routes, &self.regexes, accept))
+                {
                     return Some(i);
                 }
                 for (sfx, t) in &self.suffix_hosts {
                     if lower.len() > sfx.len() && lower.ends_with(sfx) {
-                        if let Some(i) = t.find(path, routes, accept) {
+                        if let Some(i) = t.find(path, routes, &self.regexes, accept) {
                             return Some(i);
                         }
                     }
                 }
             }
         }
-        self.any_host.find(path, routes, accept)
+        self.any_host.find(path, routes, &self.regexes, accept)
+    }
+
+    /// The captures of route `idx`'s path template or regex in `path` (empty for other
+    /// routes), for `{name}` in its rewrite, field templates and redirect.
+    pub fn captures<'a, 'p>(&'a self, routes: &'a [Route], idx: usize, path: &'p [u8]) -> Vec<(&'a str, &'p [u8])> {
+        let found = match &self.regexes[idx] {
+            Some(re) => config::regex_captures(re, path),
+            None => routes[idx].path.captures(path),
+        };
+        found.unwrap_or_default()
     }
 }
 
@@ -238,6 +276,36 @@ mod tests {
         assert_eq!(t.find(None, b"/u/7/x", &rs, &|_| true), Some(1), "a template beats a prefix");
         assert_eq!(t.find(None, b"/u/7/y", &rs, &|_| true), Some(0));
         assert_eq!(t.find(None, b"/u//x", &rs, &|_| true), Some(0), "captures are never empty");
+    }
+
+    #[test]
+    fn regexes_between_exact_paths_and_prefixes() {
+        let text = [
+            route(None, "path = \"/files\"", ""),                                    // 0
+            route(None, "path_regex = '/files/(?P<name>\\w+)\\.(png|jpg)'", ""),     // 1
+            route(None, "path_exact = \"/files/a.png\"", ""),                        // 2
+            route(None, "path_template = \"/files/{name}\"", "methods = [\"PUT\"]"), // 3
+            route(Some("img.example.com"), "path_regex = '/.*'", ""),                // 4
+        ]
+        .concat();
+        let rs = routes(&text);
+        let t = RouteTable::new(&rs);
+        let cases: &[(Option<&str>, &str, &str, Option<usize>)] = &[
+            (None, "/files/cat.png", "GET", Some(1)),
+            (None, "/files/a.png", "GET", Some(2)),
+            (None, "/files/cat.gif", "GET", Some(0)),
+            (None, "/files/cat.png/x", "GET", Some(0)),
+            (None, "/files/cat.png", "PUT", Some(1)),
+            (None, "/files/cat", "PUT", Some(3)),
+            (Some("img.example.com"), "/anything", "GET", Some(4)),
+        ];
+        for (host, path, method, want) in cases {
+            let accept = |i: usize| method_matches(&rs[i].methods, method.as_bytes());
+            assert_eq!(t.find(host.map(str::as_bytes), path.as_bytes(), &rs, &accept), *want, "{method} {path}");
+        }
+        assert_eq!(t.captures(&rs, 1, b"/files/cat.png"), [("name", &b"cat"[..])]);
+        assert_eq!(t.captures(&rs, 3, b"/files/cat"), [("name", &b"cat"[..])]);
+        assert!(t.captures(&rs, 0, b"/files/cat").is_empty());
     }
 
     #[test]

@@ -458,6 +458,30 @@ both_drivers!(templates_conditions_and_rewrites, |io| {
     );
 });
 
+both_drivers!(regex_routes_capture_rewrite_and_redirect, |io| {
+    let (up, seen) = recording();
+    let gw = Gateway::start(
+        io,
+        &format!(
+            "{}\n[[routes]]\npath = \"/files\"\nrespond = {{ status = 200, body = \"prefix\" }}\n\
+             [[routes]]\npath_regex = '/files/(?P<name>[a-z0-9_-]+)\\.(?P<ext>png|jpg)'\nupstream = \"api\"\n\
+             rewrite = \"/static/{{ext}}/{{name}}\"\nrequest_headers = {{ set = {{ x-file = \"{{name}}\" }} }}\n\
+             [[routes]]\npath_exact = \"/files/a.png\"\nrespond = {{ status = 200, body = \"exact\" }}\n\
+             [[routes]]\npath_regex = '/old/(?P<rest>.+)'\nredirect = {{ location = \"/new/{{rest}}\", status = 301 }}\n",
+            upstream_section(up.addr)
+        ),
+    );
+    let mut c = gw.client();
+    assert_eq!(c.request("GET /files/cat.png?v=1 HTTP/1.1\r\nHost: a\r\n\r\n").text(), "GET /static/png/cat?v=1\n");
+    assert_eq!(seen.lock().unwrap()[0].header("x-file"), Some("cat"));
+    assert_eq!(c.request("GET /files/a.png HTTP/1.1\r\nHost: a\r\n\r\n").text(), "exact", "an exact path first");
+    assert_eq!(c.request("GET /files/cat.gif HTTP/1.1\r\nHost: a\r\n\r\n").text(), "prefix", "no match: the prefix");
+    assert_eq!(c.request("GET /files/x/cat.png HTTP/1.1\r\nHost: a\r\n\r\n").text(), "prefix", "the whole path");
+    let r = c.request("GET /old/a/b?q HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status(), r.header("location")), (301, Some("/new/a/b")));
+    assert_eq!(seen.lock().unwrap().len(), 1, "only the regex route's request went upstream");
+});
+
 #[test]
 fn edits_of_framing_fields_and_a_second_host_are_refused() {
     let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n";
