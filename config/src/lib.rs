@@ -43,7 +43,7 @@ pub use fault::Fault;
 pub use jwks::{FetchedJwks, RemoteJwks, MAX_JWKS_BYTES};
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
-pub use path_regex::{captures as regex_captures, PathRegex};
+pub use path_regex::PathRegex;
 pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
@@ -309,26 +309,28 @@ pub enum Segment {
     Capture(String),
 }
 
-impl PathMatch {
-    /// For a template or a regex, the captures of `path` as (name, value), when it matches.
-    pub fn captures<'p>(&self, path: &'p [u8]) -> Option<Vec<(&str, &'p [u8])>> {
-        let segments = match self {
-            PathMatch::Template(segments) => segments,
-            PathMatch::Regex(r) => return path_regex::captures(r.regex(), path),
-            PathMatch::Prefix(_) | PathMatch::Exact(_) => return None,
-        };
-        let mut parts = path.strip_prefix(b"/")?.split(|&b| b == b'/');
-        let mut out = Vec::new();
-        for seg in segments {
-            let part = parts.next()?;
-            match seg {
-                Segment::Literal(l) if l.as_bytes() == part => {}
-                Segment::Capture(name) if !part.is_empty() => out.push((name.as_str(), part)),
-                _ => return None,
-            }
+/// The most captures a route's path template or regex may have: the gateway keeps a
+/// request's captures in a fixed array, not on the heap.
+pub const MAX_CAPTURES: usize = 16;
+
+/// Matches `path` against a template's `segments`, handing each capture to `each` (in
+/// order); false when it does not match (captures handed over until then are meaningless).
+pub fn template_captures<'s, 'p>(
+    segments: &'s [Segment],
+    path: &'p [u8],
+    mut each: impl FnMut(&'s str, &'p [u8]),
+) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else { return false };
+    let mut parts = rest.split(|&b| b == b'/');
+    for seg in segments {
+        let Some(part) = parts.next() else { return false };
+        match seg {
+            Segment::Literal(l) if l.as_bytes() == part => {}
+            Segment::Capture(name) if !part.is_empty() => each(name, part),
+            _ => return false,
         }
-        parts.next().is_none().then_some(out)
     }
+    parts.next().is_none()
 }
 
 /// A condition on a request field or query parameter.

@@ -26,9 +26,12 @@ impl PathRegex {
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| format!("{pattern:?} is not a regular expression: {e}"))?;
-        let names = regex.capture_names().flatten();
+        let mut names = regex.capture_names().flatten();
         if let Some(bad) = names.clone().find(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
             return Err(format!("group name {bad:?}: a capture's name has letters, digits and '_' only"));
+        }
+        if names.nth(crate::MAX_CAPTURES).is_some() {
+            return Err(format!("more than {} named groups", crate::MAX_CAPTURES));
         }
         Ok(PathRegex { pattern: pattern.to_string(), regex })
     }
@@ -48,13 +51,6 @@ impl PathRegex {
     }
 }
 
-/// The named groups `regex` captures in `path` as (name, value), when it matches; groups
-/// that took no part in the match are left out (they expand to nothing).
-pub fn captures<'r, 'p>(regex: &'r Regex, path: &'p [u8]) -> Option<Vec<(&'r str, &'p [u8])>> {
-    let caps = regex.captures(path)?;
-    Some(regex.capture_names().enumerate().filter_map(|(i, name)| Some((name?, caps.get(i)?.as_bytes()))).collect())
-}
-
 impl PartialEq for PathRegex {
     fn eq(&self, other: &Self) -> bool {
         self.pattern == other.pattern
@@ -72,6 +68,13 @@ impl std::fmt::Debug for PathRegex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The named groups `regex` captures in `path`, when it matches.
+    fn captures<'r, 'p>(regex: &'r Regex, path: &'p [u8]) -> Option<Vec<(&'r str, &'p [u8])>> {
+        let caps = regex.captures(path)?;
+        let names = regex.capture_names().enumerate();
+        Some(names.filter_map(|(i, name)| Some((name?, caps.get(i)?.as_bytes()))).collect())
+    }
 
     #[test]
     fn whole_paths_and_named_captures() {

@@ -306,6 +306,9 @@ fn path_template(c: &mut Checker, path: &str, t: &str) -> Option<PathMatch> {
             None => segments.push(Segment::Literal(part.to_string())),
         }
     }
+    if segments.iter().filter(|s| matches!(s, Segment::Capture(_))).count() > crate::MAX_CAPTURES {
+        c.err(path, format!("more than {} captures", crate::MAX_CAPTURES));
+    }
     Some(PathMatch::Template(segments))
 }
 

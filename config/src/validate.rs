@@ -656,16 +656,20 @@ rate_limits = [{ rate = 1, key = "ip" }, { rate = 0 }]
 
     #[test]
     fn path_regexes() {
+        // 17 captures named c0 to c16, each between `open` and `close`.
+        let many = |open: &str, close: &str| (0..17).map(|i| format!("{open}{i}{close}")).collect::<String>();
         let with = |route: &str| MINIMAL.replace("path = \"/\"", route);
         let text = with("path_regex = '/u/(?P<id>[0-9]+)'\nrewrite = \"/users/{id}\"");
-        let route = &parse(&text, None).unwrap().routes[0];
-        assert_eq!(route.path.captures(b"/u/12"), Some(vec![("id", &b"12"[..])]));
-        assert_eq!(route.path.captures(b"/u/12/x"), None, "the whole path must match");
+        let crate::PathMatch::Regex(re) = &parse(&text, None).unwrap().routes[0].path else { panic!("a regex route") };
+        assert_eq!(re.names().collect::<Vec<_>>(), ["id"]);
+        assert!(re.regex().is_match(b"/u/12") && !re.regex().is_match(b"/u/12/x"), "the whole path must match");
         for (route, key, says) in [
             ("path_regex = '/u/('", "routes[0].path_regex", "is not a regular expression"),
             ("path_regex = '/u/(?P<a.b>x)'", "routes[0].path_regex", "letters, digits and '_'"),
             ("path = \"/u\"\npath_regex = '/u'", "routes[0]", "set one of"),
             ("path_regex = '/u/(?P<id>x)'\nrewrite = \"/{other}\"", "routes[0].rewrite", "unknown placeholder"),
+            (&format!("path_template = \"{}\"", many("/{c", "}")), "routes[0].path_template", "more than 16 captures"),
+            (&format!("path_regex = '{}'", many("/(?P<c", ">x)")), "routes[0].path_regex", "more than 16 named groups"),
         ] {
             let errs = parse(&with(route), None).unwrap_err();
             assert!(errs.0.iter().any(|e| e.path == key && e.message.contains(says)), "{route}: {errs}");

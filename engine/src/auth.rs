@@ -66,23 +66,6 @@ pub(crate) fn query_param<'a>(target: &'a [u8], name: &[u8]) -> Option<&'a [u8]>
     })
 }
 
-/// `target` with every `name=...` pair removed from its query.
-pub(crate) fn without_query_param(target: &[u8], name: &[u8]) -> Vec<u8> {
-    let Some(qpos) = target.iter().position(|&b| b == b'?') else { return target.to_vec() };
-    let mut out = target[..qpos].to_vec();
-    let mut first = true;
-    for pair in target[qpos + 1..].split(|&b| b == b'&') {
-        let key = pair.split(|&b| b == b'=').next().unwrap_or(pair);
-        if key == name || pair.is_empty() {
-            continue;
-        }
-        out.push(if first { b'?' } else { b'&' });
-        out.extend_from_slice(pair);
-        first = false;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,8 +98,5 @@ mod tests {
         assert_eq!(query_param(b"/p?a=1&key=abc&b=2", b"key"), Some(&b"abc"[..]));
         assert_eq!(query_param(b"/p?keyx=1", b"key"), None);
         assert_eq!(query_param(b"/p", b"key"), None);
-        assert_eq!(without_query_param(b"/p?a=1&key=abc&b=2", b"key"), b"/p?a=1&b=2");
-        assert_eq!(without_query_param(b"/p?key=abc", b"key"), b"/p");
-        assert_eq!(without_query_param(b"/p", b"key"), b"/p");
     }
 }

@@ -4,7 +4,7 @@
 
 use config::{HeaderOps, Piece, Template};
 
-use proto_http::write::{field, field_u64, reason, request_line, status_line};
+use proto_http::write::{field, field_u64, reason, request_line, request_line_with, status_line};
 use proto_http::{is_hop_by_hop, BodyFraming, FieldList, RequestHead, ResponseHead, Version};
 
 use crate::date::with_date;
@@ -22,8 +22,9 @@ pub(crate) fn connection_values<'a>(
 
 /// Policy edits to the heads of one exchange (see `config::HeaderOps`).
 pub(crate) struct Edits<'a> {
-    /// Target sent upstream instead of the client's (after strip_prefix or key removal).
-    pub target: Option<&'a [u8]>,
+    /// How the target sent upstream differs from the client's (rewrite, strip_prefix,
+    /// query edits, key removal); `None`: the client's.
+    pub target: Option<crate::policy::TargetEdit<'a>>,
     pub request_ops: &'a HeaderOps,
     pub response_ops: &'a HeaderOps,
     /// Request fields never forwarded: the API key's header, the consumer header (a client
@@ -38,7 +39,7 @@ pub(crate) struct Edits<'a> {
     pub claim_fields: &'a [(Vec<u8>, Vec<u8>)],
     /// The names of the fields the route's authentication may add: never from the client.
     pub claim_headers: Protected<'a>,
-    /// Path-template captures, for `{name}` in field templates.
+    /// Path-template or path-regex captures, for `{name}` in the target and field templates.
     pub captures: &'a [(&'a str, &'a [u8])],
     /// The client's request, for `{host}` and `{uri}`.
     pub request: &'a RequestHead,
@@ -157,7 +158,10 @@ pub(crate) fn request_head(
 ) {
     out.clear();
     out.reserve(req.bytes.len() + 128);
-    request_line(out, req.method(), edits.target.unwrap_or(req.path()));
+    match &edits.target {
+        Some(t) => request_line_with(out, req.method(), |out| t.write(out, req.path(), edits.captures)),
+        None => request_line(out, req.method(), req.path()),
+    }
     let other_tokens = req.meta.connection.other;
     let ops = edits.request_ops;
     let mut forwarded_for = 0;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use config::{Action, ApiKeyAuth, AuthKind, LimitKey, PathMatch, Required, Route};
 use proto_http::RequestHead;
 
-use crate::auth::{presented_key, query_param, without_query_param, KeySource};
+use crate::auth::{presented_key, query_param, KeySource};
 use crate::forward;
 use crate::io::Conn;
 use crate::jwt::{self, JwtError};
@@ -343,64 +343,128 @@ pub(crate) fn conditions_hold(route: &Route, req: &RequestHead, https: bool) -> 
         && route.query.iter().all(|(name, want)| holds(query_param(req.path(), name.as_bytes()), want))
 }
 
-/// The target to send upstream when policies change it: a rewrite from the path template's
+/// How the target sent upstream differs from the client's: a rewrite from the path's
 /// captures (or the matched prefix stripped), query parameters removed and added, and the
-/// API key's query parameter removed. `None` keeps the client's target.
-pub(crate) fn upstream_target(
-    route: &Route,
-    req: &RequestHead,
-    key: Option<KeySource>,
-    api: &ApiKeyAuth,
-    captures: &[(&str, &[u8])],
-) -> Option<Vec<u8>> {
-    let key_param = (key == Some(KeySource::Query)).then_some(api.query.as_deref()).flatten();
+/// API key's query parameter removed. Written straight into the request head
+/// ([`TargetEdit::write`]), so that changing it allocates nothing.
+pub(crate) struct TargetEdit<'a> {
+    route: &'a Route,
+    /// The query parameter that carried the API key, removed.
+    key_param: Option<&'a [u8]>,
+}
+
+/// The route's changes to the target, or `None` when the client's goes upstream as it is.
+pub(crate) fn target_edit<'a>(route: &'a Route, key: Option<KeySource>, api: &'a ApiKeyAuth) -> Option<TargetEdit<'a>> {
+    let key_param = (key == Some(KeySource::Query)).then_some(api.query.as_deref()).flatten().map(str::as_bytes);
     let query_edits = !route.query_remove.is_empty() || !route.query_add.is_empty() || key_param.is_some();
-    if route.rewrite.is_none() && !route.strip_prefix && !query_edits {
-        return None;
-    }
-    let full = req.path();
-    let (path, query) = match full.iter().position(|&b| b == b'?') {
-        Some(i) => (&full[..i], &full[i..]),
-        None => (full, &full[full.len()..]),
-    };
-    let mut t = Vec::with_capacity(full.len() + 16);
-    if let Some(rewrite) = &route.rewrite {
-        for piece in &rewrite.0 {
-            match piece {
-                config::Piece::Text(s) => t.extend_from_slice(s.as_bytes()),
-                config::Piece::Capture(n) => forward::expand_capture(&mut t, captures, n),
-                // Other placeholders are refused in rewrites at load time.
-                config::Piece::ClientIp
-                | config::Piece::Consumer
-                | config::Piece::Claim(_)
-                | config::Piece::Host
-                | config::Piece::Uri => {}
+    (route.rewrite.is_some() || route.strip_prefix || query_edits).then_some(TargetEdit { route, key_param })
+}
+
+impl TargetEdit<'_> {
+    /// Appends the upstream target for the client's target `full` to `out`; `captures` are
+    /// the route's path captures.
+    pub(crate) fn write(&self, out: &mut Vec<u8>, full: &[u8], captures: &[(&str, &[u8])]) {
+        let route = self.route;
+        let (path, query) = match full.iter().position(|&b| b == b'?') {
+            Some(i) => (&full[..i], &full[i..]),
+            None => (full, &full[full.len()..]),
+        };
+        if let Some(rewrite) = &route.rewrite {
+            for piece in &rewrite.0 {
+                match piece {
+                    config::Piece::Text(s) => out.extend_from_slice(s.as_bytes()),
+                    config::Piece::Capture(n) => forward::expand_capture(out, captures, n),
+                    // Other placeholders are refused in rewrites at load time.
+                    config::Piece::ClientIp
+                    | config::Piece::Consumer
+                    | config::Piece::Claim(_)
+                    | config::Piece::Host
+                    | config::Piece::Uri => {}
+                }
             }
+        } else if let (true, PathMatch::Prefix(prefix)) = (route.strip_prefix, &route.path) {
+            let cut = prefix.trim_end_matches('/').len().min(path.len());
+            if !path[cut..].starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(&path[cut..]);
+        } else {
+            out.extend_from_slice(path);
         }
-    } else if let (true, PathMatch::Prefix(prefix)) = (route.strip_prefix, &route.path) {
-        let cut = prefix.trim_end_matches('/').len().min(path.len());
-        if !path[cut..].starts_with(b"/") {
-            t.push(b'/');
+        if route.query_remove.is_empty() && route.query_add.is_empty() && self.key_param.is_none() {
+            out.extend_from_slice(query);
+            return;
         }
-        t.extend_from_slice(&path[cut..]);
-    } else {
-        t.extend_from_slice(path);
+        // The client's parameters in their order, less the removed ones, those added (an
+        // added one replaces the client's) and empty ones; then the added ones.
+        let dropped = |name: &[u8]| {
+            self.key_param == Some(name)
+                || route.query_remove.iter().any(|n| n.as_bytes() == name)
+                || route.query_add.iter().any(|(n, _)| n.as_bytes() == name)
+        };
+        let mut sep = b'?';
+        let kept = query.get(1..).unwrap_or_default().split(|&b| b == b'&').filter(|pair| {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            !pair.is_empty() && !dropped(name)
+        });
+        for pair in kept {
+            out.push(std::mem::replace(&mut sep, b'&'));
+            out.extend_from_slice(pair);
+        }
+        for (k, v) in &route.query_add {
+            out.push(std::mem::replace(&mut sep, b'&'));
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
     }
-    if !query_edits {
-        t.extend_from_slice(query);
-        return Some(t);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The target sent upstream for `target` by the one route of `route_keys`, with the API
+    /// key (parameter `key`) presented in the query when `key_in_query`.
+    fn upstream(route_keys: &str, target: &str, key_in_query: bool) -> String {
+        let cfg = config::Config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[auth.api_key]\nquery = \"key\"\n\
+             [[upstreams]]\nname = \"u\"\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\n{route_keys}\nupstream = \"u\"\n"
+        ))
+        .unwrap();
+        let route = &cfg.routes[0];
+        let source = key_in_query.then_some(KeySource::Query);
+        let Some(edit) = target_edit(route, source, &cfg.api_key) else { return target.to_string() };
+        let table = crate::route::RouteTable::new(&cfg.routes);
+        let path_only = target.split('?').next().unwrap().as_bytes();
+        let mut out = b"kept:".to_vec();
+        edit.write(&mut out, target.as_bytes(), &table.captures(&cfg.routes, 0, path_only));
+        String::from_utf8(out.split_off(5)).unwrap()
     }
-    let mut q = query.to_vec();
-    for name in route.query_remove.iter().map(String::as_bytes).chain(key_param.map(str::as_bytes)) {
-        q = without_query_param(&q, name);
+
+    #[test]
+    fn upstream_targets() {
+        let cases = [
+            ("path = \"/p\"", "/p/x?a=1", false, "/p/x?a=1"),
+            ("path = \"/p\"", "/p/x?a=1&key=abc&b=2", true, "/p/x?a=1&b=2"),
+            ("path = \"/p\"", "/p?key=abc", true, "/p"),
+            ("path = \"/p\"", "/p", true, "/p"),
+            ("path = \"/p\"\nstrip_prefix = true", "/p/x?q", false, "/x?q"),
+            ("path = \"/p/\"\nstrip_prefix = true", "/p", false, "/"),
+            ("path = \"/p\"\nquery_remove = [\"d\"]", "/p?d=1&&e=2&d&f", false, "/p?e=2&f"),
+            ("path = \"/p\"\nquery_remove = [\"d\"]", "/p?d=1", false, "/p"),
+            ("path = \"/p\"\nquery_add = { z = \"1\", a = \"2\" }", "/p?a=0&b=1", false, "/p?b=1&a=2&z=1"),
+            ("path = \"/p\"\nquery_add = { a = \"2\" }", "/p?", false, "/p?a=2"),
+            (
+                "path_template = \"/u/{id}\"\nrewrite = \"/users/{id}\"\nquery_remove = [\"x\"]",
+                "/u/7?x=1&y=2",
+                true,
+                "/users/7?y=2",
+            ),
+            ("path_regex = '/r/(?P<a>[0-9]+)/(?P<b>.*)'\nrewrite = \"/{b}/{a}\"", "/r/1/s/t?k", false, "/s/t/1?k"),
+        ];
+        for (route, target, key_in_query, want) in cases {
+            assert_eq!(upstream(route, target, key_in_query), want, "{route} {target}");
+        }
     }
-    for (k, v) in &route.query_add {
-        q = without_query_param(&q, k.as_bytes());
-        q.push(if q.is_empty() { b'?' } else { b'&' });
-        q.extend_from_slice(k.as_bytes());
-        q.push(b'=');
-        q.extend_from_slice(v.as_bytes());
-    }
-    t.extend_from_slice(&q);
-    Some(t)
 }

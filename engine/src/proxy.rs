@@ -290,10 +290,9 @@ async fn exchange(
     let up_cfg = &cfg.upstreams[upstream];
     let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
     let captures = w.routes.captures(&cfg.routes, route_idx, req.path_only());
-    let target = policy::upstream_target(route, req, identity.key_source, &cfg.api_key, &captures);
     let consumer_name = identity.consumer.map(|c| cfg.consumers[c].name.as_bytes());
     let edits = forward::Edits {
-        target: target.as_deref(),
+        target: policy::target_edit(route, identity.key_source, &cfg.api_key),
         request_ops: &route.request_headers,
         response_ops: &route.response_headers,
         drop: [

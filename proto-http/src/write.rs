@@ -41,9 +41,14 @@ pub fn status_line(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
 
 /// Appends `<method> <target> HTTP/1.1\r\n`.
 pub fn request_line(out: &mut Vec<u8>, method: &[u8], target: &[u8]) {
+    request_line_with(out, method, |out| out.extend_from_slice(target));
+}
+
+/// As [`request_line`], with the target written by `target` in its place.
+pub fn request_line_with(out: &mut Vec<u8>, method: &[u8], target: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(method);
     out.push(b' ');
-    out.extend_from_slice(target);
+    target(out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
