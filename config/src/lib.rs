@@ -544,8 +544,12 @@ pub struct Consumer {
     /// Its own limits (a plan or tier), counted over every route it uses, after the
     /// route's own limits; keyed by the consumer.
     pub rate_limits: Vec<RateLimit>,
-    /// The groups it belongs to (`consumers[].groups`), which routes admit by `groups`.
+    /// The groups it belongs to (`consumers[].groups`), which routes admit by `groups`
+    /// and refuse by `deny_groups`.
     pub groups: Vec<String>,
+    /// Its groups as sent upstream in `auth.api_key.groups_header`: `a, b` (RFC 9110 5.6.1
+    /// list syntax), made once at load.
+    pub groups_field: String,
 }
 
 /// Where API keys are read from and how the consumer is named upstream.
@@ -556,6 +560,8 @@ pub struct ApiKeyAuth {
     pub query: Option<String>,
     /// Lower-case header name.
     pub consumer_header: String,
+    /// Lower-case header name: the authenticated consumer's groups, sent upstream.
+    pub groups_header: String,
 }
 
 impl Config {

@@ -109,8 +109,9 @@ pub(crate) fn build_consumers(c: &mut Checker, raw: &[RawConsumer]) -> Vec<Consu
                 ok
             })
             .map(|(_, g)| g.clone())
-            .collect();
-        out.push(Consumer { name, key_digests, passwords, rate_limits, groups });
+            .collect::<Vec<_>>();
+        let groups_field = groups.join(", ");
+        out.push(Consumer { name, key_digests, passwords, rate_limits, groups, groups_field });
     }
     for (i, a) in out.iter().enumerate() {
         for b in &out[i + 1..] {
@@ -151,11 +152,25 @@ pub(crate) fn build_api_key(c: &mut Checker, raw: &RawApiKey) -> ApiKeyAuth {
             default.to_string()
         }
     };
-    ApiKeyAuth {
+    let auth = ApiKeyAuth {
         header: name(c, "auth.api_key.header", &raw.header, "x-api-key"),
         query: raw.query.clone().filter(|q| !q.is_empty()),
         consumer_header: name(c, "auth.api_key.consumer_header", &raw.consumer_header, "x-consumer"),
+        groups_header: name(c, "auth.api_key.groups_header", &raw.groups_header, "x-consumer-groups"),
+    };
+    // Each names a different field: the gateway drops all three from requests and writes
+    // the last two itself.
+    let names = [("header", &auth.header), ("consumer_header", &auth.consumer_header)];
+    for (key, other) in names.into_iter().filter(|(_, n)| **n == auth.groups_header) {
+        c.err("auth.api_key.groups_header", format!("names the same field as auth.api_key.{key} ({other:?})"));
     }
+    if auth.header == auth.consumer_header {
+        c.err(
+            "auth.api_key.consumer_header",
+            format!("names the same field as auth.api_key.header ({:?})", auth.header),
+        );
+    }
+    auth
 }
 
 /// A template: text with `{client_ip}`, `{consumer}`, and any of `captures`.
@@ -528,19 +543,34 @@ pub(crate) fn build_route(
             }
         })
         .collect();
-    // Groups are settled here: the route admits their members, and nothing is looked up per
-    // request.
-    for (i, g) in r.groups.iter().enumerate() {
-        let members: Vec<usize> = (0..consumers.len()).filter(|&k| consumers[k].groups.contains(g)).collect();
-        if members.is_empty() {
-            c.err(format!("{path}.groups[{i}]"), format!("no consumer is in group {g:?}"));
+    // Groups are settled here: the route admits their members, less the members of its
+    // deny groups, and nothing is looked up per request.
+    let members = |c: &mut Checker, key: &str, i: usize, g: &String| {
+        let found: Vec<usize> = (0..consumers.len()).filter(|&k| consumers[k].groups.contains(g)).collect();
+        if found.is_empty() {
+            c.err(format!("{path}.{key}[{i}]"), format!("no consumer is in group {g:?}"));
         }
-        allowed.extend(members);
+        found
+    };
+    for (i, g) in r.groups.iter().enumerate() {
+        allowed.extend(members(c, "groups", i, g));
     }
+    let mut denied = Vec::new();
+    for (i, g) in r.deny_groups.iter().enumerate() {
+        denied.extend(members(c, "deny_groups", i, g));
+    }
+    // An empty list admits every consumer: deny groups alone make the list explicit.
+    let listed = !r.consumers.is_empty() || !r.groups.is_empty();
+    if !listed && !denied.is_empty() {
+        allowed.extend(0..consumers.len());
+    }
+    allowed.retain(|k| !denied.contains(k));
     allowed.sort_unstable();
     allowed.dedup();
-    let listed = !r.consumers.is_empty() || !r.groups.is_empty();
-    if listed && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
+    if !denied.is_empty() && allowed.is_empty() {
+        c.err(format!("{path}.deny_groups"), "the deny groups refuse every consumer the route admits");
+    }
+    if (listed || !r.deny_groups.is_empty()) && !matches!(auth, AuthKind::ApiKey | AuthKind::Basic) {
         c.err(format!("{path}.consumers"), "a consumer list or groups need auth = \"api_key\" or \"basic\"");
     }
     let require_claims: Vec<(String, Vec<String>)> = r
@@ -728,7 +758,35 @@ mod tests {
         let c = route(CONSUMERS, "auth = \"api_key\"\ngroups = [\"dev\", \"ops\"]\nconsumers = [\"a\"]").unwrap();
         assert_eq!(c.routes[0].consumers, [0, 1], "each consumer once");
         assert_eq!(c.consumers[0].groups, ["ops", "dev"]);
+        assert_eq!(c.consumers[0].groups_field, "ops, dev");
+        // Deny groups refuse their members whatever admits them; alone, they admit the rest.
+        let c = route(CONSUMERS, "auth = \"api_key\"\ngroups = [\"dev\"]\ndeny_groups = [\"ops\"]").unwrap();
+        assert_eq!(c.routes[0].consumers, [1]);
+        let c =
+            route(CONSUMERS, "auth = \"api_key\"\nconsumers = [\"a\"]\ndeny_groups = [\"ops\"]\ngroups = [\"dev\"]");
+        assert_eq!(c.unwrap().routes[0].consumers, [1], "a named consumer is refused by its group too");
+        let c = route(CONSUMERS, "auth = \"api_key\"\ndeny_groups = [\"dev\"]").unwrap();
+        assert_eq!(c.routes[0].consumers, [2]);
         for (keys, consumers, path, says) in [
+            (
+                "auth = \"api_key\"\ngroups = [\"ops\"]\ndeny_groups = [\"dev\"]",
+                CONSUMERS,
+                "routes[0].deny_groups",
+                "refuse every consumer",
+            ),
+            (
+                "auth = \"api_key\"\ndeny_groups = [\"devs\"]",
+                CONSUMERS,
+                "routes[0].deny_groups[0]",
+                "no consumer is in group \"devs\"",
+            ),
+            ("auth = \"jwt\"\ndeny_groups = [\"ops\"]", CONSUMERS, "routes[0].consumers", "need auth"),
+            (
+                "auth = \"api_key\"\n[auth.api_key]\ngroups_header = \"X-Consumer\"",
+                CONSUMERS,
+                "auth.api_key.groups_header",
+                "same field as auth.api_key.consumer_header",
+            ),
             (
                 "auth = \"api_key\"\ngroups = [\"opps\"]",
                 CONSUMERS,

@@ -247,6 +247,8 @@ pub struct RawRoute {
     pub consumers: Vec<String>,
     /// Consumer groups allowed on this route, beside `consumers`.
     pub groups: Vec<String>,
+    /// Consumer groups refused on this route, whatever admits them otherwise.
+    pub deny_groups: Vec<String>,
     /// JWT claims a token must carry on this route: a value, or a list of which any will do.
     pub require_claims: std::collections::BTreeMap<String, toml::Value>,
     pub rate_limits: Vec<RawRateLimit>,
@@ -395,4 +397,6 @@ pub struct RawApiKey {
     pub query: Option<String>,
     /// Header naming the consumer upstream (default `x-consumer`).
     pub consumer_header: Option<String>,
+    /// Header listing the consumer's groups upstream (default `x-consumer-groups`).
+    pub groups_header: Option<String>,
 }

@@ -27,12 +27,14 @@ pub(crate) struct Edits<'a> {
     pub target: Option<crate::policy::TargetEdit<'a>>,
     pub request_ops: &'a HeaderOps,
     pub response_ops: &'a HeaderOps,
-    /// Request fields never forwarded: the API key's header, the consumer header (a client
-    /// must not name its own consumer), and X-Forwarded-Client-Cert where client
-    /// certificates are verified (a client must not claim one).
-    pub drop: [Option<&'a [u8]>; 3],
+    /// Request fields never forwarded: the API key's header, the consumer and groups headers
+    /// (a client must not name its own consumer or groups), and X-Forwarded-Client-Cert
+    /// where client certificates are verified (a client must not claim one).
+    pub drop: [Option<&'a [u8]>; 4],
     /// The consumer header and the authenticated consumer's name.
     pub consumer: Option<(&'a [u8], &'a [u8])>,
+    /// The groups header and the authenticated consumer's groups (a consumer in none: `None`).
+    pub consumer_groups: Option<(&'a [u8], &'a [u8])>,
     /// The authenticated identity for `{consumer}` (API-key consumer or JWT subject).
     pub identity_name: Option<&'a [u8]>,
     /// Fields the authentication adds: JWT claims, or an authorization service's.
@@ -227,8 +229,8 @@ pub(crate) fn request_head(
     if let Some(h) = req.host().filter(|_| xfh) {
         field(out, b"x-forwarded-host", h);
     }
-    if let Some((name, consumer)) = edits.consumer {
-        field(out, name, consumer);
+    for (name, value) in edits.consumer.iter().chain(&edits.consumer_groups) {
+        field(out, name, value);
     }
     if let Some((name, id)) = edits.request_id {
         field(out, name, id);
@@ -406,8 +408,9 @@ mod tests {
             target: None,
             request_ops: none,
             response_ops: none,
-            drop: [None, None, None],
+            drop: [None, None, None, None],
             consumer: None,
+            consumer_groups: None,
             identity_name: None,
             claim_fields: &[],
             claim_headers: Protected::None,

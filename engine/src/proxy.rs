@@ -303,9 +303,15 @@ async fn exchange(
                 _ => None,
             },
             (!cfg.consumers.is_empty()).then_some(cfg.api_key.consumer_header.as_bytes()),
+            (!cfg.consumers.is_empty()).then_some(cfg.api_key.groups_header.as_bytes()),
             cfg.tls.client_auth.is_some().then_some(b"x-forwarded-client-cert"),
         ],
         consumer: consumer_name.map(|n| (cfg.api_key.consumer_header.as_bytes(), n)),
+        consumer_groups: identity
+            .consumer
+            .map(|c| cfg.consumers[c].groups_field.as_bytes())
+            .filter(|g| !g.is_empty())
+            .map(|g| (cfg.api_key.groups_header.as_bytes(), g)),
         identity_name: identity.name(cfg),
         claim_fields: &identity.claim_fields,
         claim_headers: match (route.auth, &cfg.external_auth) {

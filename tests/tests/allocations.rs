@@ -70,9 +70,10 @@ const ONE_OFF_SLACK: u64 = 10;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The request shapes measured, each on its own keep-alive connection: a plain GET, a
-/// Content-Length body, a chunked body, and a route with the policy chain (API key, rate
-/// limit by consumer, a templated request header).
-const REQUESTS: [(&str, &str); 4] = [
+/// Content-Length body, a chunked body, a route with the policy chain (API key, rate
+/// limit by consumer, a templated request header), and routes by path template and by path
+/// regex whose captures rewrite the path and fill a field.
+const REQUESTS: [(&str, &str); 6] = [
     ("GET", "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("Content-Length body", "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world"),
     (
@@ -80,6 +81,8 @@ const REQUESTS: [(&str, &str); 4] = [
         "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     ),
     ("policy chain", "GET /p/x HTTP/1.1\r\nHost: a\r\nX-Api-Key: key-one-1\r\n\r\n"),
+    ("path template", "GET /t/7/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("path regex", "GET /r/7/x HTTP/1.1\r\nHost: a\r\n\r\n"),
 ];
 
 both_drivers!(allocations_per_proxied_request, |io| {
@@ -94,6 +97,10 @@ both_drivers!(allocations_per_proxied_request, |io| {
              [[routes]]\npath = \"/p\"\nupstream = \"api\"\nauth = \"api_key\"\n\
              rate_limits = [{{ rate = 10000000, burst = 1000000, key = \"consumer\" }}]\n\
              request_headers = {{ set = {{ x-tag = \"c-{{consumer}}\" }} }}\n\
+             [[routes]]\npath_template = \"/t/{{id}}/{{part}}\"\nupstream = \"api\"\nrewrite = \"/a/{{part}}/{{id}}\"\n\
+             request_headers = {{ set = {{ x-id = \"{{id}}\" }} }}\n\
+             [[routes]]\npath_regex = '/r/(?P<id>[0-9]+)/(?P<part>.+)'\nupstream = \"api\"\nrewrite = \"/a/{{part}}/{{id}}\"\n\
+             request_headers = {{ set = {{ x-id = \"{{id}}\" }} }}\n\
              [[routes]]\npath = \"/\"\nupstream = \"api\"\n",
             up.addr
         ),

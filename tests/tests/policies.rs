@@ -102,7 +102,7 @@ both_drivers!(consumer_allow_list_is_403, |io| {
 // Groups (Kong's ACL): a route admits the members of the groups it names, beside the
 // consumers it names; Basic users are consumers too.
 both_drivers!(routes_admit_consumer_groups, |io| {
-    let (up, _) = recording();
+    let (up, seen) = recording();
     let gw = Gateway::start(
         io,
         &format!(
@@ -110,7 +110,8 @@ both_drivers!(routes_admit_consumer_groups, |io| {
              [[consumers]]\nname = \"bob\"\nkeys = [\"bob-secret-22\"]\ngroups = [\"partners\"]\n\
              [[consumers]]\nname = \"carol\"\nkeys = [\"carol-secret-3\"]\n\
              [[routes]]\npath = \"/partners\"\nupstream = \"api\"\nauth = \"api_key\"\ngroups = [\"partners\"]\n\
-             [[routes]]\npath = \"/staff\"\nupstream = \"api\"\nauth = \"api_key\"\ngroups = [\"staff\"]\nconsumers = [\"carol\"]\n",
+             [[routes]]\npath = \"/staff\"\nupstream = \"api\"\nauth = \"api_key\"\ngroups = [\"staff\"]\nconsumers = [\"carol\"]\n\
+             [[routes]]\npath = \"/public\"\nupstream = \"api\"\nauth = \"api_key\"\ndeny_groups = [\"staff\"]\n",
             upstream_section(up.addr)
         ),
     );
@@ -122,10 +123,25 @@ both_drivers!(routes_admit_consumer_groups, |io| {
         ("/staff", "alice-secret-1", 200),
         ("/staff", "bob-secret-22", 403),
         ("/staff", "carol-secret-3", 200),
+        ("/public", "alice-secret-1", 403),
+        ("/public", "bob-secret-22", 200),
+        ("/public", "carol-secret-3", 200),
     ] {
         let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n\r\n"));
         assert_eq!(r.status(), status, "{path} with {key}");
     }
+    // The upstream learns the consumer's groups; a client's own claim to some never passes.
+    let r = c
+        .request("GET /partners HTTP/1.1\r\nHost: a\r\nX-Api-Key: alice-secret-1\r\nX-Consumer-Groups: admins\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    let r =
+        c.request("GET /public HTTP/1.1\r\nHost: a\r\nX-Api-Key: carol-secret-3\r\nX-Consumer-Groups: admins\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    let seen = seen.lock().unwrap();
+    let (alice, carol) = (&seen[seen.len() - 2], &seen[seen.len() - 1]);
+    assert_eq!(alice.header_all("x-consumer-groups"), vec!["partners, staff"]);
+    assert_eq!(alice.header("x-consumer"), Some("alice"));
+    assert!(carol.header_all("x-consumer-groups").is_empty(), "carol is in no group");
 });
 
 both_drivers!(consumers_carry_their_own_limits_across_routes, |io| {
