@@ -37,6 +37,8 @@ pub(crate) enum Kind {
     UnexpectedUpgrade,
     /// The upstream has `max_requests` in flight.
     Overloaded,
+    /// A client spoke plain HTTP to a TLS listener.
+    PlainHttpOnTls,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,9 @@ impl Error {
 
     /// Classifies an I/O error: timeouts become [`Kind::Timeout`].
     pub(crate) fn io(side: Side, context: &'static str, e: io::Error) -> Self {
+        if crate::tls::PlainHttpOnTls::caused(&e) {
+            return Self::new(Kind::PlainHttpOnTls, side, crate::tls::PlainHttpOnTls::DETAIL);
+        }
         let kind = if e.kind() == io::ErrorKind::TimedOut { Kind::Timeout } else { Kind::Io };
         Self { kind, side, context, cause: Some(e) }
     }
@@ -75,6 +80,7 @@ impl Error {
                 _ => 400,
             },
             (Kind::Timeout, Side::Client) => 408,
+            (Kind::PlainHttpOnTls, _) => 400,
             (Kind::Io | Kind::Closed, Side::Client) => return None,
             (
                 Kind::Malformed(_) | Kind::Io | Kind::Closed | Kind::UnexpectedUpgrade | Kind::Connect,

@@ -19,7 +19,6 @@ use std::time::Instant;
 use bytes::{Buf as _, BytesMut};
 use monoio::buf::{IoBuf, IoBufMut as _};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use proto_http::Version;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConnection, Connection};
@@ -93,6 +92,28 @@ impl ResolvesServerCert for BySni {
         chosen.or(self.certs.first()).map(|(_, key)| key.clone())
     }
 }
+
+/// The cause of the error that ends a TLS connection whose client spoke plain HTTP: the
+/// connection has left TLS, and the request reader answers 400.
+#[derive(Debug)]
+pub(crate) struct PlainHttpOnTls;
+
+impl PlainHttpOnTls {
+    pub(crate) const DETAIL: &'static str = "plain HTTP request sent to a TLS port";
+
+    /// Whether `e` ends a connection for this.
+    pub(crate) fn caused(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<PlainHttpOnTls>())
+    }
+}
+
+impl std::fmt::Display for PlainHttpOnTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::DETAIL)
+    }
+}
+
+impl std::error::Error for PlainHttpOnTls {}
 
 /// What feeding ciphertext found wrong.
 #[derive(Debug)]
@@ -405,27 +426,26 @@ impl Conn {
         }
     }
 
-    /// Answers bytes rustls refused: a plain-HTTP request gets a plain 400 (as nginx does;
-    /// always plain text, whatever `[errors]` says: the connection has no worker settings
-    /// here, and the client is not speaking the port's protocol), a TLS error the alert
-    /// rustls queued. Returns the error that ends the connection.
+    /// Ends a connection whose bytes rustls refused. A TLS error gets the alert rustls
+    /// queued. A plain-HTTP request gets nothing here: the error returned carries
+    /// [`PlainHttpOnTls`], which the request reader answers with a 400 in plain text (as
+    /// nginx does), written as `[errors]` says, logged and counted like any other. Returns
+    /// the error that ends the connection.
     async fn refuse(&mut self, refused: Refused, deadline: Instant) -> io::Error {
-        let (answer, why) = match refused {
-            Refused::PlainHttp => {
-                let detail = "plain HTTP request sent to a TLS port";
-                let text = config::ErrorPages::default();
-                let e = crate::forward::ErrorAnswer { status: 400, detail, request_id: None, pages: &text };
-                (Some(crate::forward::error_response(&e, &[], false, Version::Http11)), detail.to_string())
+        let why = match refused {
+            Refused::PlainHttp => io::Error::new(io::ErrorKind::InvalidData, PlainHttpOnTls),
+            Refused::Tls(e) => {
+                if let Some(alert) = self.tls.as_deref_mut().and_then(Tls::sealed) {
+                    // Best effort: the connection closes either way.
+                    let _ = self.write_sealed(alert, deadline).await;
+                }
+                io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
             }
-            Refused::Tls(e) => (self.tls.as_deref_mut().and_then(Tls::sealed), format!("TLS: {e}")),
         };
-        if let Some(answer) = answer {
-            // Best effort: the connection closes either way.
-            let _ = self.write_sealed(answer, deadline).await;
-        }
-        // Nothing more goes out in TLS (no close_notify after the answer).
+        // Nothing more goes out in TLS (no close_notify after the answer); an answer to a
+        // plain-HTTP request goes out as it is.
         self.tls = None;
-        io::Error::new(io::ErrorKind::InvalidData, why)
+        why
     }
 
     /// [`Conn::tls_write`], boxed and out of line, so that the future of every plain

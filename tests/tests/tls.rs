@@ -139,6 +139,13 @@ both_drivers!(clients_that_do_not_speak_tls_get_an_answer_and_the_gateway_carrie
     // And the gateway still serves TLS.
     let mut c = TlsClient::connect(addr, "localhost", client_config(&[&cert], &[]));
     assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    // The 400 is written as `[errors]` says, like coregate's other answers.
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "[errors]\nformat = \"json\"\n");
+    let mut c = Client::connect(gw.addr_at(1));
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status(), r.header("content-type")), (400, Some("application/json")));
+    assert!(r.text().contains("\"detail\":\"plain HTTP request sent to a TLS port\""), "{}", r.text());
+    assert!(c.closed());
 });
 
 both_drivers!(a_silent_tls_connection_times_out_in_the_handshake, |io| {
