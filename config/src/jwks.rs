@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::jwt::{algorithm, JwtKey};
@@ -78,22 +78,55 @@ pub(crate) fn build(c: &mut Checker, raw: &RawRemoteJwks, upstreams: &[Upstream]
     Some(RemoteJwks { upstream: upstream?, path, refresh, timeout })
 }
 
-/// The keys of a JWKS document: each needs `alg` (HS256, RS256 or ES256) and a key of that
-/// type. An error names the first key that is not usable (by index), or says why the
-/// document is not a key set.
+/// The signature keys of a JWKS document (RFC 7517 5). Skipped, as keys a verifier has no
+/// use for: keys for encryption (`"use": "enc"`, as Keycloak publishes beside its signing
+/// key), keys with an algorithm coregate does not verify (`RSA-OAEP`, ES512), and keys of a
+/// type or curve it does not know. A key without `alg` (RFC 7517 4.4 makes it optional;
+/// Microsoft Entra leaves it out) serves the algorithms its type allows: an RSA key RS256,
+/// RS384, RS512, PS256, PS384 and PS512, an EC key the one of its curve (ES256 for P-256,
+/// ES384 for P-384), an Ed25519 key EdDSA; a symmetric key must name its algorithm. An
+/// error says why the document is not a key set, or names the first key whose material is
+/// broken (by index): such a document is refused whole.
 pub fn parse(text: &str) -> Result<Vec<JwtKey>, String> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-    set.keys
-        .iter()
-        .enumerate()
-        .map(|(i, jwk)| {
-            let alg = jwk.common.key_algorithm.and_then(|a| algorithm(&a.to_string()));
-            match (alg, DecodingKey::from_jwk(jwk)) {
-                (Some(alg), Ok(key)) => Ok(JwtKey { alg, kid: jwk.common.key_id.clone(), key }),
-                _ => Err(format!("keys[{i}] needs \"alg\" of HS256, RS256 or ES256 and a valid key")),
+    #[derive(Deserialize)]
+    struct Doc {
+        keys: Vec<serde_json::Value>,
+    }
+    let doc: Doc = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for (i, value) in doc.keys.into_iter().enumerate() {
+        // A key of a type or curve jsonwebtoken does not know does not parse: not ours.
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else { continue };
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let algorithms: Vec<Algorithm> = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(named), _) => algorithm(&named.to_string()).into_iter().collect(),
+            (None, AlgorithmParameters::RSA(_)) => {
+                use Algorithm::*;
+                vec![RS256, RS384, RS512, PS256, PS384, PS512]
             }
-        })
-        .collect()
+            (None, AlgorithmParameters::EllipticCurve(p)) => match p.curve {
+                EllipticCurve::P256 => vec![Algorithm::ES256],
+                EllipticCurve::P384 => vec![Algorithm::ES384],
+                _ => vec![],
+            },
+            (None, AlgorithmParameters::OctetKeyPair(p)) if p.curve == EllipticCurve::Ed25519 => {
+                vec![Algorithm::EdDSA]
+            }
+            (None, AlgorithmParameters::OctetKey(_)) => {
+                return Err(format!("keys[{i}]: a symmetric key needs \"alg\""));
+            }
+            (None, _) => vec![],
+        };
+        if algorithms.is_empty() {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("keys[{i}]: not a valid key: {e}"))?;
+        let kid = jwk.common.key_id;
+        keys.extend(algorithms.into_iter().map(|alg| JwtKey { alg, kid: kid.clone(), key: key.clone() }));
+    }
+    Ok(keys)
 }
 
 impl Config {
@@ -163,9 +196,11 @@ mod tests {
         assert_eq!((f.keys.len(), f.keys[0].kid.as_deref()), (1, Some("a")));
         assert!(with.with_jwks(SET).unwrap().is_none());
         assert!(with.with_jwks(r#"{"keys":[]}"#).unwrap().unwrap().jwt.fetched.unwrap().keys.is_empty());
-        for (bad, says) in
-            [("<html>", "not a JWKS document"), (r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, "keys[0] needs \"alg\"")]
-        {
+        for (bad, says) in [
+            ("<html>", "not a JWKS document"),
+            (r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, "keys[0]: a symmetric key needs \"alg\""),
+            (r#"{"keys":[{"kty":"RSA","alg":"RS256","n":"!!","e":"AQAB"}]}"#, "keys[0]: not a valid key"),
+        ] {
             let e = c.with_jwks(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }

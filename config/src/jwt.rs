@@ -1,12 +1,13 @@
-//! JWT settings: verification keys (HS256 secrets, RS256/ES256 public keys from PEM text,
-//! PEM files, a JWKS file, or a key set an upstream serves: `crate::jwks`), issuer,
+//! JWT settings: verification keys (HS256/384/512 secrets; RS*, PS*, ES256/ES384 and EdDSA
+//! public keys from PEM text, PEM files, a JWKS file, or a key set an upstream serves:
+//! `crate::jwks`), issuer,
 //! audience, leeway, and the claims forwarded as headers. Keys are parsed here, so a bad key
 //! is a configuration error, not a runtime one.
 
 use std::fmt;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use crate::jwks::{FetchedJwks, RemoteJwks};
 use crate::raw::RawJwt;
@@ -49,12 +50,23 @@ impl JwtAuth {
     }
 }
 
+/// The signature algorithms coregate verifies (RFC 7518 3.1, RFC 8037 3.1), by their JOSE
+/// names. `none` is never one; ES512 is left out (jsonwebtoken does not verify it).
 pub(crate) fn algorithm(s: &str) -> Option<Algorithm> {
-    match s {
-        "HS256" => Some(Algorithm::HS256),
-        "RS256" => Some(Algorithm::RS256),
-        "ES256" => Some(Algorithm::ES256),
-        _ => None,
+    use Algorithm::*;
+    let all = [HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA];
+    all.into_iter().find(|a| format!("{a:?}") == s)
+}
+
+/// What `alg` accepts, for error messages.
+const ALGORITHMS: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA";
+
+/// The shortest secret an HMAC algorithm takes: its hash's output (RFC 7518 3.2).
+fn min_secret(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
     }
 }
 
@@ -63,7 +75,7 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt, upstreams: &[Upstream]) -
     for (i, k) in raw.keys.iter().enumerate() {
         let path = format!("auth.jwt.keys[{i}]");
         let Some(alg) = k.alg.as_deref().and_then(algorithm) else {
-            c.err(format!("{path}.alg"), "alg must be \"HS256\", \"RS256\" or \"ES256\"");
+            c.err(format!("{path}.alg"), format!("alg must be {ALGORITHMS}"));
             continue;
         };
         let pem = match (&k.pem, &k.pem_file) {
@@ -81,19 +93,24 @@ pub(crate) fn build_jwt(c: &mut Checker, raw: &RawJwt, upstreams: &[Upstream]) -
                 continue;
             }
         };
-        let key = match (alg, &k.secret, pem) {
-            (Algorithm::HS256, Some(secret), None) if secret.len() >= 32 => {
+        let key = match (alg.family(), &k.secret, pem) {
+            (AlgorithmFamily::Hmac, Some(secret), None) if secret.len() >= min_secret(alg) => {
                 Ok(DecodingKey::from_secret(secret.as_bytes()))
             }
-            (Algorithm::HS256, Some(_), None) => Err("an HS256 secret needs at least 32 bytes".to_string()),
-            (Algorithm::RS256, None, Some(pem)) => {
+            (AlgorithmFamily::Hmac, Some(_), None) => {
+                Err(format!("an {alg:?} secret needs at least {} bytes (RFC 7518 3.2)", min_secret(alg)))
+            }
+            (AlgorithmFamily::Rsa, None, Some(pem)) => {
                 DecodingKey::from_rsa_pem(&pem).map_err(|e| format!("not an RSA public key: {e}"))
             }
-            (Algorithm::ES256, None, Some(pem)) => {
+            (AlgorithmFamily::Ec, None, Some(pem)) => {
                 DecodingKey::from_ec_pem(&pem).map_err(|e| format!("not an EC public key: {e}"))
             }
-            (Algorithm::HS256, _, _) => Err("HS256 takes a secret".to_string()),
-            _ => Err("RS256 and ES256 take a public key (pem or pem_file)".to_string()),
+            (AlgorithmFamily::Ed, None, Some(pem)) => {
+                DecodingKey::from_ed_pem(&pem).map_err(|e| format!("not an Ed25519 public key: {e}"))
+            }
+            (AlgorithmFamily::Hmac, _, _) => Err(format!("{alg:?} takes a secret")),
+            _ => Err(format!("{alg:?} takes a public key (pem or pem_file)")),
         };
         match key {
             Ok(key) => keys.push(JwtKey { alg, kid: k.kid.clone(), key }),

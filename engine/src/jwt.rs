@@ -1,6 +1,6 @@
 //! Bearer JWT verification with `jsonwebtoken` (no hand-written crypto): the token's `alg`
-//! must be one a configured key has (HS256, RS256 or ES256; `none` and everything else are
-//! refused), the signature must verify with such a key (matching `kid` when both name one),
+//! must be one a configured key has (HS256/384/512, RS*, PS*, ES256, ES384 or EdDSA; `none`
+//! and everything else are refused), the signature must verify with such a key (matching `kid` when both name one),
 //! `exp` is required, `exp`/`nbf` are checked with the configured leeway, and `iss`/`aud`
 //! when configured. Any failure, however malformed the token, is a 401, never a 500.
 
@@ -154,6 +154,76 @@ mod tests {
         assert!(verify_token(&c, es.as_bytes()).is_ok());
         // Within the leeway.
         assert!(verify_token(&c, hs(&claims(-2)).as_bytes()).is_ok());
+    }
+
+    /// A token of `claims(60)` signed with `alg` and `key`, naming `kid`.
+    fn signed(alg: Algorithm, kid: Option<&str>, key: &EncodingKey) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        encode(&h, &claims(60), key).unwrap()
+    }
+
+    #[test]
+    fn every_algorithm_from_configured_keys() {
+        let fixture = |name: &str| format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let long = "s".repeat(64);
+        let cfg = config::Config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[[upstreams]]\nname = \"u\"\nendpoints = [\"127.0.0.1:2\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"jwt\"\n\
+             [auth.jwt]\nissuer = \"https://issuer.test\"\naudience = \"orders\"\nkeys = [\
+             {{ alg = \"HS512\", secret = \"{long}\" }}, {{ alg = \"PS256\", pem_file = \"{}\" }},\
+             {{ alg = \"RS384\", pem_file = \"{}\" }}, {{ alg = \"ES384\", pem_file = \"{}\" }},\
+             {{ alg = \"EdDSA\", pem_file = \"{}\" }}]\n",
+            fixture("rsa-public.pem"),
+            fixture("rsa-public.pem"),
+            fixture("ec384-public.pem"),
+            fixture("ed25519-public.pem"),
+        ))
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec384 = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec384-private.pem")).unwrap()).unwrap();
+        let ed = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519-private.pem")).unwrap()).unwrap();
+        let hs512 = EncodingKey::from_secret(long.as_bytes());
+        for (alg, key) in [
+            (Algorithm::HS512, &hs512),
+            (Algorithm::PS256, &rsa),
+            (Algorithm::RS384, &rsa),
+            (Algorithm::ES384, &ec384),
+            (Algorithm::EdDSA, &ed),
+        ] {
+            assert!(verify_token(&cfg.jwt, signed(alg, None, key).as_bytes()).is_ok(), "{alg:?}");
+        }
+        // Algorithms no key has: refused, though the key would check the signature.
+        for (alg, key) in [(Algorithm::RS256, &rsa), (Algorithm::PS512, &rsa), (Algorithm::HS256, &hs512)] {
+            assert_eq!(verify_token(&cfg.jwt, signed(alg, None, key).as_bytes()), Err(JwtError::Invalid), "{alg:?}");
+        }
+        // Secrets shorter than the hash (RFC 7518 3.2) are refused at load.
+        let short = config::Config::parse(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[auth.jwt]\nkeys = [{ alg = \"HS384\", secret = \"0123456789abcdef0123456789abcdef\" }]\n",
+        );
+        assert!(short.unwrap_err().to_string().contains("an HS384 secret needs at least 48 bytes"));
+    }
+
+    #[test]
+    fn key_sets_as_providers_publish_them() {
+        let text = include_str!("../../tests/fixtures/jwks-mixed.json");
+        let keys = config::jwks_parse(text).unwrap();
+        let kids: Vec<(Option<&str>, Algorithm)> = keys.iter().map(|k| (k.kid.as_deref(), k.alg)).collect();
+        use Algorithm::*;
+        let rsa = [RS256, RS384, RS512, PS256, PS384, PS512].map(|a| (Some("rsa-no-alg"), a));
+        assert_eq!(
+            kids,
+            [&rsa[..], &[(Some("ec-no-alg"), ES256)]].concat(),
+            "encryption keys and unknown curves left out"
+        );
+        let c = JwtAuth { keys, issuer: Some("https://issuer.test".into()), ..cfg() };
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        for (alg, kid, key) in [(RS256, "rsa-no-alg", &rsa), (PS512, "rsa-no-alg", &rsa), (ES256, "ec-no-alg", &ec)] {
+            assert!(verify_token(&c, signed(alg, Some(kid), key).as_bytes()).is_ok(), "{alg:?}");
+        }
+        // The encryption key's kid verifies nothing.
+        assert_eq!(verify_token(&c, signed(RS256, Some("rsa-enc"), &rsa).as_bytes()), Err(JwtError::Invalid));
     }
 
     #[test]
