@@ -23,6 +23,9 @@ pub struct RawRemoteJwks {
     pub upstream: Option<String>,
     /// Its target (default `/.well-known/jwks.json`).
     pub path: Option<String>,
+    /// The target of the provider's OpenID configuration, whose `jwks_uri` names the key
+    /// set's (instead of `path`).
+    pub discovery: Option<String>,
     /// Fetch it again this often (default 5m).
     pub refresh: Option<String>,
     /// One fetch, connect to the end of the body (default 5s).
@@ -35,7 +38,11 @@ pub struct RemoteJwks {
     /// Index into [`Config::upstreams`]: its endpoints (tried in turn), Host name and TLS
     /// settings serve the fetch.
     pub upstream: usize,
+    /// The key set's target, unless `discovery` names it.
     pub path: String,
+    /// The target of the provider's OpenID configuration (OpenID Connect Discovery 1.0,
+    /// section 4): fetched first, its `jwks_uri` gives the key set's target.
+    pub discovery: Option<String>,
     pub refresh: Duration,
     pub timeout: Duration,
 }
@@ -70,12 +77,20 @@ pub(crate) fn build(c: &mut Checker, raw: &RawRemoteJwks, upstreams: &[Upstream]
     if !valid_path(&path) {
         c.err(format!("{p}.path"), format!("{path:?} is not an origin-form target (\"/...\")"));
     }
+    if let Some(d) = &raw.discovery {
+        if !valid_path(d) {
+            c.err(format!("{p}.discovery"), format!("{d:?} is not an origin-form target (\"/...\")"));
+        }
+        if raw.path.is_some() {
+            c.err(format!("{p}.path"), "set path or discovery, not both (discovery names the key set's path)");
+        }
+    }
     let refresh = c.duration(&format!("{p}.refresh"), raw.refresh.as_ref(), DEFAULT_REFRESH);
     if refresh < MIN_REFRESH {
         c.err(format!("{p}.refresh"), "at least 1s");
     }
     let timeout = c.duration(&format!("{p}.timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT);
-    Some(RemoteJwks { upstream: upstream?, path, refresh, timeout })
+    Some(RemoteJwks { upstream: upstream?, path, discovery: raw.discovery.clone(), refresh, timeout })
 }
 
 /// The signature keys of a JWKS document (RFC 7517 5). Skipped, as keys a verifier has no
@@ -129,6 +144,40 @@ pub fn parse(text: &str) -> Result<Vec<JwtKey>, String> {
     Ok(keys)
 }
 
+/// An OpenID provider configuration larger than this is refused (they are a few KiB).
+pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+/// The key set's target from an OpenID provider configuration (OpenID Connect Discovery
+/// 1.0, 3): the path and query of its `jwks_uri`, fetched from the same upstream (coregate
+/// asks only its upstreams; a provider serves both documents from one host). With
+/// `issuer` (`auth.jwt.issuer`), the document's `issuer` must be it exactly (4.3), so that a
+/// configuration meant for another provider or realm is not taken.
+pub fn discovered(text: &str, issuer: Option<&str>) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Provider {
+        issuer: Option<String>,
+        jwks_uri: Option<String>,
+    }
+    let doc: Provider = serde_json::from_str(text).map_err(|e| format!("not an OpenID provider configuration: {e}"))?;
+    if let Some(want) = issuer {
+        if doc.issuer.as_deref() != Some(want) {
+            return Err(format!(
+                "the provider's issuer is {:?}, not auth.jwt.issuer {want:?} (OpenID Connect Discovery 4.3)",
+                doc.issuer.unwrap_or_default()
+            ));
+        }
+    }
+    let uri = doc.jwks_uri.ok_or("the provider configuration has no jwks_uri")?;
+    let target = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .map(|rest| rest.find('/').map_or("/", |i| &rest[i..]))
+        .map(|t| t.split('#').next().unwrap_or(t))
+        .filter(|t| !t.contains(|ch: char| ch.is_ascii_whitespace() || ch.is_ascii_control()))
+        .ok_or_else(|| format!("jwks_uri {uri:?} is not an http(s) URL"))?;
+    Ok(target.to_string())
+}
+
 impl Config {
     /// This configuration with the remote key set `text` (fetched from `[auth.jwt.jwks]`) in
     /// place of the one it had; `Ok(None)` when the text is the one it has.
@@ -163,6 +212,7 @@ mod tests {
         let want = RemoteJwks {
             upstream: 0,
             path: "/.well-known/jwks.json".into(),
+            discovery: None,
             refresh: Duration::from_secs(300),
             timeout: Duration::from_secs(5),
         };
@@ -182,6 +232,8 @@ mod tests {
             ("upstream = \"idp\"\nrefresh = \"10ms\"", "auth.jwt.jwks.refresh", "at least 1s"),
             ("upstream = \"idp\"\ntimeout = \"0s\"", "auth.jwt.jwks.timeout", "greater than zero"),
             ("upstream = \"idp\"\nurl = \"x\"", "auth.jwt.jwks.url", "unknown"),
+            ("upstream = \"idp\"\ndiscovery = \"x\"", "auth.jwt.jwks.discovery", "origin-form"),
+            ("upstream = \"idp\"\ndiscovery = \"/d\"\npath = \"/k\"", "auth.jwt.jwks.path", "not both"),
         ] {
             let e = config(keys).expect_err(keys);
             assert!(e.contains(path) && e.contains(says), "{keys}: {e}");
@@ -205,5 +257,27 @@ mod tests {
             assert!(e.contains(says), "{bad}: {e}");
         }
         assert!(c.with_jwks(&" ".repeat(MAX_JWKS_BYTES + 1)).unwrap_err().contains("over"));
+    }
+
+    #[test]
+    fn provider_configurations_name_the_key_set() {
+        let doc = |issuer: &str, uri: &str| format!(r#"{{"issuer":"{issuer}","jwks_uri":"{uri}","other":[1]}}"#);
+        let iss = "https://auth.test/realms/main";
+        for (text, issuer, want) in [
+            (doc(iss, "https://auth.test/realms/main/certs"), Some(iss), Ok("/realms/main/certs")),
+            (doc(iss, "http://auth.test:8080/keys?v=2#x"), None, Ok("/keys?v=2")),
+            (doc(iss, "https://auth.test"), None, Ok("/")),
+            (doc("https://auth.test/realms/other", "https://auth.test/k"), Some(iss), Err("not auth.jwt.issuer")),
+            (doc(iss, "ftp://auth.test/k"), None, Err("not an http(s) URL")),
+            (doc(iss, "https://auth.test/a b"), None, Err("not an http(s) URL")),
+            (r#"{"issuer":"x"}"#.to_string(), None, Err("no jwks_uri")),
+            ("<html>".to_string(), None, Err("not an OpenID provider configuration")),
+        ] {
+            match (discovered(&text, issuer), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (got, want) => panic!("{text}: {got:?}, wanted {want:?}"),
+            }
+        }
     }
 }

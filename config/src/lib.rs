@@ -40,7 +40,7 @@ pub use error::{ConfigError, Errors};
 pub use error_pages::{ErrorFormat, ErrorPage, ErrorPages, PagePiece, MAX_PAGE_BYTES};
 pub use external::ExternalAuth;
 pub use fault::Fault;
-pub use jwks::{parse as jwks_parse, FetchedJwks, RemoteJwks, MAX_JWKS_BYTES};
+pub use jwks::{discovered, parse as jwks_parse, FetchedJwks, RemoteJwks, MAX_DISCOVERY_BYTES, MAX_JWKS_BYTES};
 pub use jwt::{JwtAuth, JwtKey};
 pub use mirror::Mirror;
 pub use path_regex::PathRegex;

@@ -1,9 +1,9 @@
 //! The remote JWT key set (`[auth.jwt.jwks]`): fetched from its upstream's endpoints in
-//! turn (`fetch`), on the thread that starts and reloads the server, never a worker's. The
+//! turn (`fetch`), at the path its provider's OpenID configuration names with `discovery`, on the thread that starts and reloads the server, never a worker's. The
 //! server fetches it when a configuration starts and every `refresh`; workers see a new set
 //! as a reload brings it ([`crate::Server::refresh_jwks`]). Parsing it is config's.
 
-use config::{Config, MAX_JWKS_BYTES};
+use config::{Config, MAX_DISCOVERY_BYTES, MAX_JWKS_BYTES};
 
 use crate::fetch::{Get, Target};
 
@@ -11,8 +11,9 @@ use crate::fetch::{Get, Target};
 /// while the gateway has none of its keys (tokens signed with them are refused meanwhile).
 pub(crate) const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The key set's text, from the first endpoint that answers 200 with all of it; `None`
-/// without `[auth.jwt.jwks]`. The error names each endpoint tried and what went wrong.
+/// The key set's text, from the first endpoint that answers 200 with all of it (after the
+/// provider's configuration, with `discovery`, which names its target); `None` without
+/// `[auth.jwt.jwks]`. The error names each endpoint tried and what went wrong.
 pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
     let remote = cfg.jwt.remote.as_ref()?;
     let up = &cfg.upstreams[remote.upstream];
@@ -20,27 +21,33 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
         Ok(tls) => tls,
         Err(e) => return Some(Err(format!("upstream {:?} tls: {e}", up.name))),
     };
-    let mut failures = Vec::new();
-    let get = Get {
-        path: &remote.path,
-        host: None,
-        user_agent: "coregate-jwks",
-        timeout: remote.timeout,
-        max_body: MAX_JWKS_BYTES,
-    };
-    for e in 0..up.endpoints.len() {
-        let target = Target::of(up, e);
-        let answer = crate::fetch::get(&target, &get, tls.as_ref()).and_then(|a| match a {
-            a if a.status != 200 => Err(format!("status {}", a.status)),
-            a if !a.whole => Err(format!("a key set over {MAX_JWKS_BYTES} bytes")),
-            a => String::from_utf8(a.body).map_err(|_| "a key set that is not UTF-8".to_string()),
-        });
-        match answer {
-            Ok(text) => return Some(Ok(text)),
-            Err(why) => failures.push(format!("{}: {why}", target.addr)),
+    let text = |path: &str, what: &str, max_body: usize| {
+        let get = Get { path, host: None, user_agent: "coregate-jwks", timeout: remote.timeout, max_body };
+        let mut failures = Vec::new();
+        for e in 0..up.endpoints.len() {
+            let target = Target::of(up, e);
+            let answer = crate::fetch::get(&target, &get, tls.as_ref()).and_then(|a| match a {
+                a if a.status != 200 => Err(format!("status {}", a.status)),
+                a if !a.whole => Err(format!("{what} over {max_body} bytes")),
+                a => String::from_utf8(a.body).map_err(|_| format!("{what} that is not UTF-8")),
+            });
+            match answer {
+                Ok(text) => return Ok(text),
+                Err(why) => failures.push(format!("{}: {why}", target.addr)),
+            }
         }
-    }
-    Some(Err(format!("GET {} from upstream {:?}: {}", remote.path, up.name, failures.join("; "))))
+        Err(format!("GET {path} from upstream {:?}: {}", up.name, failures.join("; ")))
+    };
+    let path = match &remote.discovery {
+        None => remote.path.clone(),
+        Some(d) => match text(d, "a provider configuration", MAX_DISCOVERY_BYTES)
+            .and_then(|doc| config::discovered(&doc, cfg.jwt.issuer.as_deref()).map_err(|e| format!("GET {d}: {e}")))
+        {
+            Ok(path) => path,
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    Some(text(&path, "a key set", MAX_JWKS_BYTES))
 }
 
 /// `cfg` with its remote key set: fetched now unless `cfg` has one already (a copy of the

@@ -1,8 +1,9 @@
 //! The remote JWT key set (`[auth.jwt.jwks]`), end to end on both drivers: keys served by an
 //! upstream verify tokens, a rotated set replaces them when fetched again
 //! (`Server::refresh_jwks`, which the binary runs every `refresh`), a failed fetch keeps the
-//! keys it had (a reload too), and a key set that cannot be fetched at start refuses its tokens while the
-//! gateway serves everything else.
+//! keys it had (a reload too), a key set that cannot be fetched at start refuses its tokens while the
+//! gateway serves everything else, and discovery finds the set through the provider's
+//! OpenID configuration.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,10 +29,20 @@ fn key_set(keys: &[(&str, &str)]) -> String {
 }
 
 fn token(kid: &str, secret: &str) -> String {
+    token_with(kid, secret, serde_json::json!({ "sub": "user-1" }))
+}
+
+/// As [`token`], issued by `issuer`.
+fn token_from(kid: &str, secret: &str, issuer: &str) -> String {
+    token_with(kid, secret, serde_json::json!({ "sub": "user-1", "iss": issuer }))
+}
+
+/// An HS256 token naming `kid` with `claims` and an `exp` five minutes away.
+fn token_with(kid: &str, secret: &str, mut claims: serde_json::Value) -> String {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    claims["exp"] = exp.into();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid.into());
-    let claims = serde_json::json!({ "sub": "user-1", "exp": exp });
     encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
@@ -111,4 +122,40 @@ both_drivers!(a_key_set_that_cannot_be_fetched_refuses_its_tokens_and_the_rest_s
     assert_eq!(r.status(), 401);
     assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
     assert!(gw.refresh_jwks().unwrap_err().contains("connect"));
+});
+
+both_drivers!(discovery_finds_the_key_set_through_the_provider_configuration, |io| {
+    // An identity provider that publishes its configuration and, where that names, its keys.
+    let issuer = Arc::new(Mutex::new("https://idp.test/realms/main".to_string()));
+    let served = issuer.clone();
+    let idp = Upstream::start(move |mut c| {
+        while let Some(req) = c.read_request() {
+            let (status, body) = if req.start.starts_with("GET /.well-known/openid-configuration ") {
+                let iss = served.lock().unwrap().clone();
+                (200, format!(r#"{{"issuer":"{iss}","jwks_uri":"https://idp.test/realms/main/certs"}}"#))
+            } else if req.start.starts_with("GET /realms/main/certs ") {
+                (200, key_set(&[("a", SECRET_A)]))
+            } else {
+                (404, String::new())
+            };
+            let mut out = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n").into_bytes();
+            with_length(&mut out, body.as_bytes(), &req);
+            if !c.write(out) {
+                return;
+            }
+        }
+    });
+    let api = Upstream::echo();
+    let config = toml(idp.addr, api.addr)
+        .replace("path = \"/jwks\"", "discovery = \"/.well-known/openid-configuration\"")
+        + "[auth.jwt]\nissuer = \"https://idp.test/realms/main\"\n";
+    let mut gw = Gateway::start(io, &config);
+    let a = token_from("a", SECRET_A, "https://idp.test/realms/main");
+    assert_eq!(status_with(&gw, &a), 200);
+    assert_eq!(gw.refresh_jwks(), Ok(false), "the same set through the same configuration");
+    // A configuration for another realm is not taken, and the keys fetched before stay.
+    *issuer.lock().unwrap() = "https://idp.test/realms/other".into();
+    let e = gw.refresh_jwks().unwrap_err();
+    assert!(e.contains("GET /.well-known/openid-configuration") && e.contains("not auth.jwt.issuer"), "{e}");
+    assert_eq!(status_with(&gw, &a), 200);
 });
