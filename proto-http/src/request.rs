@@ -198,6 +198,9 @@ pub fn parse_request_in(
     let status = req.parse_with_uninit_headers(window, &mut storage[..cap]).map_err(|e| match e {
         // A full array means at least max_headers + ... fields: refuse with the limit's error.
         httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
+        // httparse says `Token` for a bad byte in the method or in the target: a method that
+        // is a whole token (RFC 9110 9.1) followed by its space leaves the target to blame.
+        httparse::Error::Token if method_is_token(window) => ParseError::Target,
         other => ParseError::from(other),
     })?;
     let head_len = match status {
@@ -324,6 +327,13 @@ fn is_framing_lookalike(name: &[u8]) -> bool {
 
 /// Splits the request target (RFC 9112 3.2) into the origin-form path and, for
 /// absolute-form, the authority.
+/// Whether the request line starts with a token (RFC 9110 5.6.2) and a space.
+fn method_is_token(line: &[u8]) -> bool {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    let end = line.iter().position(|&b| !(b.is_ascii_alphanumeric() || TCHAR.contains(&b)));
+    end.is_some_and(|i| i > 0 && line[i] == b' ')
+}
+
 fn split_target(buf: &[u8], target: &str, method: Method) -> Result<(Span, Option<Span>), ParseError> {
     let t = target.as_bytes();
     if t.first() == Some(&b'/') {
@@ -509,6 +519,9 @@ mod tests {
             ("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
             ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
             ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", Method),
+            (" GET / HTTP/1.1\r\nHost: a\r\n\r\n", Method),
+            ("GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n", Target),
+            ("GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", Target),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", HeaderName),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n", HeaderName),
         ];
