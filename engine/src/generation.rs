@@ -96,6 +96,7 @@ pub(crate) fn launch(
     sockets: &Sockets,
     admin: Option<&(SocketAddr, std::net::TcpListener)>,
     running: Option<&Generation>,
+    jwks_wanted: &crossbeam_channel::Sender<()>,
 ) -> Result<Launched, StartError> {
     let driver = Driver::select(cfg.server.io).map_err(StartError)?;
     let workers = cfg.server.workers.get();
@@ -222,6 +223,7 @@ pub(crate) fn launch(
             log: log.clone(),
             cache: cache.clone(),
             per_ip: per_ip.clone(),
+            jwks_wanted: jwks_wanted.clone(),
             spans: spans.clone(),
             upstream_tls: upstream_tls.clone(),
             in_flight: in_flight.clone(),

@@ -11,6 +11,9 @@ use crate::fetch::{Get, Target};
 /// while the gateway has none of its keys (tokens signed with them are refused meanwhile).
 pub(crate) const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A token naming a key the set lacks fetches the set again, at most this often.
+pub(crate) const UNKNOWN_KEY_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The key set's text, from the first endpoint that answers 200 with all of it (after the
 /// provider's configuration, with `discovery`, which names its target); `None` without
 /// `[auth.jwt.jwks]`. The error names each endpoint tried and what went wrong.

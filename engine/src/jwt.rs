@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 pub(crate) enum JwtError {
     Missing,
     Invalid,
+    /// Invalid, and naming a key (`kid`) no key has, with a remote key set configured: the
+    /// provider may have published it since the set was fetched.
+    UnknownKey,
 }
 
 /// The bearer token of a request (RFC 6750 2.1).
@@ -54,7 +57,11 @@ pub(crate) fn verify_token(cfg: &JwtAuth, token: &[u8]) -> Result<Map<String, Va
             return Ok(data.claims);
         }
     }
-    Err(JwtError::Invalid)
+    let unknown = |kid: &String| !cfg.all_keys().any(|k| k.kid.as_ref() == Some(kid));
+    match header.kid.as_ref() {
+        Some(kid) if cfg.remote.is_some() && unknown(kid) => Err(JwtError::UnknownKey),
+        _ => Err(JwtError::Invalid),
+    }
 }
 
 /// A claim as a header value: strings as they are, numbers and booleans printed, arrays of

@@ -28,7 +28,8 @@ SIGNALS:
 
 Endpoints given by name (\"NAME:PORT\") are resolved at start and on SIGHUP; with
 upstreams[].resolve, again at that interval, reloading when an address changed. A
-remote JWT key set ([auth.jwt.jwks]) is fetched at start, on SIGHUP and every refresh.
+remote JWT key set ([auth.jwt.jwks]) is fetched at start, on SIGHUP, every refresh, and
+for a token naming a key it lacks (at most every 10 s).
 
 ENVIRONMENT:
     RUST_LOG                    log filter (default: info), e.g. RUST_LOG=debug
@@ -114,6 +115,7 @@ fn run(path: &Path) -> ExitCode {
     std::thread::spawn(move || signals.forever().try_for_each(|sig| sig_tx.send(sig)));
     let mut resolving = ticker(server.resolve_interval());
     let mut fetching = ticker(server.jwks_interval());
+    let jwks_wanted = server.jwks_wanted();
     loop {
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => match sig {
@@ -130,7 +132,11 @@ fn run(path: &Path) -> ExitCode {
             },
             recv(resolving) -> _ => resolve_again(&mut server),
             recv(fetching) -> _ => {
-                refresh_jwks(&mut server);
+                refresh_jwks(&mut server, Server::refresh_jwks);
+                fetching = ticker(server.jwks_interval());
+            }
+            recv(jwks_wanted) -> _ => {
+                refresh_jwks(&mut server, |s| s.refresh_jwks_for_unknown_key(std::time::Instant::now()));
                 fetching = ticker(server.jwks_interval());
             }
         }
@@ -152,9 +158,9 @@ fn ticker(interval: Option<std::time::Duration>) -> crossbeam_channel::Receiver<
     interval.map_or_else(crossbeam_channel::never, crossbeam_channel::tick)
 }
 
-/// The remote JWT key set fetched again; a change reloads.
-fn refresh_jwks(server: &mut Server) {
-    match server.refresh_jwks() {
+/// The remote JWT key set fetched again (by `fetch`); a change reloads.
+fn refresh_jwks(server: &mut Server, fetch: impl FnOnce(&mut Server) -> Result<bool, engine::StartError>) {
+    match fetch(server) {
         Ok(true) => log::info!("auth.jwt.jwks: a new key set; reloaded, the previous configuration drains"),
         Ok(false) => {}
         Err(e) => log::warn!("auth.jwt.jwks: {e}; the keys fetched before stay"),

@@ -185,9 +185,16 @@ pub(crate) fn authenticate(w: &Worker, route: &Route, req: &RequestHead) -> Resu
                 Ok(Identity { subject, claim_fields, claims: Some(claims), ..Identity::default() })
             }
             Err(e) => {
+                if e == JwtError::UnknownKey {
+                    // The server fetches the key set again (never more often than every 10 s);
+                    // this request is refused now, later ones signed with that key pass.
+                    let _ = w.jwks_wanted.try_send(());
+                }
                 let (value, detail) = match e {
                     JwtError::Missing => ("Bearer realm=\"coregate\"", "a bearer token is required"),
-                    JwtError::Invalid => ("Bearer realm=\"coregate\", error=\"invalid_token\"", "invalid bearer token"),
+                    JwtError::Invalid | JwtError::UnknownKey => {
+                        ("Bearer realm=\"coregate\", error=\"invalid_token\"", "invalid bearer token")
+                    }
                 };
                 Err(Refusal { status: 401, headers: vec![(b"www-authenticate", value.as_bytes().to_vec())], detail })
             }

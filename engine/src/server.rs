@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use config::Config;
 
@@ -37,6 +37,11 @@ pub struct Server {
     sockets: Sockets,
     /// The admin listener by its configured address, kept the same way.
     admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
+    /// Workers tell this when a token names a key the remote JWT key set lacks (one
+    /// message at most waits, however many tokens did).
+    jwks_wanted: (crossbeam_channel::Sender<()>, crossbeam_channel::Receiver<()>),
+    /// When the remote key set was last fetched (or tried).
+    jwks_fetched: Instant,
 }
 
 impl Server {
@@ -44,8 +49,16 @@ impl Server {
     pub fn start(cfg: Config) -> Result<Server, StartError> {
         let cfg = crate::jwks::with_fetched(cfg, None);
         let sockets = Sockets::default();
-        let Launched { generation, kept, admin_socket } = launch(0, cfg, &sockets, None, None)?;
-        let mut server = Server { current: generation, retired: Vec::new(), sockets, admin_socket };
+        let jwks_wanted = crossbeam_channel::bounded(1);
+        let Launched { generation, kept, admin_socket } = launch(0, cfg, &sockets, None, None, &jwks_wanted.0)?;
+        let mut server = Server {
+            current: generation,
+            retired: Vec::new(),
+            sockets,
+            admin_socket,
+            jwks_wanted,
+            jwks_fetched: Instant::now(),
+        };
         server.sockets.keep(kept);
         Ok(server)
     }
@@ -68,8 +81,12 @@ impl Server {
         self.retired = draining;
         finished.into_iter().for_each(Generation::join);
         let number = self.current.number + 1;
+        if cfg.jwt.remote.is_some() && cfg.jwt.fetched.is_none() {
+            self.jwks_fetched = Instant::now();
+        }
         let cfg = crate::jwks::with_fetched(cfg, Some(&self.current.cfg));
-        let launched = launch(number, cfg, &self.sockets, self.admin_socket.as_ref(), Some(&self.current))?;
+        let (admin, running) = (self.admin_socket.as_ref(), Some(&self.current));
+        let launched = launch(number, cfg, &self.sockets, admin, running, &self.jwks_wanted.0)?;
         self.sockets.keep(launched.kept);
         self.admin_socket = launched.admin_socket;
         let mut old = std::mem::replace(&mut self.current, launched.generation);
@@ -120,12 +137,32 @@ impl Server {
     /// (or no remote set configured). A failed fetch changes nothing: the keys fetched before
     /// stay.
     pub fn refresh_jwks(&mut self) -> Result<bool, StartError> {
+        self.jwks_fetched = Instant::now();
         let cfg = &self.current.cfg;
         let Some(fetched) = crate::jwks::fetch(cfg) else { return Ok(false) };
         match fetched.and_then(|text| cfg.with_jwks(&text)).map_err(StartError)? {
             Some(with) => self.reload(with).map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// Ready when a worker met a bearer token naming a key (`kid`) that no key of the
+    /// remote set has: a provider that rotated may have published it since the last fetch.
+    /// The binary then calls [`Server::refresh_jwks_for_unknown_key`].
+    pub fn jwks_wanted(&self) -> crossbeam_channel::Receiver<()> {
+        self.jwks_wanted.1.clone()
+    }
+
+    /// [`Server::refresh_jwks`] for a token whose key the remote set lacks, unless the set
+    /// was fetched less than 10 s before `now`: tokens with
+    /// made-up `kid`s cannot make the gateway ask the provider more often than that.
+    /// `Ok(false)` when it did not fetch or the set is the same.
+    pub fn refresh_jwks_for_unknown_key(&mut self, now: Instant) -> Result<bool, StartError> {
+        while self.jwks_wanted.1.try_recv().is_ok() {}
+        if now.saturating_duration_since(self.jwks_fetched) < crate::jwks::UNKNOWN_KEY_PAUSE {
+            return Ok(false);
+        }
+        self.refresh_jwks()
     }
 
     /// How often [`Server::refresh_jwks`] should run: `[auth.jwt.jwks].refresh`, or sooner

@@ -100,6 +100,9 @@ pub(crate) struct Worker {
     /// Connections open per client address over all workers, with
     /// `server.max_connections_per_ip` (`per_ip`).
     pub per_ip: Option<Arc<crate::per_ip::PerIp>>,
+    /// Told (never waited on) when a token names a key the remote JWT key set lacks: the
+    /// server fetches the set again ([`crate::Server::refresh_jwks_for_unknown_key`]).
+    pub jwks_wanted: crossbeam_channel::Sender<()>,
     /// Each route's space in the cache's keys ([`crate::route::fingerprints`]).
     pub cache_spaces: Box<[u64]>,
     /// The TLS client side of each HTTPS upstream.
@@ -181,6 +184,7 @@ pub(crate) struct Spawn {
     pub log: Option<Arc<Sink>>,
     pub cache: Option<Arc<crate::cache::Cache>>,
     pub per_ip: Option<Arc<crate::per_ip::PerIp>>,
+    pub jwks_wanted: crossbeam_channel::Sender<()>,
     /// Where sampled spans go (`[tracing]`).
     pub spans: Option<crossbeam_channel::Sender<crate::tracing::Span>>,
     pub upstream_tls: crate::upstream_tls::Clients,
@@ -214,6 +218,7 @@ async fn run(s: Spawn) {
         log,
         cache,
         per_ip,
+        jwks_wanted,
         spans,
         upstream_tls,
         stopped_accepting,
@@ -260,6 +265,7 @@ async fn run(s: Spawn) {
         cache_spaces: if cache.is_some() { crate::route::fingerprints(&cfg) } else { Box::new([]) },
         cache,
         per_ip,
+        jwks_wanted,
         upstream_tls,
         cfg,
     });

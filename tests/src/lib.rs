@@ -103,6 +103,18 @@ impl Gateway {
         self.server.as_mut().expect("running").refresh_jwks().map_err(|e| e.to_string())
     }
 
+    /// [`Server::jwks_wanted`]: whether a worker asked for the key set again (the message
+    /// is taken).
+    pub fn jwks_wanted(&self) -> bool {
+        self.server.as_ref().expect("running").jwks_wanted().try_recv().is_ok()
+    }
+
+    /// [`Server::refresh_jwks_for_unknown_key`] as if `after` had passed since now.
+    pub fn refresh_jwks_for_unknown_key(&mut self, after: std::time::Duration) -> Result<bool, String> {
+        let now = std::time::Instant::now() + after;
+        self.server.as_mut().expect("running").refresh_jwks_for_unknown_key(now).map_err(|e| e.to_string())
+    }
+
     /// `method path` to the admin listener: the status and body of its answer.
     pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.admin_addr()).unwrap();

@@ -2,8 +2,8 @@
 //! upstream verify tokens, a rotated set replaces them when fetched again
 //! (`Server::refresh_jwks`, which the binary runs every `refresh`), a failed fetch keeps the
 //! keys it had (a reload too), a key set that cannot be fetched at start refuses its tokens while the
-//! gateway serves everything else, and discovery finds the set through the provider's
-//! OpenID configuration.
+//! gateway serves everything else, discovery finds the set through the provider's OpenID
+//! configuration, and a token naming a key the set lacks has it fetched again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,4 +158,27 @@ both_drivers!(discovery_finds_the_key_set_through_the_provider_configuration, |i
     let e = gw.refresh_jwks().unwrap_err();
     assert!(e.contains("GET /.well-known/openid-configuration") && e.contains("not auth.jwt.issuer"), "{e}");
     assert_eq!(status_with(&gw, &a), 200);
+});
+
+both_drivers!(a_token_naming_a_key_the_set_lacks_fetches_it_again_at_most_every_10_s, |io| {
+    let served = Arc::new(Mutex::new((200, key_set(&[("a", SECRET_A)]))));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let idp = provider(served.clone(), asked.clone());
+    let api = Upstream::echo();
+    let mut gw = Gateway::start(io, &toml(idp.addr, api.addr));
+    let (a, b) = (token("a", SECRET_A), token("b", SECRET_B));
+    assert_eq!(status_with(&gw, &a), 200);
+    assert!(!gw.jwks_wanted(), "known keys ask for nothing");
+    // The provider publishes b; a token signed with it is refused, and asks for the set.
+    served.lock().unwrap().1 = key_set(&[("a", SECRET_A), ("b", SECRET_B)]);
+    assert_eq!(status_with(&gw, &b), 401);
+    assert!(gw.jwks_wanted());
+    // Within 10 s of the last fetch nothing is fetched; after, the set is, and b passes.
+    assert_eq!(gw.refresh_jwks_for_unknown_key(std::time::Duration::ZERO), Ok(false));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(gw.refresh_jwks_for_unknown_key(std::time::Duration::from_secs(11)), Ok(true));
+    assert_eq!(status_with(&gw, &b), 200);
+    // A token whose kid is known but whose signature is wrong asks for nothing.
+    assert_eq!(status_with(&gw, &token("b", SECRET_A)), 401);
+    assert!(!gw.jwks_wanted());
 });
