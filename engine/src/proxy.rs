@@ -289,7 +289,8 @@ async fn exchange(
     }
     let up_cfg = &cfg.upstreams[upstream];
     let response_timeout = route.response_timeout.unwrap_or(up_cfg.response_timeout);
-    let captures = w.routes.captures(&cfg.routes, route_idx, req.path_only());
+    let mut captures = crate::route::Captures::none();
+    w.routes.fill_captures(&mut captures, &cfg.routes, route_idx, req.path_only());
     let consumer_name = identity.consumer.map(|c| cfg.consumers[c].name.as_bytes());
     let edits = forward::Edits {
         target: policy::target_edit(route, identity.key_source, &cfg.api_key),

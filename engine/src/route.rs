@@ -113,16 +113,14 @@ struct WorkerRegex {
 
 /// A request's path captures, in a fixed array (config allows at most [`MAX_CAPTURES`]):
 /// read as a slice of (name, value). The slots start uninitialised, so that a route without
-/// captures, the common case, does not write 512 bytes per request for them (as they are,
-/// captures and the target written into the head cost the plain path 20-30 instructions per
-/// request, callgrind).
+/// captures, the common case, does not write 512 bytes per request for them.
 pub struct Captures<'a, 'p> {
     items: [MaybeUninit<(&'a str, &'p [u8])>; MAX_CAPTURES],
     len: usize,
 }
 
 impl<'a, 'p> Captures<'a, 'p> {
-    fn none() -> Self {
+    pub fn none() -> Self {
         Captures { items: [const { MaybeUninit::uninit() }; MAX_CAPTURES], len: 0 }
     }
 
@@ -218,6 +216,21 @@ impl RouteTable {
     /// routes), for `{name}` in its rewrite, field templates and redirect.
     pub fn captures<'a, 'p>(&'a self, routes: &'a [Route], idx: usize, path: &'p [u8]) -> Captures<'a, 'p> {
         let mut out = Captures::none();
+        self.fill_captures(&mut out, routes, idx, path);
+        out
+    }
+
+    /// As [`RouteTable::captures`], into `out` (empty): the request path fills its own
+    /// instead of having the 520 bytes returned and copied, which cost every route 65-70
+    /// instructions per request (callgrind after a second of warm-up: 11,145-11,151 ->
+    /// 11,075-11,092).
+    pub fn fill_captures<'a, 'p>(
+        &'a self,
+        out: &mut Captures<'a, 'p>,
+        routes: &'a [Route],
+        idx: usize,
+        path: &'p [u8],
+    ) {
         match (&self.regexes[idx], &routes[idx].path) {
             (Some(re), _) => {
                 let mut locations = re.locations.borrow_mut();
@@ -236,7 +249,6 @@ impl RouteTable {
             }
             (None, _) => {}
         }
-        out
     }
 }
 
