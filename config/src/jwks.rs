@@ -53,6 +53,24 @@ pub struct RemoteJwks {
 pub struct FetchedJwks {
     pub keys: Vec<JwtKey>,
     pub text: Arc<str>,
+    /// The `Cache-Control: max-age` its answer carried (RFC 9111 5.2.2.1): the set is
+    /// fetched again that soon when it is sooner than `refresh` ([`RemoteJwks::every`]).
+    pub max_age: Option<Duration>,
+}
+
+/// A provider's max-age shortens the refresh to no less than this, so that a small or zero
+/// max-age cannot make the gateway ask every second.
+pub const MIN_MAX_AGE_REFRESH: Duration = Duration::from_secs(30);
+
+impl RemoteJwks {
+    /// How often the set is fetched again: `refresh`, or the provider's max-age when that is
+    /// sooner (but not under [`MIN_MAX_AGE_REFRESH`]).
+    pub fn every(&self, fetched: Option<&FetchedJwks>) -> Duration {
+        match fetched.and_then(|f| f.max_age) {
+            Some(age) => self.refresh.min(age.max(MIN_MAX_AGE_REFRESH)),
+            None => self.refresh,
+        }
+    }
 }
 
 /// A key set larger than this is refused (identity providers publish a few keys, a few KiB).
@@ -181,7 +199,10 @@ pub fn discovered(text: &str, issuer: Option<&str>) -> Result<String, String> {
 impl Config {
     /// This configuration with the remote key set `text` (fetched from `[auth.jwt.jwks]`) in
     /// place of the one it had; `Ok(None)` when the text is the one it has.
-    pub fn with_jwks(&self, text: &str) -> Result<Option<Config>, String> {
+    /// `max_age`: the answer's Cache-Control max-age, kept with a new set. The same set with
+    /// another max-age changes nothing (no reload): providers count their max-age down
+    /// towards their next rotation, so it differs at almost every fetch.
+    pub fn with_jwks(&self, text: &str, max_age: Option<Duration>) -> Result<Option<Config>, String> {
         if self.jwt.fetched.as_ref().is_some_and(|f| &*f.text == text) {
             return Ok(None);
         }
@@ -190,7 +211,7 @@ impl Config {
         }
         let keys = parse(text)?;
         let mut cfg = self.clone();
-        cfg.jwt.fetched = Some(FetchedJwks { keys, text: text.into() });
+        cfg.jwt.fetched = Some(FetchedJwks { keys, text: text.into(), max_age });
         Ok(Some(cfg))
     }
 }
@@ -243,20 +264,33 @@ mod tests {
     #[test]
     fn a_fetched_set_replaces_the_last_and_the_same_text_changes_nothing() {
         let c = config("upstream = \"idp\"").unwrap();
-        let with = c.with_jwks(SET).unwrap().expect("a new set");
+        let with = c.with_jwks(SET, None).unwrap().expect("a new set");
         let f = with.jwt.fetched.as_ref().unwrap();
         assert_eq!((f.keys.len(), f.keys[0].kid.as_deref()), (1, Some("a")));
-        assert!(with.with_jwks(SET).unwrap().is_none());
-        assert!(with.with_jwks(r#"{"keys":[]}"#).unwrap().unwrap().jwt.fetched.unwrap().keys.is_empty());
+        assert!(with.with_jwks(SET, None).unwrap().is_none());
+        assert!(with.with_jwks(r#"{"keys":[]}"#, None).unwrap().unwrap().jwt.fetched.unwrap().keys.is_empty());
         for (bad, says) in [
             ("<html>", "not a JWKS document"),
             (r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, "keys[0]: a symmetric key needs \"alg\""),
             (r#"{"keys":[{"kty":"RSA","alg":"RS256","n":"!!","e":"AQAB"}]}"#, "keys[0]: not a valid key"),
         ] {
-            let e = c.with_jwks(bad).unwrap_err();
+            let e = c.with_jwks(bad, None).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        assert!(c.with_jwks(&" ".repeat(MAX_JWKS_BYTES + 1)).unwrap_err().contains("over"));
+        assert!(c.with_jwks(&" ".repeat(MAX_JWKS_BYTES + 1), None).unwrap_err().contains("over"));
+        // The provider's max-age shortens the refresh, down to 30 s; a longer one changes nothing.
+        let remote = c.jwt.remote.as_ref().unwrap();
+        let every = |age: u64| {
+            let with = c.with_jwks(SET, Some(Duration::from_secs(age))).unwrap().unwrap();
+            remote.every(with.jwt.fetched.as_ref())
+        };
+        assert_eq!(remote.every(None), Duration::from_secs(300));
+        assert_eq!(
+            (every(60), every(0), every(86_400)),
+            (Duration::from_secs(60), MIN_MAX_AGE_REFRESH, remote.refresh)
+        );
+        let with = c.with_jwks(SET, Some(Duration::from_secs(60))).unwrap().unwrap();
+        assert!(with.with_jwks(SET, Some(Duration::from_secs(59))).unwrap().is_none(), "no reload for a max-age");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(crate) struct Get<'a> {
 /// An answer: its status and body (decoded, at most `max_body` bytes).
 pub(crate) struct Answer {
     pub(crate) status: u16,
+    /// Its `Cache-Control: max-age` (RFC 9111 5.2.2.1), in seconds.
+    pub(crate) max_age: Option<u64>,
     pub(crate) body: Vec<u8>,
     /// The body ended within `max_body` (false when it was cut, or not read).
     pub(crate) whole: bool,
@@ -107,8 +109,10 @@ fn exchange(
         }
     };
     let status = meta.status;
+    let cache_control = meta.headers.iter().filter(|h| h.name.get(&buf).eq_ignore_ascii_case(b"cache-control"));
+    let max_age = proto_http::cache_control::CacheControl::parse(cache_control.map(|h| h.value.get(&buf))).max_age;
     if get.max_body == 0 {
-        return Ok(Answer { status, body: Vec::new(), whole: false });
+        return Ok(Answer { status, max_age, body: Vec::new(), whole: false });
     }
     // The body, decoded: RFC 9112 6.3 framing.
     let mut raw = buf.split_off(meta.head_len);
@@ -161,5 +165,5 @@ fn exchange(
         }
     };
     body.truncate(get.max_body);
-    Ok(Answer { status, body, whole })
+    Ok(Answer { status, max_age, body, whole })
 }

@@ -3,21 +3,24 @@
 //! server fetches it when a configuration starts and every `refresh`; workers see a new set
 //! as a reload brings it ([`crate::Server::refresh_jwks`]). Parsing it is config's.
 
+use std::time::Duration;
+
 use config::{Config, MAX_DISCOVERY_BYTES, MAX_JWKS_BYTES};
 
 use crate::fetch::{Get, Target};
 
 /// A remote key set is fetched again this soon after a failure, whatever its `refresh`,
 /// while the gateway has none of its keys (tokens signed with them are refused meanwhile).
-pub(crate) const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const RETRY: Duration = Duration::from_secs(10);
 
 /// A token naming a key the set lacks fetches the set again, at most this often.
-pub(crate) const UNKNOWN_KEY_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const UNKNOWN_KEY_PAUSE: Duration = Duration::from_secs(10);
 
-/// The key set's text, from the first endpoint that answers 200 with all of it (after the
-/// provider's configuration, with `discovery`, which names its target); `None` without
-/// `[auth.jwt.jwks]`. The error names each endpoint tried and what went wrong.
-pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
+/// The key set's text and its answer's max-age, from the first endpoint that answers 200
+/// with all of it (after the provider's configuration, with `discovery`, which names its
+/// target); `None` without `[auth.jwt.jwks]`. The error names each endpoint tried and what
+/// went wrong.
+pub(crate) fn fetch(cfg: &Config) -> Option<Result<(String, Option<Duration>), String>> {
     let remote = cfg.jwt.remote.as_ref()?;
     let up = &cfg.upstreams[remote.upstream];
     let tls = match up.tls.as_ref().map(crate::upstream_tls::client).transpose() {
@@ -32,7 +35,10 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
             let answer = crate::fetch::get(&target, &get, tls.as_ref()).and_then(|a| match a {
                 a if a.status != 200 => Err(format!("status {}", a.status)),
                 a if !a.whole => Err(format!("{what} over {max_body} bytes")),
-                a => String::from_utf8(a.body).map_err(|_| format!("{what} that is not UTF-8")),
+                a => match String::from_utf8(a.body) {
+                    Ok(text) => Ok((text, a.max_age.map(Duration::from_secs))),
+                    Err(_) => Err(format!("{what} that is not UTF-8")),
+                },
             });
             match answer {
                 Ok(text) => return Ok(text),
@@ -43,9 +49,9 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<String, String>> {
     };
     let path = match &remote.discovery {
         None => remote.path.clone(),
-        Some(d) => match text(d, "a provider configuration", MAX_DISCOVERY_BYTES)
-            .and_then(|doc| config::discovered(&doc, cfg.jwt.issuer.as_deref()).map_err(|e| format!("GET {d}: {e}")))
-        {
+        Some(d) => match text(d, "a provider configuration", MAX_DISCOVERY_BYTES).and_then(|(doc, _)| {
+            config::discovered(&doc, cfg.jwt.issuer.as_deref()).map_err(|e| format!("GET {d}: {e}"))
+        }) {
             Ok(path) => path,
             Err(e) => return Some(Err(e)),
         },
@@ -63,7 +69,7 @@ pub(crate) fn with_fetched(cfg: Config, running: Option<&Config>) -> Config {
         return cfg;
     }
     let Some(fetched) = fetch(&cfg) else { return cfg };
-    let why = match fetched.and_then(|text| cfg.with_jwks(&text)) {
+    let why = match fetched.and_then(|(text, max_age)| cfg.with_jwks(&text, max_age)) {
         Ok(Some(with)) => return with,
         Ok(None) => return cfg,
         Err(why) => why,

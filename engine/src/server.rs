@@ -140,7 +140,7 @@ impl Server {
         self.jwks_fetched = Instant::now();
         let cfg = &self.current.cfg;
         let Some(fetched) = crate::jwks::fetch(cfg) else { return Ok(false) };
-        match fetched.and_then(|text| cfg.with_jwks(&text)).map_err(StartError)? {
+        match fetched.and_then(|(text, max_age)| cfg.with_jwks(&text, max_age)).map_err(StartError)? {
             Some(with) => self.reload(with).map(|()| true),
             None => Ok(false),
         }
@@ -165,12 +165,16 @@ impl Server {
         self.refresh_jwks()
     }
 
-    /// How often [`Server::refresh_jwks`] should run: `[auth.jwt.jwks].refresh`, or sooner
+    /// How often [`Server::refresh_jwks`] should run: `[auth.jwt.jwks].refresh`, or the
+    /// provider's `Cache-Control: max-age` when sooner (at least 30 s), or sooner still
     /// while no fetch has succeeded.
     pub fn jwks_interval(&self) -> Option<Duration> {
         let jwt = &self.current.cfg.jwt;
         let remote = jwt.remote.as_ref()?;
-        Some(if jwt.fetched.is_some() { remote.refresh } else { remote.refresh.min(crate::jwks::RETRY) })
+        Some(match &jwt.fetched {
+            Some(fetched) => remote.every(Some(fetched)),
+            None => remote.refresh.min(crate::jwks::RETRY),
+        })
     }
 
     pub fn driver(&self) -> Driver {

@@ -103,6 +103,11 @@ impl Gateway {
         self.server.as_mut().expect("running").refresh_jwks().map_err(|e| e.to_string())
     }
 
+    /// [`Server::jwks_interval`]: how soon the key set is fetched again.
+    pub fn jwks_interval(&self) -> Option<std::time::Duration> {
+        self.server.as_ref().expect("running").jwks_interval()
+    }
+
     /// [`Server::jwks_wanted`]: whether a worker asked for the key set again (the message
     /// is taken).
     pub fn jwks_wanted(&self) -> bool {

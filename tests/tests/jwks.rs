@@ -3,7 +3,8 @@
 //! (`Server::refresh_jwks`, which the binary runs every `refresh`), a failed fetch keeps the
 //! keys it had (a reload too), a key set that cannot be fetched at start refuses its tokens while the
 //! gateway serves everything else, discovery finds the set through the provider's OpenID
-//! configuration, and a token naming a key the set lacks has it fetched again.
+//! configuration, a token naming a key the set lacks has it fetched again, and a provider's
+//! max-age shortens the refresh.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,4 +182,28 @@ both_drivers!(a_token_naming_a_key_the_set_lacks_fetches_it_again_at_most_every_
     // A token whose kid is known but whose signature is wrong asks for nothing.
     assert_eq!(status_with(&gw, &token("b", SECRET_A)), 401);
     assert!(!gw.jwks_wanted());
+});
+
+both_drivers!(the_providers_max_age_shortens_the_refresh, |io| {
+    let max_age = Arc::new(Mutex::new(60));
+    let served = max_age.clone();
+    let idp = Upstream::start(move |mut c| {
+        while let Some(req) = c.read_request() {
+            let age = *served.lock().unwrap();
+            let mut out = format!("HTTP/1.1 200 OK\r\ncache-control: public, max-age={age}\r\n").into_bytes();
+            with_length(&mut out, key_set(&[("a", SECRET_A)]).as_bytes(), &req);
+            if !c.write(out) {
+                return;
+            }
+        }
+    });
+    let api = Upstream::echo();
+    let gw = Gateway::start(io, &toml(idp.addr, api.addr));
+    assert_eq!(status_with(&gw, &token("a", SECRET_A)), 200);
+    // refresh = "1h" in the configuration: the provider's 60 s is sooner.
+    assert_eq!(gw.jwks_interval(), Some(std::time::Duration::from_secs(60)));
+    // A max-age of a few seconds does not make the gateway ask that often.
+    *max_age.lock().unwrap() = 2;
+    let gw = Gateway::start(io, &toml(idp.addr, api.addr));
+    assert_eq!(gw.jwks_interval(), Some(std::time::Duration::from_secs(30)));
 });
