@@ -1,7 +1,9 @@
 //! The remote JWT key set (`[auth.jwt.jwks]`): fetched from its upstream's endpoints in
-//! turn (`fetch`), at the path its provider's OpenID configuration names with `discovery`, on the thread that starts and reloads the server, never a worker's. The
-//! server fetches it when a configuration starts and every `refresh`; workers see a new set
-//! as a reload brings it ([`crate::Server::refresh_jwks`]). Parsing it is config's.
+//! turn (`fetch`; with `discovery`, at the path its provider's OpenID configuration names),
+//! on the thread that starts and reloads the server, never a worker's. The server fetches it
+//! when a configuration starts, every `refresh` (or the provider's shorter max-age) and for
+//! a token naming a key it lacks; workers see a new set as a reload brings it
+//! ([`crate::Server::refresh_jwks`]). Parsing it is config's.
 
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<(String, Option<Duration>), S
                 },
             });
             match answer {
-                Ok(text) => return Ok(text),
+                Ok(got) => return Ok(got),
                 Err(why) => failures.push(format!("{}: {why}", target.addr)),
             }
         }
