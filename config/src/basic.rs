@@ -45,7 +45,7 @@ pub const MAX_BCRYPT_COST: u32 = 10;
 /// A password as written: a bcrypt hash or `sha256:<64 hex digits>`. Plain text is refused.
 pub(crate) fn password(s: &str) -> Result<Password, String> {
     if let Some(hex) = s.strip_prefix("sha256:") {
-        return crate::policy::hex_digest(hex).map(Password::Sha256);
+        return crate::consumers::hex_digest(hex).map(Password::Sha256);
     }
     if s.starts_with("$2") {
         let parts = bcrypt::HashParts::from_str(s).map_err(|e| format!("not a bcrypt hash: {e}"))?;

@@ -9,6 +9,7 @@ mod balance;
 mod basic;
 mod cache;
 mod compress;
+mod consumers;
 mod endpoints;
 mod error;
 mod error_pages;

@@ -6,7 +6,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::policy::{build_api_key, build_consumers, build_route};
+use crate::consumers::{build_api_key, build_consumers};
+use crate::policy::build_route;
 use crate::raw::{RawConfig, RawHealthCheck, RawOutlier, RawUpstream};
 use crate::{
     AccessLog, Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, ProxyProtocol, Server, Timeouts,
