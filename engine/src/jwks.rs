@@ -5,7 +5,7 @@
 //! a token naming a key it lacks; workers see a new set as a reload brings it
 //! ([`crate::Server::refresh_jwks`]). Parsing it is config's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use config::{Config, MAX_DISCOVERY_BYTES, MAX_JWKS_BYTES};
 
@@ -66,11 +66,13 @@ pub(crate) fn fetch(cfg: &Config) -> Option<Result<(String, Option<Duration>), S
 /// `running` stays if it came from the same place; otherwise the configuration starts
 /// without it, its tokens refused until a fetch succeeds ([`RETRY`]): an identity
 /// provider's outage must not keep the gateway (and its other routes) from starting.
-pub(crate) fn with_fetched(cfg: Config, running: Option<&Config>) -> Config {
+/// `fetched_at` becomes the time of the fetch, when there is one.
+pub(crate) fn with_fetched(cfg: Config, running: Option<&Config>, fetched_at: &mut Instant) -> Config {
     if cfg.jwt.fetched.is_some() {
         return cfg;
     }
     let Some(fetched) = fetch(&cfg) else { return cfg };
+    *fetched_at = Instant::now();
     let why = match fetched.and_then(|(text, max_age)| cfg.with_jwks(&text, max_age)) {
         Ok(Some(with)) => return with,
         Ok(None) => return cfg,

@@ -47,18 +47,13 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts the workers. Returns once all are serving.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
-        let cfg = crate::jwks::with_fetched(cfg, None);
+        let mut jwks_fetched = Instant::now();
+        let cfg = crate::jwks::with_fetched(cfg, None, &mut jwks_fetched);
         let sockets = Sockets::default();
         let jwks_wanted = crossbeam_channel::bounded(1);
         let Launched { generation, kept, admin_socket } = launch(0, cfg, &sockets, None, None, &jwks_wanted.0)?;
-        let mut server = Server {
-            current: generation,
-            retired: Vec::new(),
-            sockets,
-            admin_socket,
-            jwks_wanted,
-            jwks_fetched: Instant::now(),
-        };
+        let mut server =
+            Server { current: generation, retired: Vec::new(), sockets, admin_socket, jwks_wanted, jwks_fetched };
         server.sockets.keep(kept);
         Ok(server)
     }
@@ -81,10 +76,7 @@ impl Server {
         self.retired = draining;
         finished.into_iter().for_each(Generation::join);
         let number = self.current.number + 1;
-        if cfg.jwt.remote.is_some() && cfg.jwt.fetched.is_none() {
-            self.jwks_fetched = Instant::now();
-        }
-        let cfg = crate::jwks::with_fetched(cfg, Some(&self.current.cfg));
+        let cfg = crate::jwks::with_fetched(cfg, Some(&self.current.cfg), &mut self.jwks_fetched);
         let (admin, running) = (self.admin_socket.as_ref(), Some(&self.current));
         let launched = launch(number, cfg, &self.sockets, admin, running, &self.jwks_wanted.0)?;
         self.sockets.keep(launched.kept);
