@@ -137,6 +137,8 @@ pub struct Server {
     /// Proxies in front of coregate (a CDN, an L7 balancer): from a peer in these, the
     /// client is read from X-Forwarded-For, walking from the right past these addresses.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How request paths are normalised before routing; `None` leaves them as sent.
+    pub paths: Option<proto_http::PathRules>,
 }
 
 /// Every timeout, all non-zero.

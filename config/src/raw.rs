@@ -101,6 +101,12 @@ pub struct RawServer {
     pub proxy_protocol: Option<toml::Value>,
     /// Addresses or CIDRs of proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<String>,
+    /// Request paths normalised before routing (RFC 3986 6.2.2); true by default.
+    pub normalize_path: Option<bool>,
+    /// `//` read as `/` while normalising; true by default.
+    pub merge_slashes: Option<bool>,
+    /// What an encoded `/` or `\` in a path gets: "keep" (default) or "reject" (400).
+    pub escaped_slashes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

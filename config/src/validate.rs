@@ -217,6 +217,7 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     if raw.routes.is_empty() {
         c.err("routes", "at least one [[routes]] entry is required");
     }
+    check_route_paths(c, server.paths, &raw.routes);
     let cache = crate::cache::build_cache(c, &raw.cache);
     crate::cache::check_entries(c, &cache, &mut routes);
     let tls = crate::tls::build_tls(c, &raw.tls);
@@ -273,6 +274,52 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
     }
 }
 
+/// With request paths normalised, a route path that normalisation changes or refuses can
+/// never match: an error, naming the spelling that would.
+fn check_route_paths(c: &mut Checker, rules: Option<proto_http::PathRules>, routes: &[crate::raw::RawRoute]) {
+    let Some(rules) = rules else { return };
+    for (i, r) in routes.iter().enumerate() {
+        for (key, p) in [("path", &r.path), ("path_exact", &r.path_exact)] {
+            let Some(p) = p.as_deref().filter(|p| p.starts_with('/')) else { continue };
+            let mut b = p.as_bytes().to_vec();
+            let why = match proto_http::path::normalize(&mut b, rules) {
+                Ok(n) if b[..n] == *p.as_bytes() => continue,
+                Ok(n) => format!("normalised, such a path reads {:?}", String::from_utf8_lossy(&b[..n])),
+                Err(e) => format!("such a path is refused ({e})"),
+            };
+            c.err(
+                format!("routes[{i}].{key}"),
+                format!("{p:?} can never match: request paths are normalised first (server.normalize_path) and {why}"),
+            );
+        }
+    }
+}
+
+/// `server.normalize_path` and what refines it. The refinements without normalising would be
+/// ignored, so they are an error there.
+fn path_rules(c: &mut Checker, s: &crate::raw::RawServer) -> Option<proto_http::PathRules> {
+    let reject_encoded_slashes = match s.escaped_slashes.as_deref() {
+        None | Some("keep") => false,
+        Some("reject") => true,
+        Some(other) => {
+            c.err("server.escaped_slashes", format!("unknown action {other:?} (expected \"keep\" or \"reject\")"));
+            false
+        }
+    };
+    if s.normalize_path == Some(false) {
+        for (key, set) in [
+            ("server.merge_slashes", s.merge_slashes.is_some()),
+            ("server.escaped_slashes", s.escaped_slashes.is_some()),
+        ] {
+            if set {
+                c.err(key, "has no effect with normalize_path = false");
+            }
+        }
+        return None;
+    }
+    Some(proto_http::PathRules { merge_slashes: s.merge_slashes.unwrap_or(true), reject_encoded_slashes })
+}
+
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     let s = &raw.server;
     let listen = s.listen.iter().enumerate().filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a)).collect();
@@ -303,6 +350,7 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     });
     Server {
         request_id,
+        paths: path_rules(c, s),
         proxy_protocol: match &s.proxy_protocol {
             None | Some(toml::Value::Boolean(false)) => ProxyProtocol::Off,
             Some(toml::Value::Boolean(true)) => ProxyProtocol::All,
@@ -550,6 +598,41 @@ upstream = "api"
         assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
         assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(60));
         assert!(c.routes[0].websocket, "WebSocket upgrades are forwarded unless a route says not");
+        let edge = proto_http::PathRules { merge_slashes: true, reject_encoded_slashes: false };
+        assert_eq!(c.server.paths, Some(edge), "paths are normalised and slashes merged by default");
+    }
+
+    #[test]
+    fn path_rules_are_read_and_refinements_without_normalising_refused() {
+        let with = |lines: &str| parse(&MINIMAL.replace("io = \"auto\"", lines), None);
+        let c = with("merge_slashes = false\nescaped_slashes = \"reject\"").unwrap();
+        let want = proto_http::PathRules { merge_slashes: false, reject_encoded_slashes: true };
+        assert_eq!(c.server.paths, Some(want));
+        assert_eq!(with("normalize_path = false").unwrap().server.paths, None);
+        let errs = with("normalize_path = false\nmerge_slashes = true\nescaped_slashes = \"decode\"").unwrap_err();
+        let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["server.escaped_slashes", "server.merge_slashes", "server.escaped_slashes"]);
+    }
+
+    #[test]
+    fn route_paths_that_normalising_changes_are_refused() {
+        let routes = "[[routes]]\npath = \"/a/../b\"\nupstream = \"api\"\n\
+                      [[routes]]\npath_exact = \"/%7euser\"\nupstream = \"api\"\n\
+                      [[routes]]\npath = \"/x|y\"\nupstream = \"api\"\n\
+                      [[routes]]\npath = \"/ok/%2F\"\nupstream = \"api\"\n";
+        let errs = parse(&format!("{MINIMAL}{routes}"), None).unwrap_err().to_string();
+        assert!(
+            errs.contains("routes[1].path: \"/a/../b\" can never match") && errs.contains("reads \"/b\""),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("routes[2].path_exact: \"/%7euser\" can never match") && errs.contains("\"/~user\""),
+            "{errs}"
+        );
+        assert!(errs.contains("routes[3].path") && errs.contains("invalid character in the path"), "{errs}");
+        assert!(!errs.contains("routes[4]"), "{errs}");
+        let off = MINIMAL.replace("io = \"auto\"", "normalize_path = false");
+        assert!(parse(&format!("{off}{routes}"), None).is_ok(), "paths as sent: routes as written");
     }
 
     #[test]

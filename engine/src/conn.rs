@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
-use proto_http::{downgrade_minor_version, parse_request_in, ParseError, RequestHead, Version};
+use proto_http::{downgrade_minor_version, normalize_request_path, parse_request_in, ParseError, RequestHead, Version};
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
@@ -287,7 +287,11 @@ async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>,
                 }
                 other => other,
             };
-            if let Some(meta) = parsed.map_err(|e| Error::malformed(Side::Client, e))? {
+            if let Some(mut meta) = parsed.map_err(|e| Error::malformed(Side::Client, e))? {
+                if let Some(rules) = w.cfg.server.paths {
+                    normalize_request_path(&mut client.buf, &mut meta, rules)
+                        .map_err(|e| Error::malformed(Side::Client, e))?;
+                }
                 let bytes = client.buf.split_to(meta.head_len).freeze();
                 return Ok(Some(RequestHead::new(bytes, meta)));
             }

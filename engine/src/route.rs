@@ -8,8 +8,8 @@
 //! that searches never share the regex's scratch space between cores.
 //!
 //! Path prefixes match whole segments: `/api` matches `/api` and `/api/x`, not `/apix`;
-//! a prefix ending in `/` matches everything below it. Matching is on the raw path
-//! (no percent-decoding or dot-segment removal).
+//! a prefix ending in `/` matches everything below it. Matching is on the path as the
+//! connection left it: normalised there (`proto_http::path`) unless configured not to be.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;

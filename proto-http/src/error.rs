@@ -58,6 +58,12 @@ pub enum ParseError {
     Trailers,
     /// A status code outside 100..=999.
     Status,
+    /// A byte a path may not hold (RFC 3986 3.3), found while normalising it.
+    PathCharacter,
+    /// A `%` in the path not followed by two hex digits, or `%00`.
+    PathEncoding,
+    /// An encoded `/` or `\` in the path, where configured to be refused.
+    EncodedSlash,
 }
 
 impl ParseError {
@@ -90,6 +96,9 @@ impl ParseError {
             Self::ChunkCrlf => "chunk not terminated by CRLF",
             Self::Trailers => "invalid or oversized trailer section",
             Self::Status => "invalid status code",
+            Self::PathCharacter => "invalid character in the path",
+            Self::PathEncoding => "invalid percent-encoding in the path",
+            Self::EncodedSlash => "encoded slash in the path",
         }
     }
 }

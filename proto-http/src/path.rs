@@ -1,0 +1,286 @@
+//! Request path normalisation, in place and before routing, so that routes, policies, the
+//! cache and the upstream all see one spelling of a path (RFC 3986 section 6.2.2): `%41`
+//! and `A` are the same path, and so are `/a/../b` and `/b`. Without it a route's policy on
+//! `/admin` can be walked around with `/x/../admin` or `/%61dmin` whenever the upstream
+//! normalises what the gateway did not. The query is left as sent; whether to normalise at
+//! all is the caller's (configuration's) decision.
+
+use crate::{ParseError, RequestMeta};
+
+/// What normalisation does beyond the RFC 3986 steps, which always apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathRules {
+    /// `//` is read as `/` (nginx's `merge_slashes`, Envoy's `merge_slashes`). Not an RFC 3986
+    /// equivalence, but most servers behind a gateway treat the two alike.
+    pub merge_slashes: bool,
+    /// `%2F` and `%5C` (an encoded `/` or `\`) are refused with 400 instead of being passed on
+    /// as they are. Some upstreams decode them into separators after routing.
+    pub reject_encoded_slashes: bool,
+}
+
+/// Bytes a path may hold (RFC 3986 3.3: `pchar` and `/`). `%` starts a percent-encoding,
+/// which is checked separately; everything else (`\`, `"`, `<`, `>`, `^`, `` ` ``, `{`, `|`,
+/// `}`, `#`, controls, spaces, bytes from 0x80) is refused.
+const PATH_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'')
+            || matches!(c, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'%');
+        b += 1;
+    }
+    t
+};
+
+/// RFC 3986 2.3: characters that mean the same encoded or not, so are decoded.
+fn unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Normalises the path of the request target in `buf` (the head's bytes, which `meta`
+/// indexes) and shortens `meta.path` to match. Targets that are not a path (`*`, a CONNECT
+/// authority, an absolute-form target without one) are left alone.
+pub fn normalize_request_path(buf: &mut [u8], meta: &mut RequestMeta, rules: PathRules) -> Result<(), ParseError> {
+    let (start, end) = (meta.path.start as usize, meta.path.end as usize);
+    if meta.target_authority.is_some() && meta.method == crate::Method::Connect {
+        return Ok(());
+    }
+    let target = &mut buf[start..end];
+    if target.first() != Some(&b'/') {
+        return Ok(());
+    }
+    let len = normalize(target, rules)?;
+    meta.path.end = (start + len) as u32;
+    Ok(())
+}
+
+/// Normalises the path part of `target` (a path that starts with `/`, then optionally `?`
+/// and a query) in place and returns the target's new length; the bytes after it are left
+/// over. Errors: a byte a path may not hold, a `%` not followed by two hex digits, `%00`, and
+/// with `reject_encoded_slashes` an encoded slash.
+pub fn normalize(target: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
+    let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+    // One pass to check every byte and see whether anything needs rewriting: most paths
+    // have no `%`, no dot segment and no `//`, and stay untouched.
+    let mut work = false;
+    let mut prev = 0u8;
+    for &b in &target[..path_end] {
+        if !PATH_BYTE[b as usize] {
+            return Err(ParseError::PathCharacter);
+        }
+        work |= b == b'%' || (prev == b'/' && (b == b'.' || (b == b'/' && rules.merge_slashes)));
+        prev = b;
+    }
+    if !work {
+        return Ok(target.len());
+    }
+    let decoded = decode_unreserved(&mut target[..path_end], rules)?;
+    let path_len = remove_dot_segments(&mut target[..decoded], rules.merge_slashes);
+    target.copy_within(path_end.., path_len);
+    Ok(path_len + target.len() - path_end)
+}
+
+/// RFC 3986 6.2.2.1 and 6.2.2.2: percent-encoded unreserved characters are decoded, and the
+/// hex digits of every other percent-encoding are upper-cased. Returns the new length.
+fn decode_unreserved(path: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
+    let (mut r, mut w) = (0, 0);
+    while r < path.len() {
+        let b = path[r];
+        if b != b'%' {
+            path[w] = b;
+            (r, w) = (r + 1, w + 1);
+            continue;
+        }
+        let hex = |i: usize| path.get(i).and_then(|&d| (d as char).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(r + 1), hex(r + 2)) else { return Err(ParseError::PathEncoding) };
+        let c = (hi * 16 + lo) as u8;
+        if c == 0 {
+            return Err(ParseError::PathEncoding);
+        }
+        if rules.reject_encoded_slashes && (c == b'/' || c == b'\\') {
+            return Err(ParseError::EncodedSlash);
+        }
+        if unreserved(c) {
+            path[w] = c;
+            w += 1;
+        } else {
+            path[w] = b'%';
+            path[w + 1] = path[r + 1].to_ascii_uppercase();
+            path[w + 2] = path[r + 2].to_ascii_uppercase();
+            w += 3;
+        }
+        r += 3;
+    }
+    Ok(w)
+}
+
+/// RFC 3986 5.2.4 (and 6.2.2.3): `.` segments are dropped and `..` segments drop the one
+/// before them, never climbing above the root; with `merge` empty segments are dropped too.
+/// A path that ended in a dropped segment keeps a trailing `/` (`/a/b/..` is `/a/`).
+/// Returns the new length. The output never outruns the input, so it is written in place.
+fn remove_dot_segments(path: &mut [u8], merge: bool) -> usize {
+    debug_assert_eq!(path.first(), Some(&b'/'));
+    let len = path.len();
+    let mut w = 0;
+    let mut r = 1;
+    loop {
+        let seg_end = path[r..].iter().position(|&b| b == b'/').map_or(len, |i| r + i);
+        let last = seg_end == len;
+        // Read before the copy below, which may overwrite these bytes.
+        let dots = matches!(&path[r..seg_end], b"." | b"..");
+        match &path[r..seg_end] {
+            b"." => {}
+            b".." => w = path[..w].iter().rposition(|&b| b == b'/').unwrap_or(0),
+            b"" if merge && !last => {}
+            _ => {
+                path[w] = b'/';
+                path.copy_within(r..seg_end, w + 1);
+                w += 1 + seg_end - r;
+            }
+        }
+        if last {
+            if dots || w == 0 {
+                // `/a/.` and `/a/..` name a directory: they keep their trailing slash.
+                path[w] = b'/';
+                w += 1;
+            }
+            return w;
+        }
+        r = seg_end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(path: &str, rules: PathRules) -> Result<String, ParseError> {
+        let mut b = path.as_bytes().to_vec();
+        let n = normalize(&mut b, rules)?;
+        Ok(String::from_utf8(b[..n].to_vec()).unwrap())
+    }
+
+    const PLAIN: PathRules = PathRules { merge_slashes: false, reject_encoded_slashes: false };
+    const EDGE: PathRules = PathRules { merge_slashes: true, reject_encoded_slashes: true };
+
+    #[test]
+    fn normalises_as_rfc_3986_says() {
+        let table: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/../../..", "/"),
+            ("/..", "/"),
+            ("/.", "/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/a/b../c", "/a/b../c"),
+            ("/a/.../c", "/a/.../c"),
+            // RFC 3986 5.4.1's examples, as paths.
+            ("/b/c/./../../g", "/g"),
+            ("/b/c/g;x=1/./y", "/b/c/g;x=1/y"),
+            ("/b/c/g;x=1/../y", "/b/c/y"),
+            ("/%61dmin", "/admin"),
+            ("/%7Euser/%2d%5F%2E", "/~user/-_."),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E/b", "/a/b"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%20b%3f", "/a%20b%3F"),
+            ("/%e2%82%ac", "/%E2%82%AC"),
+            ("/a?x=/../y&z=%41", "/a?x=/../y&z=%41"),
+            ("/a/../b?q", "/b?q"),
+            ("/a//b", "/a//b"),
+            ("/a//../b", "/a/b"),
+            // Found by the fuzzer: a last segment moved left over bytes that then read `..`.
+            ("//N.", "//N."),
+        ];
+        for (input, want) in table {
+            assert_eq!(norm(input, PLAIN).as_deref(), Ok(*want), "{input}");
+        }
+    }
+
+    #[test]
+    fn merges_slashes_when_asked() {
+        let table: &[(&str, &str)] = &[
+            ("//", "/"),
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a//", "/a/"),
+            ("/a/.//../b", "/b"),
+            ("//a?x=//", "/a?x=//"),
+            ("//N.", "/N."),
+        ];
+        for (input, want) in table {
+            assert_eq!(norm(input, EDGE).as_deref(), Ok(*want), "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_a_path_may_not_hold() {
+        let table: &[(&str, PathRules, ParseError)] = &[
+            ("/a\\b", PLAIN, ParseError::PathCharacter),
+            ("/a|b", PLAIN, ParseError::PathCharacter),
+            ("/{a}", PLAIN, ParseError::PathCharacter),
+            ("/\"", PLAIN, ParseError::PathCharacter),
+            ("/a#frag", PLAIN, ParseError::PathCharacter),
+            ("/caf\u{e9}", PLAIN, ParseError::PathCharacter),
+            ("/a%", PLAIN, ParseError::PathEncoding),
+            ("/a%4", PLAIN, ParseError::PathEncoding),
+            ("/a%zz", PLAIN, ParseError::PathEncoding),
+            ("/a%00b", PLAIN, ParseError::PathEncoding),
+            ("/a%2Fb", EDGE, ParseError::EncodedSlash),
+            ("/a%5cb", EDGE, ParseError::EncodedSlash),
+        ];
+        for (input, rules, want) in table {
+            assert_eq!(norm(input, *rules), Err(*want), "{input}");
+        }
+        // The query is the upstream's business.
+        assert_eq!(norm("/a?b=|{}\\%zz", EDGE).as_deref(), Ok("/a?b=|{}\\%zz"));
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        let parts = ["a", ".", "..", "", "%2e", "%2F", "%41", "%c3%a9", "b.", "..."];
+        let mut seen = 0;
+        for x in parts {
+            for y in parts {
+                for z in parts {
+                    for rules in [PLAIN, PathRules { reject_encoded_slashes: false, ..EDGE }] {
+                        let once = norm(&format!("/{x}/{y}/{z}"), rules).unwrap();
+                        assert_eq!(norm(&once, rules).unwrap(), once, "/{x}/{y}/{z}");
+                        assert!(!once.contains("/./") && !once.contains("/../"), "{once}");
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, 2000);
+    }
+
+    #[test]
+    fn request_heads_keep_their_query_and_leave_other_forms_alone() {
+        let limits = crate::Limits::default();
+        let mut buf = b"GET /x/../y%41?q=1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+        normalize_request_path(&mut buf, &mut meta, PLAIN).unwrap();
+        assert_eq!(meta.path.get(&buf), b"/yA?q=1");
+        for raw in ["OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"] {
+            let mut buf = raw.as_bytes().to_vec();
+            let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+            let before = meta.path;
+            normalize_request_path(&mut buf, &mut meta, EDGE).unwrap();
+            assert_eq!(meta.path, before, "{raw}");
+        }
+        let mut buf = b"GET http://a/b/./c HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+        normalize_request_path(&mut buf, &mut meta, PLAIN).unwrap();
+        assert_eq!(meta.path.get(&buf), b"/b/c");
+    }
+}
