@@ -40,41 +40,69 @@ fn unreserved(c: u8) -> bool {
 }
 
 /// Normalises the path of the request target in `buf` (the head's bytes, which `meta`
-/// indexes) and shortens `meta.path` to match. Targets that are not a path (`*`, a CONNECT
-/// authority, an absolute-form target without one) are left alone.
-pub fn normalize_request_path(buf: &mut [u8], meta: &mut RequestMeta, rules: PathRules) -> Result<(), ParseError> {
+/// indexes). Returns where the target now ends when that moved (`meta.path.end` is then to be
+/// set to it), `None` when the target is as it was. Targets that are not a path (`*`, a
+/// CONNECT authority, an absolute-form target without one) are left alone.
+#[inline]
+pub fn normalize_request_path(buf: &mut [u8], meta: &RequestMeta, rules: PathRules) -> Result<Option<u32>, ParseError> {
     let (start, end) = (meta.path.start as usize, meta.path.end as usize);
-    if meta.target_authority.is_some() && meta.method == crate::Method::Connect {
-        return Ok(());
-    }
     let target = &mut buf[start..end];
-    if target.first() != Some(&b'/') {
-        return Ok(());
+    if target.first() != Some(&b'/') || (meta.method == crate::Method::Connect && meta.target_authority.is_some()) {
+        return Ok(None);
     }
     let len = normalize(target, rules)?;
-    meta.path.end = (start + len) as u32;
-    Ok(())
+    Ok((len != target.len()).then_some((start + len) as u32))
 }
+
+/// Classes of bytes for the first look at a path: most paths hold only plain bytes and
+/// slashes before their query, and are left as they are.
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const QUERY: u8 = 2;
+/// `%`, or a byte a path may not hold: the rewrite decides which.
+const OTHER: u8 = 3;
+const CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'/' => SLASH,
+            b'?' => QUERY,
+            b'%' => OTHER,
+            _ if PATH_BYTE[b] => PLAIN,
+            _ => OTHER,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// Normalises the path part of `target` (a path that starts with `/`, then optionally `?`
 /// and a query) in place and returns the target's new length; the bytes after it are left
 /// over. Errors: a byte a path may not hold, a `%` not followed by two hex digits, `%00`, and
 /// with `reject_encoded_slashes` an encoded slash.
+#[inline]
 pub fn normalize(target: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
-    let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
-    // One pass to check every byte and see whether anything needs rewriting: most paths
-    // have no `%`, no dot segment and no `//`, and stay untouched.
-    let mut work = false;
-    let mut prev = 0u8;
-    for &b in &target[..path_end] {
-        if !PATH_BYTE[b as usize] {
-            return Err(ParseError::PathCharacter);
+    // Nothing to do without a `%`, a `/` before a `.` or a `/`, or a byte to refuse.
+    let mut i = 0;
+    while let Some(&b) = target.get(i) {
+        match CLASS[b as usize] {
+            PLAIN => {}
+            SLASH if !matches!(target.get(i + 1), Some(b'.' | b'/')) => {}
+            QUERY => break,
+            _ => return rewrite(target, rules),
         }
-        work |= b == b'%' || (prev == b'/' && (b == b'.' || (b == b'/' && rules.merge_slashes)));
-        prev = b;
+        i += 1;
     }
-    if !work {
-        return Ok(target.len());
+    Ok(target.len())
+}
+
+#[cold]
+#[inline(never)]
+fn rewrite(target: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
+    let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+    if target[..path_end].iter().any(|&b| !PATH_BYTE[b as usize]) {
+        return Err(ParseError::PathCharacter);
     }
     let decoded = decode_unreserved(&mut target[..path_end], rules)?;
     let path_len = remove_dot_segments(&mut target[..decoded], rules.merge_slashes);
@@ -269,18 +297,19 @@ mod tests {
         let limits = crate::Limits::default();
         let mut buf = b"GET /x/../y%41?q=1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
         let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-        normalize_request_path(&mut buf, &mut meta, PLAIN).unwrap();
+        meta.path.end = normalize_request_path(&mut buf, &meta, PLAIN).unwrap().unwrap();
         assert_eq!(meta.path.get(&buf), b"/yA?q=1");
         for raw in ["OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"] {
             let mut buf = raw.as_bytes().to_vec();
-            let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-            let before = meta.path;
-            normalize_request_path(&mut buf, &mut meta, EDGE).unwrap();
-            assert_eq!(meta.path, before, "{raw}");
+            let meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+            assert_eq!(normalize_request_path(&mut buf, &meta, EDGE), Ok(None), "{raw}");
         }
         let mut buf = b"GET http://a/b/./c HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
         let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-        normalize_request_path(&mut buf, &mut meta, PLAIN).unwrap();
+        meta.path.end = normalize_request_path(&mut buf, &meta, PLAIN).unwrap().unwrap();
         assert_eq!(meta.path.get(&buf), b"/b/c");
+        let mut buf = b"GET /a/b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+        assert_eq!(normalize_request_path(&mut buf, &meta, EDGE), Ok(None));
     }
 }
