@@ -69,6 +69,10 @@ pub struct RawTls {
     pub client_ca_file: Option<String>,
     /// `"required"` (default with client_ca_file) or `"optional"`.
     pub client_auth: Option<String>,
+    /// PEM file of certificate revocation lists for client certificates.
+    pub client_crl_file: Option<String>,
+    /// The oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::raw::{RawTls, RawUpstreamTls};
 use crate::validate::Checker;
@@ -20,6 +20,16 @@ pub struct Tls {
     pub certificates: Vec<Certificate>,
     /// Client certificates (mTLS), when `client_ca_file` is set.
     pub client_auth: Option<ClientAuth>,
+    /// The oldest protocol version a client may speak.
+    pub min_version: TlsVersion,
+}
+
+/// TLS versions coregate speaks (rustls has no older ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    V1_2,
+    V1_3,
 }
 
 /// Which client certificates the TLS listeners ask for and accept.
@@ -30,6 +40,9 @@ pub struct ClientAuth {
     /// A client without a certificate is let in too (routes see no certificate then);
     /// one with a certificate that does not verify is still refused.
     pub optional: bool,
+    /// Revocation lists: with any, a client certificate must be covered by one from its
+    /// issuer and not be listed there.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 /// One certificate chain, its key, and the names it is chosen for.
@@ -89,13 +102,39 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
                 }
             };
             let roots = read_chain(&c.file(f)).map_err(|e| c.err("tls.client_ca_file", e)).ok();
-            roots.map(|roots| ClientAuth { roots, optional })
+            let crls = match &raw.client_crl_file {
+                None => Some(Vec::new()),
+                Some(f) => read_crls(&c.file(f)).map_err(|e| c.err("tls.client_crl_file", e)).ok(),
+            };
+            roots.zip(crls).map(|(roots, crls)| ClientAuth { roots, optional, crls })
         }
     };
+    if raw.client_crl_file.is_some() && raw.client_ca_file.is_none() {
+        c.err("tls.client_crl_file", "needs tls.client_ca_file: no client certificates are asked for");
+    }
     if client_auth.is_some() && raw.listen.is_empty() {
         c.err("tls.client_ca_file", "client certificates need a TLS listen address (tls.listen)");
     }
-    Tls { listen, certificates, client_auth }
+    let min_version = match raw.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::V1_2,
+        Some("1.3") => TlsVersion::V1_3,
+        Some(other) => {
+            c.err("tls.min_version", format!("{other:?} is not \"1.2\" or \"1.3\" (the versions coregate speaks)"));
+            TlsVersion::V1_2
+        }
+    };
+    Tls { listen, certificates, client_auth, min_version }
+}
+
+/// Every certificate revocation list in a PEM file (`X509 CRL` blocks), at least one.
+fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls = CertificateRevocationListDer::pem_file_iter(file)
+        .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot load revocation lists from {file:?}: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!("{file:?} holds no PEM revocation list (X509 CRL)"));
+    }
+    Ok(crls)
 }
 
 /// A certificate chain and its key, from the PEM files at `{path}.cert_file` and

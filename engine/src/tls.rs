@@ -39,8 +39,12 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
             .map_err(|e| format!("tls certificate {}: {e}", c.cert_file))?;
         certs.push((c.server_names.clone(), Arc::new(key)));
     }
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        config::TlsVersion::V1_2 => rustls::DEFAULT_VERSIONS,
+        config::TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| format!("tls: {e}"))?;
     let builder = match &tls.client_auth {
         None => builder.with_no_client_auth(),
@@ -51,6 +55,14 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth.optional { verifier.allow_unauthenticated() } else { verifier };
+            // Only the client's own certificate is looked up in the lists (nginx's `ssl_crl`
+            // checks the whole chain, but lists for intermediates are rarely published); a
+            // certificate whose issuer has no list there is refused, as OpenSSL does.
+            let verifier = if auth.crls.is_empty() {
+                verifier
+            } else {
+                verifier.with_crls(auth.crls.iter().cloned()).only_check_end_entity_revocation()
+            };
             builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("tls.client_ca_file: {e}"))?)
         }
     };

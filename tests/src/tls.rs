@@ -26,19 +26,18 @@ impl TestCert {
     /// Makes a certificate for `names` and writes `cert.pem` and `key.pem` into a fresh
     /// directory under the system's temporary directory.
     pub fn new(names: &[&str]) -> TestCert {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let made = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("a self-signed certificate");
-        let dir = std::env::temp_dir().join(format!(
-            "coregate-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        Self::write(&made.cert, &made.key_pair)
+    }
+
+    /// Writes `cert` and `key` as `cert.pem` and `key.pem` into a fresh directory.
+    fn write(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> TestCert {
+        let dir = fresh_dir();
         let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert_file, made.cert.pem()).unwrap();
-        std::fs::write(&key_file, made.key_pair.serialize_pem()).unwrap();
-        TestCert { der: made.cert.der().clone(), cert_file, key_file }
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        TestCert { der: cert.der().clone(), cert_file, key_file }
     }
 
     /// A `[[tls.certificates]]` entry for this certificate serving `names`.
@@ -56,6 +55,76 @@ impl Drop for TestCert {
         if let Some(dir) = self.cert_file.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A new directory under the system's temporary directory, for one test's files.
+fn fresh_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("coregate-tls-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A certificate authority that issues client certificates by serial number and revocation
+/// lists naming some of them; `ca.cert_file` is its certificate, for `tls.client_ca_file`.
+pub struct TestCa {
+    pub ca: TestCert,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { ca: TestCert::write(&cert, &key), cert, key }
+    }
+
+    /// A client certificate for `client.test` with serial number `serial`.
+    pub fn issue(&self, serial: u64) -> TestCert {
+        let mut params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+        params.serial_number = Some(serial.into());
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCert::write(&params.signed_by(&key, &self.cert, &self.key).unwrap(), &key)
+    }
+
+    /// Writes a revocation list naming `revoked` (serial numbers) next to the CA's
+    /// certificate and returns its path.
+    pub fn crl_file(&self, revoked: &[u64]) -> PathBuf {
+        use rcgen::{date_time_ymd, CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: serial.into(),
+                    revocation_time: date_time_ymd(2024, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.cert, &self.key).unwrap();
+        let file = self.ca.cert_file.with_file_name("crl.pem");
+        std::fs::write(&file, crl.pem().unwrap()).unwrap();
+        file
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

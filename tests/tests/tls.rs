@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use coregate_tests::tls::{client_config, client_config_with_cert, TestCert, TlsClient};
+use coregate_tests::tls::{client_config, client_config_with_cert, TestCa, TestCert, TlsClient};
 use coregate_tests::*;
 
 /// A gateway with a plain listener (address 0) and a TLS one (address 1) serving `certs`
@@ -331,6 +331,77 @@ both_drivers!(optional_client_certificates_let_clients_without_one_in, |io| {
     assert!(refused(tls, client_config_with_cert(&[&server], &stranger)), "a certificate that does not verify");
 });
 
+/// A gateway whose TLS listener (address 1) serves `server` with more `[tls]` keys.
+fn tls_gateway_with(io: &str, upstream: std::net::SocketAddr, server: &TestCert, tls_keys: &str) -> Gateway {
+    Gateway::start(
+        io,
+        &format!(
+            "[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_keys}\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            server.toml_entry(&["localhost"])
+        ),
+    )
+}
+
+both_drivers!(revoked_client_certificates_are_refused, |io| {
+    let up = Upstream::echo();
+    let server = TestCert::new(&["localhost"]);
+    let (ca, listless) = (TestCa::new(), TestCa::new());
+    // Both authorities are trusted; only the first has a revocation list in the file.
+    let roots = ca.ca.cert_file.with_file_name("roots.pem");
+    let pem = |c: &TestCert| std::fs::read_to_string(&c.cert_file).unwrap();
+    std::fs::write(&roots, pem(&ca.ca) + &pem(&listless.ca)).unwrap();
+    let keys = format!(
+        "client_ca_file = {:?}\nclient_crl_file = {:?}\n",
+        roots.display().to_string(),
+        ca.crl_file(&[2]).display().to_string()
+    );
+    let gw = tls_gateway_with(io, up.addr, &server, &keys);
+    let tls = gw.addr_at(1);
+    let (good, revoked, unlisted) = (ca.issue(1), ca.issue(2), listless.issue(3));
+    let mut c = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &good));
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    assert!(refused(tls, client_config_with_cert(&[&server], &revoked)), "serial 2 is on the list");
+    assert!(refused(tls, client_config_with_cert(&[&server], &unlisted)), "its issuer published no list here");
+    let mut again = TlsClient::connect(tls, "localhost", client_config_with_cert(&[&server], &good));
+    assert_eq!(again.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+});
+
+/// A client that speaks only `version`.
+fn client_speaking(
+    server: &TestCert,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(cfg)
+}
+
+both_drivers!(the_oldest_tls_version_can_be_raised_to_1_3, |io| {
+    let up = Upstream::echo();
+    let server = TestCert::new(&["localhost"]);
+    let (v12, v13) = (&rustls::version::TLS12, &rustls::version::TLS13);
+    let default = tls_gateway_with(io, up.addr, &server, "");
+    let strict = tls_gateway_with(io, up.addr, &server, "min_version = \"1.3\"");
+    for (gw, version, served) in
+        [(&default, v12, true), (&default, v13, true), (&strict, v13, true), (&strict, v12, false)]
+    {
+        let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_speaking(&server, version));
+        if served {
+            assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200, "{version:?}");
+            assert_eq!(c.reader.get_ref().conn.protocol_version(), Some(version.version));
+        } else {
+            let e = c.handshake().expect_err("a TLS 1.2 client where 1.3 is the oldest");
+            assert!(e.to_string().contains("ProtocolVersion"), "{e}");
+        }
+    }
+});
+
 #[test]
 fn configurations_that_cannot_serve_tls_are_refused() {
     let cert = TestCert::new(&["localhost"]);
@@ -349,6 +420,15 @@ fn configurations_that_cannot_serve_tls_are_refused() {
         .contains("routes[1].require_client_cert"));
     assert!(err(&format!("{listen}client_ca_file = \"/nonexistent/ca.pem\"\n{}", cert.toml_entry(&[])))
         .contains("tls.client_ca_file"));
+    assert!(err(&format!("{listen}client_crl_file = \"/nonexistent/crl.pem\"\n{}", cert.toml_entry(&[])))
+        .contains("tls.client_crl_file: needs tls.client_ca_file"));
+    let e = err(&format!(
+        "{listen}{ca}client_crl_file = {:?}\n{}",
+        cert.cert_file.display().to_string(),
+        cert.toml_entry(&[])
+    ));
+    assert!(e.contains("tls.client_crl_file") && e.contains("no PEM revocation list"), "{e}");
+    assert!(err(&format!("{listen}min_version = \"1.1\"\n{}", cert.toml_entry(&[]))).contains("tls.min_version"));
     let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
     let e = err(missing);
     assert!(e.contains("tls.certificates[0].cert_file") && e.contains("tls.certificates[0].key_file"), "{e}");
