@@ -126,17 +126,6 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
     Tls { listen, certificates, client_auth, min_version }
 }
 
-/// Every certificate revocation list in a PEM file (`X509 CRL` blocks), at least one.
-fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let crls = CertificateRevocationListDer::pem_file_iter(file)
-        .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot load revocation lists from {file:?}: {e}"))?;
-    if crls.is_empty() {
-        return Err(format!("{file:?} holds no PEM revocation list (X509 CRL)"));
-    }
-    Ok(crls)
-}
-
 /// A certificate chain and its key, from the PEM files at `{path}.cert_file` and
 /// `{path}.key_file` (both required), with the chain's file for messages.
 type Loaded = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>, String);
@@ -202,13 +191,24 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot load certificates from {file:?}: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!("{file:?} holds no PEM certificate"));
+    read_pem(file, "certificates", "PEM certificate")
+}
+
+/// Every certificate revocation list in a PEM file (`X509 CRL` blocks).
+fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    read_pem(file, "revocation lists", "PEM revocation list (X509 CRL)")
+}
+
+/// Every PEM block of one kind in `file`, at least one; `plural` and `one` name the kind in
+/// messages.
+fn read_pem<T: PemObject>(file: &std::path::Path, plural: &str, one: &str) -> Result<Vec<T>, String> {
+    let items = T::pem_file_iter(file)
+        .and_then(|items| items.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot load {plural} from {file:?}: {e}"))?;
+    if items.is_empty() {
+        return Err(format!("{file:?} holds no {one}"));
     }
-    Ok(chain)
+    Ok(items)
 }
 
 /// A server name as configured, normalised: lower case, no trailing dot; `*.` only as the
