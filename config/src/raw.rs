@@ -84,6 +84,8 @@ pub struct RawCertificate {
     pub key_file: Option<String>,
     /// Names (SNI) this certificate serves: exact, or `*.example.com`.
     pub server_names: Vec<String>,
+    /// DER file: an OCSP response for the certificate, stapled to handshakes.
+    pub ocsp_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

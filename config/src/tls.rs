@@ -55,6 +55,9 @@ pub struct Certificate {
     pub server_names: Vec<String>,
     /// Where the chain came from, for messages.
     pub cert_file: String,
+    /// An OCSP response (DER) stapled to every handshake that serves this certificate and
+    /// whose client asks for one (RFC 6066 8, RFC 8446 4.4.2.1).
+    pub ocsp: Option<Vec<u8>>,
 }
 
 pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
@@ -83,7 +86,11 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
             }
         }
         if let Some((chain, key, cert_file)) = cert_and_key(c, &path, rc.cert_file.as_deref(), rc.key_file.as_deref()) {
-            certificates.push(Certificate { chain, key, server_names, cert_file });
+            let ocsp = rc
+                .ocsp_file
+                .as_deref()
+                .and_then(|f| read_ocsp(&c.file(f)).map_err(|e| c.err(format!("{path}.ocsp_file"), e)).ok());
+            certificates.push(Certificate { chain, key, server_names, cert_file, ocsp });
         }
     }
     let client_auth = match (&raw.client_ca_file, raw.client_auth.as_deref()) {
@@ -186,7 +193,7 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
     let client_cert = (raw.cert_file.is_some() || raw.key_file.is_some())
         .then(|| cert_and_key(c, path, raw.cert_file.as_deref(), raw.key_file.as_deref()))
         .flatten()
-        .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file });
+        .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file, ocsp: None });
     UpstreamTls { server_name, roots, verify, client_cert }
 }
 
@@ -197,6 +204,16 @@ fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
 /// Every certificate revocation list in a PEM file (`X509 CRL` blocks).
 fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     read_pem(file, "revocation lists", "PEM revocation list (X509 CRL)")
+}
+
+/// An OCSP response as `openssl ocsp -respout` writes it: DER, one SEQUENCE. Its contents
+/// (status, validity, which certificate it covers) are the client's to check.
+fn read_ocsp(file: &std::path::Path) -> Result<Vec<u8>, String> {
+    let der = std::fs::read(file).map_err(|e| format!("cannot read an OCSP response from {file:?}: {e}"))?;
+    if der.len() < 2 || der[0] != 0x30 {
+        return Err(format!("{file:?} is not a DER OCSP response"));
+    }
+    Ok(der)
 }
 
 /// Every PEM block of one kind in `file`, at least one; `plural` and `one` name the kind in

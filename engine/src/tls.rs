@@ -35,8 +35,9 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut certs = Vec::with_capacity(tls.certificates.len());
     for c in &tls.certificates {
-        let key = CertifiedKey::from_der(c.chain.clone(), c.key.clone_key(), &provider)
+        let mut key = CertifiedKey::from_der(c.chain.clone(), c.key.clone_key(), &provider)
             .map_err(|e| format!("tls certificate {}: {e}", c.cert_file))?;
+        key.ocsp = c.ocsp.clone();
         certs.push((c.server_names.clone(), Arc::new(key)));
     }
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {

@@ -161,6 +161,71 @@ pub fn client_config_with_cert(roots: &[&TestCert], cert: &TestCert) -> Arc<Clie
     Arc::new(cfg)
 }
 
+/// A client configuration trusting `server`, speaking only `version`; what it returns beside
+/// holds the OCSP response the server stapled to the last handshake (empty for none).
+pub fn client_config_seeing_ocsp(
+    server: &TestCert,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (Arc<ClientConfig>, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let mut store = RootCertStore::empty();
+    store.add(server.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone()).build().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let verifier = Arc::new(SeesOcsp { inner, seen: seen.clone() });
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    (Arc::new(cfg), seen)
+}
+
+/// Verifies as WebPKI does, keeping the stapled OCSP response.
+#[derive(Debug)]
+struct SeesOcsp {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for SeesOcsp {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = ocsp_response.to_vec();
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// An HTTP/1.1 client over one TLS connection.
 pub struct TlsClient {
     pub reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,

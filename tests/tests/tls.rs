@@ -6,7 +6,9 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use coregate_tests::tls::{client_config, client_config_with_cert, TestCa, TestCert, TlsClient};
+use coregate_tests::tls::{
+    client_config, client_config_seeing_ocsp, client_config_with_cert, TestCa, TestCert, TlsClient,
+};
 use coregate_tests::*;
 
 /// A gateway with a plain listener (address 0) and a TLS one (address 1) serving `certs`
@@ -366,22 +368,6 @@ both_drivers!(revoked_client_certificates_are_refused, |io| {
     assert_eq!(again.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
 });
 
-/// A client that speaks only `version`.
-fn client_speaking(
-    server: &TestCert,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> std::sync::Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.der.clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    std::sync::Arc::new(cfg)
-}
-
 both_drivers!(the_oldest_tls_version_can_be_raised_to_1_3, |io| {
     let up = Upstream::echo();
     let server = TestCert::new(&["localhost"]);
@@ -391,13 +377,36 @@ both_drivers!(the_oldest_tls_version_can_be_raised_to_1_3, |io| {
     for (gw, version, served) in
         [(&default, v12, true), (&default, v13, true), (&strict, v13, true), (&strict, v12, false)]
     {
-        let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_speaking(&server, version));
+        let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config_seeing_ocsp(&server, version).0);
         if served {
             assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200, "{version:?}");
             assert_eq!(c.reader.get_ref().conn.protocol_version(), Some(version.version));
         } else {
             let e = c.handshake().expect_err("a TLS 1.2 client where 1.3 is the oldest");
             assert!(e.to_string().contains("ProtocolVersion"), "{e}");
+        }
+    }
+});
+
+both_drivers!(ocsp_responses_are_stapled, |io| {
+    let up = Upstream::echo();
+    let (stapled, plain) = (TestCert::new(&["localhost"]), TestCert::new(&["plain.test"]));
+    // The gateway staples the file's bytes as they are: checking them is the client's job.
+    let response = [0x30, 0x03, 0x0a, 0x01, 0x00];
+    let ocsp_file = stapled.cert_file.with_file_name("ocsp.der");
+    std::fs::write(&ocsp_file, response).unwrap();
+    let ocsp = format!("ocsp_file = {:?}\n", ocsp_file.display().to_string());
+    let certs = format!("{}{ocsp}{}", stapled.toml_entry(&["localhost"]), plain.toml_entry(&["plain.test"]));
+    let gw = Gateway::start(
+        io,
+        &format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{certs}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr),
+    );
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        for (cert, name, want) in [(&stapled, "localhost", &response[..]), (&plain, "plain.test", &[][..])] {
+            let (cfg, seen) = client_config_seeing_ocsp(cert, version);
+            let mut c = TlsClient::connect(gw.addr_at(1), name, cfg);
+            assert_eq!(c.request(format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")).status(), 200);
+            assert_eq!(&seen.lock().unwrap()[..], want, "{name} over {version:?}");
         }
     }
 });
@@ -429,6 +438,8 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     ));
     assert!(e.contains("tls.client_crl_file") && e.contains("no PEM revocation list"), "{e}");
     assert!(err(&format!("{listen}min_version = \"1.1\"\n{}", cert.toml_entry(&[]))).contains("tls.min_version"));
+    let e = err(&format!("{listen}{}ocsp_file = {:?}\n", cert.toml_entry(&[]), cert.cert_file.display().to_string()));
+    assert!(e.contains("tls.certificates[0].ocsp_file") && e.contains("not a DER OCSP response"), "{e}");
     let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
     let e = err(missing);
     assert!(e.contains("tls.certificates[0].cert_file") && e.contains("tls.certificates[0].key_file"), "{e}");
