@@ -137,6 +137,11 @@ pub struct Server {
     /// Proxies in front of coregate (a CDN, an L7 balancer): from a peer in these, the
     /// client is read from X-Forwarded-For, walking from the right past these addresses.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests a client connection carries before the answer to the last says
+    /// `Connection: close`; None: no limit.
+    pub keepalive_requests: Option<u32>,
+    /// Age of a client connection after which its next answer says `Connection: close`.
+    pub keepalive_time: Option<Duration>,
     /// How request paths are normalised before routing; `None` leaves them as sent.
     pub paths: Option<proto_http::PathRules>,
 }

@@ -107,6 +107,10 @@ pub struct RawServer {
     pub proxy_protocol: Option<toml::Value>,
     /// Addresses or CIDRs of proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<String>,
+    /// Requests one client connection carries before it is closed (nginx's keepalive_requests).
+    pub keepalive_requests: Option<usize>,
+    /// Age after which a client connection is closed with its next answer (nginx's keepalive_time).
+    pub keepalive_time: Option<String>,
     /// Request paths normalised before routing (RFC 3986 6.2.2); true by default.
     pub normalize_path: Option<bool>,
     /// `//` read as `/` while normalising; true by default.

@@ -351,6 +351,13 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     Server {
         request_id,
         paths: path_rules(c, s),
+        keepalive_requests: s
+            .keepalive_requests
+            .map(|n| c.bounded("server.keepalive_requests", Some(n), 1, 1, u32::MAX as usize) as u32),
+        keepalive_time: s
+            .keepalive_time
+            .as_ref()
+            .map(|t| c.duration("server.keepalive_time", Some(t), Duration::from_secs(3600))),
         proxy_protocol: match &s.proxy_protocol {
             None | Some(toml::Value::Boolean(false)) => ProxyProtocol::Off,
             Some(toml::Value::Boolean(true)) => ProxyProtocol::All,

@@ -68,7 +68,8 @@ pub(crate) struct Conn {
     /// Bytes written through [`Conn::write`] so far (plaintext, before TLS; a failed write
     /// counts nothing), for the access log's `bytes_sent`.
     pub sent: u64,
-    /// Exchanges completed on this (upstream) connection, for `keepalive_requests`.
+    /// Exchanges completed on an upstream connection, requests started on a client one:
+    /// for `keepalive_requests` (see [`Conn::worn`]).
     pub exchanges: u32,
     /// When it was opened (the coarse clock), for `keepalive_time`. (A 4-byte timestamp
     /// instead made the struct 240 bytes, which the compiler moved with memcpy calls where
@@ -78,6 +79,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Whether the connection has carried `requests` exchanges or lived for `time`: the
+    /// `keepalive_requests` and `keepalive_time` of its upstream, or of `[server]` for a
+    /// client connection.
+    pub(crate) fn worn(&self, requests: Option<u32>, time: Option<Duration>, now: Instant) -> bool {
+        requests.is_some_and(|n| self.exchanges >= n)
+            || time.is_some_and(|t| now.saturating_duration_since(self.opened) >= t)
+    }
+
     pub(crate) fn new(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
         Self {
             stream,

@@ -69,8 +69,7 @@ impl Pool {
         // A TLS connection holding ciphertext or plaintext beyond its response has the
         // same framing disagreement as one with bytes in `buf` (see `upstream::pool_back`).
         if keep.max_idle == 0
-            || keep.requests.is_some_and(|n| conn.exchanges >= n)
-            || keep.time.is_some_and(|t| now.saturating_duration_since(conn.opened) >= t)
+            || conn.worn(keep.requests, keep.time, now)
             || conn.tls.as_deref().is_some_and(crate::tls::Tls::has_buffered)
         {
             return;

@@ -110,6 +110,15 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Whether a client connection may stay open after the answer being written: not in a
+    /// drain, and within `server.keepalive_requests` and `server.keepalive_time`. When not,
+    /// the answer says `Connection: close` (RFC 9112 9.6), so the client sends nothing more
+    /// on a connection about to close.
+    pub(crate) fn keeps(&self, client: &crate::io::Conn) -> bool {
+        let s = &self.cfg.server;
+        !self.drain.is_draining() && !client.worn(s.keepalive_requests, s.keepalive_time, self.timers.now())
+    }
+
     fn count_connections(&self) {
         if let Some(stats) = &self.stats {
             stats.connections.set(self.open.borrow().len() as u64);

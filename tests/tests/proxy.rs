@@ -241,6 +241,40 @@ both_drivers!(upstream_connections_retire_after_keepalive_requests, |io| {
     assert_eq!(up.connection_count(), 3);
 });
 
+both_drivers!(client_connections_retire_after_keepalive_requests_or_time, |io| {
+    let up = Upstream::echo();
+    let routes = format!(
+        "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath_exact = \"/local\"\nrespond = {{ status = 200, body = \"ok\" }}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+        up.addr
+    );
+    let gw = Gateway::start_with(io, 1, "keepalive_requests = 3\nkeepalive_time = \"1h\"", &routes);
+    // Proxied and local answers count alike; the third says close, and closes.
+    for last in ["/x", "/local"] {
+        let mut c = gw.client();
+        for (i, target) in ["/a", "/local", last].iter().enumerate() {
+            let r = c.request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            assert_eq!(r.status(), 200);
+            let close = (i == 2).then_some("close");
+            assert_eq!(r.header("connection"), close, "request {} ending with {last}", i + 1);
+        }
+        assert!(c.closed());
+    }
+    // A requests-only limit is reached whatever the age; an age of 1 ms is reached as soon as
+    // the worker's clock ticks (every 50 ms), which a stream of requests cannot outrun.
+    let gw = Gateway::start_with(io, 1, "keepalive_time = \"1ms\"", &routes);
+    let mut c = gw.client();
+    let mut served = 0;
+    loop {
+        let r = c.request("GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
+        served += 1;
+        if r.header("connection") == Some("close") {
+            break;
+        }
+        assert!(served < 1_000_000, "still open after {served} requests");
+    }
+    assert!(c.closed());
+});
+
 both_drivers!(upstream_down_is_502_and_recovers, |io| {
     let addr = dead_addr();
     let gw = Gateway::proxy_to(io, addr, "");

@@ -165,8 +165,8 @@ pub(crate) async fn lookup<'a>(
                 Some(s) if is_fresh(w, &s, a) => {
                     w.count_cache(HIT);
                     let age = s.age(w.timers.now());
-                    let spare = std::mem::take(&mut client.spare);
-                    let reply = render(w, spare, req, &s, age, a.conditional, edits, HIT, compress);
+                    let (spare, keeps) = (std::mem::take(&mut client.spare), w.keeps(client));
+                    let reply = render(w, spare, keeps, req, &s, age, a.conditional, edits, HIT, compress);
                     return Looked::Served(send(w, client, reply).await, HIT);
                 }
                 Some(s) if updating(w, rc, &s, a) => {
@@ -196,15 +196,17 @@ pub(crate) async fn lookup<'a>(
                         };
                         super::refresh::spawn(w, job);
                     }
-                    let spare = std::mem::take(&mut client.spare);
-                    let reply = render(w, spare, req, &s, s.age(now), false, edits, UPDATING, compress);
+                    let (spare, keeps) = (std::mem::take(&mut client.spare), w.keeps(client));
+                    let reply = render(w, spare, keeps, req, &s, s.age(now), false, edits, UPDATING, compress);
                     return Looked::Served(send(w, client, reply).await, UPDATING);
                 }
                 Some(s) => {
                     let age = s.age(w.timers.now());
                     let windows = rules::stale_windows(&s.head, rc);
                     if windows.if_error.is_some_and(|grace| age < s.freshness.lifetime.saturating_add(grace)) {
-                        fallback = render(w, Vec::new(), req, &s, age, false, edits, STALE, compress).map(Box::new);
+                        let keeps = w.keeps(client);
+                        fallback =
+                            render(w, Vec::new(), keeps, req, &s, age, false, edits, STALE, compress).map(Box::new);
                     }
                     if revalidatable(&s) && !a.conditional {
                         revalidate = Some(s);
@@ -256,8 +258,8 @@ pub(crate) async fn serve_revalidated(
     edits: &Edits<'_>,
     compress: Option<&config::RouteCompress>,
 ) -> Next {
-    let spare = std::mem::take(&mut client.spare);
-    let reply = render(w, spare, req, s, s.age(w.timers.now()), false, edits, REVALIDATED, compress);
+    let (spare, keeps) = (std::mem::take(&mut client.spare), w.keeps(client));
+    let reply = render(w, spare, keeps, req, s, s.age(w.timers.now()), false, edits, REVALIDATED, compress);
     send(w, client, reply).await
 }
 
@@ -302,7 +304,8 @@ pub(crate) struct Reply {
 }
 
 /// Makes an answer from a stored response, marked `status_mark`, in `out` (a connection's
-/// spare buffer, or new): the 200 (or other stored status), its 304 when the request's
+/// spare buffer, or new), keeping the connection open if `keeps` ([`Worker::keeps`]) and the
+/// request allow: the 200 (or other stored status), its 304 when the request's
 /// preconditions say the client has it, or the head alone for HEAD. The route's response
 /// edits, CORS, request id and compression apply as they do to a proxied response. None: a
 /// 304 head that does not parse (a bug, logged).
@@ -310,6 +313,7 @@ pub(crate) struct Reply {
 fn render(
     w: &Worker,
     mut out: Vec<u8>,
+    keeps: bool,
     req: &RequestHead,
     s: &Stored,
     age: u64,
@@ -349,7 +353,7 @@ fn render(
         ResponseBody::None => ClientFraming::None,
         _ => ClientFraming::Length(body.as_ref().unwrap_or(&s.body).len() as u64),
     };
-    let keep = req.meta.keep_alive() && !w.drain.is_draining();
+    let keep = req.meta.keep_alive() && keeps;
     forward::response_head(&mut out, head, framing, keep, req.meta.version == Version::Http10, edits);
     mark(&mut out, status_mark, Some(age), edits.response_ops);
     crate::compress::mark(&mut out, applied);
