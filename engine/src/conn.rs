@@ -95,10 +95,11 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr
                 }
             }
         }
+        // Counted as it starts, for `server.keepalive_requests` (`Worker::keeps`).
+        client.exchanges = client.exchanges.saturating_add(1);
         // Out of line in the worker's arena: the state of reading and serving a request (a
         // few KiB) exists only while a request is in flight, and a parked connection's task
         // stays small. One block for both: a second cost about 60 instructions per request.
-        client.exchanges += 1;
         let next = w.arena.run(|| one_request(&w, &mut client, peer, peer_text.as_bytes())).await;
         first = false;
         if !next.keep_alive {

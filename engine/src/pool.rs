@@ -65,7 +65,7 @@ impl Pool {
     /// closed instead when `keep` says so: no keep-alive to this upstream (`max_idle` 0), or
     /// the connection carried its `keepalive_requests` or reached its `keepalive_time`.
     pub(crate) fn put(&mut self, upstream: usize, endpoint: usize, mut conn: Conn, keep: Keep, now: Instant) {
-        conn.exchanges += 1;
+        conn.exchanges = conn.exchanges.saturating_add(1);
         // A TLS connection holding ciphertext or plaintext beyond its response has the
         // same framing disagreement as one with bytes in `buf` (see `upstream::pool_back`).
         if keep.max_idle == 0
