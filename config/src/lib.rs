@@ -48,7 +48,7 @@ pub use path_regex::PathRegex;
 pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
-pub use tls::{Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls};
+pub use tls::{CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls};
 pub use tracing::Tracing;
 
 /// `server.proxy_protocol`: on no listener, every one, or those listed (by their address in

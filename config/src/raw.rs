@@ -71,6 +71,8 @@ pub struct RawTls {
     pub client_auth: Option<String>,
     /// PEM file of certificate revocation lists for client certificates.
     pub client_crl_file: Option<String>,
+    /// What X-Forwarded-Client-Cert says beside the hash: "subject", "uri", "dns".
+    pub client_cert_details: Vec<String>,
     /// The oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
     pub min_version: Option<String>,
 }

@@ -43,6 +43,26 @@ pub struct ClientAuth {
     /// Revocation lists: with any, a client certificate must be covered by one from its
     /// issuer and not be listed there.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// What the upstream learns of the certificate.
+    pub details: CertDetails,
+}
+
+/// What `X-Forwarded-Client-Cert` carries beside the certificate's hash (Envoy's
+/// `set_current_client_cert_details`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CertDetails {
+    /// The subject's distinguished name, RFC 4514 text.
+    pub subject: bool,
+    /// Each URI alternative name (a SPIFFE ID, say).
+    pub uri: bool,
+    /// Each DNS alternative name.
+    pub dns: bool,
+}
+
+impl CertDetails {
+    pub fn any(self) -> bool {
+        self.subject || self.uri || self.dns
+    }
 }
 
 /// One certificate chain, its key, and the names it is chosen for.
@@ -113,11 +133,17 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
                 None => Some(Vec::new()),
                 Some(f) => read_crls(&c.file(f)).map_err(|e| c.err("tls.client_crl_file", e)).ok(),
             };
-            roots.zip(crls).map(|(roots, crls)| ClientAuth { roots, optional, crls })
+            let details = cert_details(c, &raw.client_cert_details);
+            roots.zip(crls).map(|(roots, crls)| ClientAuth { roots, optional, crls, details })
         }
     };
-    if raw.client_crl_file.is_some() && raw.client_ca_file.is_none() {
-        c.err("tls.client_crl_file", "needs tls.client_ca_file: no client certificates are asked for");
+    for (key, set) in [
+        ("tls.client_crl_file", raw.client_crl_file.is_some()),
+        ("tls.client_cert_details", !raw.client_cert_details.is_empty()),
+    ] {
+        if set && raw.client_ca_file.is_none() {
+            c.err(key, "needs tls.client_ca_file: no client certificates are asked for");
+        }
     }
     if client_auth.is_some() && raw.listen.is_empty() {
         c.err("tls.client_ca_file", "client certificates need a TLS listen address (tls.listen)");
@@ -199,6 +225,22 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     read_pem(file, "certificates", "PEM certificate")
+}
+
+fn cert_details(c: &mut Checker, names: &[String]) -> CertDetails {
+    let mut d = CertDetails::default();
+    for (i, name) in names.iter().enumerate() {
+        match name.as_str() {
+            "subject" => d.subject = true,
+            "uri" => d.uri = true,
+            "dns" => d.dns = true,
+            other => c.err(
+                format!("tls.client_cert_details[{i}]"),
+                format!("{other:?} is not \"subject\", \"uri\" or \"dns\""),
+            ),
+        }
+    }
+    d
 }
 
 /// Every certificate revocation list in a PEM file (`X509 CRL` blocks).

@@ -59,8 +59,8 @@ pub(crate) struct Edits<'a> {
     pub websocket: bool,
     /// The client connection speaks TLS: `X-Forwarded-Proto: https`.
     pub https: bool,
-    /// The SHA-256 (hex) of the client's verified certificate: `X-Forwarded-Client-Cert`.
-    pub client_cert: Option<[u8; 64]>,
+    /// `X-Forwarded-Client-Cert` for the client's verified certificate.
+    pub client_cert: Option<std::rc::Rc<[u8]>>,
     /// The request id field and its value (`server.request_id`): sent upstream and back in
     /// place of any field of that name from either side.
     pub request_id: Option<(&'a [u8], &'a [u8])>,
@@ -220,11 +220,8 @@ pub(crate) fn request_head(
     if xfp {
         field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
     }
-    if let Some(hash) = &edits.client_cert {
-        // Envoy's format, with its Hash element only (no subject or chain).
-        out.extend_from_slice(b"x-forwarded-client-cert: Hash=");
-        out.extend_from_slice(hash);
-        out.extend_from_slice(b"\r\n");
+    if let Some(value) = &edits.client_cert {
+        field(out, b"x-forwarded-client-cert", value);
     }
     if let Some(h) = req.host().filter(|_| xfh) {
         field(out, b"x-forwarded-host", h);

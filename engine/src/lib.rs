@@ -23,6 +23,7 @@ mod balance;
 mod basic_auth;
 mod body;
 mod cache;
+mod client_cert;
 mod client_ip;
 mod compress;
 mod compress_stream;

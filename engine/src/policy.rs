@@ -87,7 +87,7 @@ pub(crate) fn check_access(route: &Route, peer: SocketAddr, tls: Option<&Tls>) -
     if !route.access.admits(peer.ip()) {
         return Err(Refusal { status: 403, headers: Vec::new(), detail: "client address not allowed" });
     }
-    if route.require_client_cert && tls.and_then(Tls::client_cert_hash).is_none() {
+    if route.require_client_cert && !tls.is_some_and(Tls::has_client_cert) {
         return Err(Refusal { status: 403, headers: Vec::new(), detail: "client certificate required" });
     }
     Ok(())

@@ -328,7 +328,11 @@ async fn exchange(
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),
-        client_cert: client.tls.as_deref().and_then(crate::tls::Tls::client_cert_hash),
+        client_cert: client
+            .tls
+            .as_deref()
+            .zip(cfg.tls.client_auth.as_ref())
+            .and_then(|(t, a)| t.client_cert_field(a.details)),
         request_id,
         traceparent: tags.traceparent,
     };

@@ -154,8 +154,8 @@ pub(crate) struct Tls {
     started: bool,
     /// The handshake was still under way at the last read.
     handshaking: bool,
-    /// The SHA-256 of the client's certificate in hex, made at its first use.
-    client_cert: std::cell::OnceCell<Option<[u8; 64]>>,
+    /// The client certificate's `X-Forwarded-Client-Cert` value, made at its first use.
+    client_cert: std::cell::OnceCell<Option<std::rc::Rc<[u8]>>>,
 }
 
 impl Tls {
@@ -185,20 +185,20 @@ impl Tls {
         })
     }
 
-    /// The SHA-256 of the certificate the peer presented (a client verified against
-    /// `tls.client_ca_file`), as 64 lower-case hex digits: Envoy's `Hash` of
-    /// `X-Forwarded-Client-Cert`. None without one.
-    pub(crate) fn client_cert_hash(&self) -> Option<[u8; 64]> {
-        let hash = self.client_cert.get_or_init(|| {
-            use sha2::{Digest, Sha256};
+    /// Whether the peer presented a certificate (a client verified against
+    /// `tls.client_ca_file`).
+    pub(crate) fn has_client_cert(&self) -> bool {
+        self.conn.peer_certificates().is_some_and(|chain| !chain.is_empty())
+    }
+
+    /// The `X-Forwarded-Client-Cert` value for the certificate the peer presented
+    /// ([`crate::client_cert`]), made once per connection; None without one.
+    pub(crate) fn client_cert_field(&self, details: config::CertDetails) -> Option<std::rc::Rc<[u8]>> {
+        let field = self.client_cert.get_or_init(|| {
             let cert = self.conn.peer_certificates()?.first()?;
-            let mut hex = [0u8; 64];
-            for (out, word) in hex.chunks_mut(16).zip(Sha256::digest(cert).chunks(8)) {
-                crate::request_id::hex(out, u64::from_be_bytes(word.try_into().expect("8 bytes of 32")));
-            }
-            Some(hex)
+            Some(crate::client_cert::field_value(cert, details))
         });
-        *hash
+        field.clone()
     }
 
     /// Decrypted bytes wait to be taken, or ciphertext already read waits to be decrypted:

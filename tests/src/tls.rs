@@ -88,9 +88,15 @@ impl TestCa {
 
     /// A client certificate for `client.test` with serial number `serial`.
     pub fn issue(&self, serial: u64) -> TestCert {
+        self.issue_with(serial, |_| {})
+    }
+
+    /// As [`TestCa::issue`], with `edit` changing the certificate's parameters first.
+    pub fn issue_with(&self, serial: u64, edit: impl FnOnce(&mut rcgen::CertificateParams)) -> TestCert {
         let mut params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
         params.serial_number = Some(serial.into());
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        edit(&mut params);
         let key = rcgen::KeyPair::generate().unwrap();
         TestCert::write(&params.signed_by(&key, &self.cert, &self.key).unwrap(), &key)
     }

@@ -368,6 +368,32 @@ both_drivers!(revoked_client_certificates_are_refused, |io| {
     assert_eq!(again.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
 });
 
+both_drivers!(client_certificate_details_are_forwarded, |io| {
+    use rcgen::{DnType, SanType};
+    let up = Upstream::echo();
+    let server = TestCert::new(&["localhost"]);
+    let ca = TestCa::new();
+    let client = ca.issue_with(7, |p| {
+        p.distinguished_name.push(DnType::CommonName, "svc-a");
+        p.distinguished_name.push(DnType::OrganizationName, "Acme, Inc.");
+        p.subject_alt_names.push(SanType::URI("spiffe://example.org/ns/a/sa/svc-a".try_into().unwrap()));
+    });
+    let keys = format!(
+        "client_ca_file = {:?}\nclient_cert_details = [\"subject\", \"uri\", \"dns\"]\n",
+        ca.ca.cert_file.display().to_string()
+    );
+    let gw = tls_gateway_with(io, up.addr, &server, &keys);
+    let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_config_with_cert(&[&server], &client));
+    let want = format!(
+        "Hash={};Subject=\"O=Acme\\\\, Inc.,CN=svc-a\";URI=spiffe://example.org/ns/a/sa/svc-a;DNS=client.test",
+        sha256_hex(&client.der)
+    );
+    for _ in 0..2 {
+        let r = c.request("GET / HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n");
+        assert_eq!(r.header_all("x-echo-x-forwarded-client-cert"), vec![want.as_str()]);
+    }
+});
+
 both_drivers!(the_oldest_tls_version_can_be_raised_to_1_3, |io| {
     let up = Upstream::echo();
     let server = TestCert::new(&["localhost"]);
@@ -438,6 +464,10 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     ));
     assert!(e.contains("tls.client_crl_file") && e.contains("no PEM revocation list"), "{e}");
     assert!(err(&format!("{listen}min_version = \"1.1\"\n{}", cert.toml_entry(&[]))).contains("tls.min_version"));
+    let details = "client_cert_details = [\"subject\"]\n";
+    assert!(err(&format!("{listen}{details}{}", cert.toml_entry(&[]))).contains("tls.client_cert_details: needs"));
+    let e = err(&format!("{listen}{ca}client_cert_details = [\"email\"]\n{}", cert.toml_entry(&[])));
+    assert!(e.contains("tls.client_cert_details[0]"), "{e}");
     let e = err(&format!("{listen}{}ocsp_file = {:?}\n", cert.toml_entry(&[]), cert.cert_file.display().to_string()));
     assert!(e.contains("tls.certificates[0].ocsp_file") && e.contains("not a DER OCSP response"), "{e}");
     let missing = "[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certificates]]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
