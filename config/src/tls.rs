@@ -1,6 +1,7 @@
 //! The `[tls]` section: the addresses that accept TLS connections and the certificates
 //! served there, read from their PEM files and checked for shape (a certificate chain, one
-//! private key, valid server names). Whether a key suits its certificate and the crypto
+//! private key, valid server names, a DER OCSP response), and what client certificates must
+//! chain to, with their revocation lists. Whether a key suits its certificate and the crypto
 //! provider is the engine's check, at startup, since it needs the provider.
 
 use std::sync::Arc;
@@ -227,6 +228,7 @@ fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
     read_pem(file, "certificates", "PEM certificate")
 }
 
+/// `tls.client_cert_details`: which of the certificate's names the upstream learns.
 fn cert_details(c: &mut Checker, names: &[String]) -> CertDetails {
     let mut d = CertDetails::default();
     for (i, name) in names.iter().enumerate() {

@@ -4,9 +4,10 @@
 //! HTTP layer, and seals what is written back. The handshake runs inside the first reads of
 //! the first request, under `timeouts.client_header`.
 //!
-//! Here: the rustls server configuration (certificates chosen by SNI, ALPN `http/1.1`,
-//! stateless session tickets that any worker can open, kept across reloads), and the
-//! per-connection state. Left
+//! Here: the rustls server configuration (certificates chosen by SNI with their stapled
+//! OCSP responses, the oldest version allowed, client certificates checked against their
+//! authorities and revocation lists, ALPN `http/1.1`, stateless session tickets that any
+//! worker can open, kept across reloads), and the per-connection state. Left
 //! to others: when to read and write (`io`, `conn`, `tunnel`); TLS to upstreams (coregate
 //! speaks plain HTTP to them).
 
