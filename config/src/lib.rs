@@ -142,6 +142,9 @@ pub struct Server {
     pub keepalive_requests: Option<u32>,
     /// Age of a client connection after which its next answer says `Connection: close`.
     pub keepalive_time: Option<Duration>,
+    /// This gateway's pseudonym in `Via` (RFC 9110 7.6.3), added to what it forwards both
+    /// ways; a request already naming it is a loop. None: no Via.
+    pub via: Option<String>,
     /// How request paths are normalised before routing; `None` leaves them as sent.
     pub paths: Option<proto_http::PathRules>,
 }

@@ -113,6 +113,8 @@ pub struct RawServer {
     pub keepalive_requests: Option<usize>,
     /// Age after which a client connection is closed with its next answer (nginx's keepalive_time).
     pub keepalive_time: Option<String>,
+    /// This gateway's name in Via fields (RFC 9110 7.6.3); none by default.
+    pub via: Option<String>,
     /// Request paths normalised before routing (RFC 3986 6.2.2); true by default.
     pub normalize_path: Option<bool>,
     /// `//` read as `/` while normalising; true by default.

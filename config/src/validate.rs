@@ -351,6 +351,17 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     Server {
         request_id,
         paths: path_rules(c, s),
+        via: s.via.as_deref().and_then(|v| {
+            if crate::policy::is_token(v) {
+                Some(v.to_string())
+            } else {
+                c.err(
+                    "server.via",
+                    format!("{v:?} is not a token (RFC 9110 7.6.3 pseudonym: letters, digits, -._~ ...)"),
+                );
+                None
+            }
+        }),
         keepalive_requests: s
             .keepalive_requests
             .map(|n| c.bounded("server.keepalive_requests", Some(n), 1, 1, u32::MAX as usize) as u32),
@@ -610,12 +621,15 @@ upstream = "api"
     }
 
     #[test]
-    fn path_rules_are_read_and_refinements_without_normalising_refused() {
+    fn path_rules_and_via_are_read_and_checked() {
         let with = |lines: &str| parse(&MINIMAL.replace("io = \"auto\"", lines), None);
         let c = with("merge_slashes = false\nescaped_slashes = \"reject\"").unwrap();
         let want = proto_http::PathRules { merge_slashes: false, reject_encoded_slashes: true };
         assert_eq!(c.server.paths, Some(want));
         assert_eq!(with("normalize_path = false").unwrap().server.paths, None);
+        assert_eq!(with("via = \"gw-1\"").unwrap().server.via.as_deref(), Some("gw-1"));
+        let errs = with("via = \"gw 1\"").unwrap_err();
+        assert_eq!(errs.0[0].path, "server.via");
         let errs = with("normalize_path = false\nmerge_slashes = true\nescaped_slashes = \"decode\"").unwrap_err();
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["server.escaped_slashes", "server.merge_slashes", "server.escaped_slashes"]);

@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     NoRoute,
     /// A method the gateway does not proxy (CONNECT).
     MethodNotImplemented,
+    /// The request already passed through this gateway (`server.via`).
+    Loop,
     /// The request body exceeds `limits.max_body_bytes`.
     BodyTooLarge,
     /// No endpoint of the upstream accepted a connection.
@@ -89,6 +91,7 @@ impl Error {
             (Kind::Timeout | Kind::ConnectTimeout, Side::Upstream) => 504,
             (Kind::NoRoute, _) => 404,
             (Kind::MethodNotImplemented, _) => 501,
+            (Kind::Loop, _) => 508,
             (Kind::BodyTooLarge, _) => 413,
             (Kind::Overloaded, _) => 503,
             (Kind::Connect | Kind::ConnectTimeout | Kind::UnexpectedUpgrade, Side::Client) => 502,

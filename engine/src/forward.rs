@@ -67,6 +67,8 @@ pub(crate) struct Edits<'a> {
     /// The `traceparent` of coregate's span (`[tracing]`): sent upstream in place of the
     /// client's.
     pub traceparent: Option<&'a [u8]>,
+    /// This gateway's pseudonym (`server.via`), added to the Via of both heads.
+    pub via: Option<&'a [u8]>,
 }
 
 /// The request fields a route's authentication owns (see [`Edits::claim_headers`]).
@@ -235,6 +237,9 @@ pub(crate) fn request_head(
     if let Some(tp) = edits.traceparent {
         field(out, b"traceparent", tp);
     }
+    if let Some(name) = edits.via {
+        via(out, req.meta.version, name);
+    }
     for (name, value) in edits.claim_fields {
         field(out, name, value);
     }
@@ -243,6 +248,15 @@ pub(crate) fn request_head(
         field(out, b"upgrade", b"websocket");
         field(out, b"connection", b"upgrade");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends this gateway's Via member for a message received as `version` (RFC 9110 7.6.3:
+/// the protocol it came in, then the pseudonym). A Via the message had is forwarded before
+/// it as its own field line, which means the same as one list (RFC 9110 5.3).
+fn via(out: &mut Vec<u8>, version: Version, name: &[u8]) {
+    out.extend_from_slice(if version == Version::Http10 { b"via: 1.0 " } else { b"via: 1.1 " });
+    out.extend_from_slice(name);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -288,6 +302,9 @@ pub(crate) fn response_head(
     edits.write_ops(out, edits.response_ops);
     if let Some((name, id)) = edits.request_id {
         field(out, name, id);
+    }
+    if let Some(name) = edits.via {
+        via(out, resp.meta.version, name);
     }
     if let Some((cors, origin)) = edits.cors {
         field(out, b"access-control-allow-origin", if cors.origins.is_empty() { b"*" } else { origin });
@@ -421,6 +438,7 @@ mod tests {
             client_cert: None,
             request_id: None,
             traceparent: None,
+            via: None,
         }
     }
 

@@ -229,6 +229,19 @@ async fn exchange(
         return Err(Error::new(Kind::MethodNotImplemented, Side::Client, "CONNECT is not supported"));
     }
     let cfg = &w.cfg;
+    if let Some(name) = &cfg.server.via {
+        // RFC 9110 7.6.3: Via lets a proxy see a request come round again (a route whose
+        // upstream is this gateway): answered at once, not forwarded without end.
+        let listed =
+            req.headers().any(|(n, v)| n.eq_ignore_ascii_case(b"via") && proto_http::via_lists(v, name.as_bytes()));
+        if listed {
+            return Err(Error::new(
+                Kind::Loop,
+                Side::Client,
+                "request loop: it already passed through this gateway (server.via)",
+            ));
+        }
+    }
     let https = client.tls.is_some();
     let accept = |i: usize| policy::conditions_hold(&cfg.routes[i], req, https);
     let route_idx = w.routes.find(req.host(), req.path_only(), &cfg.routes, &accept).ok_or(Error::new(
@@ -335,6 +348,7 @@ async fn exchange(
             .and_then(|(t, a)| t.client_cert_field(a.details)),
         request_id,
         traceparent: tags.traceparent,
+        via: cfg.server.via.as_deref().map(str::as_bytes),
     };
     p.upstream = Some(upstream);
     // A route with a cache answers from it when it can; otherwise the plan says what to do

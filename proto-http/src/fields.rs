@@ -176,6 +176,15 @@ const REG_NAME: [bool; 256] = {
     t
 };
 
+/// Whether a Via field value (RFC 9110 7.6.3: `#( received-protocol RWS received-by
+/// [ RWS comment ] )`) names `name` as one of its received-by hosts, ignoring case.
+pub fn via_lists(value: &[u8], name: &[u8]) -> bool {
+    FieldList::new(value).any(|member| {
+        let mut words = member.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty());
+        words.nth(1).is_some_and(|by| by.eq_ignore_ascii_case(name))
+    })
+}
+
 /// Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2). Userinfo, lists, paths and
 /// whitespace are refused; an empty value is allowed (RFC 9112 3.2).
 pub(crate) fn valid_host(v: &[u8]) -> bool {
@@ -211,6 +220,15 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_members_are_read_by_their_received_by() {
+        let v = b"1.0 fred, 1.1 p.example.net (Apache/1.1), HTTP/1.1 GW-1";
+        for (name, listed) in [("fred", true), ("p.example.net", true), ("gw-1", true), ("gw", false), ("1.1", false)] {
+            assert_eq!(via_lists(v, name.as_bytes()), listed, "{name}");
+        }
+        assert!(!via_lists(b"", b"gw") && !via_lists(b"gw", b"gw"), "a member without a protocol names no host");
+    }
 
     #[test]
     fn lists_skip_empty_elements_and_trim() {

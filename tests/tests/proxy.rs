@@ -275,6 +275,31 @@ both_drivers!(client_connections_retire_after_keepalive_requests_or_time, |io| {
     assert!(c.closed());
 });
 
+both_drivers!(via_is_added_both_ways_and_a_loop_is_refused, |io| {
+    let up = Upstream::echo();
+    let routes = |to: std::net::SocketAddr| {
+        format!("[[upstreams]]\nname = \"api\"\nendpoints = [\"{to}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n")
+    };
+    let mut gw = Gateway::start_with(io, 1, "via = \"gw-1\"", &routes(up.addr));
+    let r = gw.client().request("GET /a HTTP/1.1\r\nHost: a\r\nVia: 1.1 cdn\r\n\r\n");
+    assert_eq!(r.header_all("x-echo-via"), ["1.1 cdn", "1.1 gw-1"], "the client's Via, then ours");
+    assert_eq!(r.header_all("via"), ["1.1 gw-1"]);
+    let r = gw.client().request("GET /b HTTP/1.0\r\n\r\n");
+    assert_eq!(r.header_all("x-echo-via"), ["1.0 gw-1"], "the protocol it was received in");
+    for via in ["1.1 gw-1", "1.0 cdn, HTTP/1.1 GW-1 (coregate)"] {
+        let r = gw.client().request(format!("GET / HTTP/1.1\r\nHost: a\r\nVia: {via}\r\n\r\n"));
+        assert_eq!(r.status(), 508, "{via}");
+    }
+    assert_eq!(up.connection_count(), 1, "no loop reached the upstream");
+    let r = gw.client().request("GET /c HTTP/1.1\r\nHost: a\r\nVia: 1.1 gw-10\r\n\r\n");
+    assert_eq!(r.status(), 200, "another gateway's name");
+    // A route whose upstream is the gateway itself: the second pass sees its own name.
+    gw.reload_extra(&routes(gw.addr)).expect("reload");
+    let r = gw.client().request("GET /d HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status(), 508);
+    assert_eq!(r.header_all("via"), ["1.1 gw-1"], "the inner 508, proxied out once");
+});
+
 both_drivers!(upstream_down_is_502_and_recovers, |io| {
     let addr = dead_addr();
     let gw = Gateway::proxy_to(io, addr, "");
