@@ -95,6 +95,10 @@ impl AccessLog {
         escape(&mut buf, host.unwrap_or_default());
         buf.extend_from_slice(b"\",\"path\":\"");
         escape(&mut buf, path);
+        if let Some(as_sent) = e.request.and_then(|r| r.meta.path_as_sent.as_deref()) {
+            buf.extend_from_slice(b"\",\"path_as_sent\":\"");
+            escape(&mut buf, as_sent);
+        }
         if let Some(id) = e.request_id {
             buf.extend_from_slice(b"\",\"request_id\":\"");
             escape(&mut buf, id);

@@ -291,10 +291,8 @@ async fn read_head(w: &Worker, client: &mut Conn) -> Result<Option<RequestHead>,
             };
             if let Some(mut meta) = parsed.map_err(|e| Error::malformed(Side::Client, e))? {
                 if let Some(rules) = w.cfg.server.paths {
-                    let moved = normalize_request_path(&mut client.buf, &meta, rules);
-                    if let Some(end) = moved.map_err(|e| Error::malformed(Side::Client, e))? {
-                        meta.path.end = end;
-                    }
+                    normalize_request_path(&mut client.buf, &mut meta, rules)
+                        .map_err(|e| Error::malformed(Side::Client, e))?;
                 }
                 let bytes = client.buf.split_to(meta.head_len).freeze();
                 return Ok(Some(RequestHead::new(bytes, meta)));

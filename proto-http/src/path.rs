@@ -40,18 +40,46 @@ fn unreserved(c: u8) -> bool {
 }
 
 /// Normalises the path of the request target in `buf` (the head's bytes, which `meta`
-/// indexes). Returns where the target now ends when that moved (`meta.path.end` is then to be
-/// set to it), `None` when the target is as it was. Targets that are not a path (`*`, a
-/// CONNECT authority, an absolute-form target without one) are left alone.
+/// indexes), shortening `meta.path` to match and keeping the path as sent in
+/// `meta.path_as_sent` when it changed. Targets that are not a path (`*`, a CONNECT
+/// authority, an absolute-form target without one) are left alone.
 #[inline]
-pub fn normalize_request_path(buf: &mut [u8], meta: &RequestMeta, rules: PathRules) -> Result<Option<u32>, ParseError> {
+pub fn normalize_request_path(buf: &mut [u8], meta: &mut RequestMeta, rules: PathRules) -> Result<(), ParseError> {
     let (start, end) = (meta.path.start as usize, meta.path.end as usize);
     let target = &mut buf[start..end];
     if target.first() != Some(&b'/') || (meta.method == crate::Method::Connect && meta.target_authority.is_some()) {
-        return Ok(None);
+        return Ok(());
     }
-    let len = normalize(target, rules)?;
-    Ok((len != target.len()).then_some((start + len) as u32))
+    if is_normal(target) {
+        return Ok(());
+    }
+    let len = rewrite_keeping(target, rules, &mut meta.path_as_sent)?;
+    meta.path.end = (start + len) as u32;
+    Ok(())
+}
+
+/// [`rewrite`], also keeping the path as it was in `as_sent` when the rewrite changed it. Most
+/// rewrites change nothing (`%20` is already normal): the path is copied to the stack
+/// first, and to the heap only when it differs.
+#[cold]
+#[inline(never)]
+fn rewrite_keeping(target: &mut [u8], rules: PathRules, as_sent: &mut Option<Box<[u8]>>) -> Result<usize, ParseError> {
+    let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+    let mut stack = [0u8; 1024];
+    let heap;
+    let before: &[u8] = if path_end <= stack.len() {
+        stack[..path_end].copy_from_slice(&target[..path_end]);
+        &stack[..path_end]
+    } else {
+        heap = target[..path_end].to_vec();
+        &heap
+    };
+    let len = rewrite(target, rules)?;
+    let after = &target[..path_end - (target.len() - len)];
+    if after != before {
+        *as_sent = Some(before.into());
+    }
+    Ok(len)
 }
 
 /// Classes of bytes for the first look at a path: most paths hold only plain bytes and
@@ -81,24 +109,31 @@ const CLASS: [u8; 256] = {
 /// and a query) in place and returns the target's new length; the bytes after it are left
 /// over. Errors: a byte a path may not hold, a `%` not followed by two hex digits, `%00`, and
 /// with `reject_encoded_slashes` an encoded slash.
-#[inline]
 pub fn normalize(target: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
-    // Nothing to do without a `%`, a `/` before a `.` or a `/`, or a byte to refuse.
+    if is_normal(target) {
+        return Ok(target.len());
+    }
+    rewrite(target, rules)
+}
+
+/// Whether the path of `target` certainly needs nothing: no `%`, no `/` before a `.` or a
+/// `/`, and no byte to refuse.
+#[inline]
+fn is_normal(target: &[u8]) -> bool {
     let mut i = 0;
     while let Some(&b) = target.get(i) {
         match CLASS[b as usize] {
             PLAIN => {}
             SLASH if !matches!(target.get(i + 1), Some(b'.' | b'/')) => {}
             QUERY => break,
-            _ => return rewrite(target, rules),
+            _ => return false,
         }
         i += 1;
     }
-    Ok(target.len())
+    true
 }
 
-#[cold]
-#[inline(never)]
+/// Checks and normalises a path that [`is_normal`] could not vouch for.
 fn rewrite(target: &mut [u8], rules: PathRules) -> Result<usize, ParseError> {
     let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
     if target[..path_end].iter().any(|&b| !PATH_BYTE[b as usize]) {
@@ -295,21 +330,29 @@ mod tests {
     #[test]
     fn request_heads_keep_their_query_and_leave_other_forms_alone() {
         let limits = crate::Limits::default();
-        let mut buf = b"GET /x/../y%41?q=1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
-        let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-        meta.path.end = normalize_request_path(&mut buf, &meta, PLAIN).unwrap().unwrap();
-        assert_eq!(meta.path.get(&buf), b"/yA?q=1");
-        for raw in ["OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"] {
+        let normalised = |raw: &str, rules| {
             let mut buf = raw.as_bytes().to_vec();
-            let meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-            assert_eq!(normalize_request_path(&mut buf, &meta, EDGE), Ok(None), "{raw}");
+            let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
+            let before = meta.clone();
+            normalize_request_path(&mut buf, &mut meta, rules).unwrap();
+            let path = String::from_utf8(meta.path.get(&buf).to_vec()).unwrap();
+            let as_sent = meta.path_as_sent.as_deref().map(|p| String::from_utf8(p.to_vec()).unwrap());
+            (path, as_sent, meta == before)
+        };
+        let (path, as_sent, _) = normalised("GET /x/../y%41?q=1 HTTP/1.1\r\nHost: a\r\n\r\n", PLAIN);
+        assert_eq!((path.as_str(), as_sent.as_deref()), ("/yA?q=1", Some("/x/../y%41")));
+        for raw in ["OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"] {
+            assert!(normalised(raw, EDGE).2, "{raw}");
         }
-        let mut buf = b"GET http://a/b/./c HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
-        let mut meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-        meta.path.end = normalize_request_path(&mut buf, &meta, PLAIN).unwrap().unwrap();
-        assert_eq!(meta.path.get(&buf), b"/b/c");
-        let mut buf = b"GET /a/b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
-        let meta = crate::parse_request(&buf, &limits).unwrap().unwrap();
-        assert_eq!(normalize_request_path(&mut buf, &meta, EDGE), Ok(None));
+        let (path, as_sent, _) = normalised("GET http://a/b/./c HTTP/1.1\r\nHost: a\r\n\r\n", PLAIN);
+        assert_eq!((path.as_str(), as_sent.as_deref()), ("/b/c", Some("/b/./c")));
+        // Rewritten but the same (already normal escapes, a dot that starts a name): nothing kept.
+        for raw in ["GET /a/b HTTP/1.1\r\nHost: a\r\n\r\n", "GET /a%20b/.well-known HTTP/1.1\r\nHost: a\r\n\r\n"] {
+            assert!(normalised(raw, EDGE).2, "{raw}");
+        }
+        // A path longer than the stack copy is kept from the heap.
+        let long = format!("/{}/../x", "a".repeat(2000));
+        let (path, as_sent, _) = normalised(&format!("GET {long} HTTP/1.1\r\nHost: a\r\n\r\n"), EDGE);
+        assert_eq!((path.as_str(), as_sent.as_deref()), ("/x", Some(long.as_str())));
     }
 }

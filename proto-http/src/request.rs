@@ -84,6 +84,9 @@ pub struct RequestMeta {
     pub expect_continue: bool,
     /// Whether an Upgrade field is present.
     pub upgrade: bool,
+    /// The path (without the query) as the client sent it, when normalisation
+    /// ([`crate::path`]) changed it: for the access log.
+    pub path_as_sent: Option<Box<[u8]>>,
 }
 
 impl RequestMeta {
@@ -247,6 +250,7 @@ pub fn parse_request_in(
         connection: ConnectionFlags::default(),
         expect_continue: false,
         upgrade: false,
+        path_as_sent: None,
     };
     let mut host_header: Option<Span> = None;
     let mut hosts = 0u32;

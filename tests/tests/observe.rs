@@ -78,6 +78,7 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let mut c = gw.client();
     assert_eq!(c.request("GET /users/7?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
     assert_eq!(c.request("GET /teapot HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 418);
+    assert_eq!(c.request("GET /users/./%39?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
     // Its whole answer, as the client received it, for `bytes_sent`.
     let mut raw = std::net::TcpStream::connect(gw.addr).unwrap();
     raw.write_all(b"GET /users/8 HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n").unwrap();
@@ -91,7 +92,7 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let mut lines = Vec::new();
     eventually(|| {
         lines = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect();
-        lines.len() >= 4
+        lines.len() >= 5
     });
     let entries: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).expect(l)).collect();
     let users = entries.iter().find(|e| e["route"] == "users" && e["path"] == "/users/7").expect("the proxied request");
@@ -100,6 +101,9 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     assert_eq!(users["host"], "api.test");
 
     assert_eq!(users["client"], "127.0.0.1");
+    assert_eq!(users.get("path_as_sent"), None, "a path normalisation left alone");
+    let normalised = entries.iter().find(|e| e["path"] == "/users/9").expect("the normalised request");
+    assert_eq!(normalised["path_as_sent"], "/users/./%39", "as sent, without its query");
     assert!(users["duration_ms"].as_f64().unwrap() >= 0.0);
     let closed = entries.iter().find(|e| e["path"] == "/users/8").expect("the request with its answer read");
     assert_eq!(closed["bytes_sent"].as_u64(), Some(answer.len() as u64));
