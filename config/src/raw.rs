@@ -199,6 +199,8 @@ pub struct RawUpstreamTls {
     /// PEM files of a client certificate and its key, for upstreams that ask for one (mTLS).
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// The oldest TLS version spoken to the upstream: "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
 }
 
 /// Active health checks of an upstream's endpoints.

@@ -149,15 +149,20 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
     if client_auth.is_some() && raw.listen.is_empty() {
         c.err("tls.client_ca_file", "client certificates need a TLS listen address (tls.listen)");
     }
-    let min_version = match raw.min_version.as_deref() {
+    let min_version = tls_version(c, "tls.min_version", raw.min_version.as_deref());
+    Tls { listen, certificates, client_auth, min_version }
+}
+
+/// A `min_version` key: `"1.2"` (also when absent) or `"1.3"`.
+fn tls_version(c: &mut Checker, path: &str, raw: Option<&str>) -> TlsVersion {
+    match raw {
         None | Some("1.2") => TlsVersion::V1_2,
         Some("1.3") => TlsVersion::V1_3,
         Some(other) => {
-            c.err("tls.min_version", format!("{other:?} is not \"1.2\" or \"1.3\" (the versions coregate speaks)"));
+            c.err(path, format!("{other:?} is not \"1.2\" or \"1.3\" (the versions coregate speaks)"));
             TlsVersion::V1_2
         }
-    };
-    Tls { listen, certificates, client_auth, min_version }
+    }
 }
 
 /// A certificate chain and its key, from the PEM files at `{path}.cert_file` and
@@ -197,6 +202,8 @@ pub struct UpstreamTls {
     pub verify: bool,
     /// Presented when the upstream asks for a client certificate (mTLS); no server names.
     pub client_cert: Option<Certificate>,
+    /// The oldest protocol version spoken to the upstream.
+    pub min_version: TlsVersion,
 }
 
 pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamTls) -> UpstreamTls {
@@ -221,7 +228,8 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         .then(|| cert_and_key(c, path, raw.cert_file.as_deref(), raw.key_file.as_deref()))
         .flatten()
         .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file, ocsp: None });
-    UpstreamTls { server_name, roots, verify, client_cert }
+    let min_version = tls_version(c, &format!("{path}.min_version"), raw.min_version.as_deref());
+    UpstreamTls { server_name, roots, verify, client_cert, min_version }
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -41,12 +41,8 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
         key.ocsp = c.ocsp.clone();
         certs.push((c.server_names.clone(), Arc::new(key)));
     }
-    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
-        config::TlsVersion::V1_2 => rustls::DEFAULT_VERSIONS,
-        config::TlsVersion::V1_3 => &[&rustls::version::TLS13],
-    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
+        .with_protocol_versions(versions(tls.min_version))
         .map_err(|e| format!("tls: {e}"))?;
     let builder = match &tls.client_auth {
         None => builder.with_no_client_auth(),
@@ -77,6 +73,15 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
     // shared by every core.
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
     Ok(cfg)
+}
+
+/// The versions spoken from `oldest` on, to clients and to upstreams.
+pub(crate) fn versions(oldest: config::TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match oldest {
+        config::TlsVersion::V1_2 => rustls::DEFAULT_VERSIONS,
+        config::TlsVersion::V1_3 => TLS13_ONLY,
+    }
 }
 
 /// `cfg` with the session-ticket key of `running` (the configuration a reload replaces),

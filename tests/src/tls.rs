@@ -355,9 +355,28 @@ impl TlsUpstream {
         client_ca: Option<&TestCert>,
         handler: impl Fn(TlsUpConn) + Send + Sync + 'static,
     ) -> TlsUpstream {
+        Self::speaking(rustls::DEFAULT_VERSIONS, cert, client_ca, handler)
+    }
+
+    /// An echoing upstream that speaks only `versions`.
+    pub fn echo_speaking(versions: &[&'static rustls::SupportedProtocolVersion], cert: &TestCert) -> TlsUpstream {
+        Self::speaking(versions, cert, None, |mut c| {
+            while let Some(req) = c.read_request() {
+                if !c.write(crate::echo_response(&req)) {
+                    return;
+                }
+            }
+        })
+    }
+
+    fn speaking(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        cert: &TestCert,
+        client_ca: Option<&TestCert>,
+        handler: impl Fn(TlsUpConn) + Send + Sync + 'static,
+    ) -> TlsUpstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder =
-            ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {

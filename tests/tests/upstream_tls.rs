@@ -222,6 +222,21 @@ both_drivers!(health_checks_speak_tls_to_tls_upstreams, |io| {
     }
 });
 
+both_drivers!(the_oldest_upstream_tls_version_can_be_raised_to_1_3, |io| {
+    let cert = TestCert::new(&["upstream.test"]);
+    let old = TlsUpstream::echo_speaking(&[&rustls::version::TLS12], &cert);
+    let both = TlsUpstream::echo_speaking(rustls::DEFAULT_VERSIONS, &cert);
+    let strict = tls_table(&cert, "upstream.test", ", min_version = \"1.3\"");
+    let gw = gateway(
+        io,
+        &[(old.addr, tls_table(&cert, "upstream.test", "")), (old.addr, strict.clone()), (both.addr, strict)],
+    );
+    let mut c = gw.client();
+    assert_eq!(get(&mut c, "/0/a").text(), "GET /0/a\n", "TLS 1.2 by default");
+    assert_eq!(get(&mut c, "/1/a").status(), 502, "a TLS 1.2 upstream where 1.3 is the oldest");
+    assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n");
+});
+
 #[test]
 fn tls_settings_of_upstreams_are_checked() {
     let cert = TestCert::new(&["upstream.test"]);
@@ -240,6 +255,7 @@ fn tls_settings_of_upstreams_are_checked() {
     let half = format!("cert_file = {:?}", cert.cert_file.display().to_string());
     assert!(err(&half).contains("upstreams[0].tls.key_file"));
     assert!(err("sni = \"x\"").contains("upstreams[0].tls.sni"));
+    assert!(err("min_version = \"1.1\"").contains("upstreams[0].tls.min_version"));
     let ok = parse(&format!("{ca}, server_name = \"10.0.0.1\"")).unwrap();
     let tls = ok.upstreams[0].tls.as_ref().unwrap();
     assert_eq!(tls.server_name.as_deref(), Some("10.0.0.1"));
