@@ -320,6 +320,16 @@ fn path_rules(c: &mut Checker, s: &crate::raw::RawServer) -> Option<proto_http::
     Some(proto_http::PathRules { merge_slashes: s.merge_slashes.unwrap_or(true), reject_encoded_slashes })
 }
 
+/// `{section}.keepalive_requests` (of `[server]` or an upstream): at least 1 when set.
+fn keepalive_requests(c: &mut Checker, section: &str, raw: Option<usize>) -> Option<u32> {
+    raw.map(|n| c.bounded(&format!("{section}.keepalive_requests"), Some(n), 1, 1, u32::MAX as usize) as u32)
+}
+
+/// `{section}.keepalive_time` (of `[server]` or an upstream): a duration when set.
+fn keepalive_time(c: &mut Checker, section: &str, raw: Option<&String>) -> Option<Duration> {
+    raw.map(|t| c.duration(&format!("{section}.keepalive_time"), Some(t), Duration::from_secs(3600)))
+}
+
 fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
     let s = &raw.server;
     let listen = s.listen.iter().enumerate().filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a)).collect();
@@ -362,13 +372,8 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
                 None
             }
         }),
-        keepalive_requests: s
-            .keepalive_requests
-            .map(|n| c.bounded("server.keepalive_requests", Some(n), 1, 1, u32::MAX as usize) as u32),
-        keepalive_time: s
-            .keepalive_time
-            .as_ref()
-            .map(|t| c.duration("server.keepalive_time", Some(t), Duration::from_secs(3600))),
+        keepalive_requests: keepalive_requests(c, "server", s.keepalive_requests),
+        keepalive_time: keepalive_time(c, "server", s.keepalive_time.as_ref()),
         proxy_protocol: match &s.proxy_protocol {
             None | Some(toml::Value::Boolean(false)) => ProxyProtocol::Off,
             Some(toml::Value::Boolean(true)) => ProxyProtocol::All,
@@ -462,13 +467,8 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             0,
             1 << 20,
         ),
-        keepalive_requests: u
-            .keepalive_requests
-            .map(|n| c.bounded(&format!("{path}.keepalive_requests"), Some(n), 1, 1, u32::MAX as usize) as u32),
-        keepalive_time: u
-            .keepalive_time
-            .as_ref()
-            .map(|t| c.duration(&format!("{path}.keepalive_time"), Some(t), Duration::from_secs(3600))),
+        keepalive_requests: keepalive_requests(c, path, u.keepalive_requests),
+        keepalive_time: keepalive_time(c, path, u.keepalive_time.as_ref()),
         connect_timeout,
         response_timeout: c.duration(
             &format!("{path}.response_timeout"),
