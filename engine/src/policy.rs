@@ -358,13 +358,19 @@ pub(crate) struct TargetEdit<'a> {
     route: &'a Route,
     /// The query parameter that carried the API key, removed.
     key_param: Option<&'a [u8]>,
+    /// Parameters are removed or added (the route's, or the key's): the query is rebuilt.
+    query_edits: bool,
 }
 
 /// The route's changes to the target, or `None` when the client's goes upstream as it is.
 pub(crate) fn target_edit<'a>(route: &'a Route, key: Option<KeySource>, api: &'a ApiKeyAuth) -> Option<TargetEdit<'a>> {
     let key_param = (key == Some(KeySource::Query)).then_some(api.query.as_deref()).flatten().map(str::as_bytes);
     let query_edits = !route.query_remove.is_empty() || !route.query_add.is_empty() || key_param.is_some();
-    (route.rewrite.is_some() || route.strip_prefix || query_edits).then_some(TargetEdit { route, key_param })
+    (route.rewrite.is_some() || route.strip_prefix || query_edits).then_some(TargetEdit {
+        route,
+        key_param,
+        query_edits,
+    })
 }
 
 impl TargetEdit<'_> {
@@ -398,7 +404,7 @@ impl TargetEdit<'_> {
         } else {
             out.extend_from_slice(path);
         }
-        if route.query_remove.is_empty() && route.query_add.is_empty() && self.key_param.is_none() {
+        if !self.query_edits {
             out.extend_from_slice(query);
             return;
         }
