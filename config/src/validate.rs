@@ -372,6 +372,7 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
                 None
             }
         }),
+        allow_trace: s.allow_trace.unwrap_or(false),
         keepalive_requests: keepalive_requests(c, "server", s.keepalive_requests),
         keepalive_time: keepalive_time(c, "server", s.keepalive_time.as_ref()),
         proxy_protocol: match &s.proxy_protocol {

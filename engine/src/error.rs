@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     NoRoute,
     /// A method the gateway does not proxy (CONNECT).
     MethodNotImplemented,
+    /// A method the gateway refuses (TRACE unless `server.allow_trace`).
+    MethodNotAllowed,
     /// The request already passed through this gateway (`server.via`).
     Loop,
     /// The request body exceeds `limits.max_body_bytes`.
@@ -91,6 +93,7 @@ impl Error {
             (Kind::Timeout | Kind::ConnectTimeout, Side::Upstream) => 504,
             (Kind::NoRoute, _) => 404,
             (Kind::MethodNotImplemented, _) => 501,
+            (Kind::MethodNotAllowed, _) => 405,
             (Kind::Loop, _) => 508,
             (Kind::BodyTooLarge, _) => 413,
             (Kind::Overloaded, _) => 503,
@@ -130,6 +133,7 @@ mod tests {
         assert_eq!(e(Kind::Timeout, Side::Client), Some(408));
         assert_eq!(e(Kind::Io, Side::Client), None);
         assert_eq!(e(Kind::NoRoute, Side::Client), Some(404));
+        assert_eq!(e(Kind::MethodNotAllowed, Side::Client), Some(405));
         assert_eq!(e(Kind::BodyTooLarge, Side::Client), Some(413));
         assert_eq!(e(Kind::Connect, Side::Upstream), Some(502));
         assert_eq!(e(Kind::Overloaded, Side::Upstream), Some(503));

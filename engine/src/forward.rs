@@ -69,6 +69,9 @@ pub(crate) struct Edits<'a> {
     pub traceparent: Option<&'a [u8]>,
     /// This gateway's pseudonym (`server.via`), added to the Via of both heads.
     pub via: Option<&'a [u8]>,
+    /// A TRACE or OPTIONS request's Max-Forwards (above 0), sent on one lower (RFC 9110
+    /// 7.6.2); `None` forwards the field as it came, if it came.
+    pub max_forwards: Option<u64>,
 }
 
 /// The request fields a route's authentication owns (see [`Edits::claim_headers`]).
@@ -180,6 +183,7 @@ pub(crate) fn request_head(
             || (other_tokens && named_by_connection(connection_values(req.headers()), name))
             || edits.dropped(name)
             || replaced(ops, name)
+            || (edits.max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
         {
             forwarded_for += usize::from(name.eq_ignore_ascii_case(b"x-forwarded-for"));
             continue;
@@ -239,6 +243,9 @@ pub(crate) fn request_head(
     }
     if let Some(name) = edits.via {
         via(out, req.meta.version, name);
+    }
+    if let Some(n) = edits.max_forwards {
+        field_u64(out, b"max-forwards", n.saturating_sub(1));
     }
     for (name, value) in edits.claim_fields {
         field(out, name, value);
@@ -439,6 +446,7 @@ mod tests {
             request_id: None,
             traceparent: None,
             via: None,
+            max_forwards: None,
         }
     }
 

@@ -43,6 +43,7 @@ mod io;
 mod jwks;
 mod jwt;
 mod listener;
+mod methods;
 mod metrics;
 mod mirror;
 mod per_ip;

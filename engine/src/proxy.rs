@@ -135,10 +135,13 @@ pub(crate) async fn handle(
     }
     // A refused request closes its connection; a 404 or an upstream failure after the whole
     // request was read leaves it usable.
-    let refused = err.side == Side::Client && err.kind != Kind::NoRoute;
+    let refused = err.side == Side::Client && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed);
     let keep = progress.body_done && req.meta.keep_alive() && !refused;
     let reply = Reply { keep_alive: keep, version: req.meta.version, request_id };
-    (send_error(w, client, status, err.context, &[], reply).await, progress.outcome())
+    // RFC 9110 15.5.6: a 405 says which methods are allowed.
+    let allow: [(&[u8], &[u8]); 1] = [(b"allow", crate::methods::allowed(&w.cfg).as_bytes())];
+    let extra: &[(&[u8], &[u8])] = if err.kind == Kind::MethodNotAllowed { &allow } else { &[] };
+    (send_error(w, client, status, err.context, extra, reply).await, progress.outcome())
 }
 
 /// What identifies a request beyond itself, sent upstream with it.
@@ -242,6 +245,17 @@ async fn exchange(
             ));
         }
     }
+    let refusal_reply =
+        Reply { keep_alive: no_body(meta.body) && meta.keep_alive(), version: meta.version, request_id };
+    // TRACE and OPTIONS: the only methods Max-Forwards applies to (RFC 9110 7.6.2).
+    let mut hops = None;
+    if matches!(meta.method, Method::Trace | Method::Options) {
+        hops = crate::methods::screen(cfg, req)?;
+        if req.path() == b"*" {
+            // RFC 9110 9.3.7: about the server in general, which here is the gateway.
+            return Ok(crate::methods::answer(w, client, None, req, refusal_reply).await);
+        }
+    }
     let https = client.tls.is_some();
     let accept = |i: usize| policy::conditions_hold(&cfg.routes[i], req, https);
     let route_idx = w.routes.find(req.host(), req.path_only(), &cfg.routes, &accept).ok_or(Error::new(
@@ -251,8 +265,6 @@ async fn exchange(
     ))?;
     p.route = Some(route_idx);
     let route = &cfg.routes[route_idx];
-    let refusal_reply =
-        Reply { keep_alive: no_body(meta.body) && meta.keep_alive(), version: meta.version, request_id };
 
     // Policies, in order: CORS preflight, IP access rules, authentication, rate limits,
     // injected faults; each may answer on its own.
@@ -286,6 +298,10 @@ async fn exchange(
         }
     }
     let upstream = match &route.action {
+        // The last hop a TRACE or OPTIONS may take ends here: answered as its final recipient.
+        Action::Proxy { .. } | Action::Split(_) if hops == Some(0) => {
+            return Ok(crate::methods::answer(w, client, Some(route), req, refusal_reply).await);
+        }
         Action::Proxy { upstream } => *upstream,
         Action::Split(split) => w.split.choose(route_idx, split, req, peer),
         action => return Ok(policy::respond(w, client, action, req, route_idx, refusal_reply).await),
@@ -349,6 +365,7 @@ async fn exchange(
         request_id,
         traceparent: tags.traceparent,
         via: cfg.server.via.as_deref().map(str::as_bytes),
+        max_forwards: hops,
     };
     p.upstream = Some(upstream);
     // A route with a cache answers from it when it can; otherwise the plan says what to do

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let again = parse_request(&data[..meta.head_len], &limits).expect("a parsed head parses alone").expect("complete");
         assert_eq!(again, meta);
         let head = RequestHead::new(bytes::Bytes::copy_from_slice(&data[..meta.head_len]), meta);
-        let _ = (head.method(), head.path(), head.path_only(), head.host());
+        let _ = (head.method(), head.path(), head.path_only(), head.host(), head.max_forwards());
         assert!(head.headers().count() <= 32);
     }
 });

@@ -64,6 +64,10 @@ pub enum ParseError {
     PathEncoding,
     /// An encoded `/` or `\` in the path, where configured to be refused.
     EncodedSlash,
+    /// Max-Forwards that is not one run of digits (a list, several fields, a sign).
+    MaxForwards,
+    /// A TRACE request with content (RFC 9110 9.3.8).
+    TraceContent,
 }
 
 impl ParseError {
@@ -99,6 +103,8 @@ impl ParseError {
             Self::PathCharacter => "invalid character in the path",
             Self::PathEncoding => "invalid percent-encoding in the path",
             Self::EncodedSlash => "encoded slash in the path",
+            Self::MaxForwards => "invalid Max-Forwards",
+            Self::TraceContent => "TRACE with content",
         }
     }
 }

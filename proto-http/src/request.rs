@@ -149,6 +149,24 @@ impl RequestHead {
         self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
+    /// Max-Forwards (RFC 9110 7.6.2: `1*DIGIT`, the hops a TRACE or OPTIONS request may
+    /// still be forwarded); `None` without the field. Values past `u64::MAX` read as
+    /// `u64::MAX`. Several fields, a list, a sign or an empty value are refused: a proxy
+    /// that must count down cannot guess which of two values was meant.
+    pub fn max_forwards(&self) -> Result<Option<u64>, ParseError> {
+        let mut found = None;
+        for (name, value) in self.headers() {
+            if !name.eq_ignore_ascii_case(b"max-forwards") {
+                continue;
+            }
+            if found.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(ParseError::MaxForwards);
+            }
+            found = Some(value.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))));
+        }
+        Ok(found)
+    }
+
     /// A WebSocket opening handshake (RFC 6455 4.1) that a proxy can forward as an upgrade
     /// (RFC 9110 7.8): an HTTP/1.1 GET without a body, with `upgrade` in its Connection field
     /// and `websocket` in its Upgrade field.
@@ -318,6 +336,10 @@ pub fn parse_request_in(
             None => BodyFraming::Empty,
         }
     };
+    // RFC 9110 9.3.8: a client must not send content with TRACE (the echo would carry it).
+    if method == Method::Trace && !matches!(meta.body, BodyFraming::Empty | BodyFraming::Length(0)) {
+        return Err(ParseError::TraceContent);
+    }
     Ok(Some(meta))
 }
 
@@ -433,6 +455,39 @@ mod tests {
         assert!(r.meta.expect_continue);
         let r = parse("GET / HTTP/1.1\r\nHost: \r\n\r\n");
         assert_eq!(r.host(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn max_forwards_table() {
+        let ok: &[(&str, Option<u64>)] = &[
+            ("", None),
+            ("Max-Forwards: 0\r\n", Some(0)),
+            ("max-forwards: 10\r\n", Some(10)),
+            ("Max-Forwards:  7 \r\n", Some(7)),
+            ("Max-Forwards: 99999999999999999999999\r\n", Some(u64::MAX)),
+        ];
+        for (field, want) in ok {
+            let r = parse(&format!("OPTIONS / HTTP/1.1\r\nHost: x\r\n{field}\r\n"));
+            assert_eq!(r.max_forwards(), Ok(*want), "{field:?}");
+        }
+        for field in [
+            "Max-Forwards: \r\n",
+            "Max-Forwards: -1\r\n",
+            "Max-Forwards: +1\r\n",
+            "Max-Forwards: 1, 2\r\n",
+            "Max-Forwards: 0x1\r\n",
+            "Max-Forwards: 1\r\nMax-Forwards: 1\r\n",
+        ] {
+            let r = parse(&format!("TRACE / HTTP/1.1\r\nHost: x\r\n{field}\r\n"));
+            assert_eq!(r.max_forwards(), Err(ParseError::MaxForwards), "{field:?}");
+        }
+    }
+
+    #[test]
+    fn trace_has_no_content() {
+        parse_err("TRACE / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx", ParseError::TraceContent);
+        parse_err("TRACE / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::TraceContent);
+        assert_eq!(parse("TRACE / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").meta.method, Method::Trace);
     }
 
     #[test]
