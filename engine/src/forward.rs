@@ -293,7 +293,9 @@ pub(crate) fn response_head(
     out.reserve(resp.bytes.len() + 64);
     status_line(out, resp.meta.status, resp.reason());
     let other_tokens = resp.meta.connection.other;
+    let mut dated = false;
     for (name, value) in resp.headers() {
+        dated |= name.eq_ignore_ascii_case(b"date");
         let is_length = name.eq_ignore_ascii_case(b"content-length");
         if is_hop_by_hop(name)
             || (is_length && framing != ClientFraming::None)
@@ -305,6 +307,12 @@ pub(crate) fn response_head(
             continue;
         }
         field(out, name, value);
+    }
+    if !dated && resp.meta.status >= 200 {
+        // RFC 9110 6.6.1: a recipient with a clock forwarding a response without Date adds
+        // one (nginx always writes its own); a 101 may go without. A stored response got its
+        // Date when it was stored.
+        with_date(|d| field(out, b"date", d));
     }
     edits.write_ops(out, edits.response_ops);
     if let Some((name, id)) = edits.request_id {
@@ -486,6 +494,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_response_without_date_gets_one() {
+        let r = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let none = HeaderOps::default();
+        let edits = plain_edits(&none, &r);
+        for (raw, dates) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1),
+            ("HTTP/1.1 404 Not Found\r\nDATE: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n", 1),
+        ] {
+            let meta = proto_http::parse_response(raw.as_bytes(), &Limits::default(), false).unwrap().unwrap();
+            let resp = ResponseHead::new(Bytes::copy_from_slice(raw.as_bytes()), meta);
+            let mut out = Vec::new();
+            response_head(&mut out, &resp, ClientFraming::Length(0), true, false, &edits);
+            let text = String::from_utf8(out).unwrap().to_ascii_lowercase();
+            assert_eq!(text.matches("\r\ndate: ").count(), dates, "{text}");
+            assert!(!raw.contains("1994") || text.contains("1994"), "the upstream's Date is kept: {text}");
+        }
     }
 
     #[test]

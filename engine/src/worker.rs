@@ -295,10 +295,12 @@ async fn run(s: Spawn) {
         monoio::spawn(collect_grants(w.clone()));
     }
     let mut ticks = 0u32;
+    crate::date::refresh();
     while !shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(CONTROL_TICK).await;
         ticks = ticks.wrapping_add(1);
         w.timers.fire_expired(Instant::now());
+        crate::date::refresh();
         if let Some(log) = &w.log {
             log.flush();
         }
@@ -346,6 +348,7 @@ async fn wait_while(w: &Worker, until: Instant, busy: impl Fn() -> bool) {
     while busy() && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(10)).await;
         w.timers.fire_expired(Instant::now());
+        crate::date::refresh();
     }
 }
 

@@ -143,6 +143,9 @@ both_drivers!(fresh_responses_are_served_from_the_cache, |io| {
     let age: u64 = second.header("age").expect("a hit has an Age").parse().unwrap();
     assert!(age < 60);
     assert_eq!(second.header("content-length"), Some("20"));
+    // The origin sends no Date: the response gets one on its way (RFC 9110 6.6.1), and the
+    // stored one keeps the one it got when stored.
+    assert_eq!((first.header_all("date").len(), second.header_all("date").len()), (1, 1));
     // Another query is another target.
     assert_eq!(cache_status(&get(&mut c, "/fresh?q=2", "")), "MISS");
     // HEAD is answered from the stored GET, without a body.

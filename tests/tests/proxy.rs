@@ -206,6 +206,26 @@ both_drivers!(http10_client_keep_alive_only_when_asked, |io| {
     assert!(c.closed());
 });
 
+both_drivers!(a_response_without_date_gets_one_and_one_with_it_keeps_it, |io| {
+    // RFC 9110 6.6.1: a proxy with a clock adds Date to a response it forwards without one.
+    let up = Upstream::start(|mut c| {
+        while let Some(req) = c.read_request() {
+            let date = if req.start.contains("/dated") { "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" } else { "" };
+            if !c.write(format!("HTTP/1.1 200 OK\r\n{date}content-length: 0\r\n\r\n")) {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::proxy_to(io, up.addr, "");
+    let mut c = gw.client();
+    let r = c.request("GET /plain HTTP/1.1\r\nHost: a\r\n\r\n");
+    let dates = r.header_all("date");
+    assert_eq!(dates.len(), 1);
+    assert!(dates[0].ends_with(" GMT") && dates[0].len() == 29, "{dates:?}");
+    let r = c.request("GET /dated HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.header_all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
+});
+
 both_drivers!(no_route_is_404, |io| {
     let up = Upstream::echo();
     let gw = Gateway::start(

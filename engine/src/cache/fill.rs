@@ -136,6 +136,11 @@ fn stored_head(resp: &ResponseHead, limits: &proto_http::Limits) -> Result<Respo
     for (name, value) in resp.headers().filter(|(n, _)| kept(resp, n)) {
         field(&mut out, name, value);
     }
+    if resp.header(b"date").is_none() {
+        // RFC 9110 6.6.1: a cache records when a response without Date was received, and
+        // serves it with that Date (and its Age), not the time it is served.
+        crate::date::with_date(|d| field(&mut out, b"date", d));
+    }
     out.extend_from_slice(b"\r\n");
     reparse(out, limits)
 }
