@@ -67,6 +67,13 @@ pub(crate) struct Entry<'a> {
     pub route: &'a str,
     /// The upstream it was proxied to (on a split route, the one chosen).
     pub upstream: Option<&'a str>,
+    /// The endpoint that answered, or the last one tried (nginx's `$upstream_addr`).
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// From taking a connection for the attempt that answered to its response head
+    /// (nginx's `$upstream_header_time`).
+    pub upstream_time: Option<Duration>,
+    /// The authenticated consumer or subject.
+    pub consumer: Option<&'a str>,
     pub took: Duration,
     /// `X-Cache-Status`, on a cached route.
     pub cache: Option<&'a [u8]>,
@@ -113,11 +120,30 @@ impl AccessLog {
             buf.extend_from_slice(b"\",\"upstream\":\"");
             escape(&mut buf, upstream.as_bytes());
         }
+        if let Some(addr) = e.endpoint {
+            let _ = write!(buf, "\",\"upstream_addr\":\"{addr}");
+        }
         if let Some(cache) = e.cache {
             buf.extend_from_slice(b"\",\"cache\":\"");
             buf.extend_from_slice(cache);
         }
-        let _ = writeln!(buf, "\",\"bytes_sent\":{},\"duration_ms\":{:.3}}}", e.sent, e.took.as_secs_f64() * 1e3);
+        if let Some(consumer) = e.consumer {
+            buf.extend_from_slice(b"\",\"consumer\":\"");
+            escape(&mut buf, consumer.as_bytes());
+        }
+        for (name, key) in [(&b"user-agent"[..], &b"user_agent"[..]), (b"referer", b"referer")] {
+            if let Some(value) = e.request.and_then(|r| r.header(name)) {
+                buf.extend_from_slice(b"\",\"");
+                buf.extend_from_slice(key);
+                buf.extend_from_slice(b"\":\"");
+                escape(&mut buf, value);
+            }
+        }
+        buf.push(b'"');
+        if let Some(t) = e.upstream_time {
+            let _ = write!(buf, ",\"upstream_ms\":{:.3}", t.as_secs_f64() * 1e3);
+        }
+        let _ = writeln!(buf, ",\"bytes_sent\":{},\"duration_ms\":{:.3}}}", e.sent, e.took.as_secs_f64() * 1e3);
         if buf.len() >= FLUSH_AT {
             drop(buf);
             self.flush();

@@ -47,33 +47,31 @@ struct Progress {
     response_started: bool,
     /// The status of that head.
     status: u16,
-    /// The route the request matched.
-    route: Option<usize>,
-    /// The upstream it went to (on a split route, the one chosen).
-    upstream: Option<usize>,
-    /// Its `X-Cache-Status`, on a cached route.
-    cache: Option<&'static [u8]>,
+    /// What the exchange was, as far as it went.
+    seen: Outcome,
     /// A stale stored response that answers an upstream failure (`stale_if_error`).
     stale: Option<Box<cache::serve::Reply>>,
 }
 
-/// What an exchange was, for the metrics and the access log.
-#[derive(Debug, Clone, Copy, Default)]
+/// What an exchange was, for the metrics, the access log and the trace.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Outcome {
     /// The route the request matched.
     pub route: Option<usize>,
     /// The upstream it was proxied to (a cache hit counts too).
     pub upstream: Option<usize>,
+    /// The endpoint of that upstream (its index) that answered, or the last one tried.
+    pub endpoint: Option<usize>,
+    /// With an access log: from taking a connection for the attempt that answered
+    /// (connecting, if it had to) to that answer's head.
+    pub upstream_time: Option<Duration>,
+    /// With an access log: the authenticated consumer, or the JWT's or authorization
+    /// service's subject.
+    pub consumer: Option<Box<str>>,
     /// Its `X-Cache-Status`, on a cached route.
     pub cache: Option<&'static [u8]>,
     /// Bytes of the answer (head and body) written to the client; set by `conn`.
     pub sent: u64,
-}
-
-impl Progress {
-    fn outcome(&self) -> Outcome {
-        Outcome { route: self.route, upstream: self.upstream, cache: self.cache, sent: 0 }
-    }
 }
 
 /// The request as it goes upstream: the head (with any buffered Content-Length body bytes
@@ -111,20 +109,20 @@ pub(crate) async fn handle(
     let request_id = tags.request_id;
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
     let err = match exchange(w, client, peer, peer_text, hop, req, tags, &mut progress).await {
-        Ok(next) => return (next, progress.outcome()),
+        Ok(next) => return (next, progress.seen),
         Err(e) => e,
     };
     if let (Some(stale), Side::Upstream, false) = (progress.stale.take(), err.side, progress.response_started) {
         log::warn!("answering {peer} with a stale response: {err}");
-        progress.cache = Some(cache::serve::STALE);
+        progress.seen.cache = Some(cache::serve::STALE);
         w.count_cache(cache::serve::STALE);
-        return (cache::serve::send(w, client, Some(*stale)).await, progress.outcome());
+        return (cache::serve::send(w, client, Some(*stale)).await, progress.seen);
     }
     let status = match err.status() {
         Some(s) if !progress.response_started => s,
         _ => {
             log::debug!("closing client {peer}: {err}");
-            return (Next { keep_alive: false, status: progress.status }, progress.outcome());
+            return (Next { keep_alive: false, status: progress.status }, progress.seen);
         }
     };
     // Overload answers come in floods: not one warning each.
@@ -141,7 +139,7 @@ pub(crate) async fn handle(
     // RFC 9110 15.5.6: a 405 says which methods are allowed.
     let allow: [(&[u8], &[u8]); 1] = [(b"allow", crate::methods::allowed(&w.cfg).as_bytes())];
     let extra: &[(&[u8], &[u8])] = if err.kind == Kind::MethodNotAllowed { &allow } else { &[] };
-    (send_error(w, client, status, err.context, extra, reply).await, progress.outcome())
+    (send_error(w, client, status, err.context, extra, reply).await, progress.seen)
 }
 
 /// What identifies a request beyond itself, sent upstream with it.
@@ -263,7 +261,7 @@ async fn exchange(
         Side::Client,
         "no route",
     ))?;
-    p.route = Some(route_idx);
+    p.seen.route = Some(route_idx);
     let route = &cfg.routes[route_idx];
 
     // Policies, in order: CORS preflight, IP access rules, authentication, rate limits,
@@ -288,6 +286,9 @@ async fn exchange(
             Err(refusal) => return Ok(refusal.send(w, client, refusal_reply).await),
         },
     };
+    if w.log.is_some() {
+        p.seen.consumer = identity.name(cfg).map(|n| String::from_utf8_lossy(n).into());
+    }
     if let Err(refusal) = policy::rate_limit(w, route_idx, route, req, peer, &identity).await {
         return Ok(refusal.send(w, client, refusal_reply).await);
     }
@@ -367,17 +368,17 @@ async fn exchange(
         via: cfg.server.via.as_deref().map(str::as_bytes),
         max_forwards: hops,
     };
-    p.upstream = Some(upstream);
+    p.seen.upstream = Some(upstream);
     // A route with a cache answers from it when it can; otherwise the plan says what to do
     // with the response. Boxed: the plain path's per-request state does not carry it.
     let cache_plan = match route.cache {
         Some(_) => match Box::pin(cache::serve::lookup(w, client, req, route_idx, upstream, &edits)).await {
             cache::serve::Looked::Served(next, status) => {
-                p.cache = Some(status);
+                p.seen.cache = Some(status);
                 return Ok(next);
             }
             cache::serve::Looked::Upstream(mut plan) => {
-                p.cache = Some(plan.status);
+                p.seen.cache = Some(plan.status);
                 p.stale = plan.take_fallback();
                 Some(plan)
             }
@@ -450,7 +451,9 @@ async fn exchange(
     // Least request: counted in flight until this exchange ends (a tunnel's whole life).
     let mut _in_flight = None;
     let (mut up, endpoint, resp) = loop {
+        let attempt = w.log.as_ref().map(|_| std::time::Instant::now());
         let (mut up, endpoint, reused) = acquire::<Original>(w, upstream, fresh, avoid, key).await?;
+        p.seen.endpoint = Some(endpoint);
         if counted {
             _in_flight = w.balance.started(upstream, endpoint);
         }
@@ -464,6 +467,7 @@ async fn exchange(
         };
         let failure = match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
             Ok(resp) => {
+                p.seen.upstream_time = attempt.map(|t| t.elapsed());
                 // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of
                 // it) says it cannot serve now; other answers, 500 included, are the
                 // application's.
@@ -549,7 +553,7 @@ async fn exchange(
                 let resp_meta = resp.meta;
                 drop(resp.bytes);
                 pool_back(w, upstream, endpoint, up, resp_meta);
-                p.cache = Some(cache::serve::REVALIDATED);
+                p.seen.cache = Some(cache::serve::REVALIDATED);
                 return Ok(Box::pin(cache::serve::serve_revalidated(
                     w,
                     client,

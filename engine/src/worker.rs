@@ -142,7 +142,7 @@ impl Worker {
     pub(crate) fn observe(
         &self,
         req: Option<&RequestHead>,
-        outcome: crate::proxy::Outcome,
+        outcome: &crate::proxy::Outcome,
         status: u16,
         took: Duration,
         client: &[u8],
@@ -162,6 +162,9 @@ impl Worker {
                 status,
                 route: route.map_or("", |r| self.cfg.routes[r].name.as_str()),
                 upstream: outcome.upstream.map(|u| self.cfg.upstreams[u].name.as_str()),
+                endpoint: outcome.upstream.zip(outcome.endpoint).map(|(u, e)| self.cfg.upstreams[u].endpoints[e]),
+                upstream_time: outcome.upstream_time,
+                consumer: outcome.consumer.as_deref(),
                 took,
                 cache: outcome.cache,
                 sent: outcome.sent,

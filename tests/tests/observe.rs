@@ -76,7 +76,11 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let _ = std::fs::remove_file(&path);
     let gw = Gateway::start(io, &config(up.addr, &format!("[access_log]\npath = {:?}", path.display().to_string())));
     let mut c = gw.client();
-    assert_eq!(c.request("GET /users/7?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
+    let fields = "User-Agent: t/1 \"q\"\r\nReferer: https://r.example/\r\n";
+    assert_eq!(
+        c.request(format!("GET /users/7?api_key=secret HTTP/1.1\r\nHost: api.test\r\n{fields}\r\n")).status(),
+        200
+    );
     assert_eq!(c.request("GET /teapot HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 418);
     assert_eq!(c.request("GET /users/./%39?api_key=secret HTTP/1.1\r\nHost: api.test\r\n\r\n").status(), 200);
     // Its whole answer, as the client received it, for `bytes_sent`.
@@ -101,6 +105,16 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     assert_eq!(users["host"], "api.test");
 
     assert_eq!(users["client"], "127.0.0.1");
+    // Where it went and how long the upstream took (nginx's $upstream_addr and
+    // $upstream_header_time), and the client's User-Agent and Referer (nginx's combined).
+    assert_eq!(users["upstream_addr"], up.addr.to_string());
+    assert!(users["upstream_ms"].as_f64().unwrap() >= 0.0);
+    assert!(users["upstream_ms"].as_f64() <= users["duration_ms"].as_f64());
+    assert_eq!(
+        (users["user_agent"].as_str(), users["referer"].as_str()),
+        (Some("t/1 \"q\""), Some("https://r.example/"))
+    );
+    assert_eq!(users.get("consumer"), None);
     assert_eq!(users.get("path_as_sent"), None, "a path normalisation left alone");
     let normalised = entries.iter().find(|e| e["path"] == "/users/9").expect("the normalised request");
     assert_eq!(normalised["path_as_sent"], "/users/./%39", "as sent, without its query");
@@ -108,9 +122,36 @@ both_drivers!(the_access_log_has_a_json_line_per_request, |io| {
     let closed = entries.iter().find(|e| e["path"] == "/users/8").expect("the request with its answer read");
     assert_eq!(closed["bytes_sent"].as_u64(), Some(answer.len() as u64));
     assert!(users["time"].as_str().unwrap().ends_with('Z'));
-    assert!(entries.iter().any(|e| e["route"] == "1" && e["status"] == 418));
+    let direct = entries.iter().find(|e| e["route"] == "1" && e["status"] == 418).expect("the direct answer");
+    assert_eq!((direct.get("upstream_addr"), direct.get("upstream_ms"), direct.get("user_agent")), (None, None, None));
     assert!(entries.iter().any(|e| e["route"] == "" && e["status"] == 400 && e["method"] == ""));
     assert!(!lines.iter().any(|l| l.contains("secret")));
+    drop(gw);
+    let _ = std::fs::remove_file(&path);
+});
+
+both_drivers!(the_access_log_names_the_consumer, |io| {
+    let up = Upstream::echo();
+    let path = std::env::temp_dir().join(format!("coregate-consumer-{}-{io}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let extra = format!(
+        "[access_log]\npath = {:?}\n[[consumers]]\nname = \"alice\"\nkeys = [\"key-alice-1\"]\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\nauth = \"api_key\"\n",
+        path.display().to_string(),
+        up.addr
+    );
+    let gw = Gateway::start(io, &extra);
+    let mut c = gw.client();
+    assert_eq!(c.request("GET /a HTTP/1.1\r\nHost: a\r\nX-Api-Key: key-alice-1\r\n\r\n").status(), 200);
+    assert_eq!(c.request("GET /b HTTP/1.1\r\nHost: a\r\nX-Api-Key: nope\r\n\r\n").status(), 401);
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    eventually(|| {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        entries = text.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+        entries.len() >= 2
+    });
+    let by_path = |p: &str| entries.iter().find(|e| e["path"] == p).expect(p).clone();
+    assert_eq!(by_path("/a")["consumer"], "alice");
+    assert_eq!(by_path("/b").get("consumer"), None, "refused: no consumer");
     drop(gw);
     let _ = std::fs::remove_file(&path);
 });
