@@ -203,6 +203,8 @@ pub struct RawUpstreamTls {
     pub key_file: Option<String>,
     /// The oldest TLS version spoken to the upstream: "1.2" (default) or "1.3".
     pub min_version: Option<String>,
+    /// PEM file of revocation lists the upstream's certificate is checked against.
+    pub crl_file: Option<String>,
 }
 
 /// Active health checks of an upstream's endpoints.

@@ -204,6 +204,8 @@ pub struct UpstreamTls {
     pub client_cert: Option<Certificate>,
     /// The oldest protocol version spoken to the upstream.
     pub min_version: TlsVersion,
+    /// Revocation lists for the upstream's certificate; empty: none checked.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamTls) -> UpstreamTls {
@@ -229,7 +231,14 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         .flatten()
         .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file, ocsp: None });
     let min_version = tls_version(c, &format!("{path}.min_version"), raw.min_version.as_deref());
-    UpstreamTls { server_name, roots, verify, client_cert, min_version }
+    let crls = raw.crl_file.as_ref().and_then(|f| {
+        if !verify {
+            c.err(format!("{path}.crl_file"), "is not used with verify = false: remove one of them");
+            return None;
+        }
+        read_crls(&c.file(f)).map_err(|e| c.err(format!("{path}.crl_file"), e)).ok()
+    });
+    UpstreamTls { server_name, roots, verify, client_cert, min_version, crls: crls.unwrap_or_default() }
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -56,7 +56,19 @@ pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        builder.with_root_certificates(roots)
+        if t.crls.is_empty() {
+            builder.with_root_certificates(roots)
+        } else {
+            // As for client certificates: the end entity is looked up in its issuer's list,
+            // and a certificate whose issuer has no list in the file is refused.
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .with_crls(t.crls.iter().cloned())
+                    .only_check_end_entity_revocation()
+                    .build()
+                    .map_err(|e| format!("crl_file: {e}"))?;
+            builder.with_webpki_verifier(verifier)
+        }
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
     };

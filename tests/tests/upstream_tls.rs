@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use coregate_tests::tls::{TestCert, TlsUpstream};
+use coregate_tests::tls::{TestCa, TestCert, TlsUpstream};
 use coregate_tests::*;
 
 /// `upstreams[].tls` trusting `ca` for `name`, plus `extra` keys.
@@ -237,6 +237,35 @@ both_drivers!(the_oldest_upstream_tls_version_can_be_raised_to_1_3, |io| {
     assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n");
 });
 
+both_drivers!(upstream_certificates_are_checked_against_revocation_lists, |io| {
+    let ca = TestCa::new();
+    let server = |serial| {
+        ca.issue_with(serial, |p| {
+            p.subject_alt_names = vec![rcgen::SanType::DnsName("upstream.test".try_into().unwrap())];
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        })
+    };
+    let (good, revoked) = (TlsUpstream::echo(&server(1), None), TlsUpstream::echo(&server(2), None));
+    let crl = format!(", crl_file = {:?}", ca.crl_file(&[2]).display().to_string());
+    let gw = gateway(
+        io,
+        &[
+            (good.addr, tls_table(&ca.ca, "upstream.test", &crl)),
+            (revoked.addr, tls_table(&ca.ca, "upstream.test", &crl)),
+            (revoked.addr, tls_table(&ca.ca, "upstream.test", "")),
+        ],
+    );
+    let mut c = gw.client();
+    assert_eq!(get(&mut c, "/0/a").text(), "GET /0/a\n");
+    assert_eq!(get(&mut c, "/1/a").status(), 502, "a revoked certificate");
+    assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n", "the same certificate without the list");
+    // An issuer without a list in the file is refused, as for client certificates.
+    let stranger = TestCa::new();
+    let other_list = format!(", crl_file = {:?}", stranger.crl_file(&[]).display().to_string());
+    let gw = gateway(io, &[(good.addr, tls_table(&ca.ca, "upstream.test", &other_list))]);
+    assert_eq!(get(&mut gw.client(), "/0/a").status(), 502);
+});
+
 #[test]
 fn tls_settings_of_upstreams_are_checked() {
     let cert = TestCert::new(&["upstream.test"]);
@@ -256,6 +285,12 @@ fn tls_settings_of_upstreams_are_checked() {
     assert!(err(&half).contains("upstreams[0].tls.key_file"));
     assert!(err("sni = \"x\"").contains("upstreams[0].tls.sni"));
     assert!(err("min_version = \"1.1\"").contains("upstreams[0].tls.min_version"));
+    assert!(err("crl_file = \"/nonexistent/crl.pem\"").contains("upstreams[0].tls.crl_file"));
+    let crl = format!("crl_file = {:?}", TestCa::new().crl_file(&[]).display().to_string());
+    assert!(err(&format!("{crl}, verify = false")).contains("upstreams[0].tls.crl_file"));
+    assert!(
+        err(&format!("crl_file = {:?}", cert.cert_file.display().to_string())).contains("upstreams[0].tls.crl_file")
+    );
     let ok = parse(&format!("{ca}, server_name = \"10.0.0.1\"")).unwrap();
     let tls = ok.upstreams[0].tls.as_ref().unwrap();
     assert_eq!(tls.server_name.as_deref(), Some("10.0.0.1"));
