@@ -225,6 +225,9 @@ pub struct Upstream {
     /// The n-th retry waits a random time up to `retry_backoff * 2^(n-1)`, at most ten times
     /// `retry_backoff` (Envoy's fully jittered exponential backoff); zero: retries go at once.
     pub retry_backoff: Duration,
+    /// The answers that are retried (with `retries`): 502, 503 and 504 unless configured
+    /// (nginx's `proxy_next_upstream http_500 ...`, Envoy's retriable status codes).
+    pub retry_statuses: Vec<u16>,
     /// Retries in flight from one worker to this upstream, at most this percentage of its
     /// requests in flight there, and never fewer than [`MIN_RETRY_BUDGET`] (Envoy's retry
     /// budget): an outage is not multiplied by the retries.

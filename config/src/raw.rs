@@ -176,6 +176,8 @@ pub struct RawUpstream {
     pub slow_start: Option<String>,
     /// Base of the jittered exponential wait before each retry (`"0s"`: none).
     pub retry_backoff: Option<String>,
+    /// Response statuses retried on another endpoint (default 502, 503, 504).
+    pub retry_statuses: Option<Vec<i64>>,
     /// Retries in flight per worker, as a percentage of the upstream's requests in flight
     /// there (at least 3 are always allowed).
     pub retry_budget: Option<usize>,

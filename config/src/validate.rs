@@ -495,10 +495,29 @@ fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) ->
             },
         },
         retry_budget: c.bounded(&format!("{path}.retry_budget"), u.retry_budget, 20, 1, 100) as u32,
+        retry_statuses: retry_statuses(c, path, u.retry_statuses.as_deref()),
         max_requests,
         queue,
         tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
     }
+}
+
+/// `upstreams[].retry_statuses`: 4xx and 5xx codes only (a 2xx or 3xx is an answer, not a
+/// failure), default the three by which a gateway says it cannot serve now (RFC 9110
+/// 15.6.3-5).
+fn retry_statuses(c: &mut Checker, path: &str, raw: Option<&[i64]>) -> Vec<u16> {
+    let Some(raw) = raw else { return vec![502, 503, 504] };
+    let mut statuses = Vec::with_capacity(raw.len());
+    for (i, &s) in raw.iter().enumerate() {
+        match u16::try_from(s) {
+            Ok(s @ 400..=599) => statuses.push(s),
+            _ => c.err(format!("{path}.retry_statuses[{i}]"), format!("{s} is not a 4xx or 5xx status")),
+        }
+    }
+    if raw.is_empty() {
+        c.err(format!("{path}.retry_statuses"), "is empty: leave it out for 502, 503 and 504, or set retries = 0");
+    }
+    statuses
 }
 
 fn build_health_check(c: &mut Checker, path: &str, h: &RawHealthCheck) -> HealthCheck {

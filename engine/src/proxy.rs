@@ -477,11 +477,14 @@ async fn exchange(
                 } else {
                     w.health.succeeded(upstream, endpoint);
                 }
-                if !unavailable || !replayable(&out) {
+                // `retry_statuses` (502-504 unless configured) are tried again elsewhere;
+                // only the three above count against the endpoint's health.
+                let again = retries > 0 && up_cfg.retry_statuses.contains(&resp.meta.status);
+                if !again || !replayable(&out) {
                     break (up, endpoint, resp);
                 }
                 // Its answer is dropped with the connection.
-                Error::new(Kind::Closed, Side::Upstream, "a 502-504 answer")
+                Error::new(Kind::Closed, Side::Upstream, "an answer in retry_statuses")
             }
             Err(e)
                 if reused

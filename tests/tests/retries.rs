@@ -1,6 +1,7 @@
 //! Retries on other endpoints (`upstreams[].retries`), on both drivers: an idempotent
 //! request that gets a 502-504 or whose upstream fails is sent again elsewhere, whole
-//! (with a small body too); a POST is not; with `retries = 0` the first answer stands.
+//! (with a small body too); a POST is not; with `retries = 0` the first answer stands;
+//! `retry_statuses` chooses the answers that are tried again.
 
 use std::sync::atomic::Ordering;
 
@@ -107,3 +108,47 @@ both_drivers!(the_retry_budget_bounds_retries_in_flight, |io| {
     assert_eq!(sick.requests.load(Ordering::SeqCst), 5);
     assert!(arrived.try_recv().is_err(), "no fourth retry");
 });
+
+both_drivers!(retry_statuses_choose_the_answers_tried_again, |io| {
+    // One endpoint answers 500 (an application error) to every request, the other 200.
+    let failing = Upstream::start(|mut c| {
+        while c.read_request().is_some() {
+            if !c.write("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n") {
+                return;
+            }
+        }
+    });
+    let good = Upstream::named("good");
+    let gateway = |extra: &str| {
+        Gateway::start_with_workers(
+            io,
+            1,
+            &format!(
+                "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\", \"{}\"]\nretries = 1\nretry_backoff = \"0s\"\n{extra}\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+                failing.addr, good.addr
+            ),
+        )
+    };
+    let statuses = |gw: &Gateway| -> Vec<u16> {
+        let mut c = gw.client();
+        (0..4).map(|_| c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status()).collect()
+    };
+    // By default a 500 is the application's answer and stands.
+    assert_eq!(statuses(&gateway("")), [500, 200, 500, 200]);
+    // Listed, it is tried on the other endpoint.
+    assert_eq!(statuses(&gateway("retry_statuses = [500, 503]")), [200, 200, 200, 200]);
+});
+
+#[test]
+fn retry_statuses_are_checked() {
+    let parse = |v: &str| {
+        config::Config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\nretries = 1\nretry_statuses = {v}\n"
+        ))
+    };
+    assert_eq!(parse("[429, 500]").unwrap().upstreams[0].retry_statuses, [429, 500]);
+    for bad in ["[200]", "[302]", "[600]", "[-1]"] {
+        assert!(parse(bad).unwrap_err().to_string().contains("upstreams[0].retry_statuses[0]"), "{bad}");
+    }
+    assert!(parse("[]").unwrap_err().to_string().contains("upstreams[0].retry_statuses"));
+}
