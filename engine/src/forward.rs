@@ -4,7 +4,7 @@
 
 use config::{HeaderOps, Piece, Template};
 
-use proto_http::write::{field, field_u64, reason, request_line, request_line_with, status_line};
+use proto_http::write::{field, field_from, field_u64, reason, request_line, request_line_with, status_line};
 use proto_http::{is_hop_by_hop, BodyFraming, FieldList, RequestHead, ResponseHead, Version};
 
 use crate::date::with_date;
@@ -172,7 +172,8 @@ pub(crate) fn request_head(
     let other_tokens = req.meta.connection.other;
     let ops = edits.request_ops;
     let mut forwarded_for = 0;
-    for (name, value) in req.headers() {
+    for h in &req.meta.headers {
+        let name = h.name.get(&req.bytes);
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"host")
@@ -188,7 +189,7 @@ pub(crate) fn request_head(
             forwarded_for += usize::from(name.eq_ignore_ascii_case(b"x-forwarded-for"));
             continue;
         }
-        field(out, name, value);
+        field_from(out, &req.bytes, h);
     }
     // The fields coregate writes give way to the route's edits: a `set` one replaces it
     // (written with the other edits), a removed one is not sent (Host cannot be removed).
@@ -294,7 +295,8 @@ pub(crate) fn response_head(
     status_line(out, resp.meta.status, resp.reason());
     let other_tokens = resp.meta.connection.other;
     let mut dated = false;
-    for (name, value) in resp.headers() {
+    for h in &resp.meta.headers {
+        let name = h.name.get(&resp.bytes);
         dated |= name.eq_ignore_ascii_case(b"date");
         let is_length = name.eq_ignore_ascii_case(b"content-length");
         if is_hop_by_hop(name)
@@ -306,7 +308,7 @@ pub(crate) fn response_head(
         {
             continue;
         }
-        field(out, name, value);
+        field_from(out, &resp.bytes, h);
     }
     if !dated && resp.meta.status >= 200 {
         // RFC 9110 6.6.1: a recipient with a clock forwarding a response without Date adds

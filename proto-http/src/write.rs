@@ -1,6 +1,8 @@
 //! Head serialisation: the byte layout of start lines and fields the proxy writes
 //! (RFC 9112 sections 3, 4 and 5). Which fields to write is the caller's choice.
 
+use crate::HeaderSpan;
+
 /// Appends `name: value\r\n`.
 pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.reserve(name.len() + value.len() + 4);
@@ -8,6 +10,23 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the field `h` of the head in `buf`: its line as it came, in one copy, when that
+/// is already `name: value\r\n`, else written anew by [`field`]. Most fields arrive so; one
+/// copy instead of four cut the proxied path by 90-100 instructions per request (callgrind
+/// after a second of warm-up, two runs each: 11,433-11,457 → 11,344-11,357).
+pub fn field_from(out: &mut Vec<u8>, buf: &[u8], h: &HeaderSpan) {
+    let (name, value) = (h.name.range(), h.value.range());
+    let line = name.start..value.end + 2;
+    if value.start == name.end + 2
+        && buf.get(name.end..value.start) == Some(b": ")
+        && buf.get(value.end..line.end) == Some(b"\r\n")
+    {
+        out.extend_from_slice(&buf[line]);
+    } else {
+        field(out, &buf[name], &buf[value]);
+    }
 }
 
 /// Appends a decimal number as a field value line.
@@ -99,5 +118,26 @@ mod tests {
         field_u64(&mut out, b"x", 0);
         request_line(&mut out, b"GET", b"/a");
         assert_eq!(out, b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 1234\r\nx: 0\r\nGET /a HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn fields_are_copied_as_they_came_only_in_canonical_form() {
+        // Each field line as it came, and as it must leave: `name: value\r\n` whatever the
+        // spacing and line ending were.
+        let table: &[(&str, &str)] = &[
+            ("A: 1\r\n", "A: 1\r\n"),
+            ("B:2\r\n", "B: 2\r\n"),
+            ("C:   3 \t\r\n", "C: 3\r\n"),
+            ("D: 4\n", "D: 4\r\n"),
+            ("E:\r\n", "E: \r\n"),
+            ("F: six words of it\r\n", "F: six words of it\r\n"),
+        ];
+        for (given, want) in table {
+            let head = format!("GET / HTTP/1.1\r\nHost: h\r\n{given}\r\n");
+            let meta = crate::parse_request(head.as_bytes(), &crate::Limits::default()).unwrap().unwrap();
+            let mut out = Vec::new();
+            field_from(&mut out, head.as_bytes(), &meta.headers[1]);
+            assert_eq!(String::from_utf8(out).unwrap(), *want, "{given:?}");
+        }
     }
 }
