@@ -145,6 +145,9 @@ pub struct Server {
     /// This gateway's pseudonym in `Via` (RFC 9110 7.6.3), added to what it forwards both
     /// ways; a request already naming it is a loop. None: no Via.
     pub via: Option<String>,
+    /// The Server field of the answers coregate makes itself; empty: none. Proxied answers
+    /// keep the upstream's.
+    pub server_header: String,
     /// TRACE is served: proxied, or echoed by coregate when Max-Forwards reaches 0
     /// (RFC 9110 9.3.8). Off: TRACE is answered 405, as nginx does.
     pub allow_trace: bool,

@@ -115,6 +115,8 @@ pub struct RawServer {
     pub keepalive_time: Option<String>,
     /// This gateway's name in Via fields (RFC 9110 7.6.3); none by default.
     pub via: Option<String>,
+    /// The Server field of coregate's own answers ("coregate" by default; "" for none).
+    pub server_header: Option<String>,
     /// TRACE requests are served (proxied, or echoed at Max-Forwards 0); false by default (405).
     pub allow_trace: Option<bool>,
     /// Request paths normalised before routing (RFC 3986 6.2.2); true by default.

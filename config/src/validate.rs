@@ -373,6 +373,17 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
             }
         }),
         allow_trace: s.allow_trace.unwrap_or(false),
+        server_header: match s.server_header.as_deref() {
+            None => "coregate".to_string(),
+            Some(v) if crate::policy::is_field_value(v) && v.trim() == v && v.len() <= 256 => v.to_string(),
+            Some(v) => {
+                c.err(
+                    "server.server_header",
+                    format!("{v:?} is not a field value (printable, no surrounding spaces, at most 256 bytes)"),
+                );
+                String::new()
+            }
+        },
         keepalive_requests: keepalive_requests(c, "server", s.keepalive_requests),
         keepalive_time: keepalive_time(c, "server", s.keepalive_time.as_ref()),
         proxy_protocol: match &s.proxy_protocol {

@@ -185,8 +185,13 @@ pub(crate) async fn send_error(
 ) -> Next {
     let keep = reply.keep_alive && w.keeps(client);
     let extra = with_id(extra, reply.request_id);
-    let answer =
-        forward::ErrorAnswer { status, detail, request_id: reply.request_id.map(|(_, id)| id), pages: &w.cfg.errors };
+    let answer = forward::ErrorAnswer {
+        status,
+        detail,
+        request_id: reply.request_id.map(|(_, id)| id),
+        pages: &w.cfg.errors,
+        server: w.cfg.server.server_header.as_bytes(),
+    };
     write_local(w, client, status, forward::error_response(&answer, &extra, keep, reply.version), keep).await
 }
 
@@ -202,7 +207,14 @@ pub(crate) async fn send_local(
 ) -> Next {
     let keep = reply.keep_alive && w.keeps(client);
     let headers = with_id(headers, reply.request_id);
-    write_local(w, client, status, forward::local_response(status, &headers, body, keep, reply.version), keep).await
+    write_local(
+        w,
+        client,
+        status,
+        forward::local_response(status, w.cfg.server.server_header.as_bytes(), &headers, body, keep, reply.version),
+        keep,
+    )
+    .await
 }
 
 async fn write_local(w: &Worker, client: &mut Conn, status: u16, resp: Vec<u8>, keep: bool) -> Next {

@@ -226,6 +226,28 @@ both_drivers!(a_response_without_date_gets_one_and_one_with_it_keeps_it, |io| {
     assert_eq!(r.header_all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
 });
 
+both_drivers!(the_server_field_of_coregates_own_answers_is_configurable, |io| {
+    let up = Upstream::named("up");
+    let with = |server_extra: &str| {
+        let extra = format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/p\"\nupstream = \"api\"\n",
+            up.addr
+        );
+        Gateway::start_with(io, 1, server_extra, &extra)
+    };
+    let answers = |gw: &Gateway| {
+        let mut c = gw.client();
+        let own = c.request("GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n");
+        let proxied = c.request("GET /p HTTP/1.1\r\nHost: a\r\n\r\n");
+        (own.status(), own.header("server").map(str::to_string), proxied.header("server").map(str::to_string))
+    };
+    assert_eq!(answers(&with("")), (404, Some("coregate".into()), None), "the upstream sent none");
+    assert_eq!(answers(&with("server_header = \"edge\"")), (404, Some("edge".into()), None));
+    assert_eq!(answers(&with("server_header = \"\"")), (404, None, None));
+    let bad = "[server]\nlisten = [\"127.0.0.1:0\"]\nserver_header = \"a\\r\\nb\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n";
+    assert!(config::Config::parse(bad).unwrap_err().to_string().contains("server.server_header"));
+});
+
 both_drivers!(no_route_is_404, |io| {
     let up = Upstream::echo();
     let gw = Gateway::start(
