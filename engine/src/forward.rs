@@ -310,10 +310,10 @@ pub(crate) fn response_head(
         }
         field_from(out, &resp.bytes, h);
     }
-    if !dated && resp.meta.status >= 200 {
+    if !dated && resp.meta.status >= 200 && !replaced(edits.response_ops, b"date") {
         // RFC 9110 6.6.1: a recipient with a clock forwarding a response without Date adds
-        // one (nginx always writes its own); a 101 may go without. A stored response got its
-        // Date when it was stored.
+        // one (nginx always writes its own); a 101 may go without, and a route that sets or
+        // removes Date has its way. A stored response got its Date when it was stored.
         with_date(|d| field(out, b"date", d));
     }
     edits.write_ops(out, edits.response_ops);
@@ -521,6 +521,16 @@ mod tests {
             assert_eq!(text.matches("\r\ndate: ").count(), dates, "{text}");
             assert!(!raw.contains("1994") || text.contains("1994"), "the upstream's Date is kept: {text}");
         }
+        // A route that sets Date (or removes it) is not second-guessed.
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let meta = proto_http::parse_response(raw.as_bytes(), &Limits::default(), false).unwrap().unwrap();
+        let resp = ResponseHead::new(Bytes::copy_from_slice(raw.as_bytes()), meta);
+        let set =
+            HeaderOps { set: vec![("date".into(), Template(vec![Piece::Text("x".into())]))], ..HeaderOps::default() };
+        let edits = Edits { response_ops: &set, ..plain_edits(&none, &r) };
+        let mut out = Vec::new();
+        response_head(&mut out, &resp, ClientFraming::Length(0), true, false, &edits);
+        assert_eq!(String::from_utf8(out).unwrap().matches("date: ").count(), 1);
     }
 
     #[test]

@@ -131,8 +131,8 @@ pub(crate) async fn handle(
     } else {
         log::debug!("{status} for {peer}: {err}");
     }
-    // A refused request closes its connection; a 404 or an upstream failure after the whole
-    // request was read leaves it usable.
+    // A refused request closes its connection; a 404, a 405 or an upstream failure after the
+    // whole request was read leaves it usable.
     let refused = err.side == Side::Client && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed);
     let keep = progress.body_done && req.meta.keep_alive() && !refused;
     let reply = Reply { keep_alive: keep, version: req.meta.version, request_id };

@@ -59,7 +59,7 @@ fn authz() -> (Upstream, Receiver<Message>) {
 
 fn config(api: &Upstream, authz: std::net::SocketAddr, keys: &str) -> String {
     format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[auth.external]\nupstream = \"authz\"\npath = \"/check\"\ntimeout = \"300ms\"\nupstream_headers = [\"x-user\"]\nidentity_header = \"x-user\"\n{keys}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[upstreams]]\nname = \"authz\"\nendpoints = [\"{authz}\"]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"api\"\nauth = \"external\"\nrequest_headers = {{ set = {{ \"x-who\" = \"{{consumer}}\" }} }}\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[auth.external]\nupstream = \"authz\"\npath = \"/check\"\ntimeout = \"1s\"\nupstream_headers = [\"x-user\"]\nidentity_header = \"x-user\"\n{keys}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[upstreams]]\nname = \"authz\"\nendpoints = [\"{authz}\"]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"api\"\nauth = \"external\"\nrequest_headers = {{ set = {{ \"x-who\" = \"{{consumer}}\" }} }}\n",
         api.addr
     )
 }
