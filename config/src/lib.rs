@@ -464,6 +464,9 @@ pub struct Route {
     pub response_timeout: Option<Duration>,
     /// Overrides `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Overrides the upstream's `retries` (0 to 10): a route whose GETs are not safe to
+    /// repeat turns them off, a critical one asks for more.
+    pub retries: Option<u32>,
     /// Which credential the route requires.
     pub auth: AuthKind,
     /// Consumers allowed (indices into [`Config::consumers`]): those `consumers` names and

@@ -488,6 +488,7 @@ pub(crate) fn build_route(
         action: action?,
         response_timeout,
         max_body_bytes: r.max_body_bytes,
+        retries: r.retries.map(|n| c.bounded(&format!("{path}.retries"), Some(n), 0, 0, 10) as u32),
         auth,
         consumers: allowed,
         rate_limits,

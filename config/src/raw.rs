@@ -271,6 +271,8 @@ pub struct RawRoute {
     pub redirect: Option<RawRedirect>,
     pub response_timeout: Option<String>,
     pub max_body_bytes: Option<u64>,
+    /// Overrides the upstream's `retries` for this route.
+    pub retries: Option<usize>,
     /// `"api_key"` to require an API key.
     pub auth: Option<String>,
     /// Consumers allowed on this route (403 for others); empty: any authenticated consumer.

@@ -440,7 +440,8 @@ async fn exchange(
     // endpoints after a failure or a 502-504, for an idempotent request (RFC 9110 9.2.2)
     // that `out.head` holds whole (no body, or one sent with the head).
     let mut fresh = false;
-    let mut retries = up_cfg.retries;
+    let tries = route.retries.unwrap_or(up_cfg.retries);
+    let mut retries = tries;
     let mut avoid = None;
     let (key, counted) = match &up_cfg.balance {
         config::Balance::RoundRobin => (None, false),
@@ -529,7 +530,7 @@ async fn exchange(
         if retrying.is_none() {
             retrying = Some(w.retries.retrying(upstream));
         }
-        let wait = w.retries.backoff(up_cfg.retry_backoff, up_cfg.retries - retries + 1);
+        let wait = w.retries.backoff(up_cfg.retry_backoff, tries - retries + 1);
         if !wait.is_zero() {
             // Boxed: the timer's state stays out of the exchanges that never retry.
             Box::pin(monoio::time::sleep(wait)).await;

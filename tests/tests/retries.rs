@@ -152,3 +152,28 @@ fn retry_statuses_are_checked() {
     }
     assert!(parse("[]").unwrap_err().to_string().contains("upstreams[0].retry_statuses"));
 }
+
+both_drivers!(a_route_can_set_its_own_retries, |io| {
+    let (bad, good) = (endpoint(true), endpoint(false));
+    // The upstream retries once; `/once` keeps that, `/never` turns it off; the second
+    // upstream (the same endpoints) retries never, but `/more` asks for one.
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{bad}\", \"{good}\"]\nretries = 1\nretry_backoff = \"0s\"\noutlier = {{ consecutive_failures = 0 }}\n\
+             [[upstreams]]\nname = \"plain\"\nendpoints = [\"{bad}\", \"{good}\"]\nretry_backoff = \"0s\"\noutlier = {{ consecutive_failures = 0 }}\n\
+             [[routes]]\npath = \"/once\"\nupstream = \"api\"\n[[routes]]\npath = \"/never\"\nupstream = \"api\"\nretries = 0\n\
+             [[routes]]\npath = \"/more\"\nupstream = \"plain\"\nretries = 1\n",
+            bad = bad.up.addr,
+            good = good.up.addr
+        ),
+    );
+    let mut c = gw.client();
+    let statuses = |c: &mut Client, path: &str| -> Vec<u16> {
+        (0..4).map(|_| c.request(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).status()).collect()
+    };
+    assert_eq!(statuses(&mut c, "/once"), [200, 200, 200, 200]);
+    assert_eq!(statuses(&mut c, "/never"), [503, 200, 503, 200]);
+    assert_eq!(statuses(&mut c, "/more"), [200, 200, 200, 200]);
+});
