@@ -145,6 +145,9 @@ pub struct Server {
     /// This gateway's pseudonym in `Via` (RFC 9110 7.6.3), added to what it forwards both
     /// ways; a request already naming it is a loop. None: no Via.
     pub via: Option<String>,
+    /// Requests sent upstream carry this hop's element of `Forwarded` (RFC 7239) beside the
+    /// X-Forwarded-* fields.
+    pub forwarded: bool,
     /// The Server field of the answers coregate makes itself; empty: none. Proxied answers
     /// keep the upstream's.
     pub server_header: String,

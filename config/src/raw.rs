@@ -115,6 +115,8 @@ pub struct RawServer {
     pub keepalive_time: Option<String>,
     /// This gateway's name in Via fields (RFC 9110 7.6.3); none by default.
     pub via: Option<String>,
+    /// Add this hop's element to `Forwarded` (RFC 7239) on requests sent upstream; false by default.
+    pub forwarded: Option<bool>,
     /// The Server field of coregate's own answers ("coregate" by default; "" for none).
     pub server_header: Option<String>,
     /// TRACE requests are served (proxied, or echoed at Max-Forwards 0); false by default (405).

@@ -373,6 +373,7 @@ fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
             }
         }),
         allow_trace: s.allow_trace.unwrap_or(false),
+        forwarded: s.forwarded.unwrap_or(false),
         server_header: match s.server_header.as_deref() {
             None => "coregate".to_string(),
             Some(v) if crate::policy::is_field_value(v) && v.trim() == v && v.len() <= 256 => v.to_string(),

@@ -59,6 +59,8 @@ pub(crate) struct Edits<'a> {
     pub websocket: bool,
     /// The client connection speaks TLS: `X-Forwarded-Proto: https`.
     pub https: bool,
+    /// Add this hop's element to `Forwarded` (`server.forwarded`).
+    pub forwarded: bool,
     /// `X-Forwarded-Client-Cert` for the client's verified certificate.
     pub client_cert: Option<std::rc::Rc<[u8]>>,
     /// The request id field and its value (`server.request_id`): sent upstream and back in
@@ -227,6 +229,9 @@ pub(crate) fn request_head(
     if xfp {
         field(out, b"x-forwarded-proto", if edits.https { b"https" } else { b"http" });
     }
+    if edits.forwarded && !replaced(ops, b"forwarded") {
+        forwarded(out, edits.hop, edits.https, req.host());
+    }
     if let Some(value) = &edits.client_cert {
         field(out, b"x-forwarded-client-cert", value);
     }
@@ -255,6 +260,29 @@ pub(crate) fn request_head(
     if edits.websocket {
         field(out, b"upgrade", b"websocket");
         field(out, b"connection", b"upgrade");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends this hop's element of `Forwarded` (RFC 7239 4) as a field line of its own, after
+/// any the request came with (the same list, RFC 9110 5.3): `for` the TCP peer (an IPv6
+/// address in brackets and quotes, RFC 7239 6), `proto`, and `host` quoted, since a port's
+/// `:` is not a token character (the parser admitted only reg-name characters there, so
+/// nothing needs escaping).
+fn forwarded(out: &mut Vec<u8>, hop: &[u8], https: bool, host: Option<&[u8]>) {
+    out.extend_from_slice(b"forwarded: for=");
+    if hop.contains(&b':') {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(hop);
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(hop);
+    }
+    out.extend_from_slice(if https { b";proto=https" } else { b";proto=http" });
+    if let Some(h) = host.filter(|h| !h.is_empty()) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(h);
+        out.push(b'"');
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -458,6 +486,7 @@ mod tests {
             cors: None,
             websocket: false,
             https: false,
+            forwarded: false,
             client_cert: None,
             request_id: None,
             traceparent: None,
@@ -502,6 +531,27 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn forwarded_elements_quote_what_is_not_a_token() {
+        let r = req("GET / HTTP/1.1\r\nHost: h.example:8443\r\nForwarded: for=192.0.2.1\r\n\r\n");
+        let none = HeaderOps::default();
+        let edits = Edits { forwarded: true, https: true, hop: b"2001:db8::1", ..plain_edits(&none, &r) };
+        let mut out = Vec::new();
+        request_head(&mut out, &r, &edits, || "fallback".into());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Forwarded: for=192.0.2.1\r\n"), "{text}");
+        assert!(
+            text.contains("\r\nforwarded: for=\"[2001:db8::1]\";proto=https;host=\"h.example:8443\"\r\n"),
+            "{text}"
+        );
+        let edits = Edits { forwarded: true, ..plain_edits(&none, &r) };
+        let mut out = Vec::new();
+        request_head(&mut out, &r, &edits, || "fallback".into());
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nforwarded: for=10.0.0.9;proto=http;host=\"h.example:8443\"\r\n"));
     }
 
     #[test]

@@ -370,6 +370,7 @@ async fn exchange(
         cors: policy::cors_origin(route, req),
         websocket: route.websocket && req.is_websocket_upgrade(),
         https: client.tls.is_some(),
+        forwarded: cfg.server.forwarded,
         client_cert: client
             .tls
             .as_deref()

@@ -248,6 +248,25 @@ both_drivers!(the_server_field_of_coregates_own_answers_is_configurable, |io| {
     assert!(config::Config::parse(bad).unwrap_err().to_string().contains("server.server_header"));
 });
 
+both_drivers!(forwarded_names_each_hop_when_asked, |io| {
+    let up = Upstream::echo();
+    let extra = format!(
+        "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+        up.addr
+    );
+    let gw = Gateway::start_with(io, 1, "forwarded = true", &extra);
+    let r = gw.client().request("GET / HTTP/1.1\r\nHost: a:1\r\nForwarded: for=192.0.2.1;proto=https\r\n\r\n");
+    // The client's element first, then this hop's (RFC 7239 4).
+    assert_eq!(
+        r.header_all("x-echo-forwarded"),
+        ["for=192.0.2.1;proto=https", "for=127.0.0.1;proto=http;host=\"a:1\""]
+    );
+    // Off by default: whatever came goes on, nothing is added.
+    let gw = Gateway::start_with(io, 1, "", &extra);
+    let r = gw.client().request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.header_all("x-echo-forwarded").is_empty());
+});
+
 both_drivers!(no_route_is_404, |io| {
     let up = Upstream::echo();
     let gw = Gateway::start(
