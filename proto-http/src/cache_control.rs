@@ -86,10 +86,7 @@ impl CacheControl {
 
 /// Parses delta-seconds (1*DIGIT), capped at [`MAX_DELTA_SECONDS`].
 pub fn delta_seconds(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))).min(MAX_DELTA_SECONDS))
+    crate::fields::saturating_digits(v).map(|n| n.min(MAX_DELTA_SECONDS))
 }
 
 /// Strips the quotes of a quoted-string argument (no escapes expected in the arguments a

@@ -159,10 +159,10 @@ impl RequestHead {
             if !name.eq_ignore_ascii_case(b"max-forwards") {
                 continue;
             }
-            if found.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            if found.is_some() {
                 return Err(ParseError::MaxForwards);
             }
-            found = Some(value.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))));
+            found = Some(crate::fields::saturating_digits(value).ok_or(ParseError::MaxForwards)?);
         }
         Ok(found)
     }
