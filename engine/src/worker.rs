@@ -302,8 +302,7 @@ async fn run(s: Spawn) {
     while !shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(CONTROL_TICK).await;
         ticks = ticks.wrapping_add(1);
-        w.timers.fire_expired(Instant::now());
-        crate::date::refresh();
+        tick(&w);
         if let Some(log) = &w.log {
             log.flush();
         }
@@ -344,14 +343,20 @@ async fn close_open(w: &Worker) {
     wait_while(w, Instant::now() + Duration::from_secs(1), || !w.open.borrow().is_empty()).await;
 }
 
+/// The worker's clocks move on: expired timers fire, and the date is formatted again when
+/// the second changed.
+fn tick(w: &Worker) {
+    w.timers.fire_expired(Instant::now());
+    crate::date::refresh();
+}
+
 /// Checks `busy` every 10 ms until it turns false or `until` passes, firing the worker's
 /// timers meanwhile: the connections still open in a drain keep their timeouts (a keep-alive
 /// read's window, an upstream's response timeout).
 async fn wait_while(w: &Worker, until: Instant, busy: impl Fn() -> bool) {
     while busy() && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(10)).await;
-        w.timers.fire_expired(Instant::now());
-        crate::date::refresh();
+        tick(w);
     }
 }
 
