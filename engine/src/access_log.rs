@@ -92,53 +92,31 @@ impl AccessLog {
         let mut buf = self.buf.borrow_mut();
         buf.extend_from_slice(b"{\"time\":\"");
         self.timestamp(&mut buf);
-        buf.extend_from_slice(b"\",\"client\":\"");
-        escape(&mut buf, e.client);
+        text(&mut buf, "client", e.client);
         let (method, host, path) =
             e.request.map_or((&b""[..], None, &b""[..]), |r| (r.method(), r.host(), r.path_only()));
-        buf.extend_from_slice(b"\",\"method\":\"");
-        escape(&mut buf, method);
-        buf.extend_from_slice(b"\",\"host\":\"");
-        escape(&mut buf, host.unwrap_or_default());
-        buf.extend_from_slice(b"\",\"path\":\"");
-        escape(&mut buf, path);
-        if let Some(as_sent) = e.request.and_then(|r| r.meta.path_as_sent.as_deref()) {
-            buf.extend_from_slice(b"\",\"path_as_sent\":\"");
-            escape(&mut buf, as_sent);
-        }
-        if let Some(id) = e.request_id {
-            buf.extend_from_slice(b"\",\"request_id\":\"");
-            escape(&mut buf, id);
-        }
-        if let Some(id) = e.trace_id {
-            buf.extend_from_slice(b"\",\"trace_id\":\"");
-            buf.extend_from_slice(id);
-        }
+        text(&mut buf, "method", method);
+        text(&mut buf, "host", host.unwrap_or_default());
+        text(&mut buf, "path", path);
+        let optional = |buf: &mut Vec<u8>, key: &str, value: Option<&[u8]>| {
+            if let Some(v) = value {
+                text(buf, key, v);
+            }
+        };
+        optional(&mut buf, "path_as_sent", e.request.and_then(|r| r.meta.path_as_sent.as_deref()));
+        optional(&mut buf, "request_id", e.request_id);
+        optional(&mut buf, "trace_id", e.trace_id);
         let _ = write!(buf, "\",\"status\":{},\"route\":\"", e.status);
         escape(&mut buf, e.route.as_bytes());
-        if let Some(upstream) = e.upstream {
-            buf.extend_from_slice(b"\",\"upstream\":\"");
-            escape(&mut buf, upstream.as_bytes());
-        }
+        optional(&mut buf, "upstream", e.upstream.map(str::as_bytes));
         if let Some(addr) = e.endpoint {
             let _ = write!(buf, "\",\"upstream_addr\":\"{addr}");
         }
-        if let Some(cache) = e.cache {
-            buf.extend_from_slice(b"\",\"cache\":\"");
-            buf.extend_from_slice(cache);
-        }
-        if let Some(consumer) = e.consumer {
-            buf.extend_from_slice(b"\",\"consumer\":\"");
-            escape(&mut buf, consumer.as_bytes());
-        }
-        for (name, key) in [(&b"user-agent"[..], &b"user_agent"[..]), (b"referer", b"referer")] {
-            if let Some(value) = e.request.and_then(|r| r.header(name)) {
-                buf.extend_from_slice(b"\",\"");
-                buf.extend_from_slice(key);
-                buf.extend_from_slice(b"\":\"");
-                escape(&mut buf, value);
-            }
-        }
+        optional(&mut buf, "cache", e.cache);
+        optional(&mut buf, "consumer", e.consumer.map(str::as_bytes));
+        let header = |name: &[u8]| e.request.and_then(|r| r.header(name));
+        optional(&mut buf, "user_agent", header(b"user-agent"));
+        optional(&mut buf, "referer", header(b"referer"));
         buf.push(b'"');
         if let Some(t) = e.upstream_time {
             let _ = write!(buf, ",\"upstream_ms\":{:.3}", t.as_secs_f64() * 1e3);
@@ -196,6 +174,15 @@ fn civil(secs: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Ends the string before it and appends `,"key":"value` (the value escaped), leaving the
+/// string open as every member of the line before `status` and after `route` does.
+fn text(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+    buf.extend_from_slice(b"\",\"");
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":\"");
+    escape(buf, value);
 }
 
 /// Appends `s` as the inside of a JSON string: `"` and `\` escaped, bytes outside printable
