@@ -465,6 +465,10 @@ pub struct Route {
     pub action: Action,
     /// Overrides the upstream's `response_timeout`.
     pub response_timeout: Option<Duration>,
+    /// Bounds the whole exchange with the upstream, from the moment the route's policies let
+    /// the request through to the response's last byte: queue, connects, retries and their
+    /// backoff included, a WebSocket tunnel after its 101 not (Envoy's route `timeout`).
+    pub timeout: Option<Duration>,
     /// Overrides `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
     /// Overrides the upstream's `retries` (0 to 10): a route whose GETs are not safe to

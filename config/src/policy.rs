@@ -427,19 +427,23 @@ pub(crate) fn build_route(
     if strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
         c.err(format!("{path}.strip_prefix"), "strip_prefix needs a path prefix");
     }
-    let response_timeout = r.response_timeout.as_ref().and_then(|t| match parse_duration(t) {
-        Some(d) if !d.is_zero() => Some(d),
-        _ => {
-            c.err(format!("{path}.response_timeout"), format!("invalid duration {t:?}"));
-            None
-        }
-    });
+    let response_timeout = c.optional_duration(&format!("{path}.response_timeout"), r.response_timeout.as_ref());
+    let timeout = c.optional_duration(&format!("{path}.timeout"), r.timeout.as_ref());
     let access = IpRules {
         deny: cidrs(c, &format!("{path}.deny_ips"), &r.deny_ips),
         allow: cidrs(c, &format!("{path}.allow_ips"), &r.allow_ips),
     };
     let cors = r.cors.as_ref().map(|raw| cors(c, &format!("{path}.cors"), raw));
     let proxies = r.upstream.is_some() || r.split.is_some();
+    // What only an exchange with an upstream uses is refused elsewhere, not ignored.
+    let upstream_keys = [
+        ("response_timeout", r.response_timeout.is_some()),
+        ("timeout", r.timeout.is_some()),
+        ("retries", r.retries.is_some()),
+    ];
+    for (key, _) in upstream_keys.iter().filter(|(_, set)| *set && !proxies) {
+        c.err(format!("{path}.{key}"), "applies to a route that proxies (upstream or split)");
+    }
     let request_headers = header_ops(c, &format!("{path}.request_headers"), &r.request_headers, &capture_names);
     let response_headers = header_ops(c, &format!("{path}.response_headers"), &r.response_headers, &capture_names);
     if r.websocket == Some(true) && !proxies {
@@ -487,6 +491,7 @@ pub(crate) fn build_route(
         query_remove: r.query_remove.clone(),
         action: action?,
         response_timeout,
+        timeout,
         max_body_bytes: r.max_body_bytes,
         retries: r.retries.map(|n| c.bounded(&format!("{path}.retries"), Some(n), 0, 0, 10) as u32),
         auth,

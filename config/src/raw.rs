@@ -272,6 +272,8 @@ pub struct RawRoute {
     pub respond: Option<RawRespond>,
     pub redirect: Option<RawRedirect>,
     pub response_timeout: Option<String>,
+    /// The whole exchange with the upstream, retries included (Envoy's route `timeout`).
+    pub timeout: Option<String>,
     pub max_body_bytes: Option<u64>,
     /// Overrides the upstream's `retries` for this route.
     pub retries: Option<usize>,

@@ -36,6 +36,11 @@ impl Checker {
         self.errors.push(ConfigError::new(path, msg));
     }
 
+    /// A duration that has no default: `None` when left out (or invalid, with the error noted).
+    pub(crate) fn optional_duration(&mut self, path: &str, raw: Option<&String>) -> Option<Duration> {
+        raw.map(|_| self.duration(path, raw, Duration::ZERO)).filter(|d| !d.is_zero())
+    }
+
     pub(crate) fn duration(&mut self, path: &str, raw: Option<&String>, default: Duration) -> Duration {
         match raw {
             None => default,

@@ -30,6 +30,7 @@ mod compress_stream;
 mod concurrency;
 mod conn;
 mod date;
+mod deadline;
 mod driver;
 mod error;
 mod error_page;

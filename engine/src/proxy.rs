@@ -3,8 +3,9 @@
 //! stream the response, and decide what happens to both connections afterwards. Errors
 //! become a status code here, via [`Error::status`].
 
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use config::{Action, AuthKind, Config};
 use proto_http::{BodyFraming, Method, RequestHead, ResponseBody, ResponseHead, Version};
@@ -15,6 +16,7 @@ use crate::body::{
     Leg,
 };
 use crate::cache;
+use crate::deadline::Bounded;
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::Conn;
@@ -108,7 +110,10 @@ pub(crate) async fn handle(
 ) -> (Next, Outcome) {
     let request_id = tags.request_id;
     let mut progress = Progress { body_done: no_body(req.meta.body), ..Progress::default() };
-    let err = match exchange(w, client, peer, peer_text, hop, req, tags, &mut progress).await {
+    // A route's `timeout`, once the exchange knows its route.
+    let deadline = Cell::new(None);
+    let exchanged = exchange(w, client, peer, peer_text, hop, req, tags, &deadline, &mut progress);
+    let err = match Bounded::new(exchanged, &deadline, &w.timers).await {
         Ok(next) => return (next, progress.seen),
         Err(e) => e,
     };
@@ -234,6 +239,7 @@ async fn exchange(
     hop: &[u8],
     req: &RequestHead,
     tags: Tags<'_>,
+    deadline: &Cell<Option<Instant>>,
     p: &mut Progress,
 ) -> Result<Next, Error> {
     let meta = &req.meta;
@@ -382,6 +388,9 @@ async fn exchange(
         max_forwards: hops,
     };
     p.seen.upstream = Some(upstream);
+    if let Some(limit) = route.timeout {
+        deadline.set(Some(w.timers.deadline(limit)));
+    }
     // A route with a cache answers from it when it can; otherwise the plan says what to do
     // with the response. Boxed: the plain path's per-request state does not carry it.
     let cache_plan = match route.cache {
@@ -551,6 +560,8 @@ async fn exchange(
     if resp.meta.status == 101 {
         p.response_started = true;
         p.status = 101;
+        // A tunnel lives as long as it is used: a route's timeout ends here.
+        deadline.set(None);
         // Boxed, so that its state (4.6 KiB) is allocated per tunnel rather than carried in
         // every request's arena block (3,200 -> 7,808 bytes inline).
         return Box::pin(tunnel(w, client, up, resp, out.head, &edits)).await;
