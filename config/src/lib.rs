@@ -22,9 +22,11 @@ mod path_regex;
 mod policy;
 mod queue;
 pub mod raw;
+mod server;
 mod split;
 mod tls;
 mod tracing;
+mod upstream;
 mod validate;
 
 use std::net::SocketAddr;

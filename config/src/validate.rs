@@ -2,17 +2,15 @@
 //! `coregate check` run lists them all.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::consumers::{build_api_key, build_consumers};
 use crate::policy::build_route;
-use crate::raw::{RawConfig, RawHealthCheck, RawOutlier, RawUpstream};
-use crate::{
-    AccessLog, Config, ConfigError, Errors, HealthCheck, IoMode, Limits, Outlier, ProxyProtocol, Server, Timeouts,
-    Upstream, WireLimits,
-};
+use crate::raw::RawConfig;
+use crate::server::{build_server, check_route_paths};
+use crate::upstream::build_upstream;
+use crate::{AccessLog, Config, ConfigError, Errors, Limits, ProxyProtocol, Timeouts, Upstream, WireLimits};
 
 /// Collects errors while building typed values.
 pub(crate) struct Checker {
@@ -281,321 +279,14 @@ fn build(c: &mut Checker, raw: &RawConfig) -> Config {
 
 /// With request paths normalised, a route path that normalisation changes or refuses can
 /// never match: an error, naming the spelling that would.
-fn check_route_paths(c: &mut Checker, rules: Option<proto_http::PathRules>, routes: &[crate::raw::RawRoute]) {
-    let Some(rules) = rules else { return };
-    for (i, r) in routes.iter().enumerate() {
-        for (key, p) in [("path", &r.path), ("path_exact", &r.path_exact)] {
-            let Some(p) = p.as_deref().filter(|p| p.starts_with('/')) else { continue };
-            let mut b = p.as_bytes().to_vec();
-            let why = match proto_http::path::normalize(&mut b, rules) {
-                Ok(n) if b[..n] == *p.as_bytes() => continue,
-                Ok(n) => format!("normalised, such a path reads {:?}", String::from_utf8_lossy(&b[..n])),
-                Err(e) => format!("such a path is refused ({e})"),
-            };
-            c.err(
-                format!("routes[{i}].{key}"),
-                format!("{p:?} can never match: request paths are normalised first (server.normalize_path) and {why}"),
-            );
-        }
-    }
-}
-
-/// `server.normalize_path` and what refines it. The refinements without normalising would be
-/// ignored, so they are an error there.
-fn path_rules(c: &mut Checker, s: &crate::raw::RawServer) -> Option<proto_http::PathRules> {
-    let reject_encoded_slashes = match s.escaped_slashes.as_deref() {
-        None | Some("keep") => false,
-        Some("reject") => true,
-        Some(other) => {
-            c.err("server.escaped_slashes", format!("unknown action {other:?} (expected \"keep\" or \"reject\")"));
-            false
-        }
-    };
-    if s.normalize_path == Some(false) {
-        for (key, set) in [
-            ("server.merge_slashes", s.merge_slashes.is_some()),
-            ("server.escaped_slashes", s.escaped_slashes.is_some()),
-        ] {
-            if set {
-                c.err(key, "has no effect with normalize_path = false");
-            }
-        }
-        return None;
-    }
-    Some(proto_http::PathRules { merge_slashes: s.merge_slashes.unwrap_or(true), reject_encoded_slashes })
-}
-
 /// `{section}.keepalive_requests` (of `[server]` or an upstream): at least 1 when set.
-fn keepalive_requests(c: &mut Checker, section: &str, raw: Option<usize>) -> Option<u32> {
+pub(crate) fn keepalive_requests(c: &mut Checker, section: &str, raw: Option<usize>) -> Option<u32> {
     raw.map(|n| c.bounded(&format!("{section}.keepalive_requests"), Some(n), 1, 1, u32::MAX as usize) as u32)
 }
 
 /// `{section}.keepalive_time` (of `[server]` or an upstream): a duration when set.
-fn keepalive_time(c: &mut Checker, section: &str, raw: Option<&String>) -> Option<Duration> {
+pub(crate) fn keepalive_time(c: &mut Checker, section: &str, raw: Option<&String>) -> Option<Duration> {
     raw.map(|t| c.duration(&format!("{section}.keepalive_time"), Some(t), Duration::from_secs(3600)))
-}
-
-fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
-    let s = &raw.server;
-    let listen = s.listen.iter().enumerate().filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a)).collect();
-    let cores = std::thread::available_parallelism().map(NonZeroUsize::get).unwrap_or(1);
-    let workers = match s.workers {
-        None => NonZeroUsize::new(cores).unwrap_or(NonZeroUsize::MIN),
-        Some(n) => NonZeroUsize::new(n).filter(|n| n.get() <= 1024).unwrap_or_else(|| {
-            c.err("server.workers", format!("{n} is out of range 1..=1024"));
-            NonZeroUsize::MIN
-        }),
-    };
-    let io = match s.io.as_deref() {
-        None | Some("auto") => IoMode::Auto,
-        Some("io_uring") => IoMode::IoUring,
-        Some("epoll") => IoMode::Epoll,
-        Some(other) => {
-            c.err("server.io", format!("unknown driver {other:?} (expected \"auto\", \"io_uring\" or \"epoll\")"));
-            IoMode::Auto
-        }
-    };
-    let request_id = s.request_id.as_deref().and_then(|h| {
-        if crate::policy::is_token(h) {
-            Some(h.to_ascii_lowercase())
-        } else {
-            c.err("server.request_id", format!("{h:?} is not a header name"));
-            None
-        }
-    });
-    Server {
-        request_id,
-        paths: path_rules(c, s),
-        via: s.via.as_deref().and_then(|v| {
-            if crate::policy::is_token(v) {
-                Some(v.to_string())
-            } else {
-                c.err(
-                    "server.via",
-                    format!("{v:?} is not a token (RFC 9110 7.6.3 pseudonym: letters, digits, -._~ ...)"),
-                );
-                None
-            }
-        }),
-        allow_trace: s.allow_trace.unwrap_or(false),
-        forwarded: s.forwarded.unwrap_or(false),
-        server_header: match s.server_header.as_deref() {
-            None => "coregate".to_string(),
-            Some(v) if crate::policy::is_field_value(v) && v.trim() == v && v.len() <= 256 => v.to_string(),
-            Some(v) => {
-                c.err(
-                    "server.server_header",
-                    format!("{v:?} is not a field value (printable, no surrounding spaces, at most 256 bytes)"),
-                );
-                String::new()
-            }
-        },
-        keepalive_requests: keepalive_requests(c, "server", s.keepalive_requests),
-        keepalive_time: keepalive_time(c, "server", s.keepalive_time.as_ref()),
-        proxy_protocol: match &s.proxy_protocol {
-            None | Some(toml::Value::Boolean(false)) => ProxyProtocol::Off,
-            Some(toml::Value::Boolean(true)) => ProxyProtocol::All,
-            Some(toml::Value::Array(items)) => ProxyProtocol::Only(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, a)| match a.as_str() {
-                        Some(a) => c.addr(&format!("server.proxy_protocol[{i}]"), a),
-                        None => {
-                            c.err(format!("server.proxy_protocol[{i}]"), "expected a listen address \"IP:PORT\"");
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
-            Some(_) => {
-                c.err("server.proxy_protocol", "expected true, false, or a list of listen addresses");
-                ProxyProtocol::Off
-            }
-        },
-        trusted_proxies: crate::policy::cidrs(c, "server.trusted_proxies", &s.trusted_proxies),
-        listen,
-        workers,
-        io,
-        pin_cores: s.pin_cores.unwrap_or(true),
-        max_connections_per_worker: c.bounded(
-            "server.max_connections_per_worker",
-            s.max_connections_per_worker,
-            65_536,
-            1,
-            1 << 24,
-        ),
-        max_connections_per_ip: s
-            .max_connections_per_ip
-            .map(|n| c.bounded("server.max_connections_per_ip", Some(n), 1, 1, 1 << 24) as u32),
-    }
-}
-
-fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &Timeouts) -> Upstream {
-    let name = match &u.name {
-        Some(n) if !n.is_empty() => n.clone(),
-        _ => {
-            c.err(format!("{path}.name"), "missing upstream name");
-            String::new()
-        }
-    };
-    if u.endpoints.is_empty() {
-        c.err(format!("{path}.endpoints"), "at least one endpoint is required");
-    }
-    let before = c.errors.len();
-    let entries = crate::endpoints::entries(c, &format!("{path}.endpoints"), &u.endpoints);
-    let expanded = if c.errors.len() == before {
-        crate::endpoints::expand(&entries, &crate::endpoints::system_resolver).unwrap_or_else(|(i, why)| {
-            c.err(format!("{path}.endpoints[{i}]"), why);
-            Default::default()
-        })
-    } else {
-        Default::default()
-    };
-    let resolve = u.resolve.as_ref().map(|r| {
-        let d = c.duration(&format!("{path}.resolve"), Some(r), crate::endpoints::MIN_RESOLVE);
-        if d < crate::endpoints::MIN_RESOLVE {
-            c.err(format!("{path}.resolve"), "at least 1s");
-        }
-        if !entries.iter().any(|e| matches!(e.host, crate::endpoints::Host::Name(..))) {
-            c.err(format!("{path}.resolve"), "no endpoint is a name: there is nothing to resolve again");
-        }
-        d
-    });
-    let max_requests =
-        u.max_requests.map(|m| c.bounded(&format!("{path}.max_requests"), Some(m), 1, 1, 1 << 24) as u32);
-    let connect_timeout =
-        c.duration(&format!("{path}.connect_timeout"), u.connect_timeout.as_ref(), t.upstream_connect);
-    let queue = u
-        .queue
-        .as_ref()
-        .and_then(|q| crate::queue::build(c, &format!("{path}.queue"), q, max_requests, connect_timeout));
-    Upstream {
-        name,
-        endpoints: expanded.addrs,
-        weights: expanded.weights,
-        endpoint_names: expanded.names,
-        entries,
-        resolve,
-        balance: crate::balance::balance(c, path, u.balance.as_deref(), u.hash_on.as_deref()),
-        max_idle_per_endpoint: c.bounded(
-            &format!("{path}.max_idle_per_endpoint"),
-            u.max_idle_per_endpoint,
-            256,
-            0,
-            1 << 20,
-        ),
-        keepalive_requests: keepalive_requests(c, path, u.keepalive_requests),
-        keepalive_time: keepalive_time(c, path, u.keepalive_time.as_ref()),
-        connect_timeout,
-        response_timeout: c.duration(
-            &format!("{path}.response_timeout"),
-            u.response_timeout.as_ref(),
-            t.upstream_response,
-        ),
-        idle_timeout: c.duration(&format!("{path}.idle_timeout"), u.idle_timeout.as_ref(), t.upstream_idle),
-        health_check: u.health_check.as_ref().map(|h| build_health_check(c, &format!("{path}.health_check"), h)),
-        outlier: build_outlier(c, &format!("{path}.outlier"), u.outlier.as_ref()),
-        retries: c.bounded(&format!("{path}.retries"), u.retries, 0, 0, 10) as u32,
-        slow_start: u.slow_start.as_ref().map(|t| c.duration(&format!("{path}.slow_start"), Some(t), Duration::ZERO)),
-        retry_backoff: match u.retry_backoff.as_deref() {
-            None => Duration::from_millis(25),
-            Some(s) => match parse_duration(s) {
-                Some(d) if d <= Duration::from_secs(10) => d,
-                _ => {
-                    c.err(
-                        format!("{path}.retry_backoff"),
-                        format!("invalid duration {s:?} (0s to 10s, such as \"25ms\")"),
-                    );
-                    Duration::ZERO
-                }
-            },
-        },
-        retry_budget: c.bounded(&format!("{path}.retry_budget"), u.retry_budget, 20, 1, 100) as u32,
-        retry_statuses: retry_statuses(c, path, u.retry_statuses.as_deref()),
-        max_requests,
-        queue,
-        tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
-    }
-}
-
-/// `upstreams[].retry_statuses`: 4xx and 5xx codes only (a 2xx or 3xx is an answer, not a
-/// failure), default the three by which a gateway says it cannot serve now (RFC 9110
-/// 15.6.3-5).
-fn retry_statuses(c: &mut Checker, path: &str, raw: Option<&[i64]>) -> Vec<u16> {
-    let Some(raw) = raw else { return vec![502, 503, 504] };
-    let mut statuses = Vec::with_capacity(raw.len());
-    for (i, &s) in raw.iter().enumerate() {
-        match u16::try_from(s) {
-            Ok(s @ 400..=599) => statuses.push(s),
-            _ => c.err(format!("{path}.retry_statuses[{i}]"), format!("{s} is not a 4xx or 5xx status")),
-        }
-    }
-    if raw.is_empty() {
-        c.err(format!("{path}.retry_statuses"), "is empty: leave it out for 502, 503 and 504, or set retries = 0");
-    }
-    statuses
-}
-
-fn build_health_check(c: &mut Checker, path: &str, h: &RawHealthCheck) -> HealthCheck {
-    let check_path = match h.path.as_deref() {
-        Some(p) if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => p.to_string(),
-        Some(p) => {
-            c.err(format!("{path}.path"), format!("{p:?} is not an origin-form path (starts with /, no spaces)"));
-            String::new()
-        }
-        None => {
-            c.err(format!("{path}.path"), "missing health check path");
-            String::new()
-        }
-    };
-    if let Some(host) = &h.host {
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
-            c.err(format!("{path}.host"), format!("{host:?} is not a host"));
-        }
-    }
-    let interval = c.duration(&format!("{path}.interval"), h.interval.as_ref(), Duration::from_secs(5));
-    let timeout = c.duration(&format!("{path}.timeout"), h.timeout.as_ref(), Duration::from_secs(1));
-    let threshold = |c: &mut Checker, key: &str, raw: Option<u32>, default: usize| {
-        c.bounded(&format!("{path}.{key}"), raw.map(|v| v as usize), default, 1, 100) as u32
-    };
-    HealthCheck {
-        path: check_path,
-        host: h.host.clone(),
-        interval,
-        timeout,
-        healthy_threshold: threshold(c, "healthy_threshold", h.healthy_threshold, 2),
-        unhealthy_threshold: threshold(c, "unhealthy_threshold", h.unhealthy_threshold, 3),
-        expect_status: match &h.expect_status {
-            None => vec![(200, 399)],
-            Some(list) if list.is_empty() => {
-                c.err(format!("{path}.expect_status"), "an empty list passes nothing");
-                Vec::new()
-            }
-            Some(list) => statuses(c, &format!("{path}.expect_status"), list, 100),
-        },
-        expect_body: h.expect_body.clone().filter(|b| {
-            let ok = !b.is_empty();
-            if !ok {
-                c.err(format!("{path}.expect_body"), "empty: leave it out");
-            }
-            ok
-        }),
-    }
-}
-
-fn build_outlier(c: &mut Checker, path: &str, o: Option<&RawOutlier>) -> Outlier {
-    let o = o.unwrap_or(&RawOutlier { consecutive_failures: None, ejection: None });
-    Outlier {
-        consecutive_failures: c.bounded(
-            &format!("{path}.consecutive_failures"),
-            o.consecutive_failures.map(|v| v as usize),
-            5,
-            0,
-            1000,
-        ) as u32,
-        ejection: c.duration(&format!("{path}.ejection"), o.ejection.as_ref(), Duration::from_secs(10)),
-    }
 }
 
 /// Status codes (`502`) and classes (`"5xx"`) from `min` up to 599, as inclusive ranges;
@@ -627,6 +318,7 @@ pub(crate) fn statuses(c: &mut Checker, path: &str, list: &[toml::Value], min: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IoMode;
 
     const MINIMAL: &str = r#"
 [server]
