@@ -1,4 +1,4 @@
-use std::{cell::RefCell, collections::HashSet, rc::Rc};
+use std::{cell::RefCell, rc::Rc};
 
 use crate::driver::op::OpCanceller;
 
@@ -24,7 +24,9 @@ pub(crate) struct AssociateGuard {
 #[derive(Default)]
 struct Shared {
     canceled: bool,
-    slot_ref: HashSet<OpCanceller>,
+    // coregate: a Vec instead of a HashSet (std's SipHash): a handle has one operation or a
+    // few at a time, and each read associated and released one with two hashes.
+    slot_ref: Vec<OpCanceller>,
 }
 
 impl Canceller {
@@ -36,7 +38,7 @@ impl Canceller {
 
     /// Cancel all related operations.
     pub fn cancel(self) -> Self {
-        let mut slot = HashSet::new();
+        let mut slot = Vec::new();
         {
             let mut shared = self.shared.borrow_mut();
             shared.canceled = true;
@@ -72,7 +74,7 @@ impl CancelHandle {
     pub(crate) fn associate_op(self, op_canceller: OpCanceller) -> AssociateGuard {
         {
             let mut shared = self.shared.borrow_mut();
-            shared.slot_ref.insert(op_canceller.clone());
+            shared.slot_ref.push(op_canceller.clone());
         }
         AssociateGuard {
             op_canceller,
@@ -84,7 +86,9 @@ impl CancelHandle {
 impl Drop for AssociateGuard {
     fn drop(&mut self) {
         let mut shared = self.shared.borrow_mut();
-        shared.slot_ref.remove(&self.op_canceller);
+        if let Some(i) = shared.slot_ref.iter().position(|c| *c == self.op_canceller) {
+            shared.slot_ref.swap_remove(i);
+        }
     }
 }
 
