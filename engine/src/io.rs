@@ -197,9 +197,10 @@ impl Conn {
     /// Then the read is cancelled and awaited: a receive can complete between the timer and
     /// the kernel seeing the cancel, and dropping the operation (as `fill` does, whose
     /// timeouts end the connection) would throw those bytes away. monoio's cancellable read
-    /// costs about 1,000 instructions more per request (a hash set of operations per
-    /// canceller). On epoll a read runs when polled and dropping a pending one loses nothing:
-    /// `fill` does there.
+    /// cost about 1,000 instructions more per request, partly a SipHash set of operations
+    /// per canceller, which coregate's copy of monoio replaces by a `Vec`
+    /// (`vendor/README.md`). On epoll a read runs when polled and dropping a pending one
+    /// loses nothing: `fill` does there.
     pub(crate) async fn fill_cancellable(&mut self, room: usize, timeout: Duration) -> io::Result<Option<usize>> {
         debug_assert!(self.posted.is_none(), "a client connection has no posted read");
         debug_assert!(self.tls.is_none(), "a TLS connection waits for readability instead");
