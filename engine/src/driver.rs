@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use config::IoMode;
 
@@ -82,5 +83,21 @@ fn uring_runtime() -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio
             .enable_timer()
             .build()
     };
-    build(coop).or_else(|_| build(io_uring::IoUring::builder()))
+    let rt = build(coop);
+    if rt.is_ok() {
+        // SINGLE_ISSUER came with Linux 6.0, so receives take IORING_RECVSEND_POLL_FIRST (5.19).
+        RECV_POLL_FIRST.store(true, Ordering::Relaxed);
+    }
+    rt.or_else(|_| build(io_uring::IoUring::builder()))
+}
+
+/// Whether io_uring receives may ask to wait for readability first (set once a ring with
+/// SINGLE_ISSUER was made: the kernel is 6.0 or later).
+static RECV_POLL_FIRST: AtomicBool = AtomicBool::new(false);
+
+/// True where a read posted ahead of its data (a pooled connection's next response) can
+/// skip the attempt that cannot find anything: on io_uring it then arms its poll at once.
+/// Measured: see `vendor/README.md`. The epoll driver ignores the flag.
+pub(crate) fn recv_poll_first() -> bool {
+    RECV_POLL_FIRST.load(Ordering::Relaxed)
 }

@@ -23,7 +23,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use monoio::buf::{IoBufMut as _, SliceMut};
-use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
 /// What a read of a connection's buffer yields.
@@ -61,7 +60,7 @@ impl Posted {
     /// Posts a read of `buf` on `stream` into `slot`, reusing the block already there.
     pub(crate) fn start(slot: &mut Option<Box<Posted>>, stream: &mut TcpStream, buf: BytesMut) {
         let cap = buf.capacity();
-        let read = stream.read(buf.slice_mut(0..cap));
+        let read = stream.read_posted(buf.slice_mut(0..cap), crate::driver::recv_poll_first());
         let posted = slot.get_or_insert_with(|| Box::new(Posted::alloc(&read)));
         // One read in flight per connection: a previous one (there is none when the pool
         // calls this) would otherwise be overwritten without being dropped.
@@ -69,9 +68,9 @@ impl Posted {
         debug_assert_eq!(posted.table.layout, Layout::for_value(&read));
         // SAFETY: the block was allocated with this future type's layout (one type: the
         // table was made for it), and no future lives in it (`live` is false). The future
-        // is `stream.read(..)`'s, whose type borrows `stream`, but monoio 0.2.4 (pinned
-        // exactly in Cargo.toml for this) only uses the stream to clone its fd handle into
-        // the operation while creating the future (net/tcp/stream.rs, `read`): the future
+        // is `stream.read_posted(..)`'s, whose type borrows `stream`, but coregate's copy of
+        // monoio 0.2.4 (vendor/monoio) only uses the stream to clone its fd handle into the
+        // operation while creating the future (net/tcp/stream.rs, `read_posted`): the future
         // holds the operation (that fd handle and the buffer) and no reference to the
         // stream, so it may outlive this borrow and the stream may move.
         unsafe { posted.block.cast().write(read) };

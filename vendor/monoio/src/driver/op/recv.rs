@@ -52,17 +52,21 @@ pub(crate) struct Recv<T> {
 
     /// coregate: a stream socket, where a short read means the socket was drained.
     stream: bool,
+
+    /// coregate: on io_uring, wait for readability before the first attempt
+    /// (`IORING_RECVSEND_POLL_FIRST`): for a read posted before its data can have been sent.
+    poll_first: bool,
 }
 
 impl<T: IoBufMut> Op<Recv<T>> {
     pub(crate) fn recv(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf, stream: false })
+        Op::submit_with(Recv { fd, buf, stream: false, poll_first: false })
     }
 
     /// coregate: a receive on a stream socket (TCP, Unix stream), which the legacy driver
     /// marks not readable after a short read (see `OpAble::legacy_drained`).
-    pub(crate) fn recv_stream(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf, stream: true })
+    pub(crate) fn recv_stream(fd: SharedFd, buf: T, poll_first: bool) -> io::Result<Self> {
+        Op::submit_with(Recv { fd, buf, stream: true, poll_first })
     }
 
     #[allow(unused)]
@@ -71,6 +75,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
             fd: fd.clone(),
             buf,
             stream: false,
+            poll_first: false,
         }
     }
 
@@ -92,12 +97,25 @@ impl<T: IoBufMut> Op<Recv<T>> {
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        opcode::Recv::new(
+        let mut entry = opcode::Recv::new(
             types::Fd(self.fd.raw_fd()),
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
-        .build()
+        .build();
+        if self.poll_first {
+            // coregate: io-uring 0.6 has no setter for a receive's `ioprio`, which carries its
+            // flags (Linux 5.19+; the caller only asks where the kernel has them).
+            const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+            // SAFETY: `Entry` is `#[repr(C)]` around the kernel's `io_uring_sqe`, which starts
+            // with `opcode: u8`, `flags: u8`, `ioprio: u16` (include/uapi/linux/io_uring.h):
+            // bytes 2-3 are `ioprio`, inside the entry, written unaligned to be safe.
+            unsafe {
+                let sqe = (&mut entry as *mut io_uring::squeue::Entry).cast::<u8>();
+                sqe.add(2).cast::<u16>().write_unaligned(IORING_RECVSEND_POLL_FIRST);
+            }
+        }
+        entry
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -230,6 +230,21 @@ impl TcpStream {
         }
     }
 
+    /// coregate: a read posted ahead of its data (the next response on an idle pooled
+    /// connection). With `poll_first`, io_uring waits for readability before its first
+    /// attempt instead of trying a receive that cannot find anything yet
+    /// (`IORING_RECVSEND_POLL_FIRST`, Linux 5.19+: ask only where the kernel has it); the
+    /// legacy driver ignores it. As `read`'s, the future holds the operation (a clone of the
+    /// fd handle and the buffer), not a reference to the stream.
+    pub fn read_posted<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        poll_first: bool,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        let op = Op::recv_stream(self.fd.clone(), buf, poll_first).unwrap();
+        op.read()
+    }
+
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///
@@ -411,7 +426,8 @@ impl AsyncReadRent for TcpStream {
     #[inline]
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         // Submit the read operation
-        let op = Op::recv_stream(self.fd.clone(), buf).unwrap();
+        // coregate: a stream receive (see `OpAble::legacy_drained`).
+        let op = Op::recv_stream(self.fd.clone(), buf, false).unwrap();
         op.read()
     }
 
@@ -436,7 +452,8 @@ impl CancelableAsyncReadRent for TcpStream {
             return (Err(operation_canceled()), buf);
         }
 
-        let op = Op::recv_stream(fd, buf).unwrap();
+        // coregate: a stream receive (see `OpAble::legacy_drained`).
+        let op = Op::recv_stream(fd, buf, false).unwrap();
         let _guard = c.associate_op(op.op_canceller());
         op.read().await
     }

@@ -261,7 +261,8 @@ impl AsyncReadRent for UnixStream {
     #[inline]
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         // Submit the read operation
-        let op = Op::recv_stream(self.fd.clone(), buf).unwrap();
+        // coregate: a stream receive (see `OpAble::legacy_drained`).
+        let op = Op::recv_stream(self.fd.clone(), buf, false).unwrap();
         op.read()
     }
 
@@ -286,7 +287,8 @@ impl CancelableAsyncReadRent for UnixStream {
             return (Err(operation_canceled()), buf);
         }
 
-        let op = Op::recv_stream(fd, buf).unwrap();
+        // coregate: a stream receive (see `OpAble::legacy_drained`).
+        let op = Op::recv_stream(fd, buf, false).unwrap();
         let _guard = c.associate_op(op.op_canceller());
         op.read().await
     }
