@@ -101,3 +101,64 @@ static RECV_POLL_FIRST: AtomicBool = AtomicBool::new(false);
 pub(crate) fn recv_poll_first() -> bool {
     RECV_POLL_FIRST.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
+
+    use crate::io::testing::on_both_drivers;
+
+    /// The inode of the socket behind `fd`, as `/proc` names it (`socket:[inode]`).
+    fn inode(fd: i32) -> String {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        link.to_string_lossy().into_owned()
+    }
+
+    /// Every file in the registered file tables of this process's io_uring rings, from
+    /// their `fdinfo` (one `  slot: socket:[inode]` line per occupied slot).
+    fn registered_files() -> Vec<String> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let is_ring =
+                std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:[io_uring]");
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy()));
+            if let (true, Ok(info)) = (is_ring, info) {
+                files.extend(info.lines().filter_map(|l| l.split_once(": ")).map(|(_, f)| f.trim().to_string()));
+            }
+        }
+        files
+    }
+
+    /// A socket that carries more than one exchange on io_uring moves into the ring's
+    /// registered file table (vendor/monoio, `SharedFd::uring_fd`), and closing it must
+    /// empty its slot as well as close its descriptor: the table holds a reference of its
+    /// own, and without that the peer would never see the end of the stream. The same
+    /// exchanges and close on epoll.
+    #[test]
+    fn a_long_lived_socket_gets_a_registered_slot_and_still_closes() {
+        on_both_drivers(|uring| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut a = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
+            let (mut b, _) = listener.accept().await.unwrap();
+            for _ in 0..4 {
+                a.write_all(b"ping".to_vec()).await.0.unwrap();
+                assert_eq!(b.read_exact(vec![0; 4]).await.1, b"ping");
+                b.write_all(b"pong".to_vec()).await.0.unwrap();
+                assert_eq!(a.read_exact(vec![0; 4]).await.1, b"pong");
+            }
+            let (a_file, b_file) = (inode(a.as_raw_fd()), inode(b.as_raw_fd()));
+            if uring {
+                let files = registered_files();
+                assert!(files.contains(&a_file) && files.contains(&b_file), "{a_file}, {b_file} not in {files:?}");
+            }
+            drop(a);
+            let end = monoio::time::timeout(Duration::from_secs(5), b.read(vec![0; 8])).await;
+            assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
+            assert!(!registered_files().contains(&a_file), "the closed socket kept its slot");
+        });
+    }
+}

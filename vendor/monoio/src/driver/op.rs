@@ -65,6 +65,13 @@ pub(crate) trait OpAble {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry;
 
+    /// coregate: the socket this io_uring operation is a receive or send on, counted toward
+    /// the socket's slot in the ring's registered file table (`SharedFd::uring_fd`).
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    fn uring_fixable(&self) -> Option<&super::shared_fd::SharedFd> {
+        None
+    }
+
     #[cfg(any(feature = "legacy", feature = "poll-io"))]
     fn legacy_interest(&self) -> Option<(super::ready::Direction, usize)>;
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -4,6 +4,8 @@ use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::os::windows::io::{
     AsRawHandle, AsRawSocket, FromRawSocket, OwnedSocket, RawHandle, RawSocket,
 };
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+use std::cell::Cell;
 use std::{cell::UnsafeCell, io, rc::Rc};
 
 #[cfg(windows)]
@@ -24,7 +26,18 @@ struct Inner {
 
     // Waker to notify when the close operation completes.
     state: UnsafeCell<State>,
+
+    /// coregate: receives and sends seen on io_uring, up to `SharedFd::FIX_AFTER`.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    uses: Cell<u8>,
+
+    /// coregate: the socket's slot in the ring's registered file table, or `NO_SLOT`.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    slot: Cell<u32>,
 }
+
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+const NO_SLOT: u32 = u32::MAX;
 
 enum State {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
@@ -235,6 +248,10 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                uses: Cell::new(0),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                slot: Cell::new(NO_SLOT),
             }),
         })
     }
@@ -260,6 +277,10 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                uses: Cell::new(0),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                slot: Cell::new(NO_SLOT),
             }),
         })
     }
@@ -285,6 +306,10 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                uses: Cell::new(0),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                slot: Cell::new(NO_SLOT),
             }),
         }
     }
@@ -330,6 +355,9 @@ impl SharedFd {
         let fd = self.inner.fd;
         match Rc::try_unwrap(self.inner) {
             Ok(inner) => {
+                // coregate: the descriptor leaves monoio, and its slot with it.
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                inner.release_slot();
                 // Only drop Inner's state, skip its drop impl.
                 let mut inner_skip_drop = ManuallyDrop::new(inner);
                 #[allow(invalid_value)]
@@ -403,6 +431,45 @@ impl SharedFd {
         }
     }
 
+    /// coregate: the receive or send at which a socket gets a registered-file slot. Its
+    /// first exchange and the read that waits for the next (three operations on each side
+    /// of a proxy) go by descriptor, so a connection that carries one request pays no
+    /// register calls; from the second on, every operation skips the kernel's file lookup.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    const FIX_AFTER: u8 = 4;
+
+    /// coregate: counts a receive or send; true exactly once, at the `FIX_AFTER`th.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    #[inline]
+    pub(crate) fn count_use(&self) -> bool {
+        let n = self.inner.uses.get();
+        if n >= Self::FIX_AFTER {
+            return false;
+        }
+        self.inner.uses.set(n + 1);
+        n + 1 == Self::FIX_AFTER
+    }
+
+    /// coregate: records the slot the ring's file table gave this socket.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.inner.slot.set(slot);
+    }
+
+    /// coregate: what an io_uring receive or send names: the socket's registered slot with
+    /// `IOSQE_FIXED_FILE` where it has one (no `fget`/`fput` per operation), else its
+    /// descriptor. Operations that run once per socket (connect, poll, close) keep the
+    /// descriptor, which stays open beside the slot.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    #[inline]
+    pub(crate) fn uring_fd(&self) -> (io_uring::types::Fd, io_uring::squeue::Flags) {
+        match self.inner.slot.get() {
+            NO_SLOT => (io_uring::types::Fd(self.inner.fd), io_uring::squeue::Flags::empty()),
+            // The table holds at most `files::SLOTS` (16,384) slots: the cast is exact.
+            slot => (io_uring::types::Fd(slot as RawFd), io_uring::squeue::Flags::FIXED_FILE),
+        }
+    }
+
     #[allow(unused)]
     pub(crate) fn registered_index(&self) -> Option<usize> {
         let state = unsafe { &*self.inner.state.get() };
@@ -436,6 +503,7 @@ impl SharedFd {
             #[allow(irrefutable_let_patterns)]
             if let State::Uring(uring_state) = unsafe { &mut *this.inner.state.get() } {
                 if Rc::get_mut(&mut this.inner).is_some() {
+                    this.inner.release_slot();
                     *uring_state = match super::op::Op::close(fd) {
                         Ok(op) => UringState::Closing(op),
                         Err(_) => {
@@ -474,6 +542,22 @@ impl SharedFd {
 
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 impl Inner {
+    /// coregate: empties the socket's registered-file slot, if it has one. Must run before
+    /// the descriptor is closed: the table holds its own reference to the socket. Outside
+    /// the runtime (no driver to reach) the slot is left to the ring's teardown, which
+    /// releases every registered file.
+    fn release_slot(&self) {
+        let slot = self.slot.replace(NO_SLOT);
+        if slot == NO_SLOT || !CURRENT.is_set() {
+            return;
+        }
+        CURRENT.with(|inner| match inner {
+            super::Inner::Uring(r) => super::IoUringDriver::release_slot(r, slot),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        });
+    }
+
     /// Completes when the FD has been closed.
     /// Should only be called for uring mode.
     async fn closed(&self) {
@@ -528,6 +612,7 @@ impl Drop for Inner {
         match state {
             #[cfg(all(target_os = "linux", feature = "iouring"))]
             State::Uring(UringState::Init) | State::Uring(UringState::Waiting(..)) => {
+                self.release_slot();
                 if super::op::Op::close(fd).is_err() {
                     let _ = unsafe { std::fs::File::from_raw_fd(fd) };
                 };

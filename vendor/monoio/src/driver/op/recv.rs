@@ -97,12 +97,10 @@ impl<T: IoBufMut> Op<Recv<T>> {
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        let mut entry = opcode::Recv::new(
-            types::Fd(self.fd.raw_fd()),
-            self.buf.write_ptr(),
-            self.buf.bytes_total() as _,
-        )
-        .build();
+        let (fd, fixed) = self.fd.uring_fd();
+        let mut entry = opcode::Recv::new(fd, self.buf.write_ptr(), self.buf.bytes_total() as _)
+            .build()
+            .flags(fixed);
         if self.poll_first {
             // coregate: io-uring 0.6 has no setter for a receive's `ioprio`, which carries its
             // flags (Linux 5.19+; the caller only asks where the kernel has them).
@@ -116,6 +114,12 @@ impl<T: IoBufMut> OpAble for Recv<T> {
             }
         }
         entry
+    }
+
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    fn uring_fixable(&self) -> Option<&SharedFd> {
+        // coregate: stream receives only; a datagram socket's traffic is not this proxy's.
+        self.stream.then_some(&self.fd)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -75,13 +75,17 @@ impl<T: IoBuf> OpAble for Send<T> {
         #[allow(deprecated)]
         let flags = libc::MSG_NOSIGNAL as libc::c_int;
 
-        opcode::Send::new(
-            types::Fd(self.fd.raw_fd()),
-            self.buf.read_ptr(),
-            self.buf.bytes_init() as _,
-        )
-        .flags(flags)
-        .build()
+        let (fd, fixed) = self.fd.uring_fd();
+        opcode::Send::new(fd, self.buf.read_ptr(), self.buf.bytes_init() as _)
+            .flags(flags)
+            .build()
+            .flags(fixed)
+    }
+
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    fn uring_fixable(&self) -> Option<&SharedFd> {
+        // coregate: a send counts toward the socket's registered slot (`SharedFd::uring_fd`).
+        Some(&self.fd)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

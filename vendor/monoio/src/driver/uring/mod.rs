@@ -24,6 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
+mod files;
 mod lifecycle;
 #[cfg(feature = "sync")]
 mod waker;
@@ -82,6 +83,9 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// coregate: the registered file table, where the kernel gave one.
+    files: Option<files::FixedFiles>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +115,7 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            files: files::FixedFiles::register(&uring.submitter()),
             uring,
         }));
 
@@ -145,6 +150,7 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            files: files::FixedFiles::register(&uring.submitter()),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -321,6 +327,16 @@ impl IoUringDriver {
         Ok(())
     }
 
+    /// coregate: empties a socket's slot in the registered file table, before its close.
+    pub(crate) fn release_slot(this: &Rc<UnsafeCell<UringInner>>, slot: u32) {
+        // SAFETY: as everywhere in this driver, its state is reached from its own thread
+        // only (`Rc`), and this borrow ends before the function returns.
+        let inner = unsafe { &mut *this.get() };
+        if let Some(files) = inner.files.as_mut() {
+            files.remove(&inner.uring.submitter(), slot);
+        }
+    }
+
     #[cfg(feature = "poll-io")]
     #[inline]
     pub(crate) fn register_poll_io(
@@ -377,6 +393,20 @@ impl Driver for IoUringDriver {
 }
 
 impl UringInner {
+    /// coregate: counts a receive or send on `fd`, and at its `SharedFd::FIX_AFTER`th puts
+    /// the socket into the registered file table (one register call, paid only by sockets
+    /// that carry more than one exchange).
+    #[inline]
+    fn fix(&mut self, fd: &super::shared_fd::SharedFd) {
+        if fd.count_use() {
+            if let Some(files) = self.files.as_mut() {
+                if let Some(slot) = files.insert(&self.uring.submitter(), fd.raw_fd()) {
+                    fd.set_slot(slot);
+                }
+            }
+        }
+    }
+
     fn tick(&mut self) -> io::Result<()> {
         let cq = self.uring.completion();
 
@@ -447,6 +477,9 @@ impl UringInner {
 
         // Configure the SQE
         let data_mut = unsafe { op.data.as_mut().unwrap_unchecked() };
+        if let Some(fd) = data_mut.uring_fixable() {
+            inner.fix(fd);
+        }
         let sqe = OpAble::uring_op(data_mut).user_data(op.index as _);
 
         {
