@@ -12,6 +12,29 @@ use std::time::Instant;
 use crate::error::{Error, Kind, Side};
 use crate::timers::{CoarseTimers, TimerWait};
 
+/// The context of the error a route's timeout ends its exchange with.
+const RAN_OUT: &str = "the route's timeout ran out";
+
+/// What the client got when a route's timeout ran out, as `coregate_route_timeouts_total`
+/// labels it (`RESULTS[answer as usize]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// No response head had gone out: a 504.
+    GatewayTimeout = 0,
+    /// A cached response past its freshness, as `stale_if_error` allows.
+    Stale = 1,
+    /// The response head had gone out: the connection was closed.
+    Closed = 2,
+}
+
+/// The `answer` label's values, by [`Answer`].
+pub(crate) const RESULTS: [&str; 3] = ["504", "stale", "closed"];
+
+/// Whether `err` is a route's timeout running out (not one of the exchange's own steps').
+pub(crate) fn ran_out(err: &Error) -> bool {
+    err.kind == Kind::Timeout && err.context == RAN_OUT
+}
+
 pin_project_lite::pin_project! {
     /// Polls an exchange; while `deadline` holds an instant, ends it with a timeout once
     /// that instant has passed (on the worker's coarse timers: up to two ticks late). The
@@ -51,9 +74,7 @@ impl<T, F: Future<Output = Result<T, Error>>> Future for Bounded<'_, F> {
         match Pin::new(timer).poll(cx) {
             // Returned, the exchange is dropped with this future: its upstream connection
             // closes and its slot, if any, is released.
-            Poll::Ready(()) => {
-                Poll::Ready(Err(Error::new(Kind::Timeout, Side::Upstream, "the route's timeout ran out")))
-            }
+            Poll::Ready(()) => Poll::Ready(Err(Error::new(Kind::Timeout, Side::Upstream, RAN_OUT))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -63,6 +63,8 @@ pub(crate) struct Stats {
     external_auth: Vec<[Counter; crate::external_auth::NAMES.len()]>,
     /// `[route]`: requests of mirrored routes by what became of their copy.
     mirrors: Vec<[Counter; crate::mirror::RESULTS.len()]>,
+    /// `[route]`: route timeouts (`routes[].timeout`) that ran out, by what the client got.
+    route_timeouts: Vec<[Counter; crate::deadline::RESULTS.len()]>,
     /// `[upstream]`: requests proxied there, by the status class of their answer.
     upstream_requests: Vec<[Counter; CLASSES.len()]>,
     /// `[upstream][endpoint]`: failed exchanges (as `health` counts them) and ejections.
@@ -85,6 +87,7 @@ impl Stats {
             routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
             upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             mirrors: cfg.routes.iter().map(|_| Default::default()).collect(),
+            route_timeouts: cfg.routes.iter().map(|_| Default::default()).collect(),
             faults: cfg.routes.iter().map(|_| Default::default()).collect(),
             external_auth: cfg.routes.iter().map(|_| Default::default()).collect(),
             failures: per_endpoint().collect(),
@@ -131,6 +134,11 @@ impl Stats {
     /// Counts what became of a mirrored route's request.
     pub(crate) fn mirror(&self, route: usize, result: crate::mirror::Result) {
         self.mirrors[route][result as usize].add(1);
+    }
+
+    /// Counts a route's timeout running out on a request of `route`.
+    pub(crate) fn route_timeout(&self, route: usize, answer: crate::deadline::Answer) {
+        self.route_timeouts[route][answer as usize].add(1);
     }
 
     pub(crate) fn failure(&self, upstream: usize, endpoint: usize, ejected: bool) {
@@ -252,6 +260,17 @@ impl Registry {
             ("result", &crate::mirror::RESULTS),
             routes_with(|r| r.mirror.is_some()),
             |i, k| sum(&|s| s.mirrors[i][k].get()),
+        );
+        let timeouts = (
+            "coregate_route_timeouts_total",
+            "Route timeouts (routes[].timeout) that ran out, by what the client got.",
+        );
+        per_route(
+            &mut out,
+            timeouts,
+            ("answer", &crate::deadline::RESULTS),
+            routes_with(|r| r.timeout.is_some()),
+            |i, k| sum(&|s| s.route_timeouts[i][k].get()),
         );
         out.push_str("# HELP coregate_upstream_failures_total Failed exchanges (connect errors, timeouts, broken responses, 502-504).\n# TYPE coregate_upstream_failures_total counter\n");
         let mut ejections = String::from("# HELP coregate_upstream_ejections_total Times a worker ejected the endpoint.\n# TYPE coregate_upstream_ejections_total counter\n");

@@ -16,7 +16,7 @@ use crate::body::{
     Leg,
 };
 use crate::cache;
-use crate::deadline::Bounded;
+use crate::deadline::{self, Bounded};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{self, ClientFraming};
 use crate::io::Conn;
@@ -117,6 +117,14 @@ pub(crate) async fn handle(
         Ok(next) => return (next, progress.seen),
         Err(e) => e,
     };
+    if deadline::ran_out(&err) {
+        let answer = match (progress.response_started, progress.stale.is_some()) {
+            (true, _) => deadline::Answer::Closed,
+            (false, true) => deadline::Answer::Stale,
+            (false, false) => deadline::Answer::GatewayTimeout,
+        };
+        w.count_route_timeout(progress.seen.route, answer);
+    }
     if let (Some(stale), Side::Upstream, false) = (progress.stale.take(), err.side, progress.response_started) {
         log::warn!("answering {peer} with a stale response: {err}");
         progress.seen.cache = Some(cache::serve::STALE);

@@ -132,6 +132,13 @@ impl Worker {
         }
     }
 
+    /// Counts a route's timeout running out, by what the client got.
+    pub(crate) fn count_route_timeout(&self, route: Option<usize>, answer: crate::deadline::Answer) {
+        if let (Some(stats), Some(route)) = (&self.stats, route) {
+            stats.route_timeout(route, answer);
+        }
+    }
+
     /// Requests are counted or logged.
     #[inline]
     pub(crate) fn observed(&self) -> bool {

@@ -1,8 +1,8 @@
 //! A route's `timeout` (one deadline over the whole exchange with its upstream), on both
 //! drivers: a silent upstream gets a 504 long before its own response timeout and the
 //! client's connection stays usable; the deadline covers retries; a response already begun
-//! is cut by closing; a WebSocket tunnel outlives it; and the key is refused where it
-//! cannot apply.
+//! is cut by closing; a WebSocket tunnel outlives it; each that ran out is counted by what
+//! the client got; and the key is refused where it cannot apply.
 
 use std::io::Read;
 use std::sync::{mpsc, Mutex};
@@ -22,16 +22,17 @@ fn silent() -> (Upstream, mpsc::Sender<()>) {
     (up, tx)
 }
 
-/// Upstream "slow" (whose own response timeout is an hour) for `/slow`, with the route
-/// lines `route_extra`, and upstream "fast" for everything else.
+/// Upstream "slow" (whose own response timeout is an hour) for `/slow` (route "slow"), with
+/// the route lines `route_extra`, upstream "fast" for everything else, and an admin listener.
 fn gateway(io: &str, slow: &str, fast: &Upstream, upstream_extra: &str, route_extra: &str) -> Gateway {
     Gateway::start_with_workers(
         io,
         1,
         &format!(
-            "[[upstreams]]\nname = \"slow\"\nendpoints = [{slow}]\nresponse_timeout = \"1h\"\n{upstream_extra}\n\
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[upstreams]]\nname = \"slow\"\nendpoints = [{slow}]\nresponse_timeout = \"1h\"\n{upstream_extra}\n\
              [[upstreams]]\nname = \"fast\"\nendpoints = [\"{}\"]\n\
-             [[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n{route_extra}\n\
+             [[routes]]\nname = \"slow\"\npath = \"/slow\"\nupstream = \"slow\"\n{route_extra}\n\
              [[routes]]\npath = \"/\"\nupstream = \"fast\"\n",
             fast.addr
         ),
@@ -51,6 +52,10 @@ both_drivers!(a_silent_upstream_gets_504_and_the_connection_stays, |io| {
     // The whole request had been read: the connection serves the next one.
     let r = c.request("GET /other HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!((r.status(), r.text()), (200, "fast".to_string()));
+    // Counted before the 504 was written, so already there.
+    let (_, m) = gw.admin("GET", "/metrics");
+    assert!(m.contains("coregate_route_timeouts_total{route=\"slow\",answer=\"504\"} 1\n"), "{m}");
+    assert!(m.contains("coregate_route_timeouts_total{route=\"slow\",answer=\"closed\"} 0\n"), "{m}");
 });
 
 both_drivers!(retries_and_their_backoff_are_inside_the_deadline, |io| {
@@ -86,6 +91,8 @@ both_drivers!(a_response_already_begun_is_cut_by_closing, |io| {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\n3\r\nabc\r\n"), "the first chunk, then the close, no last chunk: {got}");
+    let (_, m) = gw.admin("GET", "/metrics");
+    assert!(m.contains("coregate_route_timeouts_total{route=\"slow\",answer=\"closed\"} 1\n"), "{m}");
     drop(tx);
 });
 
