@@ -34,6 +34,10 @@ struct Inner {
     /// coregate: the socket's slot in the ring's registered file table, or `NO_SLOT`.
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     slot: Cell<u32>,
+
+    /// coregate: which ring's table `slot` is in (`FixedFiles::id`).
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    ring: Cell<u32>,
 }
 
 #[cfg(all(target_os = "linux", feature = "iouring"))]
@@ -252,6 +256,8 @@ impl SharedFd {
                 uses: Cell::new(0),
                 #[cfg(all(target_os = "linux", feature = "iouring"))]
                 slot: Cell::new(NO_SLOT),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                ring: Cell::new(0),
             }),
         })
     }
@@ -281,6 +287,8 @@ impl SharedFd {
                 uses: Cell::new(0),
                 #[cfg(all(target_os = "linux", feature = "iouring"))]
                 slot: Cell::new(NO_SLOT),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                ring: Cell::new(0),
             }),
         })
     }
@@ -310,6 +318,8 @@ impl SharedFd {
                 uses: Cell::new(0),
                 #[cfg(all(target_os = "linux", feature = "iouring"))]
                 slot: Cell::new(NO_SLOT),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                ring: Cell::new(0),
             }),
         }
     }
@@ -450,10 +460,11 @@ impl SharedFd {
         n + 1 == Self::FIX_AFTER
     }
 
-    /// coregate: records the slot the ring's file table gave this socket.
+    /// coregate: records the slot the file table of ring `ring` gave this socket.
     #[cfg(all(target_os = "linux", feature = "iouring"))]
-    pub(crate) fn set_slot(&self, slot: u32) {
+    pub(crate) fn set_slot(&self, slot: u32, ring: u32) {
         self.inner.slot.set(slot);
+        self.inner.ring.set(ring);
     }
 
     /// coregate: what an io_uring receive or send names: the socket's registered slot with
@@ -544,15 +555,15 @@ impl SharedFd {
 impl Inner {
     /// coregate: empties the socket's registered-file slot, if it has one. Must run before
     /// the descriptor is closed: the table holds its own reference to the socket. Outside
-    /// the runtime (no driver to reach) the slot is left to the ring's teardown, which
-    /// releases every registered file.
+    /// the runtime that made the slot (no driver to reach, or another ring's) the slot is
+    /// left to its ring's teardown, which releases every registered file.
     fn release_slot(&self) {
         let slot = self.slot.replace(NO_SLOT);
         if slot == NO_SLOT || !CURRENT.is_set() {
             return;
         }
         CURRENT.with(|inner| match inner {
-            super::Inner::Uring(r) => super::IoUringDriver::release_slot(r, slot),
+            super::Inner::Uring(r) => super::IoUringDriver::release_slot(r, slot, self.ring.get()),
             #[allow(unreachable_patterns)]
             _ => {}
         });

@@ -2,7 +2,10 @@
 //! receive or send on a long-lived socket skip the kernel's per-operation file lookup
 //! (`fget`/`fput`). Which descriptors get a slot, and when, is `SharedFd`'s business.
 
-use std::os::unix::io::RawFd;
+use std::{
+    os::unix::io::RawFd,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use io_uring::Submitter;
 
@@ -19,7 +22,13 @@ pub(crate) struct FixedFiles {
     next: u32,
     /// The table's size.
     cap: u32,
+    /// Tells this ring's table from any other's: a socket that outlived its runtime must not
+    /// empty a slot of the next ring made on its thread.
+    id: u32,
 }
+
+/// Source of `FixedFiles::id`.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 impl FixedFiles {
     /// Registers a sparse table on the ring (Linux 5.19+), sized to the lower of `SLOTS` and
@@ -43,7 +52,13 @@ impl FixedFiles {
             free: Vec::new(),
             next: 0,
             cap,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// Which ring's table this is.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     /// Puts `fd` into a free slot and returns the slot, or `None` when the table is full or

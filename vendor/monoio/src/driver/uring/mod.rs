@@ -327,13 +327,15 @@ impl IoUringDriver {
         Ok(())
     }
 
-    /// coregate: empties a socket's slot in the registered file table, before its close.
-    pub(crate) fn release_slot(this: &Rc<UnsafeCell<UringInner>>, slot: u32) {
+    /// coregate: empties a socket's slot in the registered file table of ring `ring`, before
+    /// its close; nothing if this driver's ring is another (its table ended with its ring).
+    pub(crate) fn release_slot(this: &Rc<UnsafeCell<UringInner>>, slot: u32, ring: u32) {
         // SAFETY: as everywhere in this driver, its state is reached from its own thread
         // only (`Rc`), and this borrow ends before the function returns.
         let inner = unsafe { &mut *this.get() };
-        if let Some(files) = inner.files.as_mut() {
-            files.remove(&inner.uring.submitter(), slot);
+        match inner.files.as_mut() {
+            Some(files) if files.id() == ring => files.remove(&inner.uring.submitter(), slot),
+            _ => {}
         }
     }
 
@@ -401,7 +403,7 @@ impl UringInner {
         if fd.count_use() {
             if let Some(files) = self.files.as_mut() {
                 if let Some(slot) = files.insert(&self.uring.submitter(), fd.raw_fd()) {
-                    fd.set_slot(slot);
+                    fd.set_slot(slot, files.id());
                 }
             }
         }
