@@ -27,6 +27,18 @@ pub(crate) enum Answer {
     Closed = 2,
 }
 
+impl Answer {
+    /// What the client got: `head_sent`, whether the response head had gone out; `stale`,
+    /// whether a stored response was there to answer with.
+    pub(crate) fn given(head_sent: bool, stale: bool) -> Answer {
+        match (head_sent, stale) {
+            (true, _) => Answer::Closed,
+            (false, true) => Answer::Stale,
+            (false, false) => Answer::GatewayTimeout,
+        }
+    }
+}
+
 /// The `answer` label's values, by [`Answer`].
 pub(crate) const RESULTS: [&str; 3] = ["504", "stale", "closed"];
 

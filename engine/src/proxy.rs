@@ -118,11 +118,7 @@ pub(crate) async fn handle(
         Err(e) => e,
     };
     if deadline::ran_out(&err) {
-        let answer = match (progress.response_started, progress.stale.is_some()) {
-            (true, _) => deadline::Answer::Closed,
-            (false, true) => deadline::Answer::Stale,
-            (false, false) => deadline::Answer::GatewayTimeout,
-        };
+        let answer = deadline::Answer::given(progress.response_started, progress.stale.is_some());
         w.count_route_timeout(progress.seen.route, answer);
     }
     if let (Some(stale), Side::Upstream, false) = (progress.stale.take(), err.side, progress.response_started) {

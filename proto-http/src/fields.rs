@@ -67,7 +67,6 @@ pub(crate) fn fold_content_length(current: Option<u64>, value: &[u8]) -> Result<
     }
 }
 
-/// 1*DIGIT to u64 with overflow checking; `None` for anything else.
 /// `1*DIGIT` as a number, saturating at `u64::MAX` (delta-seconds, Max-Forwards: a larger
 /// value means the same as the largest); None for an empty value or another byte.
 pub(crate) fn saturating_digits(v: &[u8]) -> Option<u64> {
@@ -77,6 +76,7 @@ pub(crate) fn saturating_digits(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
 }
 
+/// 1*DIGIT to u64 with overflow checking; `None` for anything else.
 fn parse_digits(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;

@@ -43,6 +43,23 @@ struct Inner {
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 const NO_SLOT: u32 = u32::MAX;
 
+impl Inner {
+    /// coregate: one constructor for every `SharedFd` kind, so that the registered-file
+    /// fields start empty in each.
+    fn new(fd: RawFd, state: State) -> Inner {
+        Inner {
+            fd,
+            state: UnsafeCell::new(state),
+            #[cfg(all(target_os = "linux", feature = "iouring"))]
+            uses: Cell::new(0),
+            #[cfg(all(target_os = "linux", feature = "iouring"))]
+            slot: Cell::new(NO_SLOT),
+            #[cfg(all(target_os = "linux", feature = "iouring"))]
+            ring: Cell::new(0),
+        }
+    }
+}
+
 enum State {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     Uring(UringState),
@@ -249,16 +266,7 @@ impl SharedFd {
 
         #[allow(unreachable_code)]
         Ok(SharedFd {
-            inner: Rc::new(Inner {
-                fd,
-                state: UnsafeCell::new(state),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                uses: Cell::new(0),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                slot: Cell::new(NO_SLOT),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                ring: Cell::new(0),
-            }),
+            inner: Rc::new(Inner::new(fd, state)),
         })
     }
 
@@ -280,16 +288,7 @@ impl SharedFd {
 
         #[allow(unreachable_code)]
         Ok(SharedFd {
-            inner: Rc::new(Inner {
-                fd,
-                state: UnsafeCell::new(state),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                uses: Cell::new(0),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                slot: Cell::new(NO_SLOT),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                ring: Cell::new(0),
-            }),
+            inner: Rc::new(Inner::new(fd, state)),
         })
     }
 
@@ -311,16 +310,7 @@ impl SharedFd {
         });
 
         SharedFd {
-            inner: Rc::new(Inner {
-                fd,
-                state: UnsafeCell::new(state),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                uses: Cell::new(0),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                slot: Cell::new(NO_SLOT),
-                #[cfg(all(target_os = "linux", feature = "iouring"))]
-                ring: Cell::new(0),
-            }),
+            inner: Rc::new(Inner::new(fd, state)),
         }
     }
 
@@ -332,10 +322,7 @@ impl SharedFd {
         });
 
         SharedFd {
-            inner: Rc::new(Inner {
-                fd: RawFd::new(fd),
-                state: UnsafeCell::new(state),
-            }),
+            inner: Rc::new(Inner::new(RawFd::new(fd), state)),
         }
     }
 
