@@ -45,6 +45,9 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 /// holds none); `proxied`: the listener's connections start with a PROXY protocol header.
 pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool, proxied: bool) {
     let mut client = Conn::new(stream, 0, w.timers.clone());
+    if !tls {
+        client.multi = client.stream.multishot();
+    }
     if proxied {
         // Boxed: its state exists once per connection, not in every parked task.
         match Box::pin(proxy_header(&w, &mut client)).await {
@@ -245,7 +248,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     };
     monoio::select! {
         biased;
-        r = client.stream.readable(true) => r.is_ok(),
+        r = client.readable() => r.is_ok(),
         _ = drain => false,
         _ = w.timers.wait(deadline) => false,
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut as _};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
+use monoio::net::{MultiRecv, TcpStream};
 
 use proto_http::HeaderSpan;
 
@@ -57,6 +57,9 @@ pub(crate) struct Conn {
     /// ([`Conn::fill_cancellable`]); made at the first such read after a park, dropped when the
     /// read is cancelled.
     canceller: Option<Canceller>,
+    /// The multishot receive a plain client connection reads through on io_uring
+    /// ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
+    pub multi: Option<MultiRecv>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
     pub alt: BytesMut,
@@ -95,6 +98,7 @@ impl Conn {
             spare_headers: Vec::new(),
             posted: None,
             canceller: None,
+            multi: None,
             alt: BytesMut::new(),
             tls: None,
             opened: timers.now(),
@@ -134,6 +138,9 @@ impl Conn {
         if self.tls.is_some() {
             return self.tls_fill_boxed(room, deadline).await;
         }
+        if let Some(r) = self.fill_multi(room, deadline).await {
+            return r;
+        }
         // Two selects rather than one over an `async` block choosing the read: one future
         // less to build and poll per read (10,705 -> 10,480 instructions per proxied request,
         // callgrind).
@@ -172,10 +179,49 @@ impl Conn {
         Some(res)
     }
 
+    /// As [`Conn::fill_until`], through the multishot receive; `None` where the connection
+    /// has none, or the kernel refused it (then it has none from now on). A wait given up
+    /// (the deadline, or the future dropped) loses nothing: the bytes stay queued.
+    async fn fill_multi(&mut self, room: usize, deadline: Instant) -> Option<io::Result<usize>> {
+        self.multi.as_ref()?;
+        self.make_room(room);
+        let multi = self.multi.as_mut()?;
+        let r = monoio::select! {
+            biased;
+            r = crate::multishot::recv(&self.stream, multi, &mut self.buf) => r,
+            _ = self.timers.wait(deadline) => Err(io::ErrorKind::TimedOut.into()),
+        };
+        match r {
+            Err(e) if crate::multishot::refused(&e) => {
+                self.multi = None;
+                None
+            }
+            r => Some(r),
+        }
+    }
+
+    /// Waits until the connection has bytes to read, or closed; reads nothing.
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+        if let Some(multi) = self.multi.as_mut() {
+            match crate::multishot::ready(&self.stream, multi).await {
+                Err(e) if crate::multishot::refused(&e) => self.multi = None,
+                r => return r,
+            }
+        }
+        self.stream.readable(true).await
+    }
+
     /// The buffer the next read fills, taken out of `self.buf`, with room for `room` more
     /// bytes after those it holds.
     #[inline]
     pub(crate) fn read_buf(&mut self, room: usize) -> BytesMut {
+        self.make_room(room);
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Makes room in `self.buf` for `room` more bytes after those it holds.
+    #[inline]
+    fn make_room(&mut self, room: usize) {
         // An empty buffer whose allocation is still shared (a request head's bytes, alive
         // until its response is written, point into it) cannot take more bytes without a new
         // allocation: read into the other one, which is free again by then. Reading a large
@@ -187,7 +233,6 @@ impl Conn {
             std::mem::swap(&mut self.buf, &mut self.alt);
         }
         self.buf.reserve(room);
-        std::mem::take(&mut self.buf)
     }
 
     /// As [`Conn::fill`] on io_uring, for a wait that the connection outlives (the keep-alive
@@ -200,11 +245,17 @@ impl Conn {
     /// cost about 1,000 instructions more per request, partly a SipHash set of operations
     /// per canceller, which coregate's copy of monoio replaces by a `Vec`
     /// (`vendor/README.md`). On epoll a read runs when polled and dropping a pending one
-    /// loses nothing: `fill` does there.
+    /// loses nothing: `fill` does there; nor does giving up a wait on a multishot receive
+    /// ([`crate::multishot`]), which a connection that has one does.
     pub(crate) async fn fill_cancellable(&mut self, room: usize, timeout: Duration) -> io::Result<Option<usize>> {
         debug_assert!(self.posted.is_none(), "a client connection has no posted read");
         debug_assert!(self.tls.is_none(), "a TLS connection waits for readability instead");
         let deadline = self.timers.deadline(timeout);
+        match self.fill_multi(room, deadline).await {
+            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+            Some(r) => return r.map(Some),
+            None => {}
+        }
         let buf = self.read_buf(room);
         let (len, cap) = (buf.len(), buf.capacity());
         let canceller = self.canceller.get_or_insert_with(Canceller::new);

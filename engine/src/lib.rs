@@ -47,6 +47,7 @@ mod listener;
 mod methods;
 mod metrics;
 mod mirror;
+mod multishot;
 mod per_ip;
 mod policy;
 mod pool;

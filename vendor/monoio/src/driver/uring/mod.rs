@@ -26,6 +26,7 @@ use crate::utils::slab::Slab;
 
 mod files;
 mod lifecycle;
+mod multi;
 #[cfg(feature = "sync")]
 mod waker;
 #[cfg(feature = "sync")]
@@ -86,6 +87,9 @@ pub(crate) struct UringInner {
 
     /// coregate: the registered file table, where the kernel gave one.
     files: Option<files::FixedFiles>,
+
+    /// coregate: the provided buffer ring and multishot receives, where the kernel has them.
+    multi: Option<multi::Multi>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -116,6 +120,7 @@ impl IoUringDriver {
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
             files: files::FixedFiles::register(&uring.submitter()),
+            multi: multi::Multi::register(&uring.submitter()),
             uring,
         }));
 
@@ -151,6 +156,7 @@ impl IoUringDriver {
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
             files: files::FixedFiles::register(&uring.submitter()),
+            multi: multi::Multi::register(&uring.submitter()),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -423,6 +429,11 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
+                _ if index & multi::MULTI_TAG != 0 => {
+                    if let Some(m) = self.multi.as_mut() {
+                        m.complete((index & !multi::MULTI_TAG) as usize, cqe.result(), cqe.flags());
+                    }
+                }
                 _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
             }
         }
@@ -580,6 +591,54 @@ impl UringInner {
         }
     }
 
+    /// coregate: a new multishot receiver's key, where this ring has them.
+    pub(crate) fn multi_open(this: &Rc<UnsafeCell<UringInner>>) -> Option<usize> {
+        // SAFETY: this driver's state is reached from its own thread only (`Rc`), and the
+        // borrow ends before the function returns.
+        let inner = unsafe { &mut *this.get() };
+        inner.multi.as_mut()?.open()
+    }
+
+    /// coregate: `multi::Multi::poll_recv`.
+    pub(crate) fn multi_poll_recv(
+        this: &Rc<UnsafeCell<UringInner>>,
+        key: usize,
+        fd: &super::shared_fd::SharedFd,
+        cx: &mut Context<'_>,
+        dst: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        // SAFETY: as in `multi_open`.
+        let inner = unsafe { &mut *this.get() };
+        match inner.multi.as_mut() {
+            Some(m) => m.poll_recv(&mut inner.uring, key, fd, cx, dst),
+            None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// coregate: `multi::Multi::poll_ready`.
+    pub(crate) fn multi_poll_ready(
+        this: &Rc<UnsafeCell<UringInner>>,
+        key: usize,
+        fd: &super::shared_fd::SharedFd,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        // SAFETY: as in `multi_open`.
+        let inner = unsafe { &mut *this.get() };
+        match inner.multi.as_mut() {
+            Some(m) => m.poll_ready(&mut inner.uring, key, fd, cx),
+            None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// coregate: `multi::Multi::close`.
+    pub(crate) fn multi_close(this: &Rc<UnsafeCell<UringInner>>, key: usize) {
+        // SAFETY: as in `multi_open`.
+        let inner = unsafe { &mut *this.get() };
+        if let Some(m) = inner.multi.as_mut() {
+            m.close(&mut inner.uring, key);
+        }
+    }
+
     #[cfg(feature = "sync")]
     pub(crate) fn unpark(this: &Rc<UnsafeCell<UringInner>>) -> waker::UnparkHandle {
         let inner = unsafe { &*this.get() };
@@ -620,6 +679,11 @@ impl Drop for UringInner {
     fn drop(&mut self) {
         // no need to wait for completion, as the kernel will clean up the ring asynchronically.
         let _ = self.uring.submitter().submit();
+        // coregate: the kernel lets go of the provided buffers before they are unmapped (the
+        // field drops after this function).
+        if let Some(m) = self.multi.as_ref() {
+            m.unregister(&self.uring.submitter());
+        }
         unsafe {
             ManuallyDrop::drop(&mut self.uring);
         }

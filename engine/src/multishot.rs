@@ -1,0 +1,182 @@
+//! Reads of a plain client connection through its multishot receive (io_uring; coregate's
+//! copy of monoio, `vendor/monoio/src/driver/uring/multi.rs`): one receive stays armed
+//! across the connection's requests, and the kernel receives into a ring of buffers shared
+//! by the worker's connections, from which a read copies into the connection's own buffer.
+//! A request then costs no receive submission and no poll arming in the kernel, and a
+//! wait for the next request (or a paused tunnel direction) holds no buffer, as the
+//! readiness poll it replaces did not. Waiting may be abandoned at any point without losing
+//! a byte: what arrived stays queued for the next read.
+//!
+//! Which connections read this way is `conn::serve`'s (plain ones on io_uring; TLS ones
+//! read ciphertext through `tls`, upstream ones through their posted reads, `posted`);
+//! falling back when the kernel refuses is `io::Conn`'s.
+
+use std::future::Future;
+use std::io;
+use std::task::Poll;
+
+use bytes::BytesMut;
+use monoio::net::{MultiRecv, TcpStream};
+
+/// Receives into the free capacity of `buf` (reserved by the caller), appending what came.
+/// `Ok(0)`: the peer closed.
+pub(crate) fn recv<'a>(
+    stream: &'a TcpStream,
+    multi: &'a mut MultiRecv,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let n = std::task::ready!(multi.poll_recv(stream, cx, buf.spare_capacity_mut()))?;
+        // SAFETY: `poll_recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    })
+}
+
+/// Waits until a read would not wait: bytes, the end of the stream or an error. Takes
+/// nothing.
+pub(crate) fn ready<'a>(stream: &'a TcpStream, multi: &'a mut MultiRecv) -> impl Future<Output = io::Result<()>> + 'a {
+    std::future::poll_fn(move |cx| multi.poll_ready(stream, cx))
+}
+
+/// Whether an error says the kernel refused the multishot receive (before reading
+/// anything): the connection then reads the usual way.
+pub(crate) fn refused(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::os::fd::AsRawFd;
+    use std::pin::pin;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::TcpListener;
+
+    use crate::io::testing::{on_both_drivers, pair};
+    use crate::io::Conn;
+    use crate::timers::CoarseTimers;
+
+    /// `len` bytes that tell connection `id` and each byte's offset apart.
+    fn pattern(id: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ (id as u8)).collect()
+    }
+
+    /// Reads `conn` until it holds `len` bytes (a monoio timer bounds the test).
+    async fn read_len(conn: &mut Conn, len: usize, room: usize) {
+        while conn.buf.len() < len {
+            let read = conn.fill(room, Duration::from_secs(3600));
+            let n = monoio::time::timeout(Duration::from_secs(10), read).await.expect("bytes were lost").unwrap();
+            assert!(n > 0, "closed after {} of {len} bytes", conn.buf.len());
+        }
+    }
+
+    /// Polls `f` once, and drops it: arms a connection's receive without waiting on it.
+    async fn poll_once(f: impl Future) {
+        let mut f = pin!(f);
+        std::future::poll_fn(|cx| {
+            let _ = f.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// A plain connection reads through a multishot receive on io_uring, and the usual way
+    /// on epoll (which has none): bytes come whole and in order in reads smaller than what
+    /// is queued and larger than a ring buffer, a wait given up loses nothing, and the end
+    /// of the stream reads as 0, every time.
+    #[test]
+    fn bytes_come_whole_and_in_order_and_the_end_reads_as_zero() {
+        on_both_drivers(|uring| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
+            conn.multi = conn.stream.multishot();
+            assert_eq!(conn.multi.is_some(), uring);
+            // A wait given up before anything came.
+            poll_once(conn.fill(64, Duration::from_secs(3600))).await;
+            let sent = pattern(1, 40_000);
+            peer.write_all(sent.clone()).await.0.unwrap();
+            // 1,000 bytes at a time out of 4 KiB ring buffers.
+            read_len(&mut conn, sent.len(), 1000).await;
+            assert_eq!(&conn.buf[..], &sent[..]);
+            drop(peer);
+            for _ in 0..2 {
+                assert_eq!(conn.fill(64, Duration::from_secs(5)).await.unwrap(), 0);
+            }
+        });
+    }
+
+    /// Dropping a connection cancels its armed receive, which holds the socket open in the
+    /// kernel: without the cancel the peer would never see the end of the stream.
+    #[test]
+    fn a_dropped_connection_closes_its_socket() {
+        on_both_drivers(|_| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
+            conn.multi = conn.stream.multishot();
+            peer.write_all(b"ping".to_vec()).await.0.unwrap();
+            read_len(&mut conn, 4, 64).await;
+            // Armed again by a wait that is given up.
+            poll_once(conn.readable()).await;
+            drop(conn);
+            let end = monoio::time::timeout(Duration::from_secs(5), peer.read(vec![0; 8])).await;
+            assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
+        });
+    }
+
+    /// One arming receives at most its byte limit (16 KiB, `vendor/monoio`'s
+    /// `multi::ARM_LIMIT`): the rest of what a client sends stays in the kernel, under TCP
+    /// flow control, until the connection reads.
+    #[test]
+    fn an_unread_connection_leaves_the_rest_in_the_kernel() {
+        on_both_drivers(|uring| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
+            conn.multi = conn.stream.multishot();
+            poll_once(conn.readable()).await;
+            let sent = pattern(2, 64 * 1024);
+            peer.write_all(sent.clone()).await.0.unwrap();
+            monoio::time::timeout(Duration::from_secs(10), conn.readable()).await.unwrap().unwrap();
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD on an open socket writes one int, which outlives the call.
+            assert_eq!(unsafe { libc::ioctl(conn.stream.as_raw_fd(), libc::FIONREAD, &mut unread) }, 0);
+            if uring {
+                assert!(unread >= 44 * 1024, "only {unread} bytes left in the kernel");
+            }
+            read_len(&mut conn, sent.len(), 16 * 1024).await;
+            assert_eq!(&conn.buf[..], &sent[..]);
+        });
+    }
+
+    /// More connections send at once than the worker's ring has buffers for, unread: a
+    /// receive that found the ring empty is armed again when buffers come back, and every
+    /// connection's bytes arrive whole and in order.
+    #[test]
+    fn senders_beyond_the_ring_all_get_through() {
+        on_both_drivers(|_| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let mut pairs = Vec::new();
+            // 80 x 16 KiB received (the limit per arming) is more than the ring's 1 MiB.
+            for id in 0..80 {
+                let (mut conn, peer) = pair(&listener, 0, &timers).await;
+                conn.multi = conn.stream.multishot();
+                poll_once(conn.readable()).await;
+                pairs.push((id, conn, peer));
+            }
+            for (id, _, peer) in &mut pairs {
+                peer.write_all(pattern(*id, 20_000)).await.0.unwrap();
+            }
+            for (id, conn, _) in &mut pairs {
+                read_len(conn, 20_000, 8192).await;
+                assert_eq!(&conn.buf[..], &pattern(*id, 20_000)[..], "connection {id}");
+            }
+        });
+    }
+}
