@@ -248,7 +248,7 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
     };
     monoio::select! {
         biased;
-        r = client.readable() => r.is_ok(),
+        r = client.readable(true) => r.is_ok(),
         _ = drain => false,
         _ = w.timers.wait(deadline) => false,
     }

@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -109,9 +110,15 @@ impl Conn {
     }
 
     /// Starts the next read now, into the whole (empty) buffer with at least `room` free, and
-    /// keeps it posted: the next fill awaits it ([`crate::posted`]).
+    /// keeps it posted: the next fill awaits it ([`crate::posted`]). A connection with a
+    /// multishot receive arms it instead, which holds no buffer.
     pub(crate) fn post_read(&mut self, room: usize) {
         debug_assert!(self.buf.is_empty());
+        if let Some(multi) = self.multi.as_mut() {
+            // Pending (nothing came since the response), and armed.
+            let _ = multi.poll_ready(&self.stream, &mut Context::from_waker(Waker::noop()));
+            return;
+        }
         let mut buf = std::mem::take(&mut self.buf);
         // Unique again (the last head's bytes were dropped): reserving takes back the
         // buffer's space without allocating.
@@ -121,6 +128,11 @@ impl Conn {
 
     /// True while the posted read is pending: the peer has sent nothing and not closed.
     pub(crate) fn posted_read_pending(&mut self) -> bool {
+        if let Some(multi) = self.multi.as_mut() {
+            // A refused receive (a kernel without its byte limit) says ready: the connection
+            // is dropped, and new ones read the usual way.
+            return multi.poll_ready(&self.stream, &mut Context::from_waker(Waker::noop())).is_pending();
+        }
         self.posted.as_deref_mut().is_some_and(|p| p.is_live() && !p.has_completed())
     }
 
@@ -200,15 +212,16 @@ impl Conn {
         }
     }
 
-    /// Waits until the connection has bytes to read, or closed; reads nothing.
-    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+    /// Waits until the connection has bytes to read, or closed; reads nothing. `relaxed`: as
+    /// monoio's `readable` (on epoll, true may say readable after a short read).
+    pub(crate) async fn readable(&mut self, relaxed: bool) -> io::Result<()> {
         if let Some(multi) = self.multi.as_mut() {
             match crate::multishot::ready(&self.stream, multi).await {
                 Err(e) if crate::multishot::refused(&e) => self.multi = None,
                 r => return r,
             }
         }
-        self.stream.readable(true).await
+        self.stream.readable(relaxed).await
     }
 
     /// The buffer the next read fills, taken out of `self.buf`, with room for `room` more

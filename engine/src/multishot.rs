@@ -122,7 +122,7 @@ mod tests {
             peer.write_all(b"ping".to_vec()).await.0.unwrap();
             read_len(&mut conn, 4, 64).await;
             // Armed again by a wait that is given up.
-            poll_once(conn.readable()).await;
+            poll_once(conn.readable(true)).await;
             drop(conn);
             let end = monoio::time::timeout(Duration::from_secs(5), peer.read(vec![0; 8])).await;
             assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
@@ -139,10 +139,10 @@ mod tests {
             let timers = Rc::new(CoarseTimers::default());
             let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
             conn.multi = conn.stream.multishot();
-            poll_once(conn.readable()).await;
+            poll_once(conn.readable(true)).await;
             let sent = pattern(2, 64 * 1024);
             peer.write_all(sent.clone()).await.0.unwrap();
-            monoio::time::timeout(Duration::from_secs(10), conn.readable()).await.unwrap().unwrap();
+            monoio::time::timeout(Duration::from_secs(10), conn.readable(true)).await.unwrap().unwrap();
             let mut unread: libc::c_int = 0;
             // SAFETY: FIONREAD on an open socket writes one int, which outlives the call.
             assert_eq!(unsafe { libc::ioctl(conn.stream.as_raw_fd(), libc::FIONREAD, &mut unread) }, 0);
@@ -167,7 +167,7 @@ mod tests {
             for id in 0..80 {
                 let (mut conn, peer) = pair(&listener, 0, &timers).await;
                 conn.multi = conn.stream.multishot();
-                poll_once(conn.readable()).await;
+                poll_once(conn.readable(true)).await;
                 pairs.push((id, conn, peer));
             }
             for (id, _, peer) in &mut pairs {

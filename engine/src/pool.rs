@@ -208,30 +208,44 @@ mod tests {
         });
     }
 
+    /// With posted reads, and with multishot receives (io_uring; none on epoll, where the
+    /// connections read as with `multi` false).
     #[test]
     fn closed_or_chatty_idle_connections_are_dropped_and_quiet_ones_kept() {
         on_both_drivers(|_| async {
-            let (listener, timers, mut pool) = setup();
-            let t0 = Instant::now();
-            let idle = Duration::from_secs(60);
-            let (quiet, mut quiet_peer) = pair(&listener, &timers).await;
-            let (closed, closed_peer) = pair(&listener, &timers).await;
-            let (chatty, mut chatty_peer) = pair(&listener, &timers).await;
-            pool.put(0, 0, quiet, keep(4), t0);
-            pool.put(0, 0, closed, keep(4), t0);
-            pool.put(0, 0, chatty, keep(4), t0);
-            drop(closed_peer);
-            chatty_peer.write_all(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..]).await.0.unwrap();
-            settle(&listener, &timers).await;
-            // LIFO: the chatty one and the closed one are skipped and dropped.
-            let mut conn = pool.take(0, 0, t0, idle).expect("the quiet connection");
-            assert_eq!(pool.idle_count(0, 0), 0);
-            // The posted read is the connection's next read: it gets what the peer sends now.
-            quiet_peer.write_all(&b"HTTP/1.1 200 OK\r\n"[..]).await.0.unwrap();
-            let n = conn.fill(HEAD_ROOM, Duration::from_secs(5)).await.unwrap();
-            assert_eq!(&conn.buf[..n], b"HTTP/1.1 200 OK\r\n");
-            assert!(conn.buf.capacity() >= HEAD_ROOM);
-            assert!(!conn.posted_read_pending(), "the posted read was the one consumed");
+            for multi in [false, true] {
+                let (listener, timers, mut pool) = setup();
+                let t0 = Instant::now();
+                let idle = Duration::from_secs(60);
+                let pair = async || {
+                    let (mut c, peer) = pair(&listener, &timers).await;
+                    if multi {
+                        c.multi = c.stream.multishot();
+                    }
+                    (c, peer)
+                };
+                let (quiet, mut quiet_peer) = pair().await;
+                let (closed, closed_peer) = pair().await;
+                let (chatty, mut chatty_peer) = pair().await;
+                pool.put(0, 0, quiet, keep(4), t0);
+                pool.put(0, 0, closed, keep(4), t0);
+                pool.put(0, 0, chatty, keep(4), t0);
+                drop(closed_peer);
+                chatty_peer.write_all(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..]).await.0.unwrap();
+                settle(&listener, &timers).await;
+                // LIFO: the chatty one and the closed one are skipped and dropped.
+                let mut conn = pool.take(0, 0, t0, idle).expect("the quiet connection");
+                assert_eq!(pool.idle_count(0, 0), 0);
+                // The posted read (or the armed receive) is the connection's next read: it
+                // gets what the peer sends now.
+                quiet_peer.write_all(&b"HTTP/1.1 200 OK\r\n"[..]).await.0.unwrap();
+                let n = conn.fill(HEAD_ROOM, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(&conn.buf[..n], b"HTTP/1.1 200 OK\r\n");
+                assert!(conn.buf.capacity() >= HEAD_ROOM);
+                if conn.multi.is_none() {
+                    assert!(!conn.posted_read_pending(), "the posted read was the one consumed");
+                }
+            }
         });
     }
 }

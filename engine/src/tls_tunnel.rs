@@ -55,8 +55,8 @@ async fn relay_inner(timers: &CoarseTimers, client: &mut Conn, up: &mut Conn, li
                 && or_idle(timers, &last, limits.idle, async {
                     monoio::select! {
                         biased;
-                        r = client.stream.readable(false), if client_open => r.map(|()| true),
-                        r = up.stream.readable(false), if up_open => r.map(|()| false),
+                        r = client.readable(false), if client_open => r.map(|()| true),
+                        r = up.readable(false), if up_open => r.map(|()| false),
                     }
                 })
                 .await??);

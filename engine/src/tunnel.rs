@@ -53,7 +53,7 @@ pub(crate) async fn relay(timers: &CoarseTimers, client: &mut Conn, up: &mut Con
     let from_client = Source { stream: &mut client.stream, multi: client.multi.as_mut() };
     let upward =
         pump(timers, from_client, std::mem::take(&mut client.buf), to_up, &last, &limits, limits.upstream_send);
-    let from_up = Source { stream: &mut up.stream, multi: None };
+    let from_up = Source { stream: &mut up.stream, multi: up.multi.as_mut() };
     let downward = pump(timers, from_up, std::mem::take(&mut up.buf), to_client, &last, &limits, limits.client_send);
     both(upward, downward).await
 }

@@ -162,7 +162,9 @@ pub(crate) async fn acquire<Site>(
             let tls_to = tls.map(|t| (t, up.endpoint_names[endpoint].as_deref()));
             match timed(&w.timers, up.connect_timeout, connect(w, addr, tls_to, up.connect_timeout)).await {
                 Ok(Connected::Plain(stream)) => {
-                    return Ok((Conn::new(stream, 8 * 1024, w.timers.clone()), endpoint, false));
+                    let mut conn = Conn::new(stream, 8 * 1024, w.timers.clone());
+                    conn.multi = conn.stream.multishot();
+                    return Ok((conn, endpoint, false));
                 }
                 Ok(Connected::Tls(conn)) => return Ok((*conn, endpoint, false)),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
