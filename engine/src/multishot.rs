@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::io;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use monoio::net::{MultiRecv, TcpStream};
@@ -25,12 +25,20 @@ pub(crate) fn recv<'a>(
     multi: &'a mut MultiRecv,
     buf: &'a mut BytesMut,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| {
-        let n = std::task::ready!(multi.poll_recv(stream, cx, buf.spare_capacity_mut()))?;
-        // SAFETY: `poll_recv` initialised the first `n` bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        Poll::Ready(Ok(n))
-    })
+    std::future::poll_fn(move |cx| poll_recv(stream, multi, buf, cx))
+}
+
+/// The poll of [`recv`].
+pub(crate) fn poll_recv(
+    stream: &TcpStream,
+    multi: &mut MultiRecv,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let n = std::task::ready!(multi.poll_recv(stream, cx, buf.spare_capacity_mut()))?;
+    // SAFETY: `poll_recv` initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
 }
 
 /// Waits until a read would not wait: bytes, the end of the stream or an error. Takes

@@ -18,6 +18,8 @@
 //! completed when the connection is taken, the upstream closed it or sent bytes nobody asked
 //! for (a framing disagreement that would be read as the next response), and it is dropped.
 //! That catches what a `MSG_PEEK` before reuse caught, without its syscall.
+//! A connection with a multishot receive ([`crate::multishot`]) keeps that armed instead,
+//! and a completion queued on it says the same.
 
 use std::time::{Duration, Instant};
 

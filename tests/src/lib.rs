@@ -481,8 +481,15 @@ pub fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
     }
 }
 
-/// An address on 127.0.0.1 where nothing listens (bound, then released).
+/// An address on 127.0.0.1 where nothing listens: a socket bound to it and never listening,
+/// kept open for the rest of the test process (one descriptor), so that connections to it
+/// are refused. Released at once instead, the port could be taken by a listener of a test
+/// running alongside, and a connection meant to fail would reach it and hang (a mirror
+/// test failed that way once under load).
 pub fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
+    addr
 }

@@ -591,18 +591,18 @@ impl UringInner {
         }
     }
 
-    /// coregate: a new multishot receiver's key, where this ring has them.
-    pub(crate) fn multi_open(this: &Rc<UnsafeCell<UringInner>>) -> Option<usize> {
+    /// coregate: a new multishot receiver's id, where this ring has them.
+    pub(crate) fn multi_open(this: &Rc<UnsafeCell<UringInner>>) -> Option<u32> {
         // SAFETY: this driver's state is reached from its own thread only (`Rc`), and the
         // borrow ends before the function returns.
         let inner = unsafe { &mut *this.get() };
         inner.multi.as_mut()?.open()
     }
 
-    /// coregate: `multi::Multi::poll_recv`.
+    /// coregate: `multi::Multi::poll_recv` for receiver `id`.
     pub(crate) fn multi_poll_recv(
         this: &Rc<UnsafeCell<UringInner>>,
-        key: usize,
+        id: u32,
         fd: &super::shared_fd::SharedFd,
         cx: &mut Context<'_>,
         dst: &mut [std::mem::MaybeUninit<u8>],
@@ -610,32 +610,40 @@ impl UringInner {
         // SAFETY: as in `multi_open`.
         let inner = unsafe { &mut *this.get() };
         match inner.multi.as_mut() {
-            Some(m) => m.poll_recv(&mut inner.uring, key, fd, cx, dst),
+            Some(m) => match m.key(id) {
+                Some(key) => m.poll_recv(&mut inner.uring, key, fd, cx, dst),
+                None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            },
             None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
         }
     }
 
-    /// coregate: `multi::Multi::poll_ready`.
+    /// coregate: `multi::Multi::poll_ready` for receiver `id`.
     pub(crate) fn multi_poll_ready(
         this: &Rc<UnsafeCell<UringInner>>,
-        key: usize,
+        id: u32,
         fd: &super::shared_fd::SharedFd,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         // SAFETY: as in `multi_open`.
         let inner = unsafe { &mut *this.get() };
         match inner.multi.as_mut() {
-            Some(m) => m.poll_ready(&mut inner.uring, key, fd, cx),
+            Some(m) => match m.key(id) {
+                Some(key) => m.poll_ready(&mut inner.uring, key, fd, cx),
+                None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            },
             None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
         }
     }
 
-    /// coregate: `multi::Multi::close`.
-    pub(crate) fn multi_close(this: &Rc<UnsafeCell<UringInner>>, key: usize) {
+    /// coregate: `multi::Multi::close` for receiver `id`; nothing if it is another ring's.
+    pub(crate) fn multi_close(this: &Rc<UnsafeCell<UringInner>>, id: u32) {
         // SAFETY: as in `multi_open`.
         let inner = unsafe { &mut *this.get() };
         if let Some(m) = inner.multi.as_mut() {
-            m.close(&mut inner.uring, key);
+            if let Some(key) = m.key(id) {
+                m.close(&mut inner.uring, key);
+            }
         }
     }
 

@@ -107,7 +107,15 @@ pub(crate) struct Multi {
     starved: Vec<usize>,
     /// False once the kernel refused an arming's byte limit.
     supported: bool,
+    /// This ring's tag in its receivers' ids (1-255, from `NEXT_TAG`).
+    tag: u32,
 }
+
+/// Source of `Multi::tag`.
+static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Bits of a receiver's id that hold its key; the ring's tag is above them.
+const KEY_BITS: u32 = 24;
 
 impl Multi {
     /// Registers the buffer ring (Linux 5.19+); `None` where the kernel refuses, and then
@@ -125,6 +133,7 @@ impl Multi {
             streams: Slab::new(),
             starved: Vec::new(),
             supported: true,
+            tag: NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 255 + 1,
         };
         for bid in 0..BUFS {
             multi.push_buf(bid);
@@ -138,9 +147,25 @@ impl Multi {
         let _ = submitter.unregister_buf_ring(GROUP);
     }
 
-    /// A new socket's receiver key; `None` once the kernel refused the byte limit.
-    pub(crate) fn open(&mut self) -> Option<usize> {
-        self.supported.then(|| self.streams.insert(Stream::default()))
+    /// A new socket's receiver id: its key, tagged with this ring's tag, so that a receiver
+    /// that outlived its runtime cannot reach the streams of a later ring on its thread.
+    /// Never 0. `None` once the kernel refused the byte limit (or, past 16 million
+    /// receivers at once, which no worker has).
+    pub(crate) fn open(&mut self) -> Option<u32> {
+        if !self.supported {
+            return None;
+        }
+        let key = self.streams.insert(Stream::default());
+        if key >= 1 << KEY_BITS {
+            self.streams.remove(key);
+            return None;
+        }
+        Some(self.tag << KEY_BITS | key as u32)
+    }
+
+    /// The key of receiver `id`, if it is one of this ring's.
+    pub(crate) fn key(&self, id: u32) -> Option<usize> {
+        (id >> KEY_BITS == self.tag).then_some((id & ((1 << KEY_BITS) - 1)) as usize)
     }
 
     fn buf(&self, bid: u16) -> *mut u8 {
