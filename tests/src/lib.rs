@@ -487,9 +487,15 @@ pub fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
 /// running alongside, and a connection meant to fail would reach it and hang (a mirror
 /// test failed that way once under load).
 pub fn dead_addr() -> SocketAddr {
+    let (addr, held) = held_dead_addr();
+    std::mem::forget(held);
+    addr
+}
+
+/// As [`dead_addr`], with the socket that holds the port: dropping it frees the port for a
+/// test that brings the address back to life.
+pub fn held_dead_addr() -> (SocketAddr, socket2::Socket) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    std::mem::forget(s);
-    addr
+    (s.local_addr().unwrap().as_socket().unwrap(), s)
 }

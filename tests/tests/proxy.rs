@@ -362,7 +362,7 @@ both_drivers!(via_is_added_both_ways_and_a_loop_is_refused, |io| {
 });
 
 both_drivers!(upstream_down_is_502_and_recovers, |io| {
-    let addr = dead_addr();
+    let (addr, held) = held_dead_addr();
     let gw = Gateway::proxy_to(io, addr, "");
     let mut c = gw.client();
     let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -374,6 +374,7 @@ both_drivers!(upstream_down_is_502_and_recovers, |io| {
     assert_ne!(r.header("connection"), Some("close"));
     assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 502);
     // The upstream comes back on the same port: traffic resumes at once.
+    drop(held);
     let listener = std::net::TcpListener::bind(addr).expect("rebind the freed port");
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
