@@ -61,8 +61,8 @@ pub(crate) struct Conn {
     /// ([`Conn::fill_cancellable`]); made at the first such read after a park, dropped when the
     /// read is cancelled.
     canceller: Option<Canceller>,
-    /// The multishot receive a plain client connection reads through on io_uring
-    /// ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
+    /// The multishot receive a plain (not TLS) client or upstream connection reads through
+    /// on io_uring ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
     pub multi: Option<MultiRecv>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).

@@ -1,15 +1,16 @@
-//! Reads of a plain client connection through its multishot receive (io_uring; coregate's
-//! copy of monoio, `vendor/monoio/src/driver/uring/multi.rs`): one receive stays armed
-//! across the connection's requests, and the kernel receives into a ring of buffers shared
-//! by the worker's connections, from which a read copies into the connection's own buffer.
-//! A request then costs no receive submission and no poll arming in the kernel, and a
-//! wait for the next request (or a paused tunnel direction) holds no buffer, as the
-//! readiness poll it replaces did not. Waiting may be abandoned at any point without losing
-//! a byte: what arrived stays queued for the next read.
+//! Reads of a plain connection, client or upstream, through its multishot receive
+//! (io_uring; coregate's copy of monoio, `vendor/monoio/src/driver/uring/multi.rs`): one
+//! receive stays armed across the connection's requests, and the kernel receives into a
+//! ring of buffers shared by the worker's connections, from which a read copies into the
+//! connection's own buffer. A request then costs no receive submission and no poll arming
+//! in the kernel, and a wait for the next request, an idle pooled upstream connection or a
+//! paused tunnel direction holds no buffer. Waiting may be abandoned at any point without
+//! losing a byte: what arrived stays queued for the next read.
 //!
-//! Which connections read this way is `conn::serve`'s (plain ones on io_uring; TLS ones
-//! read ciphertext through `tls`, upstream ones through their posted reads, `posted`);
-//! falling back when the kernel refuses is `io::Conn`'s.
+//! Which connections read this way is `conn::serve`'s and `upstream::acquire`'s (plain ones
+//! on io_uring; TLS ones read ciphertext through `tls`, and upstream ones without a receive
+//! keep a posted read while pooled, `posted`); falling back when the kernel refuses is
+//! `io::Conn`'s.
 
 use std::future::Future;
 use std::io;

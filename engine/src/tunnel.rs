@@ -85,8 +85,8 @@ struct Source<'a> {
 /// after a pause takes a [`PROBE`]-sized one. A read that filled its buffer is followed by a
 /// full-sized one at once. Measured with 1,800 idle WebSocket connections (RSS per
 /// connection): io_uring 14.0 KiB; epoll 16.0 with the probe, 23.2 with a full buffer per
-/// read; nginx 17.7. A client side with a multishot receive waits on it in place of the
-/// readiness poll, and reads what it queued.
+/// read; nginx 17.7. A side with a multishot receive waits on it in place of the readiness
+/// poll, and reads what it queued.
 async fn pump(
     timers: &CoarseTimers,
     mut from: Source<'_>,

@@ -31,8 +31,9 @@ use crate::{driver::shared_fd::SharedFd, utils::slab::Slab};
 pub(crate) const MULTI_TAG: u64 = 1 << 61;
 
 /// Buffers in the ring (a power of two), and their size. 1 MiB per worker: small enough to
-/// stay in cache as the ring cycles through it, and room for the limit of 14 sockets at once
-/// (`ARM_LIMIT`); a socket that finds the ring empty is armed again when a buffer comes back.
+/// stay in cache as the ring cycles through it, and room for about 50 sockets at their limit
+/// at once (`ARM_LIMIT` and one buffer each); a socket that finds the ring empty is armed
+/// again when a buffer comes back.
 const BUFS: u16 = 256;
 const BUF_SIZE: usize = 4096;
 /// The ring's buffer group id (any; one group per ring).
@@ -304,16 +305,8 @@ impl Multi {
                 if copied > 0 || s.eof {
                     return Poll::Ready(Ok(copied));
                 }
-                match &s.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => s.waker = Some(cx.waker().clone()),
-                }
-                let armed = s.armed;
                 drop(s);
-                if !armed {
-                    self.arm(uring, key, fd)?;
-                }
-                return Poll::Pending;
+                return self.wait(uring, key, fd, cx);
             };
             if front.res <= 0 {
                 if copied > 0 {
@@ -364,12 +357,28 @@ impl Multi {
         fd: &SharedFd,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let Some(mut s) = self.streams.get(key) else {
+        let Some(s) = self.streams.get(key) else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
         if !s.queue.is_empty() || s.eof {
             return Poll::Ready(Ok(()));
         }
+        drop(s);
+        self.wait(uring, key, fd, cx)
+    }
+
+    /// Keeps the waker of `key`'s reader, which found nothing queued, and arms its receive
+    /// if none is armed.
+    fn wait<T>(
+        &mut self,
+        uring: &mut IoUring,
+        key: usize,
+        fd: &SharedFd,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        let Some(mut s) = self.streams.get(key) else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => s.waker = Some(cx.waker().clone()),
