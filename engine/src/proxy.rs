@@ -686,13 +686,9 @@ async fn exchange(
         }
         ResponseBody::Close => copy_until_close(&mut up, client, leg).await?,
     }
-    // As `pool_back`, written out: calling it here moved the whole `Conn` (29 instructions
-    // of memcpy per request, callgrind), even inlined.
-    if resp_meta.keep_alive() && up.buf.is_empty() {
-        up.spare_headers = resp_meta.headers;
-        w.pool.borrow_mut().put(upstream, endpoint, up, crate::pool::Keep::of(up_cfg), w.timers.now());
-    }
-    Ok(Next { keep_alive: keep, status: resp_meta.status })
+    let status = resp_meta.status;
+    pool_back(w, upstream, endpoint, up, resp_meta);
+    Ok(Next { keep_alive: keep, status })
 }
 
 /// Answers the client with the upstream's 101 and relays bytes both ways until the tunnel
@@ -700,7 +696,7 @@ async fn exchange(
 async fn tunnel(
     w: &Worker,
     client: &mut Conn,
-    mut up: Conn,
+    mut up: Box<Conn>,
     resp: ResponseHead,
     mut head: Vec<u8>,
     edits: &forward::Edits<'_>,

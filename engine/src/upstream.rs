@@ -19,7 +19,7 @@ pub(crate) fn pool_back(
     w: &Worker,
     upstream: usize,
     endpoint: usize,
-    mut up: Conn,
+    mut up: Box<Conn>,
     resp_meta: proto_http::ResponseMeta,
 ) {
     if resp_meta.keep_alive() && up.buf.is_empty() {
@@ -129,7 +129,7 @@ pub(crate) async fn acquire<Site>(
     fresh: bool,
     avoid: Option<usize>,
     key: Option<u64>,
-) -> Result<(Conn, usize, bool), Error> {
+) -> Result<(Box<Conn>, usize, bool), Error> {
     let up = &w.cfg.upstreams[upstream];
     let n = up.endpoints.len();
     let now = w.timers.now();
@@ -162,11 +162,11 @@ pub(crate) async fn acquire<Site>(
             let tls_to = tls.map(|t| (t, up.endpoint_names[endpoint].as_deref()));
             match timed(&w.timers, up.connect_timeout, connect(w, addr, tls_to, up.connect_timeout)).await {
                 Ok(Connected::Plain(stream)) => {
-                    let mut conn = Conn::new(stream, 8 * 1024, w.timers.clone());
+                    let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
                     conn.multi = conn.stream.multishot();
                     return Ok((conn, endpoint, false));
                 }
-                Ok(Connected::Tls(conn)) => return Ok((*conn, endpoint, false)),
+                Ok(Connected::Tls(conn)) => return Ok((conn, endpoint, false)),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     let what = if tls.is_some() {
                         "connecting to the upstream (TLS) timed out"

@@ -197,33 +197,34 @@ pub fn via_lists(value: &[u8], name: &[u8]) -> bool {
 /// Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2). Userinfo, lists, paths and
 /// whitespace are refused; an empty value is allowed (RFC 9112 3.2).
 pub(crate) fn valid_host(v: &[u8]) -> bool {
-    if v.is_empty() {
-        return true;
-    }
-    let (host, port) = if v[0] == b'[' {
-        match v.iter().position(|&b| b == b']') {
+    match v.first() {
+        None => true,
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
             Some(end) => {
                 let inner = &v[1..end];
-                if inner.is_empty() || !inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-                    return false;
-                }
-                (&v[..=end], &v[end + 1..])
+                !inner.is_empty()
+                    && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                    && valid_port(&v[end + 1..])
             }
-            None => return false,
+            None => false,
+        },
+        // One pass: the reg-name runs to its first byte outside the set, which can only be
+        // the port's ':' (REG_NAME has no ':'). Scanning for ':' first and then checking the
+        // name read it twice: 179 → 125 instructions for `127.0.0.1:port` (callgrind).
+        Some(_) => {
+            let end = v.iter().position(|&b| !REG_NAME[b as usize]).unwrap_or(v.len());
+            end > 0 && valid_port(&v[end..])
         }
-    } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, &v[v.len()..]),
-        }
-    };
-    let host_ok = host.first() == Some(&b'[') || (!host.is_empty() && host.iter().all(|&b| REG_NAME[b as usize]));
-    let port_ok = match port {
+    }
+}
+
+/// `[ ":" port ]` after a host, port = *DIGIT (RFC 3986 3.2.3), at most 5 digits.
+fn valid_port(rest: &[u8]) -> bool {
+    match rest {
         [] => true,
         [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
         _ => false,
-    };
-    host_ok && port_ok
+    }
 }
 
 #[cfg(test)]
@@ -296,10 +297,25 @@ mod tests {
 
     #[test]
     fn host_table() {
-        for ok in [&b"example.com"[..], b"example.com:8080", b"127.0.0.1", b"[::1]:80", b"", b"a_b.local"] {
+        for ok in [&b"example.com"[..], b"example.com:8080", b"127.0.0.1", b"[::1]:80", b"", b"a_b.local", b"host:"] {
             assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
         }
-        for bad in [&b"a b"[..], b"a,b", b"user@host", b"host/path", b"host:port", b"[::1", b"host:123456", b":80"] {
+        for bad in [
+            &b"a b"[..],
+            b"a,b",
+            b"user@host",
+            b"host/path",
+            b"host:port",
+            b"[::1",
+            b"host:123456",
+            b":80",
+            b"[]",
+            b"[::1]x",
+            b"[::1]:8a",
+            b"a:1:2",
+            b"host:80x",
+            b"h\xc3\xa9",
+        ] {
             assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }
