@@ -152,9 +152,7 @@ mod tests {
             let sent = pattern(2, 64 * 1024);
             peer.write_all(sent.clone()).await.0.unwrap();
             monoio::time::timeout(Duration::from_secs(10), conn.readable(true)).await.unwrap().unwrap();
-            let mut unread: libc::c_int = 0;
-            // SAFETY: FIONREAD on an open socket writes one int, which outlives the call.
-            assert_eq!(unsafe { libc::ioctl(conn.stream.as_raw_fd(), libc::FIONREAD, &mut unread) }, 0);
+            let unread = unread(&conn);
             if uring {
                 assert!(unread >= 44 * 1024, "only {unread} bytes left in the kernel");
             }
@@ -163,9 +161,82 @@ mod tests {
         });
     }
 
-    /// More connections send at once than the worker's ring has buffers for, unread: a
-    /// receive that found the ring empty is armed again when buffers come back, and every
-    /// connection's bytes arrive whole and in order.
+    /// Bytes waiting in the kernel for `conn` (FIONREAD).
+    fn unread(conn: &Conn) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on an open socket writes one int, which outlives the call.
+        assert_eq!(unsafe { libc::ioctl(conn.stream.as_raw_fd(), libc::FIONREAD, &mut n) }, 0);
+        n as usize
+    }
+
+    /// With every buffer of the ring held by connections that do not read (each at its
+    /// 16 KiB limit, as when their requests wait on a slow upstream), other connections still
+    /// read and still see their bytes arrive: a receive that finds the ring dry falls back
+    /// to reading the socket itself. Nothing a few dozen clients send can stall the worker.
+    #[test]
+    fn connections_still_read_while_others_hold_every_buffer() {
+        on_both_drivers(|uring| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let mut holders = Vec::new();
+            // 72 x 16 KiB is more than the ring's 256 buffers of 4 KiB.
+            for id in 0..72 {
+                let (mut conn, peer) = pair(&listener, 0, &timers).await;
+                conn.multi = conn.stream.multishot();
+                poll_once(conn.readable(true)).await;
+                holders.push((id, conn, peer));
+            }
+            for (id, _, peer) in &mut holders {
+                peer.write_all(pattern(*id, 20_000)).await.0.unwrap();
+            }
+            if uring {
+                // Until the kernel has received a whole ring's worth for them: each connection
+                // round trip lets the runtime reap completions.
+                let ring = 256 * 4096;
+                let mut taken = 0;
+                for _ in 0..1000 {
+                    taken = holders.iter().map(|(_, c, _)| 20_000 - unread(c)).sum::<usize>();
+                    if taken >= ring {
+                        break;
+                    }
+                    drop(pair(&listener, 0, &timers).await);
+                }
+                assert!(taken >= ring, "the ring never ran dry: {taken} bytes taken");
+            }
+            // A read, and a wait for readability (a parked keep-alive connection's).
+            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
+            conn.multi = conn.stream.multishot();
+            peer.write_all(b"still served".to_vec()).await.0.unwrap();
+            read_len(&mut conn, 12, 64).await;
+            assert_eq!(&conn.buf[..], b"still served");
+            let (mut parked, mut peer) = pair(&listener, 0, &timers).await;
+            parked.multi = parked.stream.multishot();
+            poll_once(parked.readable(true)).await;
+            peer.write_all(b"next".to_vec()).await.0.unwrap();
+            let ready = monoio::time::timeout(Duration::from_secs(10), parked.readable(true)).await;
+            ready.expect("a parked connection never saw its bytes").unwrap();
+            read_len(&mut parked, 4, 64).await;
+            assert_eq!(&parked.buf[..], b"next");
+            // Dropped while its readiness poll is armed: the poll is cancelled too, or it
+            // would hold the socket open.
+            let (mut gone, mut peer) = pair(&listener, 0, &timers).await;
+            gone.multi = gone.stream.multishot();
+            poll_once(gone.readable(true)).await;
+            drop(pair(&listener, 0, &timers).await);
+            poll_once(gone.readable(true)).await;
+            drop(gone);
+            let end = monoio::time::timeout(Duration::from_secs(5), peer.read(vec![0; 8])).await;
+            assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
+            for (id, conn, _) in &mut holders {
+                read_len(conn, 20_000, 8192).await;
+                assert_eq!(&conn.buf[..], &pattern(*id, 20_000)[..], "connection {id}");
+            }
+        });
+    }
+
+    /// More connections send at once than the worker's ring has buffers for, unread: those
+    /// that found the ring empty read their sockets directly, then through the ring again
+    /// once buffers come back, and every connection's bytes arrive whole and in order.
     #[test]
     fn senders_beyond_the_ring_all_get_through() {
         on_both_drivers(|_| async move {

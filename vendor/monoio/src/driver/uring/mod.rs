@@ -431,7 +431,7 @@ impl UringInner {
                 _ if index >= MIN_REVERSED_USERDATA => (),
                 _ if index & multi::MULTI_TAG != 0 => {
                     if let Some(m) = self.multi.as_mut() {
-                        m.complete((index & !multi::MULTI_TAG) as usize, cqe.result(), cqe.flags());
+                        m.complete(index & !multi::MULTI_TAG, cqe.result(), cqe.flags());
                     }
                 }
                 _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),

@@ -11,6 +11,13 @@
 //! as with one-shot reads. A kernel without the limit answers the first arming with EINVAL:
 //! the reader is told `Unsupported` and this ring gives out no more multishot receivers.
 //!
+//! A receive that finds the ring dry (`ENOBUFS`: every buffer holds bytes that readers have
+//! not taken, as when a few dozen connections wait on a slow upstream with their limit
+//! received) is not left waiting for a buffer: until one comes back its socket is read
+//! directly, a `recv(2)` that does not block, with a readiness poll armed when it finds
+//! nothing. Only one of the two receives at a time, so bytes keep their order. Waiting for
+//! a buffer instead let connections that do not read stall every other one of the worker.
+//!
 //! What a connection reads, and when, is the caller's (`net::tcp::MultiRecv`); this file
 //! owns the buffers and the completions.
 
@@ -29,6 +36,9 @@ use crate::{driver::shared_fd::SharedFd, utils::slab::Slab};
 /// `Multi::streams`. Below monoio's reserved values (`MIN_REVERSED_USERDATA`), above any
 /// operation's slab key.
 pub(crate) const MULTI_TAG: u64 = 1 << 61;
+/// With `MULTI_TAG`: the completion is of the readiness poll of a socket read directly
+/// while the ring is dry.
+const POLL_TAG: u64 = 1 << 60;
 
 /// Buffers in the ring (a power of two), and their size. 1 MiB per worker: small enough to
 /// stay in cache as the ring cycles through it, and room for about 50 sockets at their limit
@@ -60,6 +70,18 @@ struct Stream {
     eof: bool,
     /// Its reader is gone; the key is freed at the last completion.
     dropped: bool,
+    /// Its last arming found the ring dry: until a buffer comes back, the socket is read
+    /// directly (and no receive is armed).
+    starved: bool,
+    /// A readiness poll is armed (for a socket read directly).
+    polling: bool,
+}
+
+impl Stream {
+    /// Nothing of this stream's is left in the kernel.
+    fn idle(&self) -> bool {
+        !self.armed && !self.polling
+    }
 }
 
 /// An anonymous mapping of `len` bytes, unmapped on drop.
@@ -197,12 +219,14 @@ impl Multi {
             .store(self.tail, std::sync::atomic::Ordering::Release);
     }
 
-    /// Gives buffer `bid` back to the kernel, and wakes the readers that ran out of buffers.
+    /// Gives buffer `bid` back to the kernel: the sockets that found the ring dry receive
+    /// through it again from their next read.
     fn give_back(&mut self, bid: u16) {
         self.push_buf(bid);
         self.publish();
         for key in std::mem::take(&mut self.starved) {
             if let Some(mut s) = self.streams.get(key) {
+                s.starved = false;
                 if let Some(w) = s.waker.take() {
                     w.wake();
                 }
@@ -224,22 +248,35 @@ impl Multi {
             let raw = (&mut sqe as *mut squeue::Entry).cast::<u8>();
             raw.add(44).cast::<u32>().write_unaligned(ARM_LIMIT);
         }
-        // SAFETY: the receive names no memory of the caller's: buffers come from the ring,
-        // which outlives every operation on it.
-        if unsafe { uring.submission().push(&sqe) }.is_err() {
-            uring.submit()?;
-            // SAFETY: as above.
-            unsafe { uring.submission().push(&sqe) }
-                .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
-        }
+        self.push(uring, &sqe)?;
         if let Some(mut s) = self.streams.get(key) {
             s.armed = true;
         }
         Ok(())
     }
 
+    /// Files a completion tagged `MULTI_TAG` (`index` without the tag).
+    pub(crate) fn complete(&mut self, index: u64, res: i32, flags: u32) {
+        let key = (index & !POLL_TAG) as usize;
+        if index & POLL_TAG == 0 {
+            return self.complete_recv(key, res, flags);
+        }
+        // The readiness poll of a socket read directly: whatever it says, the next read
+        // finds out.
+        if let Some(mut s) = self.streams.get(key) {
+            s.polling = false;
+            if s.dropped {
+                if s.idle() {
+                    s.remove();
+                }
+            } else if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
     /// Files a completion of the receive of `key`.
-    pub(crate) fn complete(&mut self, key: usize, res: i32, flags: u32) {
+    fn complete_recv(&mut self, key: usize, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
         // A buffer that is not queued for a reader goes straight back.
         let mut back = bid;
@@ -249,7 +286,7 @@ impl Multi {
                 s.armed = false;
             }
             if s.dropped {
-                if !s.armed {
+                if s.idle() {
                     s.remove();
                 }
             } else {
@@ -258,7 +295,10 @@ impl Multi {
                         back = None;
                         s.queue.push_back(Done { res, bid, off: 0 });
                     }
-                    (n, _) if n == -libc::ENOBUFS => starved = true,
+                    (n, _) if n == -libc::ENOBUFS => {
+                        starved = true;
+                        s.starved = true;
+                    }
                     (n, _) => {
                         if n == -libc::EINVAL {
                             self.supported = false;
@@ -269,10 +309,9 @@ impl Multi {
                         s.queue.push_back(Done { res, bid: 0, off: 0 });
                     }
                 }
-                if !starved {
-                    if let Some(w) = s.waker.take() {
-                        w.wake();
-                    }
+                // A starved reader too: it reads the socket directly now.
+                if let Some(w) = s.waker.take() {
+                    w.wake();
                 }
             }
         }
@@ -304,6 +343,10 @@ impl Multi {
             let Some(front) = s.queue.front_mut() else {
                 if copied > 0 || s.eof {
                     return Poll::Ready(Ok(copied));
+                }
+                if s.starved {
+                    drop(s);
+                    return self.direct(uring, key, fd, cx, dst, 0);
                 }
                 drop(s);
                 return self.wait(uring, key, fd, cx);
@@ -363,8 +406,78 @@ impl Multi {
         if !s.queue.is_empty() || s.eof {
             return Poll::Ready(Ok(()));
         }
+        if s.starved {
+            drop(s);
+            let mut probe = [MaybeUninit::uninit()];
+            return self.direct(uring, key, fd, cx, &mut probe, libc::MSG_PEEK).map_ok(drop);
+        }
         drop(s);
         self.wait(uring, key, fd, cx)
+    }
+
+    /// Reads socket `fd` itself (the ring is dry), without blocking; when nothing is there,
+    /// keeps the reader's waker and arms a readiness poll. `flags`: `MSG_PEEK` to take
+    /// nothing. The end of the stream is remembered as the receive's would be.
+    fn direct(
+        &mut self,
+        uring: &mut IoUring,
+        key: usize,
+        fd: &SharedFd,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
+        flags: libc::c_int,
+    ) -> Poll<io::Result<usize>> {
+        let n = loop {
+            // SAFETY: `dst` is writable for its length, which bounds the receive.
+            let n = unsafe {
+                libc::recv(fd.raw_fd(), dst.as_mut_ptr().cast(), dst.len(), flags | libc::MSG_DONTWAIT)
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break usize::MAX,
+                _ => return Poll::Ready(Err(e)),
+            }
+        };
+        let Some(mut s) = self.streams.get(key) else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        if n != usize::MAX {
+            s.eof |= n == 0 && flags & libc::MSG_PEEK == 0;
+            return Poll::Ready(Ok(n));
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        if s.polling {
+            return Poll::Pending;
+        }
+        s.polling = true;
+        drop(s);
+        let (raw, fixed) = fd.uring_fd();
+        let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let sqe = opcode::PollAdd::new(raw, events)
+            .build()
+            .flags(fixed)
+            .user_data(key as u64 | MULTI_TAG | POLL_TAG);
+        self.push(uring, &sqe)?;
+        Poll::Pending
+    }
+
+    /// Queues `sqe`, submitting the queue first when it is full.
+    fn push(&self, uring: &mut IoUring, sqe: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: the entries queued here name no memory of the caller's (receives take
+        // their buffers from the ring, which outlives every operation on it).
+        if unsafe { uring.submission().push(sqe) }.is_err() {
+            uring.submit()?;
+            // SAFETY: as above.
+            unsafe { uring.submission().push(sqe) }.map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+        }
+        Ok(())
     }
 
     /// Keeps the waker of `key`'s reader, which found nothing queued, and arms its receive
@@ -398,27 +511,25 @@ impl Multi {
             return;
         };
         let queued = std::mem::take(&mut s.queue);
-        let armed = s.armed;
-        if armed {
+        let (armed, polling) = (s.armed, s.polling);
+        if s.idle() {
+            s.remove();
+        } else {
             s.dropped = true;
             s.waker = None;
-        } else {
-            s.remove();
         }
         for d in queued {
             if d.res > 0 {
                 self.give_back(d.bid);
             }
         }
-        if armed {
-            let cancel = opcode::AsyncCancel::new(key as u64 | MULTI_TAG)
-                .build()
-                .user_data(u64::MAX);
-            // SAFETY: a cancel names no memory.
-            if unsafe { uring.submission().push(&cancel) }.is_err() {
-                let _ = uring.submit();
-                // SAFETY: as above.
-                let _ = unsafe { uring.submission().push(&cancel) };
+        // Each holds the socket open in the kernel until it ends.
+        for (live, tag) in [(armed, 0), (polling, POLL_TAG)] {
+            if live {
+                let cancel = opcode::AsyncCancel::new(key as u64 | MULTI_TAG | tag)
+                    .build()
+                    .user_data(u64::MAX);
+                let _ = self.push(uring, &cancel);
             }
         }
     }
