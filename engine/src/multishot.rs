@@ -63,7 +63,7 @@ mod tests {
     use std::time::Duration;
 
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    use monoio::net::TcpListener;
+    use monoio::net::{TcpListener, TcpStream};
 
     use crate::io::testing::{on_both_drivers, pair};
     use crate::io::Conn;
@@ -161,6 +161,30 @@ mod tests {
         });
     }
 
+    /// `n` connections with their receives armed, whose peers have each sent 20,000 bytes
+    /// (`pattern` of the connection's number), unread.
+    async fn senders(listener: &TcpListener, timers: &Rc<CoarseTimers>, n: usize) -> Vec<(usize, Conn, TcpStream)> {
+        let mut pairs = Vec::new();
+        for id in 0..n {
+            let (mut conn, peer) = pair(listener, 0, timers).await;
+            conn.multi = conn.stream.multishot();
+            poll_once(conn.readable(true)).await;
+            pairs.push((id, conn, peer));
+        }
+        for (id, _, peer) in &mut pairs {
+            peer.write_all(pattern(*id, 20_000)).await.0.unwrap();
+        }
+        pairs
+    }
+
+    /// Reads what each of the [`senders`] sent, and checks it came whole and in order.
+    async fn all_get_through(pairs: &mut [(usize, Conn, TcpStream)]) {
+        for (id, conn, _) in pairs {
+            read_len(conn, 20_000, 8192).await;
+            assert_eq!(&conn.buf[..], &pattern(*id, 20_000)[..], "connection {id}");
+        }
+    }
+
     /// Bytes waiting in the kernel for `conn` (FIONREAD).
     fn unread(conn: &Conn) -> usize {
         let mut n: libc::c_int = 0;
@@ -178,17 +202,8 @@ mod tests {
         on_both_drivers(|uring| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let mut holders = Vec::new();
             // 72 x 16 KiB is more than the ring's 256 buffers of 4 KiB.
-            for id in 0..72 {
-                let (mut conn, peer) = pair(&listener, 0, &timers).await;
-                conn.multi = conn.stream.multishot();
-                poll_once(conn.readable(true)).await;
-                holders.push((id, conn, peer));
-            }
-            for (id, _, peer) in &mut holders {
-                peer.write_all(pattern(*id, 20_000)).await.0.unwrap();
-            }
+            let mut holders = senders(&listener, &timers, 72).await;
             if uring {
                 // Until the kernel has received a whole ring's worth for them: each connection
                 // round trip lets the runtime reap completions.
@@ -227,10 +242,7 @@ mod tests {
             drop(gone);
             let end = monoio::time::timeout(Duration::from_secs(5), peer.read(vec![0; 8])).await;
             assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
-            for (id, conn, _) in &mut holders {
-                read_len(conn, 20_000, 8192).await;
-                assert_eq!(&conn.buf[..], &pattern(*id, 20_000)[..], "connection {id}");
-            }
+            all_get_through(&mut holders).await;
         });
     }
 
@@ -242,21 +254,9 @@ mod tests {
         on_both_drivers(|_| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let mut pairs = Vec::new();
             // 80 x 16 KiB received (the limit per arming) is more than the ring's 1 MiB.
-            for id in 0..80 {
-                let (mut conn, peer) = pair(&listener, 0, &timers).await;
-                conn.multi = conn.stream.multishot();
-                poll_once(conn.readable(true)).await;
-                pairs.push((id, conn, peer));
-            }
-            for (id, _, peer) in &mut pairs {
-                peer.write_all(pattern(*id, 20_000)).await.0.unwrap();
-            }
-            for (id, conn, _) in &mut pairs {
-                read_len(conn, 20_000, 8192).await;
-                assert_eq!(&conn.buf[..], &pattern(*id, 20_000)[..], "connection {id}");
-            }
+            let mut pairs = senders(&listener, &timers, 80).await;
+            all_get_through(&mut pairs).await;
         });
     }
 }
