@@ -5,7 +5,7 @@
 use config::{HeaderOps, Piece, Template};
 
 use proto_http::write::{field, field_from, field_u64, reason, request_line, request_line_with, status_line};
-use proto_http::{is_hop_by_hop, BodyFraming, FieldList, RequestHead, ResponseHead, Version};
+use proto_http::{is_hop_by_hop, name_is, BodyFraming, FieldList, RequestHead, ResponseHead, Version};
 
 use crate::date::with_date;
 
@@ -191,18 +191,18 @@ pub(crate) fn request_head(
     for h in &req.meta.headers {
         let name = h.name.get(&req.bytes);
         if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-forwarded-for")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            || name_is(name, b"content-length")
+            || name_is(name, b"host")
+            || name_is(name, b"expect")
+            || name_is(name, b"x-forwarded-for")
+            || name_is(name, b"x-forwarded-proto")
+            || name_is(name, b"x-forwarded-host")
             || (other_tokens && named_by_connection(connection_values(req.headers()), name))
             || edits.dropped(name)
             || replaced(ops, name)
-            || (edits.max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
+            || (edits.max_forwards.is_some() && name_is(name, b"max-forwards"))
         {
-            forwarded_for += usize::from(name.eq_ignore_ascii_case(b"x-forwarded-for"));
+            forwarded_for += usize::from(name_is(name, b"x-forwarded-for"));
             continue;
         }
         field_from(out, &req.bytes, h);
@@ -339,8 +339,8 @@ pub(crate) fn response_head(
     let mut dated = false;
     for h in &resp.meta.headers {
         let name = h.name.get(&resp.bytes);
-        dated |= name.eq_ignore_ascii_case(b"date");
-        let is_length = name.eq_ignore_ascii_case(b"content-length");
+        dated |= name_is(name, b"date");
+        let is_length = name_is(name, b"content-length");
         if is_hop_by_hop(name)
             || (is_length && framing != ClientFraming::None)
             || (other_tokens && named_by_connection(connection_values(resp.headers()), name))

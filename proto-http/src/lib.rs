@@ -24,7 +24,7 @@ pub mod trace_context;
 pub mod write;
 
 pub use error::ParseError;
-pub use fields::{is_hop_by_hop, via_lists, ConnectionFlags, FieldList};
+pub use fields::{is_hop_by_hop, name_is, via_lists, ConnectionFlags, FieldList};
 pub use limits::Limits;
 pub use path::{normalize_request_path, PathRules};
 pub use request::{

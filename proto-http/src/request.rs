@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 
-use crate::fields::{fold_content_length, valid_host, ConnectionFlags, TransferCodings};
+use crate::fields::{fold_content_length, name_is, valid_host, ConnectionFlags, TransferCodings};
 use crate::{HeaderSpan, Limits, ParseError, Span};
 
 /// HTTP version of a message. Only 1.0 and 1.1 exist on this wire.
@@ -278,23 +278,23 @@ pub fn parse_request_in(
         let name = h.name.as_bytes();
         let value = h.value;
         meta.headers.push(HeaderSpan { name: Span::of(buf, name), value: Span::of(buf, value) });
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name_is(name, b"content-length") {
             length = Some(fold_content_length(length, value)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name_is(name, b"transfer-encoding") {
             codings.add(value);
-        } else if name.eq_ignore_ascii_case(b"host") {
+        } else if name_is(name, b"host") {
             hosts += 1;
             host_header = Some(Span::of(buf, value));
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name_is(name, b"connection") {
             meta.connection.add(value);
-        } else if name.eq_ignore_ascii_case(b"expect") {
+        } else if name_is(name, b"expect") {
             // RFC 9110 10.1.1: 100-continue is the only expectation defined.
             if value.eq_ignore_ascii_case(b"100-continue") {
                 meta.expect_continue = true;
             } else {
                 return Err(ParseError::Expectation);
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if name_is(name, b"upgrade") {
             meta.upgrade = true;
         } else if name.contains(&b'_') && is_framing_lookalike(name) {
             // Some servers read `Transfer_Encoding` as Transfer-Encoding: forwarding it would
@@ -308,12 +308,11 @@ pub fn parse_request_in(
         return Err(ParseError::DuplicateHost);
     }
     if let Some(span) = host_header {
+        // A list is never a valid host: looked for only in one that is not (the search on
+        // every request cost 93 instructions, 10,473 → 10,380 per request, callgrind).
         let v = span.get(buf);
-        if v.contains(&b',') {
-            return Err(ParseError::DuplicateHost);
-        }
         if !valid_host(v) {
-            return Err(ParseError::BadHost);
+            return Err(if v.contains(&b',') { ParseError::DuplicateHost } else { ParseError::BadHost });
         }
     } else if version == Version::Http11 {
         return Err(ParseError::MissingHost);

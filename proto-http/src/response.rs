@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 
-use crate::fields::{fold_content_length, ConnectionFlags, TransferCodings};
+use crate::fields::{fold_content_length, name_is, ConnectionFlags, TransferCodings};
 use crate::{HeaderSpan, Limits, ParseError, Span, Version};
 
 /// How the response body is delimited.
@@ -135,11 +135,11 @@ pub fn parse_response_in(
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         meta.headers.push(HeaderSpan { name: Span::of(buf, name), value: Span::of(buf, h.value) });
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name_is(name, b"content-length") {
             length = Some(fold_content_length(length, h.value)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name_is(name, b"transfer-encoding") {
             codings.add(h.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name_is(name, b"connection") {
             meta.connection.add(h.value);
         }
     }
