@@ -62,7 +62,7 @@ mod tests {
     use std::rc::Rc;
     use std::time::Duration;
 
-    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt};
     use monoio::net::{TcpListener, TcpStream};
 
     use crate::io::testing::{on_both_drivers, pair};
@@ -202,6 +202,15 @@ mod tests {
         on_both_drivers(|uring| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
+            // One that has sent enough to be a registered file on io_uring (vendor/monoio's
+            // `SharedFd::FIX_AFTER`), for the readiness poll on a registered file below.
+            let (mut parked, mut parked_peer) = pair(&listener, 0, &timers).await;
+            parked.multi = parked.stream.multishot();
+            for _ in 0..5 {
+                parked.write(b"hi".to_vec(), Duration::from_secs(5)).await.unwrap();
+            }
+            let (r, _) = parked_peer.read_exact(vec![0; 10]).await;
+            r.unwrap();
             // 72 x 16 KiB is more than the ring's 256 buffers of 4 KiB.
             let mut holders = senders(&listener, &timers, 72).await;
             if uring {
@@ -224,10 +233,8 @@ mod tests {
             peer.write_all(b"still served".to_vec()).await.0.unwrap();
             read_len(&mut conn, 12, 64).await;
             assert_eq!(&conn.buf[..], b"still served");
-            let (mut parked, mut peer) = pair(&listener, 0, &timers).await;
-            parked.multi = parked.stream.multishot();
             poll_once(parked.readable(true)).await;
-            peer.write_all(b"next".to_vec()).await.0.unwrap();
+            parked_peer.write_all(b"next".to_vec()).await.0.unwrap();
             let ready = monoio::time::timeout(Duration::from_secs(10), parked.readable(true)).await;
             ready.expect("a parked connection never saw its bytes").unwrap();
             read_len(&mut parked, 4, 64).await;

@@ -75,6 +75,9 @@ struct Stream {
     starved: bool,
     /// A readiness poll is armed (for a socket read directly).
     polling: bool,
+    /// The kernel refused the readiness poll (its error): reported by the next read that
+    /// would wait, rather than polling again and again.
+    poll_failed: i32,
 }
 
 impl Stream {
@@ -265,6 +268,9 @@ impl Multi {
         // finds out.
         if let Some(mut s) = self.streams.get(key) {
             s.polling = false;
+            if res < 0 && res != -libc::ECANCELED {
+                s.poll_failed = res;
+            }
             if s.dropped {
                 if s.idle() {
                     s.remove();
@@ -448,6 +454,9 @@ impl Multi {
         if n != usize::MAX {
             s.eof |= n == 0 && flags & libc::MSG_PEEK == 0;
             return Poll::Ready(Ok(n));
+        }
+        if s.poll_failed < 0 {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(-s.poll_failed)));
         }
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
