@@ -465,7 +465,6 @@ impl Multi {
         if s.polling {
             return Poll::Pending;
         }
-        s.polling = true;
         drop(s);
         let (raw, fixed) = fd.uring_fd();
         let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
@@ -474,6 +473,9 @@ impl Multi {
             .flags(fixed)
             .user_data(key as u64 | MULTI_TAG | POLL_TAG);
         self.push(uring, &sqe)?;
+        if let Some(mut s) = self.streams.get(key) {
+            s.polling = true;
+        }
         Poll::Pending
     }
 
