@@ -607,15 +607,7 @@ impl UringInner {
         cx: &mut Context<'_>,
         dst: &mut [std::mem::MaybeUninit<u8>],
     ) -> Poll<io::Result<usize>> {
-        // SAFETY: as in `multi_open`.
-        let inner = unsafe { &mut *this.get() };
-        match inner.multi.as_mut() {
-            Some(m) => match m.key(id) {
-                Some(key) => m.poll_recv(&mut inner.uring, key, fd, cx, dst),
-                None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-            },
-            None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
-        }
+        Self::on_multi(this, id, |m, uring, key| m.poll_recv(uring, key, fd, cx, dst))
     }
 
     /// coregate: `multi::Multi::poll_ready` for receiver `id`.
@@ -625,14 +617,24 @@ impl UringInner {
         fd: &super::shared_fd::SharedFd,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        Self::on_multi(this, id, |m, uring, key| m.poll_ready(uring, key, fd, cx))
+    }
+
+    /// coregate: runs `f` with this ring's receives, its ring and the key of receiver `id`.
+    /// `Unsupported` where the ring has no receives; `NotConnected` for another ring's id.
+    fn on_multi<T>(
+        this: &Rc<UnsafeCell<UringInner>>,
+        id: u32,
+        f: impl FnOnce(&mut multi::Multi, &mut IoUring, usize) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         // SAFETY: as in `multi_open`.
         let inner = unsafe { &mut *this.get() };
-        match inner.multi.as_mut() {
-            Some(m) => match m.key(id) {
-                Some(key) => m.poll_ready(&mut inner.uring, key, fd, cx),
-                None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-            },
-            None => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        let Some(m) = inner.multi.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        };
+        match m.key(id) {
+            Some(key) => f(m, &mut inner.uring, key),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
 

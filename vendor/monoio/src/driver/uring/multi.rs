@@ -85,6 +85,15 @@ impl Stream {
     fn idle(&self) -> bool {
         !self.armed && !self.polling
     }
+
+    /// Keeps the waker of a reader that found nothing, unless the one kept wakes the same
+    /// task.
+    fn keep_waker(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
 }
 
 /// An anonymous mapping of `len` bytes, unmapped on drop.
@@ -458,10 +467,7 @@ impl Multi {
         if s.poll_failed < 0 {
             return Poll::Ready(Err(io::Error::from_raw_os_error(-s.poll_failed)));
         }
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
+        s.keep_waker(cx);
         if s.polling {
             return Poll::Pending;
         }
@@ -503,10 +509,7 @@ impl Multi {
         let Some(mut s) = self.streams.get(key) else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
+        s.keep_waker(cx);
         let armed = s.armed;
         drop(s);
         if !armed {
