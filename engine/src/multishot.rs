@@ -102,8 +102,7 @@ mod tests {
         on_both_drivers(|uring| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
-            conn.multi = conn.stream.multishot();
+            let (mut conn, mut peer) = armed(&listener, &timers).await;
             assert_eq!(conn.multi.is_some(), uring);
             // A wait given up before anything came.
             poll_once(conn.fill(64, Duration::from_secs(3600))).await;
@@ -126,8 +125,7 @@ mod tests {
         on_both_drivers(|_| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
-            conn.multi = conn.stream.multishot();
+            let (mut conn, mut peer) = armed(&listener, &timers).await;
             peer.write_all(b"ping".to_vec()).await.0.unwrap();
             read_len(&mut conn, 4, 64).await;
             // Armed again by a wait that is given up.
@@ -146,8 +144,7 @@ mod tests {
         on_both_drivers(|uring| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
-            conn.multi = conn.stream.multishot();
+            let (mut conn, mut peer) = armed(&listener, &timers).await;
             poll_once(conn.readable(true)).await;
             let sent = pattern(2, 64 * 1024);
             peer.write_all(sent.clone()).await.0.unwrap();
@@ -161,13 +158,20 @@ mod tests {
         });
     }
 
+    /// A connection to `listener` reading through a multishot receive where the driver has
+    /// them (io_uring), and its peer.
+    async fn armed(listener: &TcpListener, timers: &Rc<CoarseTimers>) -> (Conn, TcpStream) {
+        let (mut conn, peer) = pair(listener, 0, timers).await;
+        conn.multi = conn.stream.multishot();
+        (conn, peer)
+    }
+
     /// `n` connections with their receives armed, whose peers have each sent 20,000 bytes
     /// (`pattern` of the connection's number), unread.
     async fn senders(listener: &TcpListener, timers: &Rc<CoarseTimers>, n: usize) -> Vec<(usize, Conn, TcpStream)> {
         let mut pairs = Vec::new();
         for id in 0..n {
-            let (mut conn, peer) = pair(listener, 0, timers).await;
-            conn.multi = conn.stream.multishot();
+            let (mut conn, peer) = armed(listener, timers).await;
             poll_once(conn.readable(true)).await;
             pairs.push((id, conn, peer));
         }
@@ -204,8 +208,7 @@ mod tests {
             let timers = Rc::new(CoarseTimers::default());
             // One that has sent enough to be a registered file on io_uring (vendor/monoio's
             // `SharedFd::FIX_AFTER`), for the readiness poll on a registered file below.
-            let (mut parked, mut parked_peer) = pair(&listener, 0, &timers).await;
-            parked.multi = parked.stream.multishot();
+            let (mut parked, mut parked_peer) = armed(&listener, &timers).await;
             for _ in 0..5 {
                 parked.write(b"hi".to_vec(), Duration::from_secs(5)).await.unwrap();
             }
@@ -228,8 +231,7 @@ mod tests {
                 assert!(taken >= ring, "the ring never ran dry: {taken} bytes taken");
             }
             // A read, and a wait for readability (a parked keep-alive connection's).
-            let (mut conn, mut peer) = pair(&listener, 0, &timers).await;
-            conn.multi = conn.stream.multishot();
+            let (mut conn, mut peer) = armed(&listener, &timers).await;
             peer.write_all(b"still served".to_vec()).await.0.unwrap();
             read_len(&mut conn, 12, 64).await;
             assert_eq!(&conn.buf[..], b"still served");
@@ -241,8 +243,7 @@ mod tests {
             assert_eq!(&parked.buf[..], b"next");
             // Dropped while its readiness poll is armed: the poll is cancelled too, or it
             // would hold the socket open.
-            let (mut gone, mut peer) = pair(&listener, 0, &timers).await;
-            gone.multi = gone.stream.multishot();
+            let (mut gone, mut peer) = armed(&listener, &timers).await;
             poll_once(gone.readable(true)).await;
             drop(pair(&listener, 0, &timers).await);
             poll_once(gone.readable(true)).await;
