@@ -45,9 +45,7 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 /// holds none); `proxied`: the listener's connections start with a PROXY protocol header.
 pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool, proxied: bool) {
     let mut client = Conn::new(stream, 0, w.timers.clone());
-    if !tls {
-        client.multi = client.stream.multishot();
-    }
+    client.multi = client.stream.multishot();
     if proxied {
         // Boxed: its state exists once per connection, not in every parked task.
         match Box::pin(proxy_header(&w, &mut client)).await {
@@ -259,13 +257,14 @@ async fn wait_for_request(w: &Worker, client: &mut Conn, first: bool) -> bool {
 /// came, and the connection may park (or close, in a drain) without losing a byte.
 async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> io::Result<Option<usize>> {
     if client.tls.is_some() {
-        // The next read (of ciphertext, in `read_head`) follows readability: a poll, which
-        // may be dropped without losing a byte on either driver. `false`: an exact answer
+        // The next read (of ciphertext, in `read_head`) follows readability: the multishot
+        // receive's wait on io_uring, a poll on epoll, either of which may be dropped
+        // without losing a byte. `false`: an exact answer
         // on epoll too, which would otherwise report the socket readable after a short read.
         let deadline = w.timers.deadline(limit);
         return monoio::select! {
             biased;
-            r = client.stream.readable(false) => r.map(|()| Some(1)),
+            r = client.readable(false) => r.map(|()| Some(1)),
             _ = w.timers.wait(deadline) => Ok(None),
         };
     }

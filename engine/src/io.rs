@@ -61,8 +61,8 @@ pub(crate) struct Conn {
     /// ([`Conn::fill_cancellable`]); made at the first such read after a park, dropped when the
     /// read is cancelled.
     canceller: Option<Canceller>,
-    /// The multishot receive a plain (not TLS) client or upstream connection reads through
-    /// on io_uring ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
+    /// The multishot receive a client or upstream connection reads through on io_uring (a
+    /// TLS one reads its ciphertext through it) ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
     pub multi: Option<MultiRecv>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
@@ -344,6 +344,16 @@ pub(crate) mod testing {
     pub(crate) fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn(bool) -> F) {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test(false));
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test(true));
+    }
+
+    /// Polls `f` once, and drops it: arms a connection's receive without waiting on it.
+    pub(crate) async fn poll_once(f: impl Future) {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            let _ = f.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
     }
 
     /// A connection to `listener` as a `Conn` with a read buffer of `capacity`, and its peer.

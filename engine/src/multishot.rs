@@ -7,10 +7,10 @@
 //! paused tunnel direction holds no buffer. Waiting may be abandoned at any point without
 //! losing a byte: what arrived stays queued for the next read.
 //!
-//! Which connections read this way is `conn::serve`'s and `upstream::acquire`'s (plain ones
-//! on io_uring; TLS ones read ciphertext through `tls`, and upstream ones without a receive
-//! keep a posted read while pooled, `posted`); falling back when the kernel refuses is
-//! `io::Conn`'s.
+//! Which connections read this way is `conn::serve`'s and `upstream`'s (all of them on
+//! io_uring: a TLS one reads its ciphertext this way, `tls`; an upstream one without a
+//! receive keeps a posted read while pooled, `posted`); falling back when the kernel
+//! refuses is `io::Conn`'s.
 
 use std::future::Future;
 use std::io;
@@ -56,16 +56,14 @@ pub(crate) fn refused(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::os::fd::AsRawFd;
-    use std::pin::pin;
     use std::rc::Rc;
     use std::time::Duration;
 
     use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt};
     use monoio::net::{TcpListener, TcpStream};
 
-    use crate::io::testing::{on_both_drivers, pair};
+    use crate::io::testing::{on_both_drivers, pair, poll_once};
     use crate::io::Conn;
     use crate::timers::CoarseTimers;
 
@@ -81,16 +79,6 @@ mod tests {
             let n = monoio::time::timeout(Duration::from_secs(10), read).await.expect("bytes were lost").unwrap();
             assert!(n > 0, "closed after {} of {len} bytes", conn.buf.len());
         }
-    }
-
-    /// Polls `f` once, and drops it: arms a connection's receive without waiting on it.
-    async fn poll_once(f: impl Future) {
-        let mut f = pin!(f);
-        std::future::poll_fn(|cx| {
-            let _ = f.as_mut().poll(cx);
-            std::task::Poll::Ready(())
-        })
-        .await;
     }
 
     /// A plain connection reads through a multishot receive on io_uring, and the usual way

@@ -7,9 +7,15 @@
 //! Here: the rustls server configuration (certificates chosen by SNI with their stapled
 //! OCSP responses, the oldest version allowed, client certificates checked against their
 //! authorities and revocation lists, ALPN `http/1.1`, stateless session tickets that any
-//! worker can open, kept across reloads), and the per-connection state. Left
-//! to others: when to read and write (`io`, `conn`, `tunnel`); TLS to upstreams (coregate
-//! speaks plain HTTP to them).
+//! worker can open, kept across reloads), and the per-connection state, which connections to
+//! HTTPS upstreams share. Left to others: when to read and write (`io`, `conn`, `tunnel`);
+//! the client configuration for upstreams (`upstream_tls`).
+//!
+//! On io_uring, ciphertext is read through the connection's multishot receive
+//! ([`crate::multishot`]), as a plain connection reads: against the readiness poll and
+//! receive per read before, 0.941 of the CPU per request terminating TLS (paired median of
+//! 20 alternating 2 s wrk runs, 18 lower) and 0.970 proxying to an HTTPS upstream (19 of 20
+//! lower).
 
 use std::future::Future;
 use std::io::{self, Read as _, Write as _};
@@ -384,10 +390,11 @@ impl Conn {
                 // a record-sized buffer (2,000 connections idle after their handshake: 17.6
                 // KiB each with the buffer posted, nginx 14.6).
                 tls.shrink();
+                let timers = self.timers.clone();
                 monoio::select! {
                     biased;
-                    r = self.stream.readable(false) => r?,
-                    _ = self.timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
+                    r = self.readable(false) => r?,
+                    _ = timers.wait(deadline) => return Err(io::ErrorKind::TimedOut.into()),
                 }
             }
             if self.read_ciphertext(deadline).await? == 0 {
@@ -399,10 +406,14 @@ impl Conn {
         }
     }
 
-    /// Reads ciphertext after what `inbuf` holds; returns the number read (0: EOF). A
-    /// pooled upstream connection's first read is the one posted while it idled, whose
-    /// bytes are moved over.
+    /// Reads ciphertext after what `inbuf` holds; returns the number read (0: EOF). On
+    /// io_uring through the connection's multishot receive ([`crate::multishot`]), as a
+    /// plain connection reads. A pooled upstream connection without one has its first read
+    /// posted while it idled, whose bytes are moved over.
     async fn read_ciphertext(&mut self, deadline: Instant) -> io::Result<usize> {
+        if let Some(res) = self.read_ciphertext_multi(deadline).await {
+            return res;
+        }
         if let Some(res) = self.await_posted(deadline).await {
             let tls = self.tls.as_deref_mut().expect("a TLS connection");
             tls.inbuf.extend_from_slice(&self.buf);
@@ -420,6 +431,27 @@ impl Conn {
         };
         self.tls.as_deref_mut().expect("a TLS connection").inbuf = slice.into_inner();
         res
+    }
+
+    /// [`Conn::read_ciphertext`] through the multishot receive. `None`: the connection has
+    /// none, or the kernel refused it (and it has none from now on).
+    async fn read_ciphertext_multi(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
+        let Conn { stream, multi, tls, timers, .. } = self;
+        let m = multi.as_mut()?;
+        let inbuf = &mut tls.as_deref_mut().expect("a TLS connection").inbuf;
+        inbuf.reserve(RECORD_ROOM);
+        let r = monoio::select! {
+            biased;
+            r = crate::multishot::recv(stream, m, inbuf) => r,
+            _ = timers.wait(deadline) => Err(io::ErrorKind::TimedOut.into()),
+        };
+        match r {
+            Err(e) if crate::multishot::refused(&e) => {
+                *multi = None;
+                None
+            }
+            r => Some(r),
+        }
     }
 
     /// Runs a client handshake ([`Tls::client`]) to its end: flights written, the server's
@@ -515,5 +547,92 @@ impl Conn {
             Some(alert) => self.write_sealed(alert, deadline).await,
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use monoio::net::TcpListener;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    use super::Tls;
+    use crate::io::testing::{on_both_drivers, pair, poll_once};
+    use crate::io::Conn;
+    use crate::timers::CoarseTimers;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A server configuration with a self-signed certificate for `localhost`, and a client
+    /// one that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Reads plaintext from `conn` until it holds `len` bytes, `room` at a time, giving up
+    /// a wait for readability before each read (which arms a multishot receive).
+    async fn read_len(conn: &mut Conn, len: usize, room: usize) {
+        while conn.buf.len() < len {
+            poll_once(conn.readable(true)).await;
+            assert!(conn.fill(room, WAIT).await.unwrap() > 0, "the end came early");
+        }
+    }
+
+    /// A TLS connection reads its ciphertext through the multishot receive on io_uring, as
+    /// a plain one does (and the usual way on epoll, which has none): the handshake, records
+    /// longer than a ring buffer read in small pieces with waits given up in between, both
+    /// directions, and close_notify as the end. A read that went past the receive would
+    /// find its bytes already taken by it and time out.
+    #[test]
+    fn tls_connections_read_through_the_multishot_receive() {
+        on_both_drivers(|uring| async move {
+            let (server_cfg, client_cfg) = configs();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let (mut client, peer) = pair(&listener, 0, &timers).await;
+            let mut server = Conn::new(peer, 0, timers.clone());
+            for conn in [&mut client, &mut server] {
+                conn.multi = conn.stream.multishot();
+                poll_once(conn.readable(true)).await;
+            }
+            server.tls = Some(Tls::server(server_cfg).unwrap());
+            let name = ServerName::try_from("localhost").unwrap();
+            client.tls = Some(Tls::client(ClientConnection::new(client_cfg, name).unwrap()));
+            let up: Vec<u8> = (0..40_000).map(|i| (i % 251) as u8).collect();
+            let down: Vec<u8> = up.iter().rev().copied().collect();
+            let send = async {
+                client.tls_handshake(timers.deadline(WAIT)).await.unwrap();
+                client.write(up.clone(), WAIT).await.unwrap();
+            };
+            monoio::join!(send, read_len(&mut server, up.len(), 1000));
+            assert_eq!(&server.buf[..], &up[..]);
+            server.write(down.clone(), WAIT).await.unwrap();
+            read_len(&mut client, down.len(), 1000).await;
+            assert_eq!(&client.buf[..], &down[..]);
+            assert_eq!((client.multi.is_some(), server.multi.is_some()), (uring, uring));
+            client.tls_close_notify(timers.deadline(WAIT)).await.unwrap();
+            drop(client);
+            assert_eq!(server.fill(64, WAIT).await.unwrap(), 0);
+        });
     }
 }

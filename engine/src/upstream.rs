@@ -69,6 +69,7 @@ fn handshake<'a>(
 ) -> crate::tls::Boxed<'a, Box<Conn>> {
     Box::pin(async move {
         let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
+        conn.multi = conn.stream.multishot();
         conn.tls_connect(tls, addr, host, deadline).await.inspect_err(|e| {
             log::warn!("TLS handshake with upstream {addr} failed: {e}");
         })?;
