@@ -565,7 +565,15 @@ mod tests {
     use crate::io::Conn;
     use crate::timers::CoarseTimers;
 
+    /// Bounds every wait. `Conn`'s deadlines come from coarse timers that no task ticks
+    /// here, so each wait is also bounded by a monoio timer.
     const WAIT: Duration = Duration::from_secs(10);
+
+    /// Fills `conn` once, failing the test if nothing comes within [`WAIT`].
+    async fn fill(conn: &mut Conn, room: usize) -> usize {
+        let filled = monoio::time::timeout(WAIT, conn.fill(room, WAIT)).await;
+        filled.expect("nothing came").unwrap()
+    }
 
     /// A server configuration with a self-signed certificate for `localhost`, and a client
     /// one that trusts it.
@@ -594,7 +602,7 @@ mod tests {
     async fn read_len(conn: &mut Conn, len: usize, room: usize) {
         while conn.buf.len() < len {
             poll_once(conn.readable(true)).await;
-            assert!(conn.fill(room, WAIT).await.unwrap() > 0, "the end came early");
+            assert!(fill(conn, room).await > 0, "the end came early");
         }
     }
 
@@ -602,7 +610,7 @@ mod tests {
     /// a plain one does (and the usual way on epoll, which has none): the handshake, records
     /// longer than a ring buffer read in small pieces with waits given up in between, both
     /// directions, and close_notify as the end. A read that went past the receive would
-    /// find its bytes already taken by it and time out.
+    /// find its bytes already taken by it.
     #[test]
     fn tls_connections_read_through_the_multishot_receive() {
         on_both_drivers(|uring| async move {
@@ -632,7 +640,47 @@ mod tests {
             assert_eq!((client.multi.is_some(), server.multi.is_some()), (uring, uring));
             client.tls_close_notify(timers.deadline(WAIT)).await.unwrap();
             drop(client);
-            assert_eq!(server.fill(64, WAIT).await.unwrap(), 0);
+            assert_eq!(fill(&mut server, 64).await, 0);
+        });
+    }
+
+    /// After its handshake a server connection waits for the first request without a
+    /// buffer, and that wait goes through the multishot receive too: a request that the
+    /// receive took in while the server was still writing its session tickets is seen.
+    /// (A readiness poll of the socket itself never fires then: the socket is empty.)
+    #[test]
+    fn the_wait_after_the_handshake_sees_bytes_the_receive_took_in() {
+        on_both_drivers(|_| async move {
+            let (server_cfg, client_cfg) = configs();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let timers = Rc::new(CoarseTimers::default());
+            let (mut client, peer) = pair(&listener, 0, &timers).await;
+            let mut server = Conn::new(peer, 0, timers.clone());
+            server.multi = server.stream.multishot();
+            server.tls = Some(Tls::server(server_cfg).unwrap());
+            let name = ServerName::try_from("localhost").unwrap();
+            client.tls = Some(Tls::client(ClientConnection::new(client_cfg, name).unwrap()));
+            let read = async {
+                let mut read = std::pin::pin!(server.fill(1000, WAIT));
+                monoio::select! {
+                    biased;
+                    _ = &mut read => panic!("plaintext before any was sent"),
+                    r = client.tls_handshake(timers.deadline(WAIT)) => r.unwrap(),
+                }
+                // The server read the client's Finished alone and writes its session tickets;
+                // the read is left there, in that write, while the request goes out.
+                monoio::select! {
+                    biased;
+                    r = client.readable(true) => r.unwrap(),
+                    _ = &mut read => panic!("plaintext before any was sent"),
+                }
+                client.write(b"GET / HTTP/1.1\r\n\r\n".to_vec(), WAIT).await.unwrap();
+                read.await
+            };
+            // A monoio timer: the coarse timers of `Conn`'s deadlines do not tick here.
+            let read = monoio::time::timeout(WAIT, read).await.expect("the request was never seen");
+            assert_eq!(read.unwrap(), 18);
+            assert_eq!(&server.buf[..], b"GET / HTTP/1.1\r\n\r\n");
         });
     }
 }
