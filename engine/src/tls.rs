@@ -575,6 +575,23 @@ mod tests {
         filled.expect("nothing came").unwrap()
     }
 
+    /// A client connection and the server side of it, each with its TLS state (the server's
+    /// certificate self-signed for `localhost`, and trusted by the client) and, on io_uring,
+    /// a multishot receive. Neither has read anything.
+    async fn tls_pair(timers: &Rc<CoarseTimers>) -> (Conn, Conn) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut client, peer) = pair(&listener, 0, timers).await;
+        let mut server = Conn::new(peer, 0, timers.clone());
+        let (server_cfg, client_cfg) = configs();
+        server.tls = Some(Tls::server(server_cfg).unwrap());
+        let name = ServerName::try_from("localhost").unwrap();
+        client.tls = Some(Tls::client(ClientConnection::new(client_cfg, name).unwrap()));
+        for conn in [&mut client, &mut server] {
+            conn.multi = conn.stream.multishot();
+        }
+        (client, server)
+    }
+
     /// A server configuration with a self-signed certificate for `localhost`, and a client
     /// one that trusts it.
     fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
@@ -614,18 +631,11 @@ mod tests {
     #[test]
     fn tls_connections_read_through_the_multishot_receive() {
         on_both_drivers(|uring| async move {
-            let (server_cfg, client_cfg) = configs();
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let (mut client, peer) = pair(&listener, 0, &timers).await;
-            let mut server = Conn::new(peer, 0, timers.clone());
+            let (mut client, mut server) = tls_pair(&timers).await;
             for conn in [&mut client, &mut server] {
-                conn.multi = conn.stream.multishot();
                 poll_once(conn.readable(true)).await;
             }
-            server.tls = Some(Tls::server(server_cfg).unwrap());
-            let name = ServerName::try_from("localhost").unwrap();
-            client.tls = Some(Tls::client(ClientConnection::new(client_cfg, name).unwrap()));
             let up: Vec<u8> = (0..40_000).map(|i| (i % 251) as u8).collect();
             let down: Vec<u8> = up.iter().rev().copied().collect();
             let send = async {
@@ -651,15 +661,8 @@ mod tests {
     #[test]
     fn the_wait_after_the_handshake_sees_bytes_the_receive_took_in() {
         on_both_drivers(|_| async move {
-            let (server_cfg, client_cfg) = configs();
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let timers = Rc::new(CoarseTimers::default());
-            let (mut client, peer) = pair(&listener, 0, &timers).await;
-            let mut server = Conn::new(peer, 0, timers.clone());
-            server.multi = server.stream.multishot();
-            server.tls = Some(Tls::server(server_cfg).unwrap());
-            let name = ServerName::try_from("localhost").unwrap();
-            client.tls = Some(Tls::client(ClientConnection::new(client_cfg, name).unwrap()));
+            let (mut client, mut server) = tls_pair(&timers).await;
             let read = async {
                 let mut read = std::pin::pin!(server.fill(1000, WAIT));
                 monoio::select! {
