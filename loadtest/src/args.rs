@@ -8,11 +8,14 @@ pub const HELP: &str = "\
 coregate-load: HTTP/1.1 load generator with honest tail latency, and a bundled upstream
 
 USAGE:
-    coregate-load --url http://HOST:PORT/PATH [OPTIONS]
+    coregate-load --url http[s]://HOST:PORT/PATH [OPTIONS]
     coregate-load upstream --listen ADDR [UPSTREAM OPTIONS]
 
 LOAD OPTIONS:
-    -u, --url URL              target (http only)
+    -u, --url URL              target: http:// or https:// (TLS 1.2 or 1.3, handshake at
+                               connect, not counted in the latency)
+        --cacert FILE          https: trust the certificates in this PEM file (default: the
+                               Mozilla roots); the certificate is always verified
     -c, --connections N        keep-alive connections in all (default 64)
     -d, --duration D           measured time, e.g. 10s, 500ms, 1m (default 10s)
     -t, --threads T            threads, each pinned with its own runtime (default: cores)
@@ -64,34 +67,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A parsed `http://host:port/path` URL.
+/// A parsed `http://host:port/path` or `https://...` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     pub addr: SocketAddr,
     /// As written, for the Host header.
     pub authority: String,
     pub path: String,
+    /// `https://`: the name the server's certificate must cover (the authority without
+    /// its port).
+    pub tls_host: Option<String>,
 }
 
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let rest = s.strip_prefix("http://").ok_or_else(|| format!("--url {s:?}: only http:// URLs are supported"))?;
+    let (rest, default_port, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, 80, false),
+        (_, Some(rest)) => (rest, 443, true),
+        _ => return Err(format!("--url {s:?}: only http:// and https:// URLs are supported")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        && !authority.ends_with(']');
+    let (with_port, host) = match has_port {
+        true => (authority.to_string(), authority.rsplit_once(':').map_or(authority, |(h, _)| h)),
+        false => (format!("{authority}:{default_port}"), authority),
     };
     let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("--url {s:?}: cannot resolve {authority:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("--url {s:?}: {authority:?} resolves to nothing"))?;
-    Ok(Url { addr, authority: authority.to_string(), path: path.to_string() })
+    let tls_host = tls.then(|| host.to_string());
+    Ok(Url { addr, authority: authority.to_string(), path: path.to_string(), tls_host })
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +121,8 @@ pub struct LoadArgs {
     pub step_duration: Duration,
     pub json: Option<String>,
     pub pin: bool,
+    /// For an `https://` URL.
+    pub tls: Option<crate::tls::Target>,
 }
 
 impl LoadArgs {
@@ -151,7 +163,7 @@ pub struct UpstreamArgs {
 
 pub enum Command {
     Help,
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     Upstream(UpstreamArgs),
 }
 
@@ -170,13 +182,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if args[0] == "upstream" {
         return parse_upstream(&args[1..]).map(Command::Upstream);
     }
-    parse_load(args).map(Command::Load)
+    parse_load(args).map(|a| Command::Load(Box::new(a)))
 }
 
 fn parse_load(args: &[String]) -> Result<LoadArgs, String> {
     let mut url = None;
     let mut a = LoadArgs {
-        url: Url { addr: "127.0.0.1:80".parse().expect("literal"), authority: String::new(), path: "/".into() },
+        url: Url {
+            addr: "127.0.0.1:80".parse().expect("literal"),
+            authority: String::new(),
+            path: "/".into(),
+            tls_host: None,
+        },
         connections: 64,
         duration: Duration::from_secs(10),
         threads: crate::runtime::cores(),
@@ -191,7 +208,9 @@ fn parse_load(args: &[String]) -> Result<LoadArgs, String> {
         step_duration: Duration::from_secs(5),
         json: None,
         pin: true,
+        tls: None,
     };
+    let mut cacert = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let f = flag.as_str();
@@ -228,10 +247,16 @@ fn parse_load(args: &[String]) -> Result<LoadArgs, String> {
             "--step-duration" => a.step_duration = parse_duration(value(&mut it, f)?)?,
             "--json" => a.json = Some(value(&mut it, f)?.to_string()),
             "--no-pin" => a.pin = false,
+            "--cacert" => cacert = Some(value(&mut it, f)?),
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }
     a.url = url.ok_or("--url is required")?;
+    a.tls = match (&a.url.tls_host, cacert) {
+        (Some(host), cacert) => Some(crate::tls::Target::new(host, cacert)?),
+        (None, Some(_)) => return Err("--cacert is for https:// URLs".into()),
+        (None, None) => None,
+    };
     if a.connections == 0 {
         return Err("--connections must be at least 1".into());
     }
@@ -313,9 +338,29 @@ mod tests {
         assert_eq!(a.url.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(a.threads, 8, "threads are capped at connections");
         assert_eq!(String::from_utf8(a.request()).unwrap(), "GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nA: b\r\n\r\n");
-        assert!(parse(&s(&["--url", "https://x"])).is_err());
+        assert!(parse(&s(&["--url", "ftp://x"])).is_err());
+        assert!(parse(&s(&["--url", "http://127.0.0.1:1/", "--cacert", "x.pem"])).is_err());
+        assert!(parse(&s(&["--url", "https://127.0.0.1:1/", "--cacert", "/nonexistent.pem"])).is_err());
         assert!(parse(&s(&["--url", "http://127.0.0.1:1/", "--ramp", "5:0:1"])).is_err());
         assert!(parse(&s(&["--url", "http://127.0.0.1:1/", "--bogus"])).is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_url("https://127.0.0.1/a?b").unwrap();
+        assert_eq!(
+            (u.addr, u.path.as_str(), u.tls_host.as_deref()),
+            ("127.0.0.1:443".parse().unwrap(), "/a?b", Some("127.0.0.1"))
+        );
+        let u = parse_url("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (u.addr, u.authority.as_str(), u.tls_host.as_deref()),
+            ("[::1]:8443".parse().unwrap(), "[::1]:8443", Some("[::1]"))
+        );
+        let u = parse_url("http://localhost:8080/").unwrap();
+        assert_eq!((u.addr.port(), u.tls_host), (8080, None));
+        let Ok(Command::Load(a)) = parse(&s(&["--url", "https://localhost:1/"])) else { panic!("parse failed") };
+        assert!(a.tls.is_some(), "the Mozilla roots without --cacert");
     }
 
     #[test]

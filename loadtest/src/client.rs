@@ -18,6 +18,7 @@ use monoio::net::TcpStream;
 use crate::pacer::Pacer;
 use crate::schedule::Schedule;
 use crate::stats::Stats;
+use crate::tls::{Session, Target};
 use crate::wire::{chunked_len, parse_head, BodyKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +34,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub addr: SocketAddr,
+    /// For an `https://` target.
+    pub tls: Option<Target>,
     /// One complete request.
     pub request: Bytes,
     pub head_request: bool,
@@ -114,6 +117,38 @@ enum Failure {
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    tls: Option<Session>,
+}
+
+/// Connects to the plan's target, with the TLS handshake for an `https://` one. A
+/// handshake that fails says why once per thread (then only counts): a certificate the
+/// client does not trust fails every connection the same way.
+async fn connect(plan: &Plan) -> Result<Conn, ()> {
+    let mut stream = with_timeout(plan.timeout, TcpStream::connect_addr(plan.addr)).await?;
+    let _ = stream.set_nodelay(true);
+    let tls = match &plan.tls {
+        Some(target) => match monoio::time::timeout(plan.timeout, target.handshake(&mut stream)).await {
+            Ok(Ok(session)) => Some(session),
+            Ok(Err(e)) => {
+                thread_local!(static SAID: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+                if !SAID.replace(true) {
+                    eprintln!("coregate-load: TLS handshake with {} failed: {e}", plan.addr);
+                }
+                return Err(());
+            }
+            Err(_) => return Err(()),
+        },
+        None => None,
+    };
+    Ok(Conn { stream, buf: BytesMut::with_capacity(16 * 1024), tls })
+}
+
+/// Writes one batch of requests.
+async fn send(c: &mut Conn, request: &Bytes) -> std::io::Result<()> {
+    match c.tls.as_mut() {
+        Some(tls) => tls.write_all(&mut c.stream, request).await,
+        None => c.stream.write_all(request.clone()).await.0.map(|_| ()),
+    }
 }
 
 /// Connection `slot` of this thread (`plan.first + slot` of all).
@@ -141,14 +176,13 @@ async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, pacer: Option<R
         }
         k += batch as u64;
         if conn.is_none() {
-            match with_timeout(plan.timeout, TcpStream::connect_addr(plan.addr)).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
+            match connect(&plan).await {
+                Ok(c) => {
                     if ever_connected {
                         shared.borrow_mut().total.reconnects += 1;
                     }
                     ever_connected = true;
-                    conn = Some(Conn { stream: s, buf: BytesMut::with_capacity(16 * 1024) });
+                    conn = Some(c);
                 }
                 Err(_) => {
                     count_failure(&plan, &shared, due, |s| s.errors.connect += 1);
@@ -164,7 +198,7 @@ async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, pacer: Option<R
             None => Instant::now(),
         };
         let mut keep = true;
-        match with_timeout(plan.timeout, async { c.stream.write_all(request.clone()).await.0 }).await {
+        match with_timeout(plan.timeout, send(c, &request)).await {
             Ok(_) => {
                 for _ in 0..batch {
                     match read_response(c, plan.head_request, plan.timeout).await {
@@ -280,13 +314,20 @@ async fn fill_more(c: &mut Conn, deadline: Instant) -> Result<(), Failure> {
 }
 
 async fn fill(c: &mut Conn, deadline: Instant) -> Result<usize, Failure> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Some(tls) = c.tls.as_mut() {
+        return match monoio::time::timeout(left, tls.read(&mut c.stream, &mut c.buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(_)) => Err(Failure::Read),
+            Err(_) => Err(Failure::Timeout),
+        };
+    }
     if c.buf.capacity() - c.buf.len() < 4096 {
         c.buf.reserve(16 * 1024);
     }
     let len = c.buf.len();
     let cap = c.buf.capacity();
     let buf = std::mem::take(&mut c.buf);
-    let left = deadline.saturating_duration_since(Instant::now());
     match monoio::time::timeout(left, c.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))).await {
         Ok((Ok(n), slice)) => {
             c.buf = slice.into_inner();

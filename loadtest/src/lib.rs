@@ -13,5 +13,6 @@ pub mod report;
 pub mod runtime;
 pub mod schedule;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 pub mod wire;

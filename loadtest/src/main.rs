@@ -116,6 +116,7 @@ fn run(a: &LoadArgs, mode: Mode, duration: Duration, warmup: Duration, live: boo
             let count = per + usize::from(t < extra);
             Plan {
                 addr: a.url.addr,
+                tls: a.tls.clone(),
                 request: request.clone(),
                 head_request: a.method.eq_ignore_ascii_case("HEAD"),
                 pipeline: a.pipeline,

@@ -36,13 +36,19 @@ impl Drop for Upstream {
     }
 }
 
-/// Runs the load generator with `args` and returns its JSON report.
+/// Runs the load generator against `http://target/x` with `args` and returns its JSON
+/// report.
 fn load(target: SocketAddr, args: &[&str]) -> serde_json::Value {
+    load_url(&format!("http://{target}/x"), args)
+}
+
+/// As [`load`], against `url`.
+fn load_url(url: &str, args: &[&str]) -> serde_json::Value {
     let dir = std::env::temp_dir().join(format!("coregate-load-test-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let out = Command::new(BIN)
-        .args(["--url", &format!("http://{target}/x"), "--no-pin", "--threads", "1", "--json", json.to_str().unwrap()])
+        .args(["--url", url, "--no-pin", "--threads", "1", "--json", json.to_str().unwrap()])
         .args(args)
         .output()
         .expect("run coregate-load");
@@ -142,4 +148,81 @@ fn bad_arguments_are_refused_with_a_message() {
     let out = Command::new(BIN).args(["--url", "ftp://x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
+}
+
+/// An HTTPS server on 127.0.0.1 (rustls, a self-signed certificate for 127.0.0.1 whose
+/// PEM file is `cert_file`): a thread per connection answers every request head with
+/// `200 ok`, keeping the connection open. Its threads end with the test process.
+struct HttpsServer {
+    addr: SocketAddr,
+    cert_file: std::path::PathBuf,
+}
+
+impl HttpsServer {
+    fn start() -> HttpsServer {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("coregate-load-tls-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert_file = dir.join("cert.pem");
+        std::fs::write(&cert_file, made.cert.pem()).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![made.cert.der().clone()], key)
+                .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || serve_tls(config, sock));
+            }
+        });
+        HttpsServer { addr, cert_file }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        if let Some(dir) = self.cert_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Answers each request head on one TLS connection until the client goes.
+fn serve_tls(config: std::sync::Arc<rustls::ServerConfig>, sock: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = tls.read(&mut buf) {
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            if tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn https_targets_are_loaded_through_tls() {
+    let server = HttpsServer::start();
+    let url = format!("https://{}/x", server.addr);
+    let r = load_url(&url, &["-c", "2", "-d", "500ms", "--cacert", server.cert_file.to_str().unwrap()]);
+    assert!(u(&r["requests"]) > 10, "{r}");
+    assert_eq!(u(&r["errors"]), 0, "{r}");
+    assert_eq!(u(&r["status"]["200"]), u(&r["requests"]));
+    // Without the authority the certificate is not trusted: every connect fails, and says so.
+    let r = load_url(&url, &["-c", "1", "-d", "300ms"]);
+    assert_eq!(u(&r["requests"]), 0, "{r}");
+    assert!(u(&r["errors_by_kind"]["connect"]) >= 1, "{r}");
 }
