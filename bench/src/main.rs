@@ -44,6 +44,10 @@ OPTIONS:
                           serving the demo certificate, which both verify):
                           coregate-io_uring-https and nginx-https, compared with each other
                           (needs nginx)
+    --tls                 add coregate, nginx and HAProxy terminating TLS (TLS 1.3, the
+                          demo certificate; keep-alive, so one handshake per connection):
+                          coregate-io_uring-tls, nginx-tls and haproxy-tls, compared with
+                          each other (no idle-memory reading for them)
     --floor               add coregate-pipe to the closed-loop rounds: a byte pipe on raw
                           io_uring (no HTTP work), as monoio drives the ring (pipe-plain)
                           and with multishot receives, a buffer ring and registered files
@@ -71,6 +75,8 @@ struct Args {
     cache: bool,
     /// Add the HTTPS-upstream pair.
     https: bool,
+    /// Add the TLS-terminating trio.
+    tls: bool,
     floor: bool,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
@@ -92,6 +98,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         policies: true,
         cache: false,
         https: false,
+        tls: false,
         floor: false,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
@@ -125,6 +132,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--floor" => a.floor = true,
             "--cache" => a.cache = true,
             "--https-upstream" => a.https = true,
+            "--tls" => a.tls = true,
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--replot" => {
                 a.out = PathBuf::from(it.next().ok_or("--replot needs a directory")?);
@@ -231,6 +239,9 @@ fn run(a: &Args) -> Result<(), String> {
     if let Some(hu) = &https_upstream {
         targets.push(env.coregate(&proxy_cores, a.workers, hu.addr, "io_uring", Variant::Https)?);
     }
+    if a.tls {
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Tls)?);
+    }
     // The memory test holds two sets of idle connections at once.
     let max_conns = 2 * idle + 4096;
     if have("nginx") {
@@ -241,11 +252,17 @@ fn run(a: &Args) -> Result<(), String> {
         if let Some(hu) = &https_upstream {
             targets.push(env.nginx(&proxy_cores, a.workers, hu.addr, max_conns, Nginx::Https)?);
         }
+        if a.tls {
+            targets.push(env.nginx(&proxy_cores, a.workers, up, max_conns, Nginx::Tls)?);
+        }
     } else {
         eprintln!("nginx not installed: skipped");
     }
     if have("haproxy") {
-        targets.push(env.haproxy(&proxy_cores, a.workers, up, max_conns)?);
+        targets.push(env.haproxy(&proxy_cores, a.workers, up, max_conns, false)?);
+        if a.tls {
+            targets.push(env.haproxy(&proxy_cores, a.workers, up, max_conns, true)?);
+        }
     } else {
         eprintln!("haproxy not installed: skipped");
     }
@@ -321,7 +338,8 @@ fn run(a: &Args) -> Result<(), String> {
 
     let mut memory: Vec<Memory> = Vec::new();
     if idle > 0 {
-        for t in &targets {
+        // The memory test's connections speak plain HTTP.
+        for t in targets.iter().filter(|t| !t.tls) {
             for m in idle_memory(t, idle)? {
                 eprintln!(
                     "memory {:>16}: {:.2} KiB per idle connection ({} connections{})",

@@ -28,6 +28,8 @@ pub fn have(cmd: &str) -> bool {
 pub struct Proc {
     pub name: String,
     pub addr: SocketAddr,
+    /// Clients speak TLS to it (a target terminating TLS, `--tls`).
+    pub tls: bool,
     child: Child,
 }
 
@@ -131,7 +133,7 @@ fn spawn(
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     wait_ready(addr, &mut child, name)?;
-    Ok(Proc { name: name.to_string(), addr, child })
+    Ok(Proc { name: name.to_string(), addr, tls: false, child })
 }
 
 /// Where the binaries and scratch files live.
@@ -150,6 +152,8 @@ pub enum Variant {
     Cache,
     /// To an HTTPS upstream (`upstreams[].tls`, checked against the demo certificate).
     Https,
+    /// Terminating TLS: a `[tls]` listener serving the demo certificate (`--tls`).
+    Tls,
 }
 
 /// How nginx runs as a proxy: plain, answering from its `proxy_cache`, or to an HTTPS
@@ -159,6 +163,8 @@ pub enum Nginx {
     Plain,
     Cache,
     Https,
+    /// Terminating TLS with the demo certificate (`listen ... ssl`).
+    Tls,
 }
 
 /// The demo certificate (localhost, 127.0.0.1) and its key, which the HTTPS upstream serves
@@ -219,6 +225,7 @@ impl Env {
             // as nginx-cache's proxy_cache_valid does.
             Variant::Cache => (format!("coregate-{io}-cache"), "cache = { ttl = \"10m\" }\n"),
             Variant::Https => (format!("coregate-{io}-https"), ""),
+            Variant::Tls => (format!("coregate-{io}-tls"), ""),
         };
         let upstream_extra = match variant {
             Variant::Https => format!("tls = {{ server_name = \"localhost\", ca_file = \"{DEMO_CERT}\" }}\n"),
@@ -229,15 +236,29 @@ impl Env {
         } else {
             String::new()
         };
+        // A TLS target listens with TLS only.
+        let (listen, tls) = match variant {
+            Variant::Tls => (
+                String::new(),
+                format!(
+                    "[tls]\nlisten = [\"127.0.0.1:{port}\"]\n[[tls.certificates]]\ncert_file = \"{DEMO_CERT}\"\n\
+                     key_file = \"{DEMO_KEY}\"\nserver_names = [\"localhost\"]\n"
+                ),
+            ),
+            _ => (format!("listen = [\"127.0.0.1:{port}\"]\n"), String::new()),
+        };
         let conf = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n{consumers}\
+            "[server]\n{listen}workers = {workers}\nio = \"{io}\"\npin_cores = false\n{tls}{consumers}\
              [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n{upstream_extra}[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
         );
         let path = self.work.join(format!("{name}.toml"));
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args = ["--config".to_string(), path.display().to_string()];
-        spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &self.work.join(format!("{name}.log")))
+        let log = self.work.join(format!("{name}.log"));
+        let mut p = spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &log)?;
+        p.tls = variant == Variant::Tls;
+        Ok(p)
     }
 
     /// nginx as a reverse proxy, named nginx, nginx-cache or nginx-https by `kind`.
@@ -255,6 +276,7 @@ impl Env {
             Nginx::Plain => "nginx",
             Nginx::Cache => "nginx-cache",
             Nginx::Https => "nginx-https",
+            Nginx::Tls => "nginx-tls",
         };
         let dir = self.work.join(format!("{name}-proxy"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -281,12 +303,16 @@ impl Env {
             ),
             _ => ("http", String::new()),
         };
+        let ssl = match kind {
+            Nginx::Tls => format!(" ssl; ssl_certificate {DEMO_CERT}; ssl_certificate_key {DEMO_KEY};"),
+            _ => ";".into(),
+        };
         let user = if cache && root { "user root;\n" } else { "" };
         let conf = format!(
             "{user}worker_processes {workers};\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nworker_rlimit_nofile {lim};\n\
              events {{ worker_connections {lim}; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n{cache_path}\
              upstream up {{ server {upstream}; keepalive 256; }}\n\
-             server {{ listen 127.0.0.1:{port} reuseport; location / {{ proxy_pass {scheme}://up; proxy_http_version 1.1; \
+             server {{ listen 127.0.0.1:{port} reuseport{ssl} location / {{ proxy_pass {scheme}://up; proxy_http_version 1.1; \
              proxy_set_header Connection \"\"; {cache_use}{https}}} }} }}\n",
             d = dir.display(),
             lim = max_conns + 1024
@@ -295,7 +321,9 @@ impl Env {
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args =
             ["-c".to_string(), dir.join("nginx.conf").display().to_string(), "-p".into(), dir.display().to_string()];
-        spawn(name, cores, Path::new("nginx"), &args, addr, &self.work.join(format!("{name}.log")))
+        let mut p = spawn(name, cores, Path::new("nginx"), &args, addr, &self.work.join(format!("{name}.log")))?;
+        p.tls = kind == Nginx::Tls;
+        Ok(p)
     }
 
     /// coregate-pipe in `mode` (plain or ideal), named `pipe-<mode>`.
@@ -306,19 +334,42 @@ impl Env {
         spawn(&name, cores, &self.bin_dir.join("coregate-pipe"), &args, addr, &self.work.join(format!("{name}.log")))
     }
 
-    pub fn haproxy(&self, cores: &str, workers: usize, upstream: SocketAddr, max_conns: usize) -> Result<Proc, String> {
+    /// HAProxy as a reverse proxy, named haproxy, or haproxy-tls with `tls` (terminating TLS
+    /// with the demo certificate, `bind ... ssl crt`).
+    pub fn haproxy(
+        &self,
+        cores: &str,
+        workers: usize,
+        upstream: SocketAddr,
+        max_conns: usize,
+        tls: bool,
+    ) -> Result<Proc, String> {
         let port = free_port();
+        let name = if tls { "haproxy-tls" } else { "haproxy" };
+        let ssl = match tls {
+            true => {
+                // HAProxy takes the certificate and its key in one file.
+                let pem = self.work.join("demo-cert-and-key.pem");
+                let both = [DEMO_CERT, DEMO_KEY].map(std::fs::read_to_string);
+                let [Ok(cert), Ok(key)] = both else { return Err(format!("cannot read {DEMO_CERT} or its key")) };
+                std::fs::write(&pem, cert + &key).map_err(|e| e.to_string())?;
+                format!(" ssl crt {}", pem.display())
+            }
+            false => String::new(),
+        };
         let conf = format!(
             "global\n  nbthread {workers}\n  maxconn {lim}\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  \
-             timeout server 60s\n  http-reuse always\n\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\n\
+             timeout server 60s\n  http-reuse always\n\nfrontend fe\n  bind 127.0.0.1:{port}{ssl}\n  default_backend be\n\n\
              backend be\n  server s1 {upstream} maxconn 4096\n",
             // HAProxy reserves two descriptors per connection up front.
             lim = (max_conns + 1024).min((self.nofile.saturating_sub(300) / 2) as usize)
         );
-        let path = self.work.join("haproxy.cfg");
+        let path = self.work.join(format!("{name}.cfg"));
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{port}").parse().expect("literal");
         let args = ["-db".to_string(), "-f".into(), path.display().to_string()];
-        spawn("haproxy", cores, Path::new("haproxy"), &args, addr, &self.work.join("haproxy.log"))
+        let mut p = spawn(name, cores, Path::new("haproxy"), &args, addr, &self.work.join(format!("{name}.log")))?;
+        p.tls = tls;
+        Ok(p)
     }
 }

@@ -59,13 +59,23 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Runs coregate-load; returns its JSON report.
-    fn coregate_load(&self, addr: SocketAddr, secs: f64, rate: Option<f64>) -> Result<serde_json::Value, String> {
+    /// Runs coregate-load against `addr` (over TLS with `tls`, trusting the demo
+    /// certificate); returns its JSON report.
+    fn coregate_load(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+        secs: f64,
+        rate: Option<f64>,
+    ) -> Result<serde_json::Value, String> {
         let json = self.work.join("load.json");
         let _ = std::fs::remove_file(&json);
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(&self.cores).arg(self.load_bin);
-        cmd.args(["--url", &format!("http://{addr}/"), "-c", &self.connections.to_string(), "-t", "1", "--no-pin"]);
+        cmd.args(["--url", &url(addr, tls), "-c", &self.connections.to_string(), "-t", "1", "--no-pin"]);
+        if tls {
+            cmd.args(["--cacert", crate::procs::DEMO_CERT]);
+        }
         cmd.args([
             "-d",
             &format!("{secs}s"),
@@ -88,14 +98,15 @@ impl Loader<'_> {
         serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
     }
 
-    /// Runs wrk; returns (requests/s, requests).
-    fn wrk(&self, addr: SocketAddr, secs: f64) -> Result<(f64, u64), String> {
+    /// Runs wrk (over TLS with `tls`; wrk does not check certificates); returns
+    /// (requests/s, requests).
+    fn wrk(&self, addr: SocketAddr, tls: bool, secs: f64) -> Result<(f64, u64), String> {
         let out = Command::new("taskset")
             .arg("-c")
             .arg(&self.cores)
             .args(["wrk", "-t1", &format!("-c{}", self.connections), &format!("-d{}s", secs.ceil() as u64)])
             .args(["-H", &format!("X-Api-Key: {}", crate::procs::BENCH_KEY)])
-            .arg(format!("http://{addr}/"))
+            .arg(url(addr, tls))
             .output()
             .map_err(|e| format!("wrk: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -118,6 +129,7 @@ impl Loader<'_> {
         round: usize,
     ) -> Result<Round, String> {
         let addr = target.map(|p| p.addr).unwrap_or(upstream);
+        let tls = target.is_some_and(|p| p.tls);
         let cpu0 = target.map(Proc::cpu_seconds).unwrap_or(0.0);
         let mut r = Round {
             target: target.map(|p| p.name.clone()).unwrap_or_else(|| "direct".into()),
@@ -132,11 +144,11 @@ impl Loader<'_> {
             p999_us: 0,
         };
         if tool == "wrk" {
-            let (rps, n) = self.wrk(addr, secs)?;
+            let (rps, n) = self.wrk(addr, tls, secs)?;
             r.rps = rps;
             r.requests = n;
         } else {
-            let v = self.coregate_load(addr, secs, None)?;
+            let v = self.coregate_load(addr, tls, secs, None)?;
             r.rps = v["rps"].as_f64().unwrap_or(0.0);
             r.requests = v["requests"].as_u64().unwrap_or(0);
             r.errors = v["errors"].as_u64().unwrap_or(0);
@@ -154,7 +166,7 @@ impl Loader<'_> {
     /// One open-loop step against `target` (None = direct to `upstream`).
     pub fn open(&self, target: Option<&Proc>, upstream: SocketAddr, rate: f64, secs: f64) -> Result<Step, String> {
         let addr = target.map(|p| p.addr).unwrap_or(upstream);
-        let v = self.coregate_load(addr, secs, Some(rate))?;
+        let v = self.coregate_load(addr, target.is_some_and(|p| p.tls), secs, Some(rate))?;
         Ok(Step {
             target: target.map(|p| p.name.clone()).unwrap_or_else(|| "direct".into()),
             offered: rate,
@@ -165,6 +177,11 @@ impl Loader<'_> {
             p999_us: v["latency_us"]["p999"].as_u64().unwrap_or(0),
         })
     }
+}
+
+/// The URL of `addr`'s root, `https://` with `tls`.
+fn url(addr: SocketAddr, tls: bool) -> String {
+    format!("{}://{addr}/", if tls { "https" } else { "http" })
 }
 
 /// Opens `n` idle connections to `target` and reports the resident memory they cost, then,

@@ -97,7 +97,7 @@ fn rps(r: &Round) -> f64 {
 const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
 
 /// The ratios the goals are stated in, and those that explain them.
-pub const RATIOS: [Ratio; 13] = [
+pub const RATIOS: [Ratio; 16] = [
     Ratio {
         what: "CPU per request, coregate / nginx",
         num: "coregate-io_uring",
@@ -165,6 +165,27 @@ pub const RATIOS: [Ratio; 13] = [
         what: "throughput, coregate / nginx, both to an HTTPS upstream",
         num: "coregate-io_uring-https",
         den: "nginx-https",
+        figure: rps,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate / nginx, both terminating TLS",
+        num: "coregate-io_uring-tls",
+        den: "nginx-tls",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "CPU per request, coregate / HAProxy, both terminating TLS",
+        num: "coregate-io_uring-tls",
+        den: "haproxy-tls",
+        figure: cpu,
+        goal: None,
+    },
+    Ratio {
+        what: "throughput, coregate / nginx, both terminating TLS",
+        num: "coregate-io_uring-tls",
+        den: "nginx-tls",
         figure: rps,
         goal: None,
     },
