@@ -50,7 +50,7 @@ pub use path_regex::PathRegex;
 pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
-pub use tls::{CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls};
+pub use tls::{CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls, CIPHER_SUITES};
 pub use tracing::Tracing;
 
 /// `server.proxy_protocol`: on no listener, every one, or those listed (by their address in

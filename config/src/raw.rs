@@ -75,6 +75,10 @@ pub struct RawTls {
     pub client_cert_details: Vec<String>,
     /// The oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
     pub min_version: Option<String>,
+    /// The cipher suites offered, by IANA name, most preferred first (default: rustls').
+    pub cipher_suites: Vec<String>,
+    /// Choose by this order rather than the client's (default false).
+    pub prefer_server_ciphers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +213,8 @@ pub struct RawUpstreamTls {
     pub key_file: Option<String>,
     /// The oldest TLS version spoken to the upstream: "1.2" (default) or "1.3".
     pub min_version: Option<String>,
+    /// The cipher suites offered to the upstream, most preferred first (default: rustls').
+    pub cipher_suites: Vec<String>,
     /// PEM file of revocation lists the upstream's certificate is checked against.
     pub crl_file: Option<String>,
 }

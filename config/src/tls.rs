@@ -23,6 +23,49 @@ pub struct Tls {
     pub client_auth: Option<ClientAuth>,
     /// The oldest protocol version a client may speak.
     pub min_version: TlsVersion,
+    /// The cipher suites spoken, by IANA name (one of [`CIPHER_SUITES`]), most preferred
+    /// first; empty: rustls' defaults.
+    pub cipher_suites: Vec<String>,
+    /// The handshake follows `cipher_suites`' order, not the client's.
+    pub prefer_server_ciphers: bool,
+}
+
+/// The cipher suites coregate can speak (rustls with the ring provider; its defaults are all
+/// of them): TLS 1.3's, then TLS 1.2's. None is weak; choosing among them is for policies
+/// that name suites (AES only, say), or to prefer ChaCha20 for clients without AES
+/// instructions.
+pub const CIPHER_SUITES: [&str; 9] = [
+    "TLS13_AES_256_GCM_SHA384",
+    "TLS13_AES_128_GCM_SHA256",
+    "TLS13_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
+/// A `cipher_suites` key: names from [`CIPHER_SUITES`], each once, leaving a suite for
+/// TLS 1.3 when that is the oldest version allowed.
+fn cipher_suites(c: &mut Checker, path: &str, names: &[String], min_version: TlsVersion) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if !CIPHER_SUITES.contains(&name.as_str()) {
+            c.err(
+                format!("{path}[{i}]"),
+                format!("{name:?} is not a cipher suite coregate speaks: {}", CIPHER_SUITES.join(", ")),
+            );
+        } else if seen.contains(name) {
+            c.err(format!("{path}[{i}]"), format!("{name:?} is listed twice"));
+        } else {
+            seen.push(name.clone());
+        }
+    }
+    if min_version == TlsVersion::V1_3 && !seen.is_empty() && !seen.iter().any(|n| n.starts_with("TLS13_")) {
+        c.err(path, "names no TLS 1.3 suite, and min_version is \"1.3\": no handshake could succeed");
+    }
+    seen
 }
 
 /// TLS versions coregate speaks (rustls has no older ones).
@@ -150,7 +193,12 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
         c.err("tls.client_ca_file", "client certificates need a TLS listen address (tls.listen)");
     }
     let min_version = tls_version(c, "tls.min_version", raw.min_version.as_deref());
-    Tls { listen, certificates, client_auth, min_version }
+    let cipher_suites = cipher_suites(c, "tls.cipher_suites", &raw.cipher_suites, min_version);
+    let prefer_server_ciphers = raw.prefer_server_ciphers.unwrap_or(false);
+    if prefer_server_ciphers && cipher_suites.is_empty() {
+        c.err("tls.prefer_server_ciphers", "needs tls.cipher_suites: the order to prefer");
+    }
+    Tls { listen, certificates, client_auth, min_version, cipher_suites, prefer_server_ciphers }
 }
 
 /// A `min_version` key: `"1.2"` (also when absent) or `"1.3"`.
@@ -204,6 +252,8 @@ pub struct UpstreamTls {
     pub client_cert: Option<Certificate>,
     /// The oldest protocol version spoken to the upstream.
     pub min_version: TlsVersion,
+    /// The cipher suites offered, most preferred first; empty: rustls' defaults.
+    pub cipher_suites: Vec<String>,
     /// Revocation lists for the upstream's certificate; empty: none checked.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
@@ -231,6 +281,7 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         .flatten()
         .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file, ocsp: None });
     let min_version = tls_version(c, &format!("{path}.min_version"), raw.min_version.as_deref());
+    let cipher_suites = cipher_suites(c, &format!("{path}.cipher_suites"), &raw.cipher_suites, min_version);
     let crls = raw.crl_file.as_ref().and_then(|f| {
         if !verify {
             c.err(format!("{path}.crl_file"), "is not used with verify = false: remove one of them");
@@ -238,7 +289,7 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         }
         read_crls(&c.file(f)).map_err(|e| c.err(format!("{path}.crl_file"), e)).ok()
     });
-    UpstreamTls { server_name, roots, verify, client_cert, min_version, crls: crls.unwrap_or_default() }
+    UpstreamTls { server_name, roots, verify, client_cert, min_version, cipher_suites, crls: crls.unwrap_or_default() }
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {

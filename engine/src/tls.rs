@@ -39,7 +39,7 @@ pub(crate) const RECORD_ROOM: usize = 16 * 1024 + 2048;
 /// Builds the configuration every worker's TLS connections share. Errors name the
 /// certificate file whose key does not fit or is of a kind the provider cannot use.
 pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider(&tls.cipher_suites);
     let mut certs = Vec::with_capacity(tls.certificates.len());
     for c in &tls.certificates {
         let mut key = CertifiedKey::from_der(c.chain.clone(), c.key.clone_key(), &provider)
@@ -74,11 +74,25 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
     // Only HTTP/1.1 is spoken: a client that offers ALPN without it is refused in the
     // handshake (RFC 7301 3.2), one that offers h2 and http/1.1 gets http/1.1.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // nginx's `ssl_prefer_server_ciphers`.
+    cfg.ignore_client_order = tls.prefer_server_ciphers;
     // Stateless tickets: a client resumes on whichever worker its next connection lands
     // (SO_REUSEPORT spreads them), where a per-process session cache would need a lock
     // shared by every core.
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
     Ok(cfg)
+}
+
+/// The ring provider with the cipher suites `names` (IANA names, checked by the config
+/// crate against the same list), in that order; all of its own without any.
+pub(crate) fn provider(names: &[String]) -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !names.is_empty() {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites =
+            names.iter().filter_map(|n| all.iter().find(|s| s.suite().as_str() == Some(n.as_str())).copied()).collect();
+    }
+    Arc::new(provider)
 }
 
 /// The versions spoken from `oldest` on, to clients and to upstreams.
@@ -568,6 +582,22 @@ mod tests {
     /// Bounds every wait. `Conn`'s deadlines come from coarse timers that no task ticks
     /// here, so each wait is also bounded by a monoio timer.
     const WAIT: Duration = Duration::from_secs(10);
+
+    /// Every suite the config crate accepts is one of the provider's, and all of them are
+    /// named there: the two lists cannot drift apart unnoticed. Chosen suites keep their
+    /// order; none chosen leaves the provider's own.
+    #[test]
+    fn the_cipher_suites_named_in_the_config_are_the_providers() {
+        let name = |s: &rustls::SupportedCipherSuite| s.suite().as_str().unwrap().to_string();
+        let all: Vec<String> = super::provider(&[]).cipher_suites.iter().map(name).collect();
+        let mut known: Vec<String> = config::CIPHER_SUITES.iter().map(|s| s.to_string()).collect();
+        let chosen = vec![known[2].clone(), known[0].clone()];
+        assert_eq!(super::provider(&chosen).cipher_suites.iter().map(name).collect::<Vec<_>>(), chosen);
+        known.sort();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(sorted, known);
+    }
 
     /// Fills `conn` once, failing the test if nothing comes within [`WAIT`].
     async fn fill(conn: &mut Conn, room: usize) -> usize {

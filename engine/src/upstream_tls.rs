@@ -42,7 +42,7 @@ pub(crate) fn clients(cfg: &config::Config) -> Result<Clients, String> {
 }
 
 pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider(&t.cipher_suites);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(crate::tls::versions(t.min_version))
         .map_err(|e| e.to_string())?;

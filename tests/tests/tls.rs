@@ -414,6 +414,51 @@ both_drivers!(the_oldest_tls_version_can_be_raised_to_1_3, |io| {
     }
 });
 
+/// A client trusting `server` that offers only the TLS 1.3 suites `names`, in that order.
+fn client_offering(server: &TestCert, names: &[&str]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let all = std::mem::take(&mut provider.cipher_suites);
+    provider.cipher_suites =
+        names.iter().map(|n| *all.iter().find(|s| s.suite().as_str() == Some(*n)).expect("a ring suite")).collect();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.der.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(cfg)
+}
+
+both_drivers!(cipher_suites_can_be_chosen_and_ordered, |io| {
+    let up = Upstream::echo();
+    let server = TestCert::new(&["localhost"]);
+    let (aes128, aes256, chacha) =
+        ("TLS13_AES_128_GCM_SHA256", "TLS13_AES_256_GCM_SHA384", "TLS13_CHACHA20_POLY1305_SHA256");
+    let chosen = format!("cipher_suites = [{aes128:?}, {chacha:?}]");
+    let clients_order = tls_gateway_with(io, up.addr, &server, &chosen);
+    let own_order = tls_gateway_with(io, up.addr, &server, &format!("{chosen}\nprefer_server_ciphers = true"));
+    let cases = [
+        (&clients_order, vec![chacha, aes128, aes256], Some(chacha)),
+        (&own_order, vec![chacha, aes128, aes256], Some(aes128)),
+        (&clients_order, vec![aes256], None),
+    ];
+    for (gw, offered, agreed) in cases {
+        let mut c = TlsClient::connect(gw.addr_at(1), "localhost", client_offering(&server, &offered));
+        match agreed {
+            Some(suite) => {
+                assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+                let got = c.reader.get_ref().conn.negotiated_cipher_suite().map(|s| s.suite().as_str());
+                assert_eq!(got, Some(Some(suite)), "offered {offered:?}");
+            }
+            None => {
+                let e = c.handshake().expect_err("no suite in common");
+                assert!(e.to_string().contains("HandshakeFailure"), "{e}");
+            }
+        }
+    }
+});
+
 both_drivers!(ocsp_responses_are_stapled, |io| {
     let up = Upstream::echo();
     let (stapled, plain) = (TestCert::new(&["localhost"]), TestCert::new(&["plain.test"]));
@@ -464,6 +509,14 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     ));
     assert!(e.contains("tls.client_crl_file") && e.contains("no PEM revocation list"), "{e}");
     assert!(err(&format!("{listen}min_version = \"1.1\"\n{}", cert.toml_entry(&[]))).contains("tls.min_version"));
+    let suites = |keys: &str| err(&format!("{listen}{keys}\n{}", cert.toml_entry(&[])));
+    let e = suites("cipher_suites = [\"TLS_RSA_WITH_RC4_128_SHA\"]");
+    assert!(e.contains("tls.cipher_suites[0]") && e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
+    let e = suites("cipher_suites = [\"TLS13_AES_128_GCM_SHA256\", \"TLS13_AES_128_GCM_SHA256\"]");
+    assert!(e.contains("tls.cipher_suites[1]") && e.contains("twice"), "{e}");
+    let e = suites("min_version = \"1.3\"\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]");
+    assert!(e.contains("tls.cipher_suites: names no TLS 1.3 suite"), "{e}");
+    assert!(suites("prefer_server_ciphers = true").contains("tls.prefer_server_ciphers: needs tls.cipher_suites"));
     let details = "client_cert_details = [\"subject\"]\n";
     assert!(err(&format!("{listen}{details}{}", cert.toml_entry(&[]))).contains("tls.client_cert_details: needs"));
     let e = err(&format!("{listen}{ca}client_cert_details = [\"email\"]\n{}", cert.toml_entry(&[])));

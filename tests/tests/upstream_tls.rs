@@ -237,6 +237,24 @@ both_drivers!(the_oldest_upstream_tls_version_can_be_raised_to_1_3, |io| {
     assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n");
 });
 
+both_drivers!(the_cipher_suites_offered_to_upstreams_can_be_chosen, |io| {
+    let cert = TestCert::new(&["upstream.test"]);
+    let new = TlsUpstream::echo_speaking(&[&rustls::version::TLS13], &cert);
+    let old = TlsUpstream::echo_speaking(&[&rustls::version::TLS12], &cert);
+    // The test certificates have ECDSA keys.
+    let tls12 = tls_table(&cert, "upstream.test", ", cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]");
+    let both = tls_table(
+        &cert,
+        "upstream.test",
+        ", cipher_suites = [\"TLS13_CHACHA20_POLY1305_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]",
+    );
+    let gw = gateway(io, &[(new.addr, tls12.clone()), (new.addr, both), (old.addr, tls12)]);
+    let mut c = gw.client();
+    assert_eq!(get(&mut c, "/0/a").status(), 502, "only a TLS 1.2 suite offered to a TLS 1.3 upstream");
+    assert_eq!(get(&mut c, "/1/a").text(), "GET /1/a\n");
+    assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n");
+});
+
 both_drivers!(upstream_certificates_are_checked_against_revocation_lists, |io| {
     let ca = TestCa::new();
     let server = |serial| {
@@ -285,6 +303,7 @@ fn tls_settings_of_upstreams_are_checked() {
     assert!(err(&half).contains("upstreams[0].tls.key_file"));
     assert!(err("sni = \"x\"").contains("upstreams[0].tls.sni"));
     assert!(err("min_version = \"1.1\"").contains("upstreams[0].tls.min_version"));
+    assert!(err("cipher_suites = [\"TLS13_AES_512\"]").contains("upstreams[0].tls.cipher_suites[0]"));
     assert!(err("crl_file = \"/nonexistent/crl.pem\"").contains("upstreams[0].tls.crl_file"));
     let crl = format!("crl_file = {:?}", TestCa::new().crl_file(&[]).display().to_string());
     assert!(err(&format!("{crl}, verify = false")).contains("upstreams[0].tls.crl_file"));
