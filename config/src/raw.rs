@@ -215,6 +215,8 @@ pub struct RawUpstreamTls {
     pub min_version: Option<String>,
     /// The cipher suites offered to the upstream, most preferred first (default: rustls').
     pub cipher_suites: Vec<String>,
+    /// Base64 SHA-256 hashes of public keys (SPKI) the upstream's certificate must have one of.
+    pub pin_sha256: Vec<String>,
     /// PEM file of revocation lists the upstream's certificate is checked against.
     pub crl_file: Option<String>,
 }

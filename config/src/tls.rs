@@ -254,6 +254,9 @@ pub struct UpstreamTls {
     pub min_version: TlsVersion,
     /// The cipher suites offered, most preferred first; empty: rustls' defaults.
     pub cipher_suites: Vec<String>,
+    /// SHA-256 hashes of the public keys (DER SubjectPublicKeyInfo) the upstream's own
+    /// certificate may carry; empty: any key.
+    pub pins: Vec<[u8; 32]>,
     /// Revocation lists for the upstream's certificate; empty: none checked.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
@@ -282,6 +285,7 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         .map(|(chain, key, cert_file)| Certificate { chain, key, server_names: Vec::new(), cert_file, ocsp: None });
     let min_version = tls_version(c, &format!("{path}.min_version"), raw.min_version.as_deref());
     let cipher_suites = cipher_suites(c, &format!("{path}.cipher_suites"), &raw.cipher_suites, min_version);
+    let pins = pins(c, &format!("{path}.pin_sha256"), &raw.pin_sha256);
     let crls = raw.crl_file.as_ref().and_then(|f| {
         if !verify {
             c.err(format!("{path}.crl_file"), "is not used with verify = false: remove one of them");
@@ -289,7 +293,36 @@ pub(crate) fn build_upstream_tls(c: &mut Checker, path: &str, raw: &RawUpstreamT
         }
         read_crls(&c.file(f)).map_err(|e| c.err(format!("{path}.crl_file"), e)).ok()
     });
-    UpstreamTls { server_name, roots, verify, client_cert, min_version, cipher_suites, crls: crls.unwrap_or_default() }
+    UpstreamTls {
+        server_name,
+        roots,
+        verify,
+        client_cert,
+        min_version,
+        cipher_suites,
+        pins,
+        crls: crls.unwrap_or_default(),
+    }
+}
+
+/// A `pin_sha256` key: each value the base64 of a SHA-256 hash (32 bytes), as HPKP's
+/// `pin-sha256` and curl's `--pinnedpubkey sha256//...` write them.
+fn pins(c: &mut Checker, path: &str, raw: &[String]) -> Vec<[u8; 32]> {
+    use base64::Engine as _;
+    let how = "openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64";
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(v.trim_start_matches("sha256//"));
+            match decoded.ok().and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+                Some(pin) => Some(pin),
+                None => {
+                    c.err(format!("{path}[{i}]"), format!("{v:?} is not the base64 of a SHA-256 hash ({how})"));
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 fn read_chain(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {

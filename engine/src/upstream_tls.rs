@@ -46,7 +46,7 @@ pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(crate::tls::versions(t.min_version))
         .map_err(|e| e.to_string())?;
-    let builder = if t.verify {
+    let verifier: Arc<dyn ServerCertVerifier> = if t.verify {
         let mut roots = RootCertStore::empty();
         match &t.roots {
             Some(certs) => {
@@ -56,22 +56,22 @@ pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        if t.crls.is_empty() {
-            builder.with_root_certificates(roots)
-        } else {
-            // As for client certificates: the end entity is looked up in its issuer's list,
-            // and a certificate whose issuer has no list in the file is refused.
-            let verifier =
-                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .with_crls(t.crls.iter().cloned())
-                    .only_check_end_entity_revocation()
-                    .build()
-                    .map_err(|e| format!("crl_file: {e}"))?;
-            builder.with_webpki_verifier(verifier)
-        }
+        // As for client certificates: the end entity is looked up in its issuer's list, and
+        // a certificate whose issuer has no list in the file is refused.
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let webpki = match t.crls.is_empty() {
+            true => webpki,
+            false => webpki.with_crls(t.crls.iter().cloned()).only_check_end_entity_revocation(),
+        };
+        webpki.build().map_err(|e| format!("crl_file: {e}"))?
     } else {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        Arc::new(AnyCertificate(provider))
     };
+    let verifier = match t.pins.is_empty() {
+        true => verifier,
+        false => Arc::new(Pinned { inner: verifier, pins: t.pins.clone() }),
+    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
     let mut config = match &t.client_cert {
         Some(c) => builder
             .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
@@ -115,6 +115,65 @@ impl Conn {
     ) -> std::io::Result<()> {
         self.tls = Some(Tls::client(up.connection(addr, host)?));
         self.tls_handshake(deadline).await
+    }
+}
+
+/// Key pinning (`pin_sha256`, Envoy's `verify_certificate_spki`): the upstream's own
+/// certificate must carry one of the pinned public keys, on top of what `inner` checks
+/// (everything, or with `verify = false` only the handshake's signatures). Pinning the key
+/// rather than the certificate survives a renewal that keeps the key.
+#[derive(Debug)]
+struct Pinned {
+    inner: Arc<dyn ServerCertVerifier>,
+    pins: Vec<[u8; 32]>,
+}
+
+impl Pinned {
+    /// Whether `cert`'s SubjectPublicKeyInfo hashes to a pin.
+    fn pinned(&self, cert: &CertificateDer<'_>) -> bool {
+        use sha2::Digest as _;
+        use x509_cert::der::{Decode as _, Encode as _};
+        let spki =
+            x509_cert::Certificate::from_der(cert).and_then(|c| c.tbs_certificate.subject_public_key_info.to_der());
+        spki.is_ok_and(|der| self.pins.contains(&<[u8; 32]>::from(sha2::Sha256::digest(der))))
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.pinned(end_entity) {
+            return Err(rustls::Error::General("the certificate's public key is not pinned (pin_sha256)".into()));
+        }
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -255,6 +255,41 @@ both_drivers!(the_cipher_suites_offered_to_upstreams_can_be_chosen, |io| {
     assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n");
 });
 
+/// The `pin_sha256` value of `cert`'s key: the base64 of the SHA-256 of its DER
+/// SubjectPublicKeyInfo.
+fn pin(cert: &TestCert) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&cert.key_file).unwrap()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key.public_key_der()))
+}
+
+both_drivers!(upstream_keys_can_be_pinned, |io| {
+    let (cert, other) = (TestCert::new(&["upstream.test"]), TestCert::new(&["upstream.test"]));
+    let up = TlsUpstream::echo(&cert, None);
+    let checked = |key: &TestCert| tls_table(&cert, "upstream.test", &format!(", pin_sha256 = [{:?}]", pin(key)));
+    let unchecked = |key: &TestCert| {
+        format!("tls = {{ server_name = \"upstream.test\", verify = false, pin_sha256 = [{:?}] }}", pin(key))
+    };
+    let both = format!("tls = {{ verify = false, pin_sha256 = [{:?}, \"sha256//{}\"] }}", pin(&other), pin(&cert));
+    let gw = gateway(
+        io,
+        &[
+            (up.addr, checked(&cert)),
+            (up.addr, checked(&other)),
+            (up.addr, unchecked(&cert)),
+            (up.addr, unchecked(&other)),
+            (up.addr, both),
+        ],
+    );
+    let mut c = gw.client();
+    assert_eq!(get(&mut c, "/0/a").text(), "GET /0/a\n");
+    assert_eq!(get(&mut c, "/1/a").status(), 502, "a trusted certificate whose key is not pinned");
+    assert_eq!(get(&mut c, "/2/a").text(), "GET /2/a\n", "the pin alone, with verify = false");
+    assert_eq!(get(&mut c, "/3/a").status(), 502, "a key that is not pinned, with verify = false");
+    assert_eq!(get(&mut c, "/4/a").text(), "GET /4/a\n", "one of several pins, in curl's form");
+});
+
 both_drivers!(upstream_certificates_are_checked_against_revocation_lists, |io| {
     let ca = TestCa::new();
     let server = |serial| {
@@ -304,6 +339,8 @@ fn tls_settings_of_upstreams_are_checked() {
     assert!(err("sni = \"x\"").contains("upstreams[0].tls.sni"));
     assert!(err("min_version = \"1.1\"").contains("upstreams[0].tls.min_version"));
     assert!(err("cipher_suites = [\"TLS13_AES_512\"]").contains("upstreams[0].tls.cipher_suites[0]"));
+    let e = err("pin_sha256 = [\"c2hvcnQ=\"]");
+    assert!(e.contains("upstreams[0].tls.pin_sha256[0]") && e.contains("SHA-256"), "{e}");
     assert!(err("crl_file = \"/nonexistent/crl.pem\"").contains("upstreams[0].tls.crl_file"));
     let crl = format!("crl_file = {:?}", TestCa::new().crl_file(&[]).display().to_string());
     assert!(err(&format!("{crl}, verify = false")).contains("upstreams[0].tls.crl_file"));
