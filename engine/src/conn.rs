@@ -44,8 +44,7 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 /// listener, and its TLS state is made once its first bytes arrive (a silent connection
 /// holds none); `proxied`: the listener's connections start with a PROXY protocol header.
 pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr, tls: bool, proxied: bool) {
-    let mut client = Conn::new(stream, 0, w.timers.clone());
-    client.multi = client.stream.multishot();
+    let mut client = Conn::armed(stream, 0, w.timers.clone());
     if proxied {
         // Boxed: its state exists once per connection, not in every parked task.
         match Box::pin(proxy_header(&w, &mut client)).await {
@@ -259,8 +258,8 @@ async fn hot_read(w: &Worker, client: &mut Conn, limit: Duration) -> io::Result<
     if client.tls.is_some() {
         // The next read (of ciphertext, in `read_head`) follows readability: the multishot
         // receive's wait on io_uring, a poll on epoll, either of which may be dropped
-        // without losing a byte. `false`: an exact answer
-        // on epoll too, which would otherwise report the socket readable after a short read.
+        // without losing a byte. `false`: an exact answer on epoll too, which would
+        // otherwise report the socket readable after a short read.
         let deadline = w.timers.deadline(limit);
         return monoio::select! {
             biased;

@@ -61,8 +61,9 @@ pub(crate) struct Conn {
     /// ([`Conn::fill_cancellable`]); made at the first such read after a park, dropped when the
     /// read is cancelled.
     canceller: Option<Canceller>,
-    /// The multishot receive a client or upstream connection reads through on io_uring (a
-    /// TLS one reads its ciphertext through it) ([`crate::multishot`]); `None` elsewhere, or once the kernel refused it.
+    /// The multishot receive a client or upstream connection reads through on io_uring, a
+    /// TLS one its ciphertext ([`crate::multishot`]); `None` elsewhere, or once the kernel
+    /// refused it.
     pub multi: Option<MultiRecv>,
     /// The other read buffer: a body read swaps it in while the parsed head's bytes still
     /// point into `buf`'s allocation, so neither is reallocated (see `fill_until`).
@@ -110,6 +111,15 @@ impl Conn {
             sent: 0,
             exchanges: 0,
         }
+    }
+
+    /// As [`Conn::new`], reading through a multishot receive where the driver has them
+    /// (io_uring; [`crate::multishot`]): how the gateway opens its client and upstream
+    /// connections, plain or TLS.
+    pub(crate) fn armed(stream: TcpStream, capacity: usize, timers: Rc<CoarseTimers>) -> Self {
+        let mut conn = Self::new(stream, capacity, timers);
+        conn.multi = conn.stream.multishot();
+        conn
     }
 
     /// Starts the next read now, into the whole (empty) buffer with at least `room` free, and
@@ -344,6 +354,13 @@ pub(crate) mod testing {
     pub(crate) fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn(bool) -> F) {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(test(false));
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap().block_on(test(true));
+    }
+
+    /// Fills `conn` once, `room` at a time; fails the test when nothing comes within 10 s (a
+    /// monoio timer: the coarse timers of `Conn`'s deadlines do not tick in these tests).
+    pub(crate) async fn fill(conn: &mut Conn, room: usize) -> usize {
+        let read = conn.fill(room, std::time::Duration::from_secs(3600));
+        monoio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("bytes were lost").unwrap()
     }
 
     /// Polls `f` once, and drops it: arms a connection's receive without waiting on it.

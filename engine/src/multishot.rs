@@ -63,7 +63,7 @@ mod tests {
     use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt};
     use monoio::net::{TcpListener, TcpStream};
 
-    use crate::io::testing::{on_both_drivers, pair, poll_once};
+    use crate::io::testing::{fill, on_both_drivers, pair, poll_once};
     use crate::io::Conn;
     use crate::timers::CoarseTimers;
 
@@ -72,11 +72,10 @@ mod tests {
         (0..len).map(|i| (i % 251) as u8 ^ (id as u8)).collect()
     }
 
-    /// Reads `conn` until it holds `len` bytes (a monoio timer bounds the test).
+    /// Reads `conn` until it holds `len` bytes (a monoio timer bounds each read).
     async fn read_len(conn: &mut Conn, len: usize, room: usize) {
         while conn.buf.len() < len {
-            let read = conn.fill(room, Duration::from_secs(3600));
-            let n = monoio::time::timeout(Duration::from_secs(10), read).await.expect("bytes were lost").unwrap();
+            let n = fill(conn, room).await;
             assert!(n > 0, "closed after {} of {len} bytes", conn.buf.len());
         }
     }

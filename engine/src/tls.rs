@@ -575,7 +575,7 @@ mod tests {
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
     use super::Tls;
-    use crate::io::testing::{on_both_drivers, pair, poll_once};
+    use crate::io::testing::{fill, on_both_drivers, pair, poll_once};
     use crate::io::Conn;
     use crate::timers::CoarseTimers;
 
@@ -597,12 +597,6 @@ mod tests {
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(sorted, known);
-    }
-
-    /// Fills `conn` once, failing the test if nothing comes within [`WAIT`].
-    async fn fill(conn: &mut Conn, room: usize) -> usize {
-        let filled = monoio::time::timeout(WAIT, conn.fill(room, WAIT)).await;
-        filled.expect("nothing came").unwrap()
     }
 
     /// A client connection and the server side of it, each with its TLS state (the server's

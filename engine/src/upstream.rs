@@ -12,6 +12,9 @@ use crate::error::{Error, Kind, Side};
 use crate::io::{timed, Conn};
 use crate::worker::Worker;
 
+/// The read buffer a new upstream connection starts with, plain or TLS.
+const UP_BUF: usize = 8 * 1024;
+
 /// Returns an upstream connection to the pool after its response, when it can carry
 /// another: bytes beyond the end of the response (or a body on a bodiless response) mean
 /// the upstream and coregate disagree about framing, and that connection is never reused.
@@ -68,8 +71,7 @@ fn handshake<'a>(
     deadline: std::time::Instant,
 ) -> crate::tls::Boxed<'a, Box<Conn>> {
     Box::pin(async move {
-        let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
-        conn.multi = conn.stream.multishot();
+        let mut conn = Box::new(Conn::armed(stream, UP_BUF, w.timers.clone()));
         conn.tls_connect(tls, addr, host, deadline).await.inspect_err(|e| {
             log::warn!("TLS handshake with upstream {addr} failed: {e}");
         })?;
@@ -163,9 +165,7 @@ pub(crate) async fn acquire<Site>(
             let tls_to = tls.map(|t| (t, up.endpoint_names[endpoint].as_deref()));
             match timed(&w.timers, up.connect_timeout, connect(w, addr, tls_to, up.connect_timeout)).await {
                 Ok(Connected::Plain(stream)) => {
-                    let mut conn = Box::new(Conn::new(stream, 8 * 1024, w.timers.clone()));
-                    conn.multi = conn.stream.multishot();
-                    return Ok((conn, endpoint, false));
+                    return Ok((Box::new(Conn::armed(stream, UP_BUF, w.timers.clone())), endpoint, false));
                 }
                 Ok(Connected::Tls(conn)) => return Ok((conn, endpoint, false)),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
