@@ -156,8 +156,9 @@ pub enum Variant {
     Tls,
 }
 
-/// How nginx runs as a proxy: plain, answering from its `proxy_cache`, or to an HTTPS
-/// upstream (`proxy_pass https://`, the certificate verified, sessions reused).
+/// How nginx runs as a proxy: plain, answering from its `proxy_cache`, to an HTTPS
+/// upstream (`proxy_pass https://`, the certificate verified, sessions reused), or
+/// terminating TLS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nginx {
     Plain,
@@ -261,7 +262,7 @@ impl Env {
         Ok(p)
     }
 
-    /// nginx as a reverse proxy, named nginx, nginx-cache or nginx-https by `kind`.
+    /// nginx as a reverse proxy, named nginx, nginx-cache, nginx-https or nginx-tls by `kind`.
     pub fn nginx(
         &self,
         cores: &str,

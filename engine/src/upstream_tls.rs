@@ -63,7 +63,8 @@ pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
             true => webpki,
             false => webpki.with_crls(t.crls.iter().cloned()).only_check_end_entity_revocation(),
         };
-        webpki.build().map_err(|e| format!("crl_file: {e}"))?
+        let file = if t.crls.is_empty() { "ca_file" } else { "crl_file" };
+        webpki.build().map_err(|e| format!("{file}: {e}"))?
     } else {
         Arc::new(AnyCertificate(provider))
     };

@@ -89,11 +89,11 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-        && !authority.ends_with(']');
-    let (with_port, host) = match has_port {
-        true => (authority.to_string(), authority.rsplit_once(':').map_or(authority, |(h, _)| h)),
-        false => (format!("{authority}:{default_port}"), authority),
+    let (with_port, host) = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']') => {
+            (authority.to_string(), host)
+        }
+        _ => (format!("{authority}:{default_port}"), authority),
     };
     let addr = with_port
         .to_socket_addrs()
