@@ -47,7 +47,8 @@ OPTIONS:
     --tls                 add coregate, nginx and HAProxy terminating TLS (TLS 1.3, the
                           demo certificate; keep-alive, so one handshake per connection):
                           coregate-io_uring-tls, nginx-tls and haproxy-tls, compared with
-                          each other (no idle-memory reading for them)
+                          each other (no idle-memory reading for them); the run is invalid
+                          when their handshakes negotiate different protocols or suites
     --floor               add coregate-pipe to the closed-loop rounds: a byte pipe on raw
                           io_uring (no HTTP work), as monoio drives the ring (pipe-plain)
                           and with multishot receives, a buffer ring and registered files
@@ -358,6 +359,11 @@ fn run(a: &Args) -> Result<(), String> {
          {} keep-alive connections; {} rounds x {} s closed loop; sweep steps of {} s",
         a.workers, a.upstream, a.connections, a.rounds, a.duration, a.step_duration
     );
+    let (tls, _) = summary::negotiated(&rounds);
+    let setup = match tls.is_empty() {
+        true => setup,
+        false => format!("{setup}; TLS negotiated with coregate-load: {}", tls.join(", ")),
+    };
     let ratios = paired_ratios(&rounds);
     let json = serde_json::json!({
         "setup": setup,

@@ -304,8 +304,13 @@ impl Env {
             ),
             _ => ("http", String::new()),
         };
+        // TLS 1.3 named: nginx before 1.23.4 (Debian 12 has 1.22) speaks TLS 1.2 at most
+        // without it, and a TLS 1.2 session resumed from a ticket skips the key exchange that
+        // every TLS 1.3 resumption makes (coregate and HAProxy speak TLS 1.3).
         let ssl = match kind {
-            Nginx::Tls => format!(" ssl; ssl_certificate {DEMO_CERT}; ssl_certificate_key {DEMO_KEY};"),
+            Nginx::Tls => format!(
+                " ssl; ssl_certificate {DEMO_CERT}; ssl_certificate_key {DEMO_KEY}; ssl_protocols TLSv1.2 TLSv1.3;"
+            ),
             _ => ";".into(),
         };
         let user = if cache && root { "user root;\n" } else { "" };

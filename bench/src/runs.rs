@@ -25,6 +25,10 @@ pub struct Round {
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
+    /// For a TLS target measured with coregate-load: what its handshakes negotiated
+    /// ("TLSv1.3 TLS13_AES_256_GCM_SHA384"; more than one joined with ", ").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
 }
 
 /// One open-loop step against one target.
@@ -142,6 +146,7 @@ impl Loader<'_> {
             p50_us: 0,
             p99_us: 0,
             p999_us: 0,
+            tls: None,
         };
         if tool == "wrk" {
             let (rps, n) = self.wrk(addr, tls, secs)?;
@@ -155,6 +160,7 @@ impl Loader<'_> {
             r.p50_us = v["latency_us"]["p50"].as_u64().unwrap_or(0);
             r.p99_us = v["latency_us"]["p99"].as_u64().unwrap_or(0);
             r.p999_us = v["latency_us"]["p999"].as_u64().unwrap_or(0);
+            r.tls = v["tls"]["negotiated"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "));
         }
         if let Some(p) = target {
             let cpu = p.cpu_seconds() - cpu0;

@@ -2,7 +2,7 @@
 //! against a reference measured in the same round, and the faults that make a run invalid.
 //! Measuring and reporting are left to `runs` and `main`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::runs::{median, Round, Step};
 
@@ -248,9 +248,25 @@ pub fn paired_ratios(rounds: &[Round]) -> Vec<Paired> {
     out
 }
 
+/// What each TLS target's handshakes negotiated with coregate-load, one entry per target
+/// ("nginx-tls TLSv1.3 TLS13_AES_256_GCM_SHA384"), and whether all targets agree.
+pub fn negotiated(rounds: &[Round]) -> (Vec<String>, bool) {
+    let mut by: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in rounds {
+        if let Some(tls) = &r.tls {
+            by.entry(r.target.as_str()).or_default().extend(tls.split(", "));
+        }
+    }
+    let agree = by.values().all(|v| Some(v) == by.values().next());
+    let each = by.iter().map(|(t, v)| format!("{t} {}", Vec::from_iter(v.iter().copied()).join(" and "))).collect();
+    (each, agree)
+}
+
 /// What makes the measurement invalid: a closed-loop run that completed nothing or had
-/// errors, or an open-loop run with errors at or below the baseline's saturation rate
-/// `base` (past it, timeouts are the measured overload). Empty when every run was clean.
+/// errors, an open-loop run with errors at or below the baseline's saturation rate `base`
+/// (past it, timeouts are the measured overload), or TLS targets that negotiated different
+/// protocols or suites (nginx before 1.23.4 speaks TLS 1.2 unless told otherwise: the
+/// comparison would weigh two protocols). Empty when every run was clean.
 pub fn faults<'a>(rounds: &[Round], steps: impl IntoIterator<Item = &'a Step>, base: f64) -> Vec<String> {
     let closed = rounds.iter().filter(|r| r.requests == 0 || r.errors > 0).map(|r| {
         format!("{} by {} in round {}: {} requests, {} errors", r.target, r.tool, r.round, r.requests, r.errors)
@@ -259,7 +275,9 @@ pub fn faults<'a>(rounds: &[Round], steps: impl IntoIterator<Item = &'a Step>, b
         .into_iter()
         .filter(|s| s.errors > 0 && s.offered <= base * 1.001)
         .map(|s| format!("{} at {:.0} req/s offered: {} errors", s.target, s.offered, s.errors));
-    closed.chain(open).collect()
+    let (each, agree) = negotiated(rounds);
+    let differ = (!agree).then(|| format!("the TLS targets negotiated differently: {}", each.join("; ")));
+    closed.chain(open).chain(differ).collect()
 }
 
 #[cfg(test)]
@@ -278,6 +296,7 @@ mod tests {
             p50_us: 0,
             p99_us: 0,
             p999_us: 0,
+            tls: None,
         }
     }
 
@@ -332,5 +351,24 @@ mod tests {
         let f = faults(&rounds, &steps, 1000.0);
         assert_eq!(f.len(), 3, "{f:?}");
         assert!(f[0].starts_with("nginx by wrk in round 0") && f[2].contains("500 req/s"));
+    }
+
+    #[test]
+    fn tls_targets_that_negotiate_differently_make_the_run_invalid() {
+        let tls = |target: &str, round: usize, what: &str| Round {
+            tls: Some(what.into()),
+            ..super::tests::round(target, "coregate-load", round, 10.0, 1.0)
+        };
+        let v13 = "TLSv1.3 TLS13_AES_256_GCM_SHA384";
+        let mut rounds = vec![tls("coregate-io_uring-tls", 0, v13), tls("nginx-tls", 0, v13), tls("nginx-tls", 1, v13)];
+        rounds.push(round("nginx", "coregate-load", 0, 10.0, 1.0));
+        assert!(faults(&rounds, &[], 1.0).is_empty());
+        let (each, agree) = negotiated(&rounds);
+        assert!(agree);
+        assert_eq!(each, [format!("coregate-io_uring-tls {v13}"), format!("nginx-tls {v13}")]);
+        rounds.push(tls("nginx-tls", 2, "TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"));
+        let f = faults(&rounds, &[], 1.0);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].contains("nginx-tls TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 and TLSv1.3"), "{f:?}");
     }
 }

@@ -178,9 +178,14 @@ async fn connection(plan: Rc<Plan>, shared: Rc<RefCell<Shared>>, pacer: Option<R
         if conn.is_none() {
             match connect(&plan).await {
                 Ok(c) => {
+                    let mut s = shared.borrow_mut();
                     if ever_connected {
-                        shared.borrow_mut().total.reconnects += 1;
+                        s.total.reconnects += 1;
                     }
+                    if let Some(tls) = &c.tls {
+                        s.total.handshake(tls.negotiated(), tls.resumed());
+                    }
+                    drop(s);
                     ever_connected = true;
                     conn = Some(c);
                 }

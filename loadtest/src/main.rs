@@ -176,5 +176,6 @@ fn run(a: &LoadArgs, mode: Mode, duration: Duration, warmup: Duration, live: boo
             Mode::Open { rate } => Some(rate),
             Mode::Closed => None,
         },
+        a.tls.is_some(),
     )
 }

@@ -19,6 +19,18 @@ pub struct RunReport {
     pub errors_by_kind: ErrorCounts,
     pub status: std::collections::BTreeMap<String, u64>,
     pub reconnects: u64,
+    /// Only for `https://` targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// The TLS handshakes of a run (all of them, warm-up included): how many, how many
+/// resumed a session, and what they negotiated ("TLSv1.3 TLS13_AES_256_GCM_SHA384": count).
+#[derive(Debug, Clone, Serialize)]
+pub struct Tls {
+    pub handshakes: u64,
+    pub resumed: u64,
+    pub negotiated: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +45,8 @@ pub struct Latency {
 }
 
 impl RunReport {
-    pub fn new(s: &Stats, duration_s: f64, target_rate: Option<f64>) -> Self {
+    /// The report of `s`; `tls` for an `https://` target.
+    pub fn new(s: &Stats, duration_s: f64, target_rate: Option<f64>, tls: bool) -> Self {
         let e = s.errors;
         Self {
             rps: if duration_s > 0.0 { s.requests as f64 / duration_s } else { 0.0 },
@@ -53,6 +66,11 @@ impl RunReport {
             errors_by_kind: e,
             status: s.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             reconnects: s.reconnects,
+            tls: tls.then(|| Tls {
+                handshakes: s.handshakes.values().sum(),
+                resumed: s.resumed,
+                negotiated: s.handshakes.clone(),
+            }),
         }
     }
 
@@ -103,6 +121,11 @@ pub fn summary(r: &RunReport) -> String {
     );
     let statuses: Vec<String> = r.status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let _ = writeln!(s, "  status     {}", if statuses.is_empty() { "-".to_string() } else { statuses.join(", ") });
+    if let Some(t) = &r.tls {
+        let what: Vec<String> = t.negotiated.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ =
+            writeln!(s, "  tls        {:>12} handshakes, {} resumed   ({})", t.handshakes, t.resumed, what.join(", "));
+    }
     if r.reconnects > 0 {
         let _ = writeln!(s, "  reconnects {:>12}", r.reconnects);
     }
@@ -131,7 +154,8 @@ mod tests {
         let mut s = Stats::default();
         s.response(200, 100);
         s.response(404, 300);
-        let v = serde_json::to_value(RunReport::new(&s, 2.0, Some(1.0))).unwrap();
+        s.handshake("TLSv1.3 TLS13_AES_128_GCM_SHA256".into(), true);
+        let v = serde_json::to_value(RunReport::new(&s, 2.0, Some(1.0), true)).unwrap();
         for key in ["rps", "requests", "errors", "duration_s", "target_rate", "latency_us", "errors_by_kind", "status"]
         {
             assert!(v.get(key).is_some(), "{key}");
@@ -142,5 +166,10 @@ mod tests {
         assert_eq!(v["rps"], 1.0);
         assert_eq!(v["status"]["404"], 1);
         assert_eq!(v["errors"], 1);
+        assert_eq!(v["tls"]["handshakes"], 1);
+        assert_eq!(v["tls"]["resumed"], 1);
+        assert_eq!(v["tls"]["negotiated"]["TLSv1.3 TLS13_AES_128_GCM_SHA256"], 1);
+        let plain = serde_json::to_value(RunReport::new(&s, 2.0, None, false)).unwrap();
+        assert!(plain.get("tls").is_none(), "no tls object for http:// targets");
     }
 }

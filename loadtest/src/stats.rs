@@ -45,6 +45,10 @@ pub struct Stats {
     pub status: BTreeMap<u16, u64>,
     /// Connections re-opened after the server closed one.
     pub reconnects: u64,
+    /// TLS handshakes over the whole run (warm-up included), by what they negotiated
+    /// (`Session::negotiated`), and how many of them resumed a session.
+    pub handshakes: BTreeMap<String, u64>,
+    pub resumed: u64,
 }
 
 impl Default for Stats {
@@ -55,6 +59,8 @@ impl Default for Stats {
             errors: ErrorCounts::default(),
             status: BTreeMap::new(),
             reconnects: 0,
+            handshakes: BTreeMap::new(),
+            resumed: 0,
         }
     }
 }
@@ -70,6 +76,12 @@ impl Stats {
         }
     }
 
+    /// Records one TLS handshake.
+    pub fn handshake(&mut self, negotiated: String, resumed: bool) {
+        *self.handshakes.entry(negotiated).or_insert(0) += 1;
+        self.resumed += u64::from(resumed);
+    }
+
     pub fn merge(&mut self, o: &Stats) {
         self.latency.add(&o.latency).expect("histograms with the same bounds");
         self.requests += o.requests;
@@ -78,6 +90,10 @@ impl Stats {
             *self.status.entry(*s).or_insert(0) += n;
         }
         self.reconnects += o.reconnects;
+        for (k, n) in &o.handshakes {
+            *self.handshakes.entry(k.clone()).or_insert(0) += n;
+        }
+        self.resumed += o.resumed;
     }
 
     /// Latency at quantile `q` (0..=1) in microseconds.
@@ -105,7 +121,13 @@ mod tests {
             b.response(503, 10_000);
         }
         b.errors.connect = 2;
+        a.handshake("TLSv1.3 TLS13_AES_256_GCM_SHA384".into(), false);
+        b.handshake("TLSv1.3 TLS13_AES_256_GCM_SHA384".into(), true);
+        b.handshake("TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(), true);
         a.merge(&b);
+        assert_eq!(a.handshakes["TLSv1.3 TLS13_AES_256_GCM_SHA384"], 2);
+        assert_eq!(a.handshakes["TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"], 1);
+        assert_eq!(a.resumed, 2);
         assert_eq!(a.requests, 200);
         assert_eq!(a.status[&200], 100);
         assert_eq!(a.status[&503], 100);

@@ -90,6 +90,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// What the handshake agreed on, as the report counts it: the protocol version and
+    /// the cipher suite ("TLSv1.3 TLS13_AES_256_GCM_SHA384").
+    pub fn negotiated(&self) -> String {
+        let version = match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            other => format!("{other:?}"),
+        };
+        match self.conn.negotiated_cipher_suite() {
+            Some(suite) => format!("{version} {:?}", suite.suite()),
+            None => version,
+        }
+    }
+
+    /// Whether the handshake resumed an earlier session (no certificate sent).
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// Seals `plain` and writes it.
     pub async fn write_all(&mut self, stream: &mut TcpStream, plain: &[u8]) -> io::Result<()> {
         self.conn.writer().write_all(plain)?;

@@ -160,6 +160,12 @@ struct HttpsServer {
 
 impl HttpsServer {
     fn start() -> HttpsServer {
+        HttpsServer::start_with(rustls::DEFAULT_VERSIONS, false)
+    }
+
+    /// A server speaking only `versions`; with `close`, it closes each connection after its
+    /// first response (`Connection: close`), so that every request is a new handshake.
+    fn start_with(versions: &[&'static rustls::SupportedProtocolVersion], close: bool) -> HttpsServer {
         use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         let dir = std::env::temp_dir().join(format!("coregate-load-tls-{}-{}", std::process::id(), rand_suffix()));
@@ -169,7 +175,7 @@ impl HttpsServer {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
         let config =
             rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(versions)
                 .unwrap()
                 .with_no_client_auth()
                 .with_single_cert(vec![made.cert.der().clone()], key)
@@ -180,7 +186,7 @@ impl HttpsServer {
         std::thread::spawn(move || {
             for sock in listener.incoming().flatten() {
                 let config = config.clone();
-                std::thread::spawn(move || serve_tls(config, sock));
+                std::thread::spawn(move || serve_tls(config, sock, close));
             }
         });
         HttpsServer { addr, cert_file }
@@ -196,7 +202,7 @@ impl Drop for HttpsServer {
 }
 
 /// Answers each request head on one TLS connection until the client goes.
-fn serve_tls(config: std::sync::Arc<rustls::ServerConfig>, sock: std::net::TcpStream) {
+fn serve_tls(config: std::sync::Arc<rustls::ServerConfig>, sock: std::net::TcpStream, close: bool) {
     use std::io::{Read, Write};
     let Ok(conn) = rustls::ServerConnection::new(config) else { return };
     let mut tls = rustls::StreamOwned::new(conn, sock);
@@ -206,6 +212,12 @@ fn serve_tls(config: std::sync::Arc<rustls::ServerConfig>, sock: std::net::TcpSt
         pending.extend_from_slice(&buf[..n]);
         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             pending.drain(..end + 4);
+            if close {
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                return;
+            }
             if tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
                 return;
             }
@@ -221,8 +233,27 @@ fn https_targets_are_loaded_through_tls() {
     assert!(u(&r["requests"]) > 10, "{r}");
     assert_eq!(u(&r["errors"]), 0, "{r}");
     assert_eq!(u(&r["status"]["200"]), u(&r["requests"]));
+    // Two connections, two handshakes, and what they agreed on.
+    assert_eq!(u(&r["tls"]["handshakes"]), 2, "{r}");
+    assert_eq!(u(&r["tls"]["negotiated"]["TLSv1.3 TLS13_AES_256_GCM_SHA384"]), 2, "{r}");
     // Without the authority the certificate is not trusted: every connect fails, and says so.
     let r = load_url(&url, &["-c", "1", "-d", "300ms"]);
     assert_eq!(u(&r["requests"]), 0, "{r}");
     assert!(u(&r["errors_by_kind"]["connect"]) >= 1, "{r}");
+}
+
+#[test]
+fn tls_handshakes_are_counted_with_what_they_negotiated_and_resumed() {
+    // TLS 1.2 only, and a new connection per request: the second handshake on resumes.
+    let server = HttpsServer::start_with(&[&rustls::version::TLS12], true);
+    let url = format!("https://{}/x", server.addr);
+    let r = load_url(&url, &["-c", "1", "-d", "300ms", "--cacert", server.cert_file.to_str().unwrap()]);
+    let handshakes = u(&r["tls"]["handshakes"]);
+    assert!(handshakes > 3, "{r}");
+    assert_eq!(u(&r["errors"]), 0, "{r}");
+    assert_eq!(u(&r["tls"]["negotiated"]["TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]), handshakes, "{r}");
+    assert_eq!(u(&r["tls"]["resumed"]), handshakes - 1, "{r}");
+    // Plain targets have no tls object.
+    let up = Upstream::start(&[]);
+    assert!(load(up.addr, &["-c", "1", "-d", "100ms"]).get("tls").is_none());
 }
