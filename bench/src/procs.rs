@@ -181,7 +181,10 @@ impl Env {
         spawn("upstream", cores, &self.bin_dir.join("coregate-load"), &args, addr, &self.work.join("upstream.log"))
     }
 
-    /// nginx as the upstream (1 worker); with `tls`, serving HTTPS with the demo certificate.
+    /// nginx as the upstream (1 worker); with `tls`, serving HTTPS with the demo certificate
+    /// at nginx's default protocols: TLS 1.2 at most for nginx before 1.23.4, which is also
+    /// the most nginx 1.22 asks for as a proxy (`proxy_ssl_protocols`), so coregate-https
+    /// and nginx-https both speak TLS 1.2 to it.
     pub fn upstream_nginx(&self, cores: &str, tls: bool) -> Result<Proc, String> {
         let port = free_port();
         let name = if tls { "upstream-nginx-https" } else { "upstream-nginx" };
