@@ -24,6 +24,7 @@ mod queue;
 pub mod raw;
 mod server;
 mod split;
+mod tickets;
 mod tls;
 mod tracing;
 mod upstream;
@@ -50,6 +51,7 @@ pub use path_regex::PathRegex;
 pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
+pub use tickets::{SessionTickets, TicketKey, TICKET_KEY_SIZES};
 pub use tls::{CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls, CIPHER_SUITES};
 pub use tracing::Tracing;
 

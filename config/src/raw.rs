@@ -79,6 +79,10 @@ pub struct RawTls {
     pub cipher_suites: Vec<String>,
     /// Choose by this order rather than the client's (default false).
     pub prefer_server_ciphers: Option<bool>,
+    /// Whether clients get session tickets (default true).
+    pub session_tickets: Option<bool>,
+    /// Files of 80 or 48 random bytes: the first seals tickets, all open them.
+    pub session_ticket_keys: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

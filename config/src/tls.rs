@@ -28,6 +28,8 @@ pub struct Tls {
     pub cipher_suites: Vec<String>,
     /// The handshake follows `cipher_suites`' order, not the client's.
     pub prefer_server_ciphers: bool,
+    /// How sessions are resumed.
+    pub session_tickets: crate::SessionTickets,
 }
 
 /// The cipher suites coregate can speak (rustls with the ring provider; its defaults are all
@@ -198,7 +200,8 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
     if prefer_server_ciphers && cipher_suites.is_empty() {
         c.err("tls.prefer_server_ciphers", "needs tls.cipher_suites: the order to prefer");
     }
-    Tls { listen, certificates, client_auth, min_version, cipher_suites, prefer_server_ciphers }
+    let session_tickets = crate::tickets::build(c, raw.session_tickets, &raw.session_ticket_keys);
+    Tls { listen, certificates, client_auth, min_version, cipher_suites, prefer_server_ciphers, session_tickets }
 }
 
 /// A `min_version` key: `"1.2"` (also when absent) or `"1.3"`.

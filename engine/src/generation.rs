@@ -85,8 +85,8 @@ impl Generation {
 }
 
 /// Starts the workers of `cfg` on `sockets` (and the admin listener on `admin` when its
-/// address is unchanged); `running`: the generation it succeeds, whose TLS session-ticket
-/// key the new one keeps, whose response cache it keeps when `cache.max_bytes` is the same,
+/// address is unchanged); `running`: the generation it succeeds, whose generated TLS
+/// session-ticket key the new one keeps (when both generate theirs), whose response cache it keeps when `cache.max_bytes` is the same,
 /// and whose rate-limit balances its bank starts from (unchanged routes and limits find
 /// theirs: [`crate::route::fingerprints`]); `number`: reloads before this one (0 at start).
 /// Returns once every worker serves.
@@ -104,7 +104,9 @@ pub(crate) fn launch(
         true => None,
         false => {
             let config = crate::tls::server_config(&cfg.tls).map_err(StartError)?;
-            Some(Arc::new(match running.and_then(|g| g.tls.as_deref()) {
+            let generated = |t: &config::Tls| matches!(t.session_tickets, config::SessionTickets::Generated);
+            let keep = running.filter(|g| generated(&g.cfg.tls) && generated(&cfg.tls)).and_then(|g| g.tls.as_deref());
+            Some(Arc::new(match keep {
                 Some(running) => crate::tls::successor(running, config),
                 None => config,
             }))

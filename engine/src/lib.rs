@@ -62,6 +62,7 @@ mod server;
 mod share;
 mod shutdown;
 mod split;
+mod tickets;
 mod timers;
 mod tls;
 mod tls_tunnel;

@@ -7,7 +7,8 @@
 //! Here: the rustls server configuration (certificates chosen by SNI with their stapled
 //! OCSP responses, the oldest version allowed, client certificates checked against their
 //! authorities and revocation lists, ALPN `http/1.1`, stateless session tickets that any
-//! worker can open, kept across reloads), and the per-connection state, which connections to
+//! worker can open, their generated key kept across reloads, or keys from files:
+//! `crate::tickets`), and the per-connection state, which connections to
 //! HTTPS upstreams share. Left to others: when to read and write (`io`, `conn`, `tunnel`);
 //! the client configuration for upstreams (`upstream_tls`).
 //!
@@ -78,8 +79,17 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
     cfg.ignore_client_order = tls.prefer_server_ciphers;
     // Stateless tickets: a client resumes on whichever worker its next connection lands
     // (SO_REUSEPORT spreads them), where a per-process session cache would need a lock
-    // shared by every core.
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
+    // shared by every core. Without tickets there is no session cache either.
+    match &tls.session_tickets {
+        config::SessionTickets::Generated => {
+            cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
+        }
+        config::SessionTickets::Keys(keys) => cfg.ticketer = Arc::new(crate::tickets::Sealer::new(keys)),
+        config::SessionTickets::Off => {
+            cfg.send_tls13_tickets = 0;
+            cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
+    }
     Ok(cfg)
 }
 
@@ -105,7 +115,8 @@ pub(crate) fn versions(oldest: config::TlsVersion) -> &'static [&'static rustls:
 }
 
 /// `cfg` with the session-ticket key of `running` (the configuration a reload replaces),
-/// so that clients resume across the reload.
+/// so that clients resume across the reload; for generated keys only (key files are read
+/// again by a reload, which is how they rotate).
 pub(crate) fn successor(running: &ServerConfig, mut cfg: ServerConfig) -> ServerConfig {
     cfg.ticketer = running.ticketer.clone();
     cfg

@@ -335,14 +335,102 @@ both_drivers!(optional_client_certificates_let_clients_without_one_in, |io| {
 
 /// A gateway whose TLS listener (address 1) serves `server` with more `[tls]` keys.
 fn tls_gateway_with(io: &str, upstream: std::net::SocketAddr, server: &TestCert, tls_keys: &str) -> Gateway {
-    Gateway::start(
-        io,
-        &format!(
-            "[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_keys}\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
-            server.toml_entry(&["localhost"])
-        ),
+    Gateway::start(io, &tls_with(upstream, server, tls_keys))
+}
+
+/// The configuration of [`tls_gateway_with`] after its `[server]` section.
+fn tls_with(upstream: std::net::SocketAddr, server: &TestCert, tls_keys: &str) -> String {
+    format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_keys}\n{}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+        server.toml_entry(&["localhost"])
     )
 }
+
+/// Writes an 80-byte session-ticket key file (every byte `seed`, then its index) beside
+/// `cert`'s files; returns the `session_ticket_keys` entry naming it.
+fn ticket_key(cert: &TestCert, seed: u8) -> String {
+    let file = cert.cert_file.with_file_name(format!("ticket-{seed}.key"));
+    std::fs::write(&file, (0..80u8).map(|i| seed ^ i).collect::<Vec<u8>>()).unwrap();
+    format!("{:?}", file.display().to_string())
+}
+
+/// One request on a new TLS connection with `cfg` (whose tickets it keeps); whether the
+/// handshake resumed a session.
+fn resumes(addr: std::net::SocketAddr, cfg: &std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let mut c = TlsClient::connect(addr, "localhost", cfg.clone());
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status(), 200);
+    c.resumed()
+}
+
+/// A client trusting `server`, speaking TLS 1.3 or 1.2 (TLS 1.3 with these servers).
+fn tls13_client(server: &TestCert) -> std::sync::Arc<rustls::ClientConfig> {
+    client_config(&[server], &[])
+}
+
+/// As [`tls13_client`], speaking TLS 1.2 only (tickets of RFC 5077 rather than TLS 1.3's).
+fn tls12_client(server: &TestCert) -> std::sync::Arc<rustls::ClientConfig> {
+    client_with(server, rustls::crypto::ring::default_provider(), &rustls::version::TLS12)
+}
+
+both_drivers!(gateways_sharing_ticket_keys_resume_each_others_sessions, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let (k1, k2) = (ticket_key(&cert, 1), ticket_key(&cert, 2));
+    let keys = |files: &[&str]| format!("session_ticket_keys = [{}]", files.join(", "));
+    let a = tls_gateway_with(io, up.addr, &cert, &keys(&[&k1]));
+    let b = tls_gateway_with(io, up.addr, &cert, &keys(&[&k1]));
+    let generated = tls_gateway_with(io, up.addr, &cert, "");
+    let rotated = tls_gateway_with(io, up.addr, &cert, &keys(&[&k2, &k1]));
+    let only_new = tls_gateway_with(io, up.addr, &cert, &keys(&[&k2]));
+    for make in [tls13_client as fn(&TestCert) -> _, tls12_client] {
+        let cfg = make(&cert);
+        assert!(!resumes(a.addr_at(1), &cfg), "nothing to resume yet");
+        assert!(resumes(b.addr_at(1), &cfg), "b opens a's ticket: the same key file");
+        // A new client holding only tickets from `first` (each connection leaves the
+        // client tickets from the gateway it spoke to).
+        let cfg = |first: &Gateway| {
+            let c = make(&cert);
+            assert!(!resumes(first.addr_at(1), &c));
+            c
+        };
+        let c = cfg(&a);
+        assert!(!resumes(generated.addr_at(1), &c), "a gateway with its own key cannot open a's ticket");
+        let c = cfg(&a);
+        assert!(resumes(rotated.addr_at(1), &c), "a retired key (listed after the first) still opens");
+        assert!(resumes(only_new.addr_at(1), &c), "the first key sealed the tickets rotated gave");
+        let c = cfg(&a);
+        assert!(!resumes(only_new.addr_at(1), &c), "a key no longer listed opens nothing");
+    }
+});
+
+both_drivers!(session_tickets_can_be_switched_off_and_key_files_rotate_on_reload, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let off = tls_gateway_with(io, up.addr, &cert, "session_tickets = false");
+    let on = tls_gateway_with(io, up.addr, &cert, "");
+    for make in [tls13_client as fn(&TestCert) -> _, tls12_client] {
+        let cfg = make(&cert);
+        for _ in 0..3 {
+            assert!(!resumes(off.addr_at(1), &cfg), "a session resumed with tickets off");
+        }
+        // The same client resumes where tickets are on.
+        assert!(!resumes(on.addr_at(1), &cfg));
+        assert!(resumes(on.addr_at(1), &cfg));
+    }
+    // A reload reads the key files again: replacing the only key ends its tickets.
+    let (k1, k2) = (ticket_key(&cert, 1), ticket_key(&cert, 2));
+    let mut gw = tls_gateway_with(io, up.addr, &cert, &format!("session_ticket_keys = [{k1}]"));
+    let cfg = client_config(&[&cert], &[]);
+    assert!(!resumes(gw.addr_at(1), &cfg));
+    assert!(resumes(gw.addr_at(1), &cfg));
+    gw.reload_extra(&tls_with(up.addr, &cert, &format!("session_ticket_keys = [{k2}]"))).unwrap();
+    assert!(!resumes(gw.addr_at(1), &cfg), "k1's ticket opened after k1 was removed");
+    assert!(resumes(gw.addr_at(1), &cfg), "k2's ticket");
+    // Rewriting the file in place and reloading rotates too (as nginx's key files are).
+    std::fs::write(cert.cert_file.with_file_name("ticket-2.key"), [7u8; 80]).unwrap();
+    gw.reload_extra(&tls_with(up.addr, &cert, &format!("session_ticket_keys = [{k2}]"))).unwrap();
+    assert!(!resumes(gw.addr_at(1), &cfg), "the old bytes' ticket opened after the file changed");
+});
 
 both_drivers!(revoked_client_certificates_are_refused, |io| {
     let up = Upstream::echo();
@@ -420,10 +508,19 @@ fn client_offering(server: &TestCert, names: &[&str]) -> std::sync::Arc<rustls::
     let all = std::mem::take(&mut provider.cipher_suites);
     provider.cipher_suites =
         names.iter().map(|n| *all.iter().find(|s| s.suite().as_str() == Some(*n)).expect("a ring suite")).collect();
+    client_with(server, provider, &rustls::version::TLS13)
+}
+
+/// A client trusting `server`, with `provider`, speaking only `version`.
+fn client_with(
+    server: &TestCert,
+    provider: rustls::crypto::CryptoProvider,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::sync::Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server.der.clone()).unwrap();
     let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[version])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -517,6 +614,23 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     let e = suites("min_version = \"1.3\"\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]");
     assert!(e.contains("tls.cipher_suites: names no TLS 1.3 suite"), "{e}");
     assert!(suites("prefer_server_ciphers = true").contains("tls.prefer_server_ciphers: needs tls.cipher_suites"));
+    let short = cert.cert_file.with_file_name("short.key");
+    std::fs::write(&short, [1u8; 32]).unwrap();
+    let e = suites(&format!("session_ticket_keys = [{:?}]", short.display().to_string()));
+    assert!(e.contains("tls.session_ticket_keys[0]") && e.contains("32 bytes, not 80 or 48"), "{e}");
+    let e = suites("session_ticket_keys = [\"/nonexistent/ticket.key\"]");
+    assert!(e.contains("tls.session_ticket_keys[0]: cannot read"), "{e}");
+    let (k, same_name) = (cert.cert_file.with_file_name("k.key"), cert.cert_file.with_file_name("k2.key"));
+    std::fs::write(&k, [1u8; 80]).unwrap();
+    std::fs::write(&same_name, [[1u8; 16], [2u8; 16], [2u8; 16]].concat()).unwrap();
+    let e = suites(&format!(
+        "session_ticket_keys = [{:?}, {:?}]",
+        k.display().to_string(),
+        same_name.display().to_string()
+    ));
+    assert!(e.contains("tls.session_ticket_keys[1]") && e.contains("has the name"), "{e}");
+    let e = suites(&format!("session_tickets = false\nsession_ticket_keys = [{:?}]", k.display().to_string()));
+    assert!(e.contains("tls.session_ticket_keys: keys are set but tls.session_tickets is false"), "{e}");
     let details = "client_cert_details = [\"subject\"]\n";
     assert!(err(&format!("{listen}{details}{}", cert.toml_entry(&[]))).contains("tls.client_cert_details: needs"));
     let e = err(&format!("{listen}{ca}client_cert_details = [\"email\"]\n{}", cert.toml_entry(&[])));
