@@ -135,19 +135,17 @@ pub(crate) fn build_tls(c: &mut Checker, raw: &RawTls) -> Tls {
     if raw.listen.is_empty() && !raw.certificates.is_empty() {
         c.err("tls.listen", "certificates are configured but no TLS listen address is");
     }
-    let mut seen: Vec<String> = Vec::new();
+    // A name may be served by several certificates whose keys differ in kind (ECDSA and
+    // RSA); the engine checks the kinds, which needs the crypto provider.
     let mut certificates = Vec::new();
     for (i, rc) in raw.certificates.iter().enumerate() {
         let path = format!("tls.certificates[{i}]");
-        let mut server_names = Vec::new();
+        let mut server_names: Vec<String> = Vec::new();
         for (j, name) in rc.server_names.iter().enumerate() {
             let p = format!("{path}.server_names[{j}]");
             match server_name(name) {
-                Some(n) if seen.contains(&n) => c.err(p, format!("{name:?} is already served by another certificate")),
-                Some(n) => {
-                    seen.push(n.clone());
-                    server_names.push(n);
-                }
+                Some(n) if server_names.contains(&n) => c.err(p, format!("{name:?} is listed twice")),
+                Some(n) => server_names.push(n),
                 None => c.err(p, format!("{name:?} is not a host name or a *.suffix wildcard")),
             }
         }

@@ -48,6 +48,7 @@ pub(crate) fn server_config(tls: &config::Tls) -> Result<ServerConfig, String> {
         key.ocsp = c.ocsp.clone();
         certs.push((c.server_names.clone(), Arc::new(key)));
     }
+    distinct_kinds(&certs, &tls.certificates.iter().map(|c| c.cert_file.as_str()).collect::<Vec<_>>())?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(tls.min_version))
         .map_err(|e| format!("tls: {e}"))?;
@@ -124,23 +125,67 @@ pub(crate) fn successor(running: &ServerConfig, mut cfg: ServerConfig) -> Server
 
 /// Chooses a certificate by the client's server name: an exact name, then a `*.suffix`
 /// covering one label, else the first certificate (also for clients that send no name).
+/// Where several certificates serve the name (an ECDSA and an RSA one, as nginx serves
+/// with two `ssl_certificate` lines; for the default, those listing the first one's names),
+/// the first whose key can sign with a scheme the client offers; the first of them when
+/// none can, whose handshake then fails.
 #[derive(Debug)]
 struct BySni {
     certs: Vec<(Vec<String>, Arc<CertifiedKey>)>,
 }
 
+impl BySni {
+    /// The first of `candidates` whose key can sign with one of the client's `schemes`,
+    /// else the first. A lone candidate (the common case) is taken without asking its key.
+    fn pick<'a>(
+        mut candidates: impl Iterator<Item = &'a (Vec<String>, Arc<CertifiedKey>)> + Clone,
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<&'a Arc<CertifiedKey>> {
+        let (_, first) = candidates.clone().next()?;
+        if candidates.clone().nth(1).is_none() {
+            return Some(first);
+        }
+        candidates.find(|(_, k)| k.key.choose_scheme(schemes).is_some()).map(|(_, k)| k).or(Some(first))
+    }
+}
+
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let serving = |name: &str| {
+            let name = name.to_string();
+            self.certs.iter().filter(move |(names, _)| names.contains(&name))
+        };
         let chosen = hello.server_name().and_then(|name| {
             let name = name.to_ascii_lowercase();
             let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
-            self.certs
-                .iter()
-                .find(|(names, _)| names.contains(&name))
-                .or_else(|| self.certs.iter().find(|(names, _)| wildcard.as_ref().is_some_and(|w| names.contains(w))))
+            Self::pick(serving(&name), schemes).or_else(|| Self::pick(serving(wildcard.as_deref()?), schemes))
         });
-        chosen.or(self.certs.first()).map(|(_, key)| key.clone())
+        // The default: the first certificate and those listing the same names.
+        let first = &self.certs.first()?.0;
+        chosen.or_else(|| Self::pick(self.certs.iter().filter(|(names, _)| names == first), schemes)).cloned()
     }
+}
+
+/// Refuses two certificates that serve a name (or are both defaults, listing none) with
+/// keys of the same kind: the second could never be chosen.
+fn distinct_kinds(certs: &[(Vec<String>, Arc<CertifiedKey>)], files: &[&str]) -> Result<(), String> {
+    for (i, (names, key)) in certs.iter().enumerate() {
+        for (j, (earlier, other)) in certs[..i].iter().enumerate() {
+            let shared = names.iter().find(|n| earlier.contains(n)).map(|n| format!("{n:?}"));
+            let shared = shared.or_else(|| (names.is_empty() && earlier.is_empty()).then(|| "no names".to_string()));
+            if let (Some(what), true) = (shared, key.key.algorithm() == other.key.algorithm()) {
+                return Err(format!(
+                    "tls certificate {}: serves {what} with a key of the kind {} has ({:?}): certificates \
+                     may share names only with keys of different kinds (an ECDSA and an RSA one)",
+                    files[i],
+                    files[j],
+                    key.key.algorithm(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The cause of the error that ends a TLS connection whose client spoke plain HTTP: the

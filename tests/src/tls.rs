@@ -31,6 +31,14 @@ impl TestCert {
         Self::write(&made.cert, &made.key_pair)
     }
 
+    /// As [`TestCert::new`], with an RSA key (the JWT tests' fixture key; rcgen cannot make
+    /// RSA keys with ring).
+    pub fn rsa(names: &[&str]) -> TestCert {
+        let key = rcgen::KeyPair::from_pem(include_str!("../fixtures/rsa-private.pem")).expect("the RSA fixture");
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        Self::write(&params.self_signed(&key).expect("a self-signed RSA certificate"), &key)
+    }
+
     /// Writes `cert` and `key` as `cert.pem` and `key.pem` into a fresh directory.
     fn write(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> TestCert {
         let dir = fresh_dir();

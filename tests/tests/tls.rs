@@ -103,6 +103,42 @@ both_drivers!(the_certificate_follows_the_server_name, |io| {
     }
 });
 
+/// A client trusting `roots` that verifies RSA signatures only (so offers only RSA schemes).
+fn rsa_only_client(roots: &[&TestCert]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let algs = provider.signature_verification_algorithms;
+    let rsa = |s: &rustls::SignatureScheme| format!("{s:?}").starts_with("RSA");
+    let mapping: Vec<_> = algs.mapping.iter().filter(|(s, _)| rsa(s)).copied().collect();
+    provider.signature_verification_algorithms =
+        rustls::crypto::WebPkiSupportedAlgorithms { all: algs.all, mapping: Vec::leak(mapping) };
+    client_with(roots, provider, rustls::DEFAULT_VERSIONS)
+}
+
+both_drivers!(ecdsa_and_rsa_certificates_can_serve_one_name, |io| {
+    let up = Upstream::echo();
+    let ec = TestCert::new(&["localhost", "127.0.0.1"]);
+    let rsa = TestCert::rsa(&["localhost", "127.0.0.1"]);
+    let both = client_config(&[&ec, &rsa], &[]);
+    let rsa_only = rsa_only_client(&[&ec, &rsa]);
+    let presented = |gw: &Gateway, name: &str, cfg: &std::sync::Arc<rustls::ClientConfig>| {
+        let mut c = TlsClient::connect(gw.addr_at(1), name, cfg.clone());
+        assert_eq!(c.request(format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")).status(), 200, "{name}");
+        c.peer_cert()
+    };
+    for (first, second) in [(&ec, &rsa), (&rsa, &ec)] {
+        let gw = tls_gateway(io, up.addr, &[(first, &["localhost"]), (second, &["localhost"])], "");
+        // By name, and as the default (an IP address sends no name).
+        for name in ["localhost", "127.0.0.1"] {
+            assert!(presented(&gw, name, &both) == first.der, "{name}: a client taking both gets the first listed");
+            assert!(presented(&gw, name, &rsa_only) == rsa.der, "{name}: an RSA-only client gets the RSA one");
+        }
+    }
+    // The control: the RSA-only client cannot take the ECDSA certificate alone.
+    let ec_alone = tls_gateway(io, up.addr, &[(&ec, &["localhost"])], "");
+    let mut c = TlsClient::connect(ec_alone.addr_at(1), "localhost", rsa_only);
+    assert!(c.handshake().is_err(), "an RSA-only client took an ECDSA certificate");
+});
+
 both_drivers!(alpn_offers_only_http_1_1, |io| {
     let up = Upstream::echo();
     let cert = TestCert::new(&["localhost"]);
@@ -369,7 +405,7 @@ fn tls13_client(server: &TestCert) -> std::sync::Arc<rustls::ClientConfig> {
 
 /// As [`tls13_client`], speaking TLS 1.2 only (tickets of RFC 5077 rather than TLS 1.3's).
 fn tls12_client(server: &TestCert) -> std::sync::Arc<rustls::ClientConfig> {
-    client_with(server, rustls::crypto::ring::default_provider(), &rustls::version::TLS12)
+    client_with(&[server], rustls::crypto::ring::default_provider(), &[&rustls::version::TLS12])
 }
 
 both_drivers!(gateways_sharing_ticket_keys_resume_each_others_sessions, |io| {
@@ -508,21 +544,23 @@ fn client_offering(server: &TestCert, names: &[&str]) -> std::sync::Arc<rustls::
     let all = std::mem::take(&mut provider.cipher_suites);
     provider.cipher_suites =
         names.iter().map(|n| *all.iter().find(|s| s.suite().as_str() == Some(*n)).expect("a ring suite")).collect();
-    client_with(server, provider, &rustls::version::TLS13)
+    client_with(&[server], provider, &[&rustls::version::TLS13])
 }
 
-/// A client trusting `server`, with `provider`, speaking only `version`.
+/// A client trusting `roots`, with `provider`, speaking `versions`.
 fn client_with(
-    server: &TestCert,
+    roots: &[&TestCert],
     provider: rustls::crypto::CryptoProvider,
-    version: &'static rustls::SupportedProtocolVersion,
+    versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> std::sync::Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.der.clone()).unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.der.clone()).unwrap();
+    }
     let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-        .with_protocol_versions(&[version])
+        .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     std::sync::Arc::new(cfg)
 }
@@ -650,6 +688,15 @@ fn configurations_that_cannot_serve_tls_are_refused() {
     );
     let e = engine::Server::start(parse(&mismatched).unwrap()).err().expect("a mismatched key is refused").to_string();
     assert!(e.contains("cert.pem"), "{e}");
+    // Two certificates may share a name only with keys of different kinds.
+    let twice = |names: &[&str]| {
+        let cfg = format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}{}", cert.toml_entry(names), other.toml_entry(names));
+        engine::Server::start(parse(&cfg).unwrap()).err().expect("two ECDSA keys for one name").to_string()
+    };
+    let e = twice(&["localhost"]);
+    assert!(e.contains("serves \"localhost\"") && e.contains("keys of different kinds"), "{e}");
+    assert!(twice(&[]).contains("serves no names"));
+    assert!(err(&format!("{listen}{}", cert.toml_entry(&["a.test", "A.test"]))).contains("listed twice"));
     // A TLS listener alone is enough.
     let only_tls = format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}", cert.toml_entry(&[]));
     let cfg = config::Config::parse(&format!(
