@@ -101,6 +101,11 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, mut peer: SocketAddr
         // few KiB) exists only while a request is in flight, and a parked connection's task
         // stays small. One block for both: a second cost about 60 instructions per request.
         let next = w.arena.run(|| one_request(&w, &mut client, peer, peer_text.as_bytes())).await;
+        // The handshake belongs to the first request: finished once it was read. A refused
+        // one has dropped the connection's TLS state (`Conn::refuse`).
+        if let (true, true, Some(stats)) = (first, tls, &w.stats) {
+            stats.tls_handshake(client.tls.as_deref().and_then(Tls::handshake_outcome));
+        }
         first = false;
         if !next.keep_alive {
             break;

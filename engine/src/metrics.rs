@@ -78,6 +78,10 @@ pub(crate) struct Stats {
     cache: [Counter; CACHE_RESULTS.len()],
     /// Sampled spans dropped because the exporter's queue was full (`[tracing]`).
     pub spans_dropped: Counter,
+    /// TLS handshakes of client connections, by cipher suite ([`config::CIPHER_SUITES`])
+    /// and whether they resumed a session; and those that began and did not finish.
+    tls_handshakes: [[Counter; 2]; config::CIPHER_SUITES.len()],
+    tls_failed: Counter,
 }
 
 impl Stats {
@@ -96,6 +100,17 @@ impl Stats {
             refused_per_ip: Counter::default(),
             cache: Default::default(),
             spans_dropped: Counter::default(),
+            tls_handshakes: Default::default(),
+            tls_failed: Counter::default(),
+        }
+    }
+
+    /// Counts a client connection's TLS handshake, once its first request has been read
+    /// (or its reading given up): `(suite, resumed)`, or None when it did not finish.
+    pub(crate) fn tls_handshake(&self, outcome: Option<(usize, bool)>) {
+        match outcome {
+            Some((suite, resumed)) => self.tls_handshakes[suite][usize::from(resumed)].add(1),
+            None => self.tls_failed.add(1),
         }
     }
 
@@ -204,6 +219,26 @@ fn per_route<'a>(
 }
 
 impl Registry {
+    /// `coregate_tls_handshakes_total` (every suite rustls speaks, as nginx's `$ssl_protocol`
+    /// and `$ssl_cipher` would tally them, and Envoy's `ssl.ciphers.*` and
+    /// `ssl.session_reused`) and `coregate_tls_handshake_failures_total`.
+    fn render_tls(&self, out: &mut String) {
+        let sum = |f: &dyn Fn(&Stats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+        out.push_str("# HELP coregate_tls_handshakes_total TLS handshakes of client connections, by protocol, cipher suite and resumption.\n# TYPE coregate_tls_handshakes_total counter\n");
+        for (i, suite) in config::CIPHER_SUITES.iter().enumerate() {
+            let protocol = if suite.starts_with("TLS13_") { "TLSv1.3" } else { "TLSv1.2" };
+            for (r, resumed) in ["false", "true"].iter().enumerate() {
+                let n = sum(&|s| s.tls_handshakes[i][r].get());
+                let _ = writeln!(
+                    out,
+                    "coregate_tls_handshakes_total{{protocol=\"{protocol}\",cipher=\"{suite}\",resumed=\"{resumed}\"}} {n}"
+                );
+            }
+        }
+        let n = sum(&|s| s.tls_failed.get());
+        let _ = writeln!(out, "# HELP coregate_tls_handshake_failures_total TLS handshakes of client connections that began and did not finish (refused, broken off, timed out, or plain HTTP on a TLS port).\n# TYPE coregate_tls_handshake_failures_total counter\ncoregate_tls_handshake_failures_total {n}");
+    }
+
     /// The Prometheus text exposition of the sums over the workers.
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -323,6 +358,9 @@ impl Registry {
         out.push_str("# HELP coregate_client_connections Client connections open, by worker.\n# TYPE coregate_client_connections gauge\n");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(out, "coregate_client_connections{{worker=\"{i}\"}} {}", w.connections.get());
+        }
+        if !self.cfg.tls.listen.is_empty() {
+            self.render_tls(&mut out);
         }
         if self.cfg.server.max_connections_per_ip.is_some() {
             let n = sum(&|s| s.refused_per_ip.get());

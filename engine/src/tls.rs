@@ -267,6 +267,17 @@ impl Tls {
         })
     }
 
+    /// The finished handshake's cipher suite (its index in [`config::CIPHER_SUITES`]) and
+    /// whether it resumed a session; None while (or because) it has not finished.
+    pub(crate) fn handshake_outcome(&self) -> Option<(usize, bool)> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        let suite = self.conn.negotiated_cipher_suite()?.suite().as_str()?;
+        let i = config::CIPHER_SUITES.iter().position(|s| *s == suite)?;
+        Some((i, self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)))
+    }
+
     /// Whether the peer presented a certificate (a client verified against
     /// `tls.client_ca_file`).
     pub(crate) fn has_client_cert(&self) -> bool {

@@ -439,6 +439,44 @@ both_drivers!(gateways_sharing_ticket_keys_resume_each_others_sessions, |io| {
     }
 });
 
+both_drivers!(tls_handshakes_are_counted_by_suite_and_resumption, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let gw = tls_gateway(io, up.addr, &[(&cert, &["localhost"])], "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let addr = gw.addr_at(1);
+    let cfg = tls13_client(&cert);
+    assert!(!resumes(addr, &cfg));
+    assert!(resumes(addr, &cfg));
+    assert!(resumes(addr, &cfg));
+    assert!(!resumes(addr, &tls12_client(&cert)));
+    // Two that do not finish: a record that is no ClientHello, and plain HTTP.
+    let mut broken = TcpStream::connect(addr).unwrap();
+    broken.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+    let _ = broken.read_to_end(&mut Vec::new());
+    let mut plain = Client::connect(addr);
+    assert_eq!(plain.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+    let want = [
+        "coregate_tls_handshakes_total{protocol=\"TLSv1.3\",cipher=\"TLS13_AES_256_GCM_SHA384\",resumed=\"false\"} 1\n",
+        "coregate_tls_handshakes_total{protocol=\"TLSv1.3\",cipher=\"TLS13_AES_256_GCM_SHA384\",resumed=\"true\"} 2\n",
+        "coregate_tls_handshakes_total{protocol=\"TLSv1.2\",cipher=\"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\",resumed=\"false\"} 1\n",
+        "coregate_tls_handshake_failures_total 2\n",
+    ];
+    // Counted on the worker just after the answer is written: wait for the count.
+    let mut m = String::new();
+    until(
+        || {
+            m = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+            want.iter().all(|w| m.contains(w))
+        },
+        || std::thread::sleep(std::time::Duration::from_millis(5)),
+    );
+    assert!(m.contains("cipher=\"TLS13_CHACHA20_POLY1305_SHA256\",resumed=\"false\"} 0\n"), "{m}");
+    // Without [tls], no such families.
+    let plain_gw = Gateway::start(io, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr));
+    let m = Client::connect(plain_gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    assert!(!m.contains("coregate_tls_"), "{m}");
+});
+
 both_drivers!(session_tickets_can_be_switched_off_and_key_files_rotate_on_reload, |io| {
     let up = Upstream::echo();
     let cert = TestCert::new(&["localhost"]);
