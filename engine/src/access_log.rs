@@ -80,6 +80,9 @@ pub(crate) struct Entry<'a> {
     /// Bytes written to the client for it: head and body, as they left coregate (before
     /// TLS; nginx's `$bytes_sent`). An upgraded connection counts its 101 head only.
     pub sent: u64,
+    /// On a TLS connection: its cipher suite (an index in [`config::CIPHER_SUITES`]) and
+    /// whether its handshake resumed a session ([`crate::tls::Tls::handshake_outcome`]).
+    pub tls: Option<(usize, bool)>,
 }
 
 impl AccessLog {
@@ -117,7 +120,14 @@ impl AccessLog {
         let header = |name: &[u8]| e.request.and_then(|r| r.header(name));
         optional(&mut buf, "user_agent", header(b"user-agent"));
         optional(&mut buf, "referer", header(b"referer"));
-        buf.push(b'"');
+        if let Some((suite, resumed)) = e.tls {
+            let cipher = config::CIPHER_SUITES[suite];
+            let protocol = if cipher.starts_with("TLS13_") { "TLSv1.3" } else { "TLSv1.2" };
+            let _ =
+                write!(buf, "\",\"tls_protocol\":\"{protocol}\",\"tls_cipher\":\"{cipher}\",\"tls_resumed\":{resumed}");
+        } else {
+            buf.push(b'"');
+        }
         if let Some(t) = e.upstream_time {
             let _ = write!(buf, ",\"upstream_ms\":{:.3}", t.as_secs_f64() * 1e3);
         }

@@ -162,7 +162,8 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
             let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
                 let outcome = proxy::Outcome { sent: client.sent - sent, ..Default::default() };
-                w.observe(None, &outcome, next.status, t0.elapsed(), peer_text, proxy::Tags::default());
+                let who = (peer_text, client.tls.as_deref());
+                w.observe(None, &outcome, next.status, t0.elapsed(), who, proxy::Tags::default());
             }
             return next;
         }
@@ -186,7 +187,7 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
     let (next, mut outcome) = proxy::handle(w, client, from, from_text, peer_text, &req, tags).await;
     if let Some(t0) = started {
         outcome.sent = client.sent - sent;
-        w.observe(Some(&req), &outcome, next.status, t0.elapsed(), from_text, tags);
+        w.observe(Some(&req), &outcome, next.status, t0.elapsed(), (from_text, client.tls.as_deref()), tags);
     }
     if let (Some(tracer), Some(cx)) = (&w.tracer, &trace) {
         let route = outcome.route.map(|r| w.cfg.routes[r].name.as_str());

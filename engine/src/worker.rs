@@ -145,14 +145,15 @@ impl Worker {
         self.stats.is_some() || self.log.is_some()
     }
 
-    /// Counts and logs one answered request (status 0: closed unanswered).
+    /// Counts and logs one answered request (status 0: closed unanswered); `client`: its
+    /// address as text and its connection's TLS state.
     pub(crate) fn observe(
         &self,
         req: Option<&RequestHead>,
         outcome: &crate::proxy::Outcome,
         status: u16,
         took: Duration,
-        client: &[u8],
+        (client, tls): (&[u8], Option<&crate::tls::Tls>),
         tags: crate::proxy::Tags<'_>,
     ) {
         let route = outcome.route;
@@ -175,6 +176,7 @@ impl Worker {
                 took,
                 cache: outcome.cache,
                 sent: outcome.sent,
+                tls: tls.and_then(crate::tls::Tls::handshake_outcome),
             });
         }
     }

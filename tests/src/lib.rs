@@ -481,6 +481,12 @@ pub fn until(mut done: impl FnMut() -> bool, mut step: impl FnMut()) {
     }
 }
 
+/// [`until`] `f` holds, looking again every 5 ms: for what a worker does just after its
+/// answer (a metric counted, a log line written).
+pub fn eventually(f: impl FnMut() -> bool) {
+    until(f, || std::thread::sleep(Duration::from_millis(5)));
+}
+
 /// An address on 127.0.0.1 where nothing listens: a socket bound to it and never listening,
 /// kept open for the rest of the test process (one descriptor), so that connections to it
 /// are refused. Released at once instead, the port could be taken by a listener of a test

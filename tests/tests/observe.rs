@@ -3,7 +3,6 @@
 //! connections) and `/healthz`, and the JSON lines of the access log.
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
 use coregate_tests::*;
 
@@ -20,10 +19,6 @@ fn metrics(gw: &Gateway) -> String {
 }
 
 /// Waits until `f` holds (counters and the log are written just after the answer leaves).
-fn eventually(f: impl FnMut() -> bool) {
-    until(f, || std::thread::sleep(Duration::from_millis(5)));
-}
-
 fn config(up: std::net::SocketAddr, extra: &str) -> String {
     format!(
         "{extra}\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{up}\", \"{}\"]\noutlier = {{ consecutive_failures = 0 }}\n\n[[routes]]\nname = \"users\"\npath = \"/users\"\nupstream = \"api\"\n\n[[routes]]\npath = \"/teapot\"\nrespond = {{ status = 418, body = \"short and stout\" }}\n",

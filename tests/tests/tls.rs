@@ -463,18 +463,55 @@ both_drivers!(tls_handshakes_are_counted_by_suite_and_resumption, |io| {
     ];
     // Counted on the worker just after the answer is written: wait for the count.
     let mut m = String::new();
-    until(
-        || {
-            m = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
-            want.iter().all(|w| m.contains(w))
-        },
-        || std::thread::sleep(std::time::Duration::from_millis(5)),
-    );
+    eventually(|| {
+        m = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+        want.iter().all(|w| m.contains(w))
+    });
     assert!(m.contains("cipher=\"TLS13_CHACHA20_POLY1305_SHA256\",resumed=\"false\"} 0\n"), "{m}");
     // Without [tls], no such families.
     let plain_gw = Gateway::start(io, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr));
     let m = Client::connect(plain_gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
     assert!(!m.contains("coregate_tls_"), "{m}");
+});
+
+both_drivers!(the_access_log_names_the_tls_protocol_cipher_and_resumption, |io| {
+    let up = Upstream::echo();
+    let cert = TestCert::new(&["localhost"]);
+    let log = cert.cert_file.with_file_name("access.log");
+    let gw = tls_gateway(
+        io,
+        up.addr,
+        &[(&cert, &["localhost"])],
+        &format!("[access_log]\npath = {:?}\n", log.display().to_string()),
+    );
+    let cfg = tls13_client(&cert);
+    assert!(!resumes(gw.addr_at(1), &cfg));
+    assert!(resumes(gw.addr_at(1), &cfg));
+    assert!(!resumes(gw.addr_at(1), &tls12_client(&cert)));
+    assert_eq!(gw.client().request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 200);
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    eventually(|| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+        lines.len() >= 4
+    });
+    let tls = |l: &serde_json::Value| {
+        (
+            l["tls_protocol"].as_str().map(str::to_string),
+            l["tls_cipher"].as_str().map(str::to_string),
+            l["tls_resumed"].as_bool(),
+        )
+    };
+    let seen: Vec<_> = lines.iter().map(tls).collect();
+    let some = |p: &str, c: &str, r: bool| (Some(p.to_string()), Some(c.to_string()), Some(r));
+    for want in [
+        some("TLSv1.3", "TLS13_AES_256_GCM_SHA384", false),
+        some("TLSv1.3", "TLS13_AES_256_GCM_SHA384", true),
+        some("TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", false),
+        (None, None, None),
+    ] {
+        assert!(seen.contains(&want), "{want:?} not in {seen:?}");
+    }
 });
 
 both_drivers!(session_tickets_can_be_switched_off_and_key_files_rotate_on_reload, |io| {
