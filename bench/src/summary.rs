@@ -355,9 +355,9 @@ mod tests {
 
     #[test]
     fn tls_targets_that_negotiate_differently_make_the_run_invalid() {
-        let tls = |target: &str, round: usize, what: &str| Round {
+        let tls = |target: &str, n: usize, what: &str| Round {
             tls: Some(what.into()),
-            ..super::tests::round(target, "coregate-load", round, 10.0, 1.0)
+            ..round(target, "coregate-load", n, 10.0, 1.0)
         };
         let v13 = "TLSv1.3 TLS13_AES_256_GCM_SHA384";
         let mut rounds = vec![tls("coregate-io_uring-tls", 0, v13), tls("nginx-tls", 0, v13), tls("nginx-tls", 1, v13)];

@@ -52,7 +52,7 @@ pub use proto_http::Limits as WireLimits;
 pub use queue::Queue;
 pub use split::Split;
 pub use tickets::{SessionTickets, TicketKey, TICKET_KEY_SIZES};
-pub use tls::{CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls, CIPHER_SUITES};
+pub use tls::{suite_protocol, CertDetails, Certificate, ClientAuth, Tls, TlsVersion, UpstreamTls, CIPHER_SUITES};
 pub use tracing::Tracing;
 
 /// `server.proxy_protocol`: on no listener, every one, or those listed (by their address in

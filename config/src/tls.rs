@@ -48,6 +48,16 @@ pub const CIPHER_SUITES: [&str; 9] = [
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 ];
 
+/// The protocol version a suite of [`CIPHER_SUITES`] belongs to, as nginx's `$ssl_protocol`
+/// names it.
+pub fn suite_protocol(suite: &str) -> &'static str {
+    if suite.starts_with("TLS13_") {
+        "TLSv1.3"
+    } else {
+        "TLSv1.2"
+    }
+}
+
 /// A `cipher_suites` key: names from [`CIPHER_SUITES`], each once, leaving a suite for
 /// TLS 1.3 when that is the oldest version allowed.
 fn cipher_suites(c: &mut Checker, path: &str, names: &[String], min_version: TlsVersion) -> Vec<String> {

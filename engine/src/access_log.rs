@@ -122,7 +122,7 @@ impl AccessLog {
         optional(&mut buf, "referer", header(b"referer"));
         if let Some((suite, resumed)) = e.tls {
             let cipher = config::CIPHER_SUITES[suite];
-            let protocol = if cipher.starts_with("TLS13_") { "TLSv1.3" } else { "TLSv1.2" };
+            let protocol = config::suite_protocol(cipher);
             let _ =
                 write!(buf, "\",\"tls_protocol\":\"{protocol}\",\"tls_cipher\":\"{cipher}\",\"tls_resumed\":{resumed}");
         } else {

@@ -226,7 +226,7 @@ impl Registry {
         let sum = |f: &dyn Fn(&Stats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
         out.push_str("# HELP coregate_tls_handshakes_total TLS handshakes of client connections, by protocol, cipher suite and resumption.\n# TYPE coregate_tls_handshakes_total counter\n");
         for (i, suite) in config::CIPHER_SUITES.iter().enumerate() {
-            let protocol = if suite.starts_with("TLS13_") { "TLSv1.3" } else { "TLSv1.2" };
+            let protocol = config::suite_protocol(suite);
             for (r, resumed) in ["false", "true"].iter().enumerate() {
                 let n = sum(&|s| s.tls_handshakes[i][r].get());
                 let _ = writeln!(
