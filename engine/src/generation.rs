@@ -86,9 +86,10 @@ impl Generation {
 
 /// Starts the workers of `cfg` on `sockets` (and the admin listener on `admin` when its
 /// address is unchanged); `running`: the generation it succeeds, whose generated TLS
-/// session-ticket key the new one keeps (when both generate theirs), whose response cache it keeps when `cache.max_bytes` is the same,
-/// and whose rate-limit balances its bank starts from (unchanged routes and limits find
-/// theirs: [`crate::route::fingerprints`]); `number`: reloads before this one (0 at start).
+/// session-ticket key the new one keeps (when both generate theirs), whose response cache
+/// it keeps when `cache.max_bytes` is the same, and whose rate-limit balances its bank
+/// starts from (unchanged routes and limits find theirs: [`crate::route::fingerprints`]);
+/// `number`: reloads before this one (0 at start).
 /// Returns once every worker serves.
 pub(crate) fn launch(
     number: u64,
