@@ -74,7 +74,7 @@ fn cipher_suites(c: &mut Checker, path: &str, names: &[String], min_version: Tls
             seen.push(name.clone());
         }
     }
-    if min_version == TlsVersion::V1_3 && !seen.is_empty() && !seen.iter().any(|n| n.starts_with("TLS13_")) {
+    if min_version == TlsVersion::V1_3 && !seen.is_empty() && !seen.iter().any(|n| suite_protocol(n) == "TLSv1.3") {
         c.err(path, "names no TLS 1.3 suite, and min_version is \"1.3\": no handshake could succeed");
     }
     seen

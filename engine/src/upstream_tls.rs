@@ -59,11 +59,10 @@ pub(crate) fn client(t: &config::UpstreamTls) -> Result<UpstreamTls, String> {
         // As for client certificates: the end entity is looked up in its issuer's list, and
         // a certificate whose issuer has no list in the file is refused.
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        let webpki = match t.crls.is_empty() {
-            true => webpki,
-            false => webpki.with_crls(t.crls.iter().cloned()).only_check_end_entity_revocation(),
+        let (webpki, file) = match t.crls.is_empty() {
+            true => (webpki, "ca_file"),
+            false => (webpki.with_crls(t.crls.iter().cloned()).only_check_end_entity_revocation(), "crl_file"),
         };
-        let file = if t.crls.is_empty() { "ca_file" } else { "crl_file" };
         webpki.build().map_err(|e| format!("{file}: {e}"))?
     } else {
         Arc::new(AnyCertificate(provider))
