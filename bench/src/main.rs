@@ -354,8 +354,14 @@ fn run(a: &Args) -> Result<(), String> {
         }
     }
 
+    // Which coregate ran: a profile-guided build (scripts/build-pgo) says so in its version.
+    let build = std::process::Command::new(bin_dir.join("coregate"))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map_err(|e| format!("{}: {e}", bin_dir.join("coregate").display()))?;
     let setup = format!(
-        "{} workers; proxies pinned to cores [{proxy_cores}], upstream ({}) and load generator to [{other_cores}]; \
+        "{build}; {} workers; proxies pinned to cores [{proxy_cores}], upstream ({}) and load generator to [{other_cores}]; \
          {} keep-alive connections; {} rounds x {} s closed loop; sweep steps of {} s",
         a.workers, a.upstream, a.connections, a.rounds, a.duration, a.step_duration
     );

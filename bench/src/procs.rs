@@ -79,6 +79,15 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first, so that a server exits as it would in service (coregate drains and
+        // returns from main, which is also when a profiling build writes its profile for
+        // scripts/build-pgo); whatever is still running after a bounded wait is killed.
+        // SAFETY: kill(2) on the id of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Workers first (nginx's outlive a killed master), then the child itself.
         for pid in self.pids().into_iter().skip(1) {
             // SAFETY: kill(2) on a process id we read from our child's /proc entry.

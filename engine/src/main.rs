@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["--version" | "-V"] => {
-            println!("coregate {}", env!("CARGO_PKG_VERSION"));
+            println!("coregate {}{}", env!("CARGO_PKG_VERSION"), env!("COREGATE_BUILD"));
             ExitCode::SUCCESS
         }
         ["check", file] => check(Path::new(file)),
