@@ -196,6 +196,14 @@ fn run(a: &Args) -> Result<(), String> {
             return Err(format!("{} is missing: run cargo build --release first", bin_dir.join(b).display()));
         }
     }
+    // Which coregate runs, for the report: a profile-guided build (scripts/build-pgo) says
+    // so in its version. Asked before measuring, so that a failure costs no run.
+    let coregate = bin_dir.join("coregate");
+    let build = std::process::Command::new(&coregate)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map_err(|e| format!("{}: {e}", coregate.display()))?;
     if !have("taskset") {
         return Err("taskset (util-linux) is required to pin cores".into());
     }
@@ -354,12 +362,6 @@ fn run(a: &Args) -> Result<(), String> {
         }
     }
 
-    // Which coregate ran: a profile-guided build (scripts/build-pgo) says so in its version.
-    let build = std::process::Command::new(bin_dir.join("coregate"))
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .map_err(|e| format!("{}: {e}", bin_dir.join("coregate").display()))?;
     let setup = format!(
         "{build}; {} workers; proxies pinned to cores [{proxy_cores}], upstream ({}) and load generator to [{other_cores}]; \
          {} keep-alive connections; {} rounds x {} s closed loop; sweep steps of {} s",
