@@ -37,6 +37,9 @@ OPTIONS:
     --no-epoll            skip the coregate epoll run
     --no-policies         skip coregate with the policy chain (API key + rate limit +
                           header transform), which is compared with plain coregate
+    --pipeline N          add coregate pipelining up to N requests per upstream write
+                          (`upstreams[].pipeline = N`, 2 to 64): coregate-io_uring-pipelined,
+                          compared with nginx, HAProxy and plain coregate
     --cache               add coregate and nginx answering from their response caches
                           (every request a hit after the first): coregate-io_uring-cache
                           and nginx-cache, compared with each other
@@ -79,6 +82,8 @@ struct Args {
     /// Add the TLS-terminating trio.
     tls: bool,
     floor: bool,
+    /// Add coregate pipelining this deep to the upstream (`--pipeline`).
+    pipeline: Option<usize>,
     out: PathBuf,
     sweep_fractions: Vec<f64>,
     replot: bool,
@@ -101,6 +106,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         https: false,
         tls: false,
         floor: false,
+        pipeline: None,
         out: PathBuf::from("bench-out"),
         sweep_fractions: vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
         replot: false,
@@ -131,6 +137,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--no-epoll" => a.epoll = false,
             "--no-policies" => a.policies = false,
             "--floor" => a.floor = true,
+            "--pipeline" => match num(it.next(), f)? as usize {
+                n @ 2..=64 => a.pipeline = Some(n),
+                _ => return Err("--pipeline needs a depth from 2 to 64".into()),
+            },
             "--cache" => a.cache = true,
             "--https-upstream" => a.https = true,
             "--tls" => a.tls = true,
@@ -234,6 +244,9 @@ fn run(a: &Args) -> Result<(), String> {
     }
     if a.policies {
         targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Policies)?);
+    }
+    if let Some(depth) = a.pipeline {
+        targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Pipelined(depth))?);
     }
     if a.cache {
         targets.push(env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Cache)?);

@@ -163,6 +163,8 @@ pub enum Variant {
     Https,
     /// Terminating TLS: a `[tls]` listener serving the demo certificate (`--tls`).
     Tls,
+    /// Pipelining this many requests per upstream write (`upstreams[].pipeline`, `--pipeline`).
+    Pipelined(usize),
 }
 
 /// How nginx runs as a proxy: plain, answering from its `proxy_cache`, to an HTTPS
@@ -239,9 +241,11 @@ impl Env {
             Variant::Cache => (format!("coregate-{io}-cache"), "cache = { ttl = \"10m\" }\n"),
             Variant::Https => (format!("coregate-{io}-https"), ""),
             Variant::Tls => (format!("coregate-{io}-tls"), ""),
+            Variant::Pipelined(_) => (format!("coregate-{io}-pipelined"), ""),
         };
         let upstream_extra = match variant {
             Variant::Https => format!("tls = {{ server_name = \"localhost\", ca_file = \"{DEMO_CERT}\" }}\n"),
+            Variant::Pipelined(depth) => format!("pipeline = {depth}\n"),
             _ => String::new(),
         };
         let consumers = if variant == Variant::Policies {

@@ -97,7 +97,7 @@ fn rps(r: &Round) -> f64 {
 const CPU_GOAL: Option<Goal> = Some(Goal::AtMost(1.0 / 1.3));
 
 /// The ratios the goals are stated in, and those that explain them.
-pub const RATIOS: [Ratio; 16] = [
+pub const RATIOS: [Ratio; 19] = [
     Ratio {
         what: "CPU per request, coregate / nginx",
         num: "coregate-io_uring",
@@ -125,6 +125,27 @@ pub const RATIOS: [Ratio; 16] = [
         den: "direct",
         figure: rps,
         goal: Some(Goal::AtLeast(0.9)),
+    },
+    Ratio {
+        what: "CPU per request, coregate pipelined / nginx",
+        num: "coregate-io_uring-pipelined",
+        den: "nginx",
+        figure: cpu,
+        goal: CPU_GOAL,
+    },
+    Ratio {
+        what: "CPU per request, coregate pipelined / HAProxy",
+        num: "coregate-io_uring-pipelined",
+        den: "haproxy",
+        figure: cpu,
+        goal: CPU_GOAL,
+    },
+    Ratio {
+        what: "CPU per request, coregate pipelined / coregate",
+        num: "coregate-io_uring-pipelined",
+        den: "coregate-io_uring",
+        figure: cpu,
+        goal: None,
     },
     Ratio {
         what: "throughput, coregate with policies / coregate",

@@ -119,6 +119,8 @@ mod tests {
             assert_eq!(u.unwrap().balance, Balance::Hash(want));
         }
         assert_eq!(upstream("endpoints = [\"127.0.0.1:1\"]").unwrap().balance, Balance::RoundRobin);
+        assert_eq!(upstream("endpoints = [\"127.0.0.1:1\"]").unwrap().pipeline, 1);
+        assert_eq!(upstream("endpoints = [\"127.0.0.1:1\"]\npipeline = 8").unwrap().pipeline, 8);
     }
 
     #[test]
@@ -149,6 +151,14 @@ mod tests {
             ("endpoints = [\"localhost:1\"]\nresolve = \"soon\"", "upstreams[0].resolve", "invalid duration"),
             ("endpoints = [\"127.0.0.1:1\", 7]", "upstreams[0].endpoints[1]", "not integer"),
             ("endpoints = [\"127.0.0.1:1\"]\nbalance = \"random\"", "upstreams[0].balance", "unknown balance"),
+            ("endpoints = [\"127.0.0.1:1\"]\npipeline = 0", "upstreams[0].pipeline", "1..=64"),
+            ("endpoints = [\"127.0.0.1:1\"]\npipeline = 65", "upstreams[0].pipeline", "1..=64"),
+            (
+                "endpoints = [\"127.0.0.1:1\"]\npipeline = 4\nbalance = \"hash\"\nhash_on = \"client_ip\"",
+                "upstreams[0].pipeline",
+                "does not combine",
+            ),
+            ("endpoints = [\"127.0.0.1:1\"]\npipeline = 4\n[upstreams.tls]", "upstreams[0].pipeline", "plain HTTP"),
             ("endpoints = [\"127.0.0.1:1\"]\nbalance = \"hash\"", "upstreams[0].hash_on", "needs hash_on"),
             ("endpoints = [\"127.0.0.1:1\"]\nhash_on = \"client_ip\"", "upstreams[0].hash_on", "needs balance"),
             (

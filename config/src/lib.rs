@@ -250,6 +250,10 @@ pub struct Upstream {
     pub queue: Option<Queue>,
     /// TLS to the endpoints (HTTPS upstreams); `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
+    /// Requests that may share one write to the upstream and wait their turn for their
+    /// responses on its connection (HTTP/1.1 pipelining, RFC 9112 9.3.2): idempotent ones
+    /// without a body, made in the same turn of a worker's loop. 1: none (the default).
+    pub pipeline: usize,
 }
 
 impl Upstream {

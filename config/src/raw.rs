@@ -197,6 +197,9 @@ pub struct RawUpstream {
     pub max_requests: Option<usize>,
     /// Requests over max_requests wait for a slot.
     pub queue: Option<crate::queue::RawQueue>,
+    /// Idempotent bodiless requests sent on one connection before their responses are read
+    /// (HTTP/1.1 pipelining; 1: none).
+    pub pipeline: Option<usize>,
     /// Speak TLS to the endpoints (HTTPS upstreams).
     pub tls: Option<RawUpstreamTls>,
 }

@@ -93,7 +93,22 @@ pub(crate) fn build_upstream(c: &mut Checker, path: &str, u: &RawUpstream, t: &T
         max_requests,
         queue,
         tls: u.tls.as_ref().map(|t| crate::tls::build_upstream_tls(c, &format!("{path}.tls"), t)),
+        pipeline: pipeline(c, path, u),
     }
+}
+
+/// `upstreams[].pipeline`: 1 (none) to 64. Not with TLS (the batch is one plaintext write
+/// of a plain connection) and not with `balance = "hash"` (a batch goes to the endpoint
+/// its first request was balanced to, which would move the others' keys).
+fn pipeline(c: &mut Checker, path: &str, u: &RawUpstream) -> usize {
+    let depth = c.bounded(&format!("{path}.pipeline"), u.pipeline, 1, 1, 64);
+    if depth > 1 && u.tls.is_some() {
+        c.err(format!("{path}.pipeline"), "pipelining is for plain HTTP upstreams: remove it or `tls`");
+    }
+    if depth > 1 && u.balance.as_deref() == Some("hash") {
+        c.err(format!("{path}.pipeline"), "does not combine with balance = \"hash\": a batch goes to one endpoint");
+    }
+    depth
 }
 
 /// `upstreams[].retry_statuses`: 4xx and 5xx codes only (a 2xx or 3xx is an answer, not a

@@ -49,6 +49,7 @@ mod metrics;
 mod mirror;
 mod multishot;
 mod per_ip;
+mod pipeline;
 mod policy;
 mod pool;
 mod posted;

@@ -89,6 +89,17 @@ struct Outgoing {
     websocket: bool,
 }
 
+/// How a request head goes upstream ([`crate::pipeline`]).
+#[derive(Clone, Copy)]
+enum Pipe {
+    /// On its own.
+    Alone,
+    /// First of a batch: with the heads of the requests that join it, in one write.
+    Open { depth: usize, upstream: usize, endpoint: usize },
+    /// In a batch another request opened, whose write carried it.
+    Joined,
+}
+
 /// True when the request has no body bytes to read.
 fn no_body(b: BodyFraming) -> bool {
     matches!(b, BodyFraming::Empty | BodyFraming::Length(0))
@@ -477,9 +488,40 @@ async fn exchange(
     let mut retrying = None;
     // Least request: counted in flight until this exchange ends (a tunnel's whole life).
     let mut _in_flight = None;
+    // Pipelined (`upstreams[].pipeline`): GETs without a body, never an upgrade (RFC 9112
+    // 9.3.2: idempotent requests only). Not HEAD: an upstream that wrongly sends a body
+    // after a HEAD's head, harmless alone (the connection is dropped), would shift every
+    // response behind it. A retry goes on its own.
+    let depth = match meta.method == Method::Get && meta.body == BodyFraming::Empty && !out.websocket {
+        true => up_cfg.pipeline,
+        false => 1,
+    };
     let (mut up, endpoint, resp) = loop {
         let attempt = w.log.as_ref().map(|_| std::time::Instant::now());
-        let (mut up, endpoint, reused) = acquire::<Original>(w, upstream, fresh, avoid, key).await?;
+        let pipelined = depth > 1 && !fresh && avoid.is_none();
+        let place = if pipelined { crate::pipeline::join(&w.pipelines, upstream, &out.head) } else { None };
+        let (mut up, endpoint, reused, pipe) = match place {
+            None => {
+                let (up, endpoint, reused) = acquire::<Original>(w, upstream, fresh, avoid, key).await?;
+                let pipe = match pipelined {
+                    true => {
+                        // `keepalive_requests`: the batch ends within the connection's share.
+                        let left = up_cfg.keepalive_requests.map_or(u32::MAX, |n| n.saturating_sub(up.exchanges));
+                        Pipe::Open { depth: depth.min(left.max(1) as usize), upstream, endpoint }
+                    }
+                    false => Pipe::Alone,
+                };
+                (up, endpoint, reused, pipe)
+            }
+            Some(place) => match place.await {
+                Ok((up, endpoint)) => (up, endpoint, true, Pipe::Joined),
+                Err(()) => {
+                    log::debug!("the pipelined connection ended before this response; retrying on a new one");
+                    fresh = true;
+                    continue;
+                }
+            },
+        };
         p.seen.endpoint = Some(endpoint);
         if counted {
             _in_flight = w.balance.started(upstream, endpoint);
@@ -492,7 +534,7 @@ async fn exchange(
                 && !out.websocket
                 && (!out.head.is_empty() || meta.body == BodyFraming::Empty)
         };
-        let failure = match send_and_receive(w, client, &mut up, &mut out, req, response_timeout, p).await {
+        let failure = match send_and_receive(w, client, &mut up, &mut out, pipe, req, response_timeout, p).await {
             Ok(resp) => {
                 p.seen.upstream_time = attempt.map(|t| t.elapsed());
                 // RFC 9110 15.6.3-5: the statuses by which an upstream (or one in front of
@@ -646,10 +688,33 @@ async fn exchange(
     };
     p.response_started = true;
     p.status = resp_meta.status;
+    let status = resp_meta.status;
+    // Nothing more to read from the upstream: its connection goes back to the pool, or on to
+    // the next request pipelined on it, before the client is written to.
+    let read_whole = streamed.is_none()
+        && (stored.is_some()
+            || match resp_meta.body {
+                ResponseBody::None => true,
+                ResponseBody::Length(_) => body_left == 0,
+                _ => false,
+            });
+    let held = match read_whole {
+        true => {
+            pool_back(w, upstream, endpoint, up, resp_meta);
+            None
+        }
+        false => Some((up, resp_meta)),
+    };
     client.spare = client
         .write(head, cfg.timeouts.client_send)
         .await
         .map_err(|e| Error::io(Side::Client, "writing the response head", e))?;
+    if let Some(body) = stored.filter(|_| body_left > 0) {
+        client.write(body, cfg.timeouts.client_send).await.map_err(|e| Error::io(Side::Client, "writing a body", e))?;
+    }
+    let Some((mut up, resp_meta)) = held else {
+        return Ok(Next { keep_alive: keep, status });
+    };
 
     match resp_meta.body {
         _ if streamed.is_some() => {
@@ -667,17 +732,8 @@ async fn exchange(
             );
             Box::pin(relay).await?;
         }
-        _ if stored.is_some() => {
-            if body_left > 0 {
-                let body = stored.unwrap_or_default();
-                client
-                    .write(body, cfg.timeouts.client_send)
-                    .await
-                    .map_err(|e| Error::io(Side::Client, "writing a body", e))?;
-            }
-        }
+        // Read whole above (a stored body, none, or a small one that went with the head).
         ResponseBody::None => {}
-        // A small body went out with the head: no copy to start.
         ResponseBody::Length(_) if body_left == 0 => {}
         ResponseBody::Length(_) => copy_length(&mut up, client, body_left, leg).await?,
         ResponseBody::Chunked => {
@@ -686,7 +742,6 @@ async fn exchange(
         }
         ResponseBody::Close => copy_until_close(&mut up, client, leg).await?,
     }
-    let status = resp_meta.status;
     pool_back(w, upstream, endpoint, up, resp_meta);
     Ok(Next { keep_alive: keep, status })
 }
@@ -733,21 +788,34 @@ fn client_leg(cfg: &Config) -> Leg {
 }
 
 /// Sends the request (head and body) and reads the final response head, relaying 1xx.
+#[allow(clippy::too_many_arguments)]
 async fn send_and_receive(
     w: &Worker,
     client: &mut Conn,
     up: &mut Conn,
     out: &mut Outgoing,
+    pipe: Pipe,
     req: &RequestHead,
     response_timeout: Duration,
     p: &mut Progress,
 ) -> Result<ResponseHead, Error> {
     let cfg = &w.cfg;
     let meta = &req.meta;
-    out.head = up
-        .write(std::mem::take(&mut out.head), cfg.timeouts.upstream_send)
-        .await
-        .map_err(|e| Error::io(Side::Upstream, "writing the request head", e))?;
+    let written = match pipe {
+        Pipe::Alone => match up.write(std::mem::take(&mut out.head), cfg.timeouts.upstream_send).await {
+            Ok(head) => {
+                out.head = head;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Pipe::Open { depth, upstream, endpoint } => {
+            let t = cfg.timeouts.upstream_send;
+            crate::pipeline::open(&w.pipelines, upstream, endpoint, up, &out.head, depth, t).await
+        }
+        Pipe::Joined => Ok(()),
+    };
+    written.map_err(|e| Error::io(Side::Upstream, "writing the request head", e))?;
     if meta.body != BodyFraming::Empty {
         if out.send_continue {
             client

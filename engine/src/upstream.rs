@@ -16,8 +16,9 @@ use crate::worker::Worker;
 const UP_BUF: usize = 8 * 1024;
 
 /// Returns an upstream connection to the pool after its response, when it can carry
-/// another: bytes beyond the end of the response (or a body on a bodiless response) mean
-/// the upstream and coregate disagree about framing, and that connection is never reused.
+/// another, or hands it to the next request pipelined on it (`pipeline`). Unpipelined,
+/// bytes beyond the end of the response (or a body on a bodiless response) mean the
+/// upstream and coregate disagree about framing, and that connection is never reused.
 pub(crate) fn pool_back(
     w: &Worker,
     upstream: usize,
@@ -25,8 +26,13 @@ pub(crate) fn pool_back(
     mut up: Box<Conn>,
     resp_meta: proto_http::ResponseMeta,
 ) {
-    if resp_meta.keep_alive() && up.buf.is_empty() {
-        up.spare_headers = resp_meta.headers;
+    if !resp_meta.keep_alive() {
+        return;
+    }
+    up.spare_headers = resp_meta.headers;
+    // The next pipelined request's response (in `buf`, or to come) is its own to read.
+    let Some(up) = crate::pipeline::hand_on(up) else { return };
+    if up.buf.is_empty() {
         let keep = crate::pool::Keep::of(&w.cfg.upstreams[upstream]);
         w.pool.borrow_mut().put(upstream, endpoint, up, keep, w.timers.now());
     }

@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     pub cfg: Arc<Config>,
     pub routes: RouteTable,
     pub pool: RefCell<Pool>,
+    /// The batch of pipelined requests open for each upstream (`upstreams[].pipeline`).
+    pub pipelines: crate::pipeline::Open,
     /// Which endpoint each request tries first (`upstreams[].balance`).
     pub balance: crate::balance::Balancer,
     /// Which upstream each request of a split route goes to (`routes[].split`).
@@ -264,6 +266,7 @@ async fn run(s: Spawn) {
         scratch: RefCell::new(Vec::new()),
         routes: RouteTable::new(&cfg.routes),
         pool: RefCell::new(Pool::new(cfg.upstreams.iter().map(|u| u.endpoints.len()))),
+        pipelines: crate::pipeline::Open::new(cfg.upstreams.len()),
         balance: crate::balance::Balancer::new(&cfg),
         split: crate::split::Splitter::new(&cfg),
         mirrors: crate::mirror::Mirrors::new(&cfg),
@@ -305,6 +308,9 @@ async fn run(s: Spawn) {
     }
     if w.buckets.is_some() {
         monoio::spawn(collect_grants(w.clone()));
+    }
+    if w.cfg.upstreams.iter().any(|u| u.pipeline > 1) {
+        monoio::spawn(crate::pipeline::flusher(w.clone()));
     }
     let mut ticks = 0u32;
     crate::date::refresh();

@@ -1,0 +1,120 @@
+//! Pipelining to upstreams (`upstreams[].pipeline`), on both drivers: many clients at once
+//! through one worker, so that their requests share upstream writes, each get their own
+//! answer (echoed paths, bodies of every framing, HEADs and POSTs that go alone); an upstream
+//! that closes after one answer loses no request (the rest go again on new connections).
+//! That batches form at all is tested deterministically in `engine/src/pipeline.rs`.
+
+use std::io::Write;
+use std::thread;
+
+use coregate_tests::*;
+
+const CLIENTS: usize = 16;
+const REQUESTS: usize = 30;
+
+/// An upstream that echoes, and answers `/big...` with 200,000 bytes and `/chunked...` in
+/// the chunked coding (bodies that the connection's holder streams while the next wait).
+fn upstream() -> Upstream {
+    Upstream::start(|mut c| {
+        while let Some(req) = c.read_request() {
+            let path = req.start.split(' ').nth(1).unwrap_or("").to_string();
+            let mut out = Vec::new();
+            if path.starts_with("/big") {
+                let body = path.as_bytes().iter().cycle().take(200_000).copied().collect::<Vec<u8>>();
+                write!(out, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).unwrap();
+                out.extend_from_slice(&body);
+            } else if path.starts_with("/chunked") {
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                out.extend_from_slice(&chunked(path.repeat(50).as_bytes(), 7, ""));
+            } else if req.start.starts_with("HEAD ") {
+                // As an upstream must (RFC 9110 9.3.2): the head alone.
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+                with_length(&mut out, path.as_bytes(), &req);
+            } else {
+                out = echo_response(&req);
+            }
+            if !c.write(out) {
+                return;
+            }
+        }
+    })
+}
+
+fn gateway(io: &str, up: &Upstream) -> Gateway {
+    Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\npipeline = 8\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    )
+}
+
+/// Runs `client(i)` on `CLIENTS` threads at once.
+fn at_once(client: impl Fn(usize) + Send + Sync + Copy + 'static) {
+    let threads: Vec<_> = (0..CLIENTS).map(|i| thread::spawn(move || client(i))).collect();
+    for t in threads {
+        t.join().expect("a client failed");
+    }
+}
+
+both_drivers!(concurrent_clients_get_their_own_responses, |io| {
+    let up = upstream();
+    let gw = gateway(io, &up);
+    // Each round writes one request on every connection before reading any answer: they
+    // reach the worker together, as load does, and share upstream writes.
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| gw.client()).collect();
+    for j in 0..REQUESTS {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send(match (i + j) % 5 {
+                0 => format!("GET /big/{i}/{j} HTTP/1.1\r\nHost: a\r\n\r\n"),
+                1 => format!("GET /chunked/{i}/{j} HTTP/1.1\r\nHost: a\r\n\r\n"),
+                2 => format!("HEAD /h/{i}/{j} HTTP/1.1\r\nHost: a\r\n\r\n"),
+                // Not idempotent, with a body: sent on its own.
+                3 => format!("POST /p/{i}/{j} HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\n\r\nbody"),
+                _ => format!("GET /e/{i}/{j} HTTP/1.1\r\nHost: a\r\n\r\n"),
+            });
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let at = format!("client {i} request {j}");
+            match (i + j) % 5 {
+                0 => {
+                    let r = c.response();
+                    let want = format!("/big/{i}/{j}").into_bytes().into_iter().cycle().take(200_000);
+                    assert!(r.body.iter().copied().eq(want), "{at}");
+                }
+                1 => assert_eq!(c.response().text(), format!("/chunked/{i}/{j}").repeat(50), "{at}"),
+                2 => {
+                    let r = c.response_to(true);
+                    let length = format!("/h/{i}/{j}").len().to_string();
+                    assert_eq!((r.status(), r.header("content-length")), (200, Some(&*length)), "{at}");
+                }
+                3 => assert_eq!(c.response().text(), format!("POST /p/{i}/{j}\nbody"), "{at}"),
+                _ => assert_eq!(c.response().text(), format!("GET /e/{i}/{j}\n"), "{at}"),
+            }
+        }
+    }
+});
+
+both_drivers!(an_upstream_that_closes_after_one_answer_loses_no_request, |io| {
+    // Every connection: the first request answered with `Connection: close`, the rest of
+    // what was pipelined behind it never answered.
+    let up = Upstream::start(|mut c| {
+        if let Some(req) = c.read_request() {
+            let mut out = echo_response(&req);
+            let at = out.windows(2).position(|w| w == b"\r\n").expect("a status line") + 2;
+            out.splice(at..at, b"connection: close\r\n".iter().copied());
+            c.write(out);
+        }
+    });
+    let gw = gateway(io, &up);
+    let addr = gw.addr;
+    at_once(move |i| {
+        let mut c = Client::connect(addr);
+        for j in 0..10 {
+            let r = c.request(format!("GET /{i}/{j} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            assert_eq!((r.status(), r.text()), (200, format!("GET /{i}/{j}\n")), "client {i} request {j}");
+        }
+    });
+});
