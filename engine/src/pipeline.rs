@@ -58,8 +58,10 @@ enum Wait {
     Abandoned,
 }
 
-impl Default for Batch {
-    fn default() -> Self {
+impl Batch {
+    /// A connection's batches of up to `depth` requests: the places of one are allocated
+    /// here, once; the heads' buffer grows to the largest batch and keeps its allocation.
+    fn new(depth: usize) -> Self {
         Self {
             endpoint: Cell::new(0),
             open: Cell::new(false),
@@ -68,13 +70,11 @@ impl Default for Batch {
             issued: Cell::new(0),
             served: Cell::new(0),
             failed_from: Cell::new(u64::MAX),
-            waiting: RefCell::default(),
+            waiting: RefCell::new(VecDeque::with_capacity(depth)),
             parked: RefCell::default(),
         }
     }
-}
 
-impl Batch {
     /// The connection is gone: every place not yet served fails.
     fn fail(&self) {
         self.open.set(false);
@@ -130,8 +130,9 @@ pub(crate) async fn flusher(w: Rc<crate::worker::Worker>) {
 /// The [`flusher`]'s loop: never ends.
 async fn wake_yielded(open: &Open) {
     std::future::poll_fn(|cx| {
-        let yielded = std::mem::take(&mut *open.yielded.borrow_mut());
-        for waker in yielded {
+        // Waking only queues the task: nothing polls an opener while this borrow lasts,
+        // and the list keeps its allocation.
+        for waker in open.yielded.borrow_mut().drain(..) {
             waker.wake();
         }
         *open.flusher.borrow_mut() = Some(cx.waker().clone());
@@ -168,7 +169,7 @@ pub(crate) async fn open(
     depth: usize,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let batch = up.pipeline.get_or_insert_with(|| Link(Rc::default())).0.clone();
+    let batch = up.pipeline.get_or_insert_with(|| Link(Rc::new(Batch::new(depth)))).0.clone();
     batch.endpoint.set(endpoint);
     batch.room.set(depth - 1);
     batch.open.set(true);

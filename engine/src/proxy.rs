@@ -801,16 +801,10 @@ async fn send_and_receive(
 ) -> Result<ResponseHead, Error> {
     let cfg = &w.cfg;
     let meta = &req.meta;
+    let t = cfg.timeouts.upstream_send;
     let written = match pipe {
-        Pipe::Alone => match up.write(std::mem::take(&mut out.head), cfg.timeouts.upstream_send).await {
-            Ok(head) => {
-                out.head = head;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        Pipe::Alone => up.write(std::mem::take(&mut out.head), t).await.map(|head| out.head = head),
         Pipe::Open { depth, upstream, endpoint } => {
-            let t = cfg.timeouts.upstream_send;
             crate::pipeline::open(&w.pipelines, upstream, endpoint, up, &out.head, depth, t).await
         }
         Pipe::Joined => Ok(()),

@@ -167,3 +167,48 @@ fn chunks(fill: u8) -> String {
     let chunk = format!("4000\r\n{}\r\n", (fill as char).to_string().repeat(0x4000));
     chunk.repeat(LARGE / 0x4000)
 }
+
+both_drivers!(allocations_per_pipelined_request, |io| {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // TCP_NODELAY, as nginx, HAProxy, Envoy, Go and Node set it: without it, each response
+    // after the first of a batch waits for the ACK of the one before (Nagle), which the
+    // gateway delays (README, "Pipelining to upstreams").
+    let up = Upstream::start(|mut c| {
+        c.stream.set_nodelay(true).unwrap();
+        while let Some(req) = c.read_request() {
+            if !c.write(echo_response(&req)) {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::start_with_workers(
+        io,
+        1,
+        &format!(
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\npipeline = 8\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            up.addr
+        ),
+    );
+    // Every round writes a GET on each connection before reading any answer, so that
+    // they reach the worker together and share upstream writes (`tests/pipeline.rs`).
+    let mut clients: Vec<Client> = (0..8).map(|_| gw.client()).collect();
+    let round = |clients: &mut Vec<Client>| {
+        for c in clients.iter_mut() {
+            c.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        }
+        for c in clients.iter_mut() {
+            assert_eq!(c.response().status(), 200);
+        }
+    };
+    for _ in 0..400 {
+        round(&mut clients);
+    }
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    let rounds: u64 = 250;
+    for _ in 0..rounds {
+        round(&mut clients);
+    }
+    let (delta, n) = (WORKER_ALLOCS.load(Ordering::Relaxed) - before, rounds * clients.len() as u64);
+    eprintln!("{io}: {:.3} heap allocations per request (pipelined GET)", delta as f64 / n as f64);
+    assert!(delta <= PER_REQUEST * n + ONE_OFF_SLACK, "{delta} allocations for {n} pipelined requests");
+});
