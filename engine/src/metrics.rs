@@ -67,6 +67,9 @@ pub(crate) struct Stats {
     route_timeouts: Vec<[Counter; crate::deadline::RESULTS.len()]>,
     /// `[upstream]`: requests proxied there, by the status class of their answer.
     upstream_requests: Vec<[Counter; CLASSES.len()]>,
+    /// `[upstream]`: writes of pipelined batches, and the requests they carried
+    /// (`upstreams[].pipeline`).
+    pipelined: Vec<[Counter; 2]>,
     /// `[upstream][endpoint]`: failed exchanges (as `health` counts them) and ejections.
     failures: Vec<Vec<Counter>>,
     ejections: Vec<Vec<Counter>>,
@@ -90,6 +93,7 @@ impl Stats {
         Stats {
             routes: (0..=cfg.routes.len()).map(|_| RouteStats::default()).collect(),
             upstream_requests: cfg.upstreams.iter().map(|_| Default::default()).collect(),
+            pipelined: cfg.upstreams.iter().map(|_| Default::default()).collect(),
             mirrors: cfg.routes.iter().map(|_| Default::default()).collect(),
             route_timeouts: cfg.routes.iter().map(|_| Default::default()).collect(),
             faults: cfg.routes.iter().map(|_| Default::default()).collect(),
@@ -127,6 +131,12 @@ impl Stats {
         let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
         r.buckets[bucket].add(1);
         r.micros.add(took.as_micros() as u64);
+    }
+
+    /// Counts a pipelined batch of `requests` written to `upstream`.
+    pub(crate) fn pipelined(&self, upstream: usize, requests: usize) {
+        self.pipelined[upstream][0].add(1);
+        self.pipelined[upstream][1].add(requests as u64);
     }
 
     /// Counts a cache lookup by its `X-Cache-Status`.
@@ -274,6 +284,27 @@ impl Registry {
                 let n = sum(&|s| s.upstream_requests[u][c].get());
                 let _ =
                     writeln!(out, "coregate_upstream_requests_total{{upstream=\"{}\",code=\"{class}\"}} {n}", up.name);
+            }
+        }
+        let pipelined = || self.cfg.upstreams.iter().enumerate().filter(|(_, u)| u.pipeline > 1);
+        for (k, (metric, help)) in [
+            (
+                "coregate_upstream_pipeline_writes_total",
+                "Writes that carried a batch of pipelined requests to an upstream (upstreams[].pipeline).",
+            ),
+            (
+                "coregate_upstream_pipelined_requests_total",
+                "Requests those writes carried: divided by the writes, the mean batch.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if pipelined().next().is_some() {
+                let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            }
+            for (u, up) in pipelined() {
+                let _ = writeln!(out, "{metric}{{upstream=\"{}\"}} {}", up.name, sum(&|s| s.pipelined[u][k].get()));
             }
         }
         let routes_with = |has: fn(&config::Route) -> bool| {

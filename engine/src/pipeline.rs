@@ -158,8 +158,9 @@ pub(crate) fn join(open: &Open, upstream: usize, head: &[u8]) -> Option<Place> {
 }
 
 /// Opens a batch on `up` with `head` for up to `depth` requests, lets the other tasks of this
-/// turn join it, and writes all their heads in one write (bounded by `timeout`). A failed
-/// write fails the joiners when `up` is dropped.
+/// turn join it, and writes all their heads in one write (bounded by `timeout`). Returns
+/// how many requests the write carried. A failed write fails the joiners when `up` is
+/// dropped.
 pub(crate) async fn open(
     open: &Open,
     upstream: usize,
@@ -168,7 +169,7 @@ pub(crate) async fn open(
     head: &[u8],
     depth: usize,
     timeout: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     let batch = up.pipeline.get_or_insert_with(|| Link(Rc::new(Batch::new(depth)))).0.clone();
     batch.endpoint.set(endpoint);
     batch.room.set(depth - 1);
@@ -187,7 +188,7 @@ pub(crate) async fn open(
     let mut heads = up.write(heads, timeout).await?;
     heads.clear();
     *batch.heads.borrow_mut() = heads;
-    Ok(())
+    Ok(depth - batch.room.get())
 }
 
 /// After a response was read whole from `up` and the connection can carry more: hands it
@@ -321,7 +322,7 @@ mod tests {
             for head in joins {
                 places.push(join(open, 0, head).expect("the batch is open"));
             }
-            opening.await.unwrap();
+            assert_eq!(opening.await.unwrap(), 1 + joins.len(), "requests the write carried");
         }
         (conn, places, peer)
     }
@@ -420,7 +421,7 @@ mod tests {
                 places.extend(join(&open, 0, b"c"));
                 // Depth 3: the fourth opens a batch of its own.
                 assert!(join(&open, 0, b"d").is_none());
-                opening.await.unwrap();
+                assert_eq!(opening.await.unwrap(), 3);
             }
             assert_eq!(places.len(), 2);
             assert_eq!(read_exactly(&mut peer, 3).await, b"abc");

@@ -805,7 +805,12 @@ async fn send_and_receive(
     let written = match pipe {
         Pipe::Alone => up.write(std::mem::take(&mut out.head), t).await.map(|head| out.head = head),
         Pipe::Open { depth, upstream, endpoint } => {
-            crate::pipeline::open(&w.pipelines, upstream, endpoint, up, &out.head, depth, t).await
+            let written = crate::pipeline::open(&w.pipelines, upstream, endpoint, up, &out.head, depth, t).await;
+            written.map(|n| {
+                if let Some(stats) = &w.stats {
+                    stats.pipelined(upstream, n);
+                }
+            })
         }
         Pipe::Joined => Ok(()),
     };

@@ -2,7 +2,8 @@
 //! through one worker, so that their requests share upstream writes, each get their own
 //! answer (echoed paths, bodies of every framing, HEADs and POSTs that go alone); an upstream
 //! that closes after one answer loses no request (the rest go again on new connections).
-//! That batches form at all is tested deterministically in `engine/src/pipeline.rs`.
+//! The metrics count every GET in a batch once. That batches of more than one form is
+//! tested deterministically in `engine/src/pipeline.rs`.
 
 use std::io::Write;
 use std::thread;
@@ -45,7 +46,8 @@ fn gateway(io: &str, up: &Upstream) -> Gateway {
         io,
         1,
         &format!(
-            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\npipeline = 8\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n",
+            "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\npipeline = 8\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
             up.addr
         ),
     )
@@ -95,6 +97,18 @@ both_drivers!(concurrent_clients_get_their_own_responses, |io| {
             }
         }
     }
+    // Every GET went in a batch (of one or more), once: none failed, so none went again.
+    let (status, metrics) = gw.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    let counter = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{upstream=\"api\"}} "))).expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let gets = (0..CLIENTS).flat_map(|i| (0..REQUESTS).map(move |j| (i + j) % 5)).filter(|k| [0, 1, 4].contains(k));
+    let (writes, requests) =
+        (counter("coregate_upstream_pipeline_writes_total"), counter("coregate_upstream_pipelined_requests_total"));
+    assert_eq!(requests, gets.count() as u64);
+    assert!((1..=requests).contains(&writes), "{writes} writes for {requests} requests");
 });
 
 both_drivers!(an_upstream_that_closes_after_one_answer_loses_no_request, |io| {
