@@ -302,16 +302,30 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    /// An open batch on a new connection, with `head` written by the opener after `joins`
-    /// joined it during its yield, and the connection's peer.
-    async fn batch(open: &Rc<Open>, joins: &[&[u8]]) -> (Box<Conn>, Vec<Place>, TcpStream) {
+    /// Open batches of one upstream, with the flusher that wakes their openers running.
+    fn open_with_flusher() -> Rc<Open> {
+        let open = Rc::new(Open::new(1));
+        monoio::spawn({
+            let open = open.clone();
+            async move { wake_yielded(&open).await }
+        });
+        open
+    }
+
+    /// A batch of up to `depth` requests on a new connection to endpoint 3: `heads[0]` opens
+    /// it, the others try to join during its yield. Returns the connection, each joiner's
+    /// place (`None`: it found no room), the requests the write carried, and the peer.
+    async fn batch(
+        open: &Rc<Open>,
+        depth: usize,
+        heads: &[&[u8]],
+    ) -> (Box<Conn>, Vec<Option<Place>>, usize, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let timers = Rc::new(CoarseTimers::default());
         let (conn, peer) = pair(&listener, 4096, &timers).await;
         let mut conn = Box::new(conn);
-        let mut places = Vec::new();
-        {
-            let opening = self::open(open, 0, 3, &mut conn, b"GET /0 HTTP/1.1\r\n\r\n", 4, HOUR);
+        let (places, written) = {
+            let opening = self::open(open, 0, 3, &mut conn, heads[0], depth, HOUR);
             let mut opening = std::pin::pin!(opening);
             // The first poll opens the batch and yields; the others of the turn join.
             std::future::poll_fn(|cx| {
@@ -319,12 +333,18 @@ mod tests {
                 Poll::Ready(())
             })
             .await;
-            for head in joins {
-                places.push(join(open, 0, head).expect("the batch is open"));
-            }
-            assert_eq!(opening.await.unwrap(), 1 + joins.len(), "requests the write carried");
-        }
-        (conn, places, peer)
+            let places = heads[1..].iter().map(|head| join(open, 0, head)).collect();
+            (places, opening.await.unwrap())
+        };
+        (conn, places, written, peer)
+    }
+
+    /// [`batch`] of depth 4, every joiner in it.
+    async fn full(open: &Rc<Open>, joins: &[&[u8]]) -> (Box<Conn>, Vec<Place>, TcpStream) {
+        let heads: Vec<&[u8]> = std::iter::once(&b"GET /0 HTTP/1.1\r\n\r\n"[..]).chain(joins.iter().copied()).collect();
+        let (conn, places, written, peer) = batch(open, 4, &heads).await;
+        assert_eq!(written, heads.len(), "requests the write carried");
+        (conn, places.into_iter().map(|p| p.expect("the batch is open")).collect(), peer)
     }
 
     /// Reads from `peer` until `want` bytes came.
@@ -341,13 +361,8 @@ mod tests {
     #[test]
     fn one_write_carries_the_batch_and_the_connection_passes_in_order() {
         on_both_drivers(|_| async {
-            let open = Rc::new(Open::new(1));
-            monoio::spawn({
-                let open = open.clone();
-                async move { wake_yielded(&open).await }
-            });
-            let (conn, places, mut peer) =
-                batch(&open, &[b"GET /1 HTTP/1.1\r\n\r\n", b"GET /2 HTTP/1.1\r\n\r\n"]).await;
+            let open = open_with_flusher();
+            let (conn, places, mut peer) = full(&open, &[b"GET /1 HTTP/1.1\r\n\r\n", b"GET /2 HTTP/1.1\r\n\r\n"]).await;
             // All three heads were sent before any response: the opener's first.
             let heads = b"GET /0 HTTP/1.1\r\n\r\nGET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
             assert_eq!(read_exactly(&mut peer, heads.len()).await, heads);
@@ -369,25 +384,21 @@ mod tests {
     #[test]
     fn a_connection_that_ends_fails_the_places_after_it() {
         on_both_drivers(|_| async {
-            let open = Rc::new(Open::new(1));
-            monoio::spawn({
-                let open = open.clone();
-                async move { wake_yielded(&open).await }
-            });
+            let open = open_with_flusher();
             // Dropped by the opener (an error, a response that closes it).
-            let (conn, places, _peer) = batch(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
+            let (conn, places, _peer) = full(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
             drop(conn);
             for place in places {
                 assert!(place.await.is_err());
             }
             // Handed to a place whose task is gone: the places after it fail.
-            let (conn, places, _peer) = batch(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
+            let (conn, places, _peer) = full(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
             let mut places = places.into_iter();
             drop(places.next());
             assert!(hand_on(conn).is_none());
             assert!(places.next().unwrap().await.is_err());
             // A place whose task is gone when its turn came drops the connection.
-            let (conn, places, _peer) = batch(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
+            let (conn, places, _peer) = full(&open, &[b"GET /1\r\n\r\n", b"GET /2\r\n\r\n"]).await;
             let mut places = places.into_iter();
             let first = places.next().unwrap();
             assert!(hand_on(conn).is_none());
@@ -399,30 +410,12 @@ mod tests {
     #[test]
     fn a_batch_takes_at_most_its_depth() {
         on_both_drivers(|_| async {
-            let open = Rc::new(Open::new(1));
-            monoio::spawn({
-                let open = open.clone();
-                async move { wake_yielded(&open).await }
-            });
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let timers = Rc::new(CoarseTimers::default());
-            let (conn, mut peer) = pair(&listener, 4096, &timers).await;
-            let mut conn = Box::new(conn);
-            let mut places = Vec::new();
-            {
-                let opening = self::open(&open, 0, 0, &mut conn, b"a", 3, HOUR);
-                let mut opening = std::pin::pin!(opening);
-                std::future::poll_fn(|cx| {
-                    assert!(opening.as_mut().poll(cx).is_pending());
-                    Poll::Ready(())
-                })
-                .await;
-                places.extend(join(&open, 0, b"b"));
-                places.extend(join(&open, 0, b"c"));
-                // Depth 3: the fourth opens a batch of its own.
-                assert!(join(&open, 0, b"d").is_none());
-                assert_eq!(opening.await.unwrap(), 3);
-            }
+            let open = open_with_flusher();
+            let (_conn, places, written, mut peer) = batch(&open, 3, &[b"a", b"b", b"c", b"d"]).await;
+            // Depth 3: the fourth opens a batch of its own.
+            assert!(places[2].is_none());
+            assert_eq!(written, 3);
+            let places: Vec<Place> = places.into_iter().flatten().collect();
             assert_eq!(places.len(), 2);
             assert_eq!(read_exactly(&mut peer, 3).await, b"abc");
         });
