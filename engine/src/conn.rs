@@ -14,6 +14,7 @@ use proto_http::{downgrade_minor_version, normalize_request_path, parse_request_
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
+use crate::local;
 use crate::proxy::{self, Next};
 use crate::tls::Tls;
 use crate::worker::Worker;
@@ -158,8 +159,8 @@ async fn one_request(w: &Worker, client: &mut Conn, peer: SocketAddr, peer_text:
         Err(e) => {
             let Some(status) = e.status() else { return Next::UNANSWERED };
             log::debug!("{status} for {peer}: {e}");
-            let reply = proxy::Reply { keep_alive: false, version: Version::Http11, request_id: None };
-            let next = proxy::send_error(w, client, status, e.context, &[], reply).await;
+            let reply = local::Reply { keep_alive: false, version: Version::Http11, request_id: None };
+            let next = local::send_error(w, client, status, e.context, &[], reply).await;
             if let Some(t0) = started {
                 let outcome = proxy::Outcome { sent: client.sent - sent, ..Default::default() };
                 let who = (peer_text, client.tls.as_deref());

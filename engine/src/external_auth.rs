@@ -18,8 +18,9 @@ use crate::body::{discard, read_whole, Leg};
 use crate::error::{Error, Kind, Side};
 use crate::forward::{connection_values, named_by_connection};
 use crate::io::Conn;
+use crate::local::{send_error, send_local, Reply};
 use crate::policy::Identity;
-use crate::proxy::{send_error, send_local, Next, Reply, Tags};
+use crate::proxy::{Next, Tags};
 use crate::worker::Worker;
 
 /// What became of a check, as `coregate_external_auth_total` counts it.

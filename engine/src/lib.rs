@@ -44,6 +44,7 @@ mod io;
 mod jwks;
 mod jwt;
 mod listener;
+mod local;
 mod methods;
 mod metrics;
 mod mirror;

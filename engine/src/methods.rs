@@ -10,7 +10,8 @@ use proto_http::{Method, RequestHead, Version};
 
 use crate::error::{Error, Kind, Side};
 use crate::io::Conn;
-use crate::proxy::{send_local, Next, Reply};
+use crate::local::{send_local, Reply};
+use crate::proxy::Next;
 use crate::worker::Worker;
 
 /// The methods coregate proxies, for `Allow` (CONNECT never is).

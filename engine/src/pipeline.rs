@@ -30,6 +30,17 @@ use std::time::Duration;
 
 use crate::io::Conn;
 
+/// How a request head goes upstream, as `proxy` decides for each attempt.
+#[derive(Clone, Copy)]
+pub(crate) enum Pipe {
+    /// On its own.
+    Alone,
+    /// First of a batch: with the heads of the requests that join it, in one write.
+    Open { depth: usize, upstream: usize, endpoint: usize },
+    /// In a batch another request opened, whose write carried it.
+    Joined,
+}
+
 /// A connection's batches, one after another: made at its first, kept with it.
 pub(crate) struct Batch {
     /// The endpoint the connection goes to.
