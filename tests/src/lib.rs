@@ -47,6 +47,16 @@ pub struct Gateway {
     server_section: String,
 }
 
+/// The value of one series (`name{labels}`, or a bare name) in a `/metrics` text: the
+/// test fails, showing the text, when the series is missing.
+pub fn metric(metrics: &str, series: &str) -> u64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("{series} in\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 impl Gateway {
     /// Starts a gateway: `extra` is TOML appended after a `[server]` section that listens on
     /// 127.0.0.1:0 with `io` and 2 workers; it holds upstreams, routes, timeouts, limits.

@@ -467,15 +467,11 @@ both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
         assert_eq!(r.header("x-cache-status"), None, "removed by response_headers");
     }
     let metrics = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
-    let value = |name: &str| -> u64 {
-        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in\n{metrics}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    assert!(value("coregate_cache_bytes ") <= 1_048_576, "{metrics}");
-    let targets = value("coregate_cache_targets ");
+    assert!(metric(&metrics, "coregate_cache_bytes") <= 1_048_576, "{metrics}");
+    let targets = metric(&metrics, "coregate_cache_targets");
     assert!((10..100).contains(&targets), "{targets}");
-    assert_eq!(value("coregate_cache_lookups_total{result=\"miss\"}"), 100);
-    assert_eq!(value("coregate_cache_lookups_total{result=\"hit\"}"), 0);
+    assert_eq!(metric(&metrics, "coregate_cache_lookups_total{result=\"miss\"}"), 100);
+    assert_eq!(metric(&metrics, "coregate_cache_lookups_total{result=\"hit\"}"), 0);
     let admin = |raw: &str| Client::connect(gw.admin_addr()).request(raw);
     // The admin listener purges one target (as clients send it; the host in any case)...
     let before = origin.count();

@@ -100,10 +100,7 @@ both_drivers!(concurrent_clients_get_their_own_responses, |io| {
     // Every GET went in a batch (of one or more), once: none failed, so none went again.
     let (status, metrics) = gw.admin("GET", "/metrics");
     assert_eq!(status, 200);
-    let counter = |name: &str| -> u64 {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{upstream=\"api\"}} "))).expect(name);
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let counter = |name: &str| metric(&metrics, &format!("{name}{{upstream=\"api\"}}"));
     let gets = (0..CLIENTS).flat_map(|i| (0..REQUESTS).map(move |j| (i + j) % 5)).filter(|k| [0, 1, 4].contains(k));
     let (writes, requests) =
         (counter("coregate_upstream_pipeline_writes_total"), counter("coregate_upstream_pipelined_requests_total"));
