@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use procs::{have, Env, Nginx, Proc, Variant};
-use runs::{idle_memory, median, raise_nofile, Loader, Memory, Round, Step};
+use runs::{idle_memory, median, raise_nofile, Batch, Loader, Memory, Round, Step};
 use summary::{faults, paired_ratios, summarise, Paired, Summary};
 
 const HELP: &str = "\
@@ -39,7 +39,9 @@ OPTIONS:
                           header transform), which is compared with plain coregate
     --pipeline N          add coregate pipelining up to N requests per upstream write
                           (`upstreams[].pipeline = N`, 2 to 64): coregate-io_uring-pipelined,
-                          compared with nginx, HAProxy and plain coregate
+                          compared with nginx, HAProxy and plain coregate; then the
+                          mean batch per tool, counted by a second pipelined coregate
+                          with its admin listener on (up to 3 runs per tool)
     --cache               add coregate and nginx answering from their response caches
                           (every request a hit after the first): coregate-io_uring-cache
                           and nginx-cache, compared with each other
@@ -323,6 +325,20 @@ fn run(a: &Args) -> Result<(), String> {
             }
         }
     }
+    // The mean batch per tool, from a pipelined coregate of its own whose admin listener
+    // counts the batches (the measured one keeps no metrics): up to three alternating runs.
+    let mut batches: Vec<Batch> = Vec::new();
+    if let Some(depth) = a.pipeline {
+        let counted = env.coregate(&proxy_cores, a.workers, up, "io_uring", Variant::Counted(depth))?;
+        for r in 0..a.rounds.min(3) {
+            for tool in &tools {
+                loader.closed(tool, Some(&counted), up, 0.5, r)?;
+                let b = loader.batches(tool, &counted, up, a.duration, r)?;
+                eprintln!("batches {r} {tool:>13}: {:.2} requests per upstream write at {:.0} req/s", b.mean, b.rps);
+                batches.push(b);
+            }
+        }
+    }
     let summary = summarise(&rounds);
     let base = summary.get("nginx").or_else(|| summary.get("coregate-io_uring")).map(|s| s.rps).unwrap_or(1000.0);
 
@@ -391,13 +407,23 @@ fn run(a: &Args) -> Result<(), String> {
         "summary": summary,
         "paired_ratios": ratios,
         "half_load": half,
+        "batches": batches,
         "rounds": rounds,
         "sweep": steps,
         "memory": memory,
     });
     std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n")
         .map_err(|e| e.to_string())?;
-    let md = markdown(&setup, &summary, &ratios, &steps, &half, &memory, base);
+    let md = markdown(&Report {
+        setup: &setup,
+        summary: &summary,
+        ratios: &ratios,
+        steps: &steps,
+        half: &half,
+        batches: &batches,
+        memory: &memory,
+        base,
+    });
     std::fs::write(a.out.join("report.md"), &md).map_err(|e| e.to_string())?;
     charts(a, &summary, &steps)?;
     println!("{md}");
@@ -424,15 +450,21 @@ fn replot(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn markdown(
-    setup: &str,
-    summary: &BTreeMap<String, Summary>,
-    ratios: &[Paired],
-    steps: &[Step],
-    half: &[Step],
-    memory: &[Memory],
+/// What one run measured, as the Markdown report shows it.
+struct Report<'a> {
+    setup: &'a str,
+    summary: &'a BTreeMap<String, Summary>,
+    ratios: &'a [Paired],
+    steps: &'a [Step],
+    half: &'a [Step],
+    batches: &'a [Batch],
+    memory: &'a [Memory],
+    /// nginx's saturation throughput, which the open-loop rates are fractions of.
     base: f64,
-) -> String {
+}
+
+fn markdown(r: &Report<'_>) -> String {
+    let Report { setup, summary, ratios, steps, half, batches, memory, base } = *r;
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "# coregate-bench report\n\n{setup}\n");
@@ -498,6 +530,31 @@ fn markdown(
                 med(|h| h.p99_us),
                 med(|h| h.p999_us),
                 all.join(" ")
+            );
+        }
+    }
+    if !batches.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Pipelined batches (a coregate-io_uring-pipelined of its own, with the admin listener; not in the CPU figures)\n"
+        );
+        let _ = writeln!(s, "| tool | runs | median requests per upstream write | min | max | median req/s |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        let mut tools: Vec<&str> = batches.iter().map(|b| b.tool.as_str()).collect();
+        tools.dedup();
+        tools.sort();
+        tools.dedup();
+        for tool in tools {
+            let own: Vec<&Batch> = batches.iter().filter(|b| b.tool == tool).collect();
+            let means: Vec<f64> = own.iter().map(|b| b.mean).collect();
+            let _ = writeln!(
+                s,
+                "| {tool} | {} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                own.len(),
+                median(means.clone()),
+                means.iter().copied().fold(f64::INFINITY, f64::min),
+                means.iter().copied().fold(0.0, f64::max),
+                median(own.iter().map(|b| b.rps).collect())
             );
         }
     }

@@ -30,6 +30,8 @@ pub struct Proc {
     pub addr: SocketAddr,
     /// Clients speak TLS to it (a target terminating TLS, `--tls`).
     pub tls: bool,
+    /// Its admin listener, serving `GET /metrics` (only the counted pipelined target has one).
+    pub admin: Option<SocketAddr>,
     child: Child,
 }
 
@@ -142,7 +144,7 @@ fn spawn(
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     wait_ready(addr, &mut child, name)?;
-    Ok(Proc { name: name.to_string(), addr, tls: false, child })
+    Ok(Proc { name: name.to_string(), addr, tls: false, admin: None, child })
 }
 
 /// Where the binaries and scratch files live.
@@ -165,6 +167,10 @@ pub enum Variant {
     Tls,
     /// Pipelining this many requests per upstream write (`upstreams[].pipeline`, `--pipeline`).
     Pipelined(usize),
+    /// As `Pipelined`, with the admin listener on, so that its batches can be counted from
+    /// `/metrics`. Kept apart from `Pipelined`: with an admin listener every worker also
+    /// keeps the metrics counters, which the measured targets do not pay for.
+    Counted(usize),
 }
 
 /// How nginx runs as a proxy: plain, answering from its `proxy_cache`, to an HTTPS
@@ -242,10 +248,11 @@ impl Env {
             Variant::Https => (format!("coregate-{io}-https"), ""),
             Variant::Tls => (format!("coregate-{io}-tls"), ""),
             Variant::Pipelined(_) => (format!("coregate-{io}-pipelined"), ""),
+            Variant::Counted(_) => (format!("coregate-{io}-pipelined-counted"), ""),
         };
         let upstream_extra = match variant {
             Variant::Https => format!("tls = {{ server_name = \"localhost\", ca_file = \"{DEMO_CERT}\" }}\n"),
-            Variant::Pipelined(depth) => format!("pipeline = {depth}\n"),
+            Variant::Pipelined(depth) | Variant::Counted(depth) => format!("pipeline = {depth}\n"),
             _ => String::new(),
         };
         let consumers = if variant == Variant::Policies {
@@ -264,8 +271,13 @@ impl Env {
             ),
             _ => (format!("listen = [\"127.0.0.1:{port}\"]\n"), String::new()),
         };
+        let admin: Option<SocketAddr> = match variant {
+            Variant::Counted(_) => Some(format!("127.0.0.1:{}", free_port()).parse().expect("literal")),
+            _ => None,
+        };
+        let admin_conf = admin.map(|a| format!("[admin]\nlisten = \"{a}\"\n")).unwrap_or_default();
         let conf = format!(
-            "[server]\n{listen}workers = {workers}\nio = \"{io}\"\npin_cores = false\n{tls}{consumers}\
+            "[server]\n{listen}workers = {workers}\nio = \"{io}\"\npin_cores = false\n{tls}{admin_conf}{consumers}\
              [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n{upstream_extra}[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
         );
         let path = self.work.join(format!("{name}.toml"));
@@ -275,6 +287,7 @@ impl Env {
         let log = self.work.join(format!("{name}.log"));
         let mut p = spawn(&name, cores, &self.bin_dir.join("coregate"), &args, addr, &log)?;
         p.tls = variant == Variant::Tls;
+        p.admin = admin;
         Ok(p)
     }
 

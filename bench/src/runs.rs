@@ -43,6 +43,18 @@ pub struct Step {
     pub p999_us: u64,
 }
 
+/// The mean batch of a pipelined coregate under one tool's load: requests per upstream
+/// write, from the counters of its `/metrics` read before and after one closed-loop run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub tool: String,
+    pub round: usize,
+    pub writes: u64,
+    pub requests: u64,
+    pub mean: f64,
+    pub rps: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
     pub target: String,
@@ -169,6 +181,31 @@ impl Loader<'_> {
         Ok(r)
     }
 
+    /// One closed-loop run with `tool` against `target`, whose admin listener counts its
+    /// pipelined batches: the mean batch of that run.
+    pub fn batches(
+        &self,
+        tool: &str,
+        target: &Proc,
+        upstream: SocketAddr,
+        secs: f64,
+        round: usize,
+    ) -> Result<Batch, String> {
+        let admin = target.admin.ok_or_else(|| format!("{} has no admin listener", target.name))?;
+        let (writes0, requests0) = pipeline_counters(admin)?;
+        let x = self.closed(tool, Some(target), upstream, secs, round)?;
+        let (writes1, requests1) = pipeline_counters(admin)?;
+        let (writes, requests) = (writes1 - writes0, requests1 - requests0);
+        Ok(Batch {
+            tool: tool.into(),
+            round,
+            writes,
+            requests,
+            mean: requests as f64 / writes.max(1) as f64,
+            rps: x.rps,
+        })
+    }
+
     /// One open-loop step against `target` (None = direct to `upstream`).
     pub fn open(&self, target: Option<&Proc>, upstream: SocketAddr, rate: f64, secs: f64) -> Result<Step, String> {
         let addr = target.map(|p| p.addr).unwrap_or(upstream);
@@ -226,6 +263,29 @@ pub fn idle_memory(target: &Proc, n: usize) -> Result<Vec<Memory>, String> {
     }
     drop(conns);
     Ok(readings)
+}
+
+/// coregate's `coregate_upstream_pipeline_writes_total` and
+/// `coregate_upstream_pipelined_requests_total`, summed over upstreams, from `GET /metrics`
+/// on its admin listener.
+fn pipeline_counters(admin: SocketAddr) -> Result<(u64, u64), String> {
+    use std::io::{Read, Write};
+    let fail = |e: std::io::Error| format!("GET /metrics from {admin}: {e}");
+    let mut c = TcpStream::connect(admin).map_err(fail)?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail)?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").map_err(fail)?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).map_err(fail)?;
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    match text.starts_with("HTTP/1.1 200") {
+        true => Ok((sum("coregate_upstream_pipeline_writes_total"), sum("coregate_upstream_pipelined_requests_total"))),
+        false => Err(format!("GET /metrics from {admin}: {}", text.lines().next().unwrap_or("no answer"))),
+    }
 }
 
 /// Sends one GET and reads its response (Content-Length framed, as every upstream here
