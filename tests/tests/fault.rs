@@ -13,7 +13,7 @@ fn config(up: std::net::SocketAddr, fault: &str) -> String {
 }
 
 fn metrics(gw: &Gateway) -> String {
-    Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text()
+    gw.admin("GET", "/metrics").1
 }
 
 both_drivers!(an_exact_share_is_aborted, |io| {

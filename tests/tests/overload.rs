@@ -3,7 +3,6 @@
 //! timeout, slots freed on another worker), and `server.max_connections_per_ip`, end to end
 //! on both drivers.
 
-use std::io::{Read, Write};
 use std::sync::{mpsc, Mutex};
 
 use coregate_tests::*;
@@ -32,18 +31,10 @@ both_drivers!(requests_over_max_requests_get_503_at_once, |io| {
         assert_ne!(r.header("connection"), Some("close"));
     }
     // The gauge and the admin's upstream view show the two held (a scrape is no request).
-    let admin = |path: &str| {
-        let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    let metrics = admin("/metrics");
+    let (_, metrics) = gw.admin("GET", "/metrics");
     assert!(metrics.contains("\ncoregate_upstream_in_flight{upstream=\"api\"} 2\n"), "{metrics}");
-    let view = admin("/upstreams");
-    let body = view.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {view}"));
+    let (_, view) = gw.admin("GET", "/upstreams");
+    let doc: serde_json::Value = serde_json::from_str(&view).unwrap_or_else(|e| panic!("{e}: {view}"));
     let api = &doc["upstreams"][0];
     assert_eq!(
         (api["name"].as_str(), api["max_requests"].as_u64(), api["in_flight"].as_u64()),
@@ -107,11 +98,7 @@ fn queued_gateway(io: &str, workers: usize, up: &Upstream, queue: &str) -> Gatew
 }
 
 fn scrape(gw: &Gateway) -> String {
-    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    gw.admin("GET", "/metrics").1
 }
 
 both_drivers!(requests_over_max_requests_wait_in_the_queue_in_order, |io| {
