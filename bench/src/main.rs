@@ -540,10 +540,7 @@ fn markdown(r: &Report<'_>) -> String {
         );
         let _ = writeln!(s, "| tool | runs | median requests per upstream write | min | max | median req/s |");
         let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
-        let mut tools: Vec<&str> = batches.iter().map(|b| b.tool.as_str()).collect();
-        tools.dedup();
-        tools.sort();
-        tools.dedup();
+        let tools: std::collections::BTreeSet<&str> = batches.iter().map(|b| b.tool.as_str()).collect();
         for tool in tools {
             let own: Vec<&Batch> = batches.iter().filter(|b| b.tool == tool).collect();
             let means: Vec<f64> = own.iter().map(|b| b.mean).collect();

@@ -195,7 +195,7 @@ impl Loader<'_> {
         let (writes0, requests0) = pipeline_counters(admin)?;
         let x = self.closed(tool, Some(target), upstream, secs, round)?;
         let (writes1, requests1) = pipeline_counters(admin)?;
-        let (writes, requests) = (writes1 - writes0, requests1 - requests0);
+        let (writes, requests) = (writes1.saturating_sub(writes0), requests1.saturating_sub(requests0));
         Ok(Batch {
             tool: tool.into(),
             round,
