@@ -466,7 +466,7 @@ both_drivers!(the_store_stays_within_max_bytes_and_is_measured, |io| {
         assert_eq!(r.status(), 200);
         assert_eq!(r.header("x-cache-status"), None, "removed by response_headers");
     }
-    let metrics = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    let metrics = gw.admin("GET", "/metrics").1;
     assert!(metric(&metrics, "coregate_cache_bytes") <= 1_048_576, "{metrics}");
     let targets = metric(&metrics, "coregate_cache_targets");
     assert!((10..100).contains(&targets), "{targets}");

@@ -43,7 +43,7 @@ fn counted(gw: &Gateway, result: &str, n: u64) {
     let mut m = String::new();
     until(
         || {
-            m = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+            m = gw.admin("GET", "/metrics").1;
             m.contains(&line)
         },
         || std::thread::sleep(Duration::from_millis(5)),

@@ -75,7 +75,7 @@ both_drivers!(the_chosen_upstream_is_logged_and_counted, |io| {
     let mut metrics = String::new();
     until(
         || {
-            metrics = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+            metrics = gw.admin("GET", "/metrics").1;
             metrics.contains("coregate_upstream_requests_total{upstream=\"v1\",code=\"2xx\"} 2\n")
         },
         || std::thread::sleep(Duration::from_millis(5)),

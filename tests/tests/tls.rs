@@ -464,13 +464,13 @@ both_drivers!(tls_handshakes_are_counted_by_suite_and_resumption, |io| {
     // Counted on the worker just after the answer is written: wait for the count.
     let mut m = String::new();
     eventually(|| {
-        m = Client::connect(gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+        m = gw.admin("GET", "/metrics").1;
         want.iter().all(|w| m.contains(w))
     });
     assert!(m.contains("cipher=\"TLS13_CHACHA20_POLY1305_SHA256\",resumed=\"false\"} 0\n"), "{m}");
     // Without [tls], no such families.
     let plain_gw = Gateway::start(io, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n", up.addr));
-    let m = Client::connect(plain_gw.admin_addr()).request("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    let m = plain_gw.admin("GET", "/metrics").1;
     assert!(!m.contains("coregate_tls_"), "{m}");
 });
 
