@@ -38,8 +38,9 @@ OPTIONS:
     --no-policies         skip coregate with the policy chain (API key + rate limit +
                           header transform), which is compared with plain coregate
     --pipeline N          add coregate pipelining up to N requests per upstream write
-                          (`upstreams[].pipeline = N`, 2 to 64): coregate-io_uring-pipelined,
-                          compared with nginx, HAProxy and plain coregate; then the
+                          (`upstreams[].pipeline = N`, 2 to 64, with `server.batch_wait_us
+                          = 50`): coregate-io_uring-pipelined, compared with nginx, HAProxy
+                          and plain coregate; then the
                           mean batch per tool, counted by a second pipelined coregate
                           with its admin listener on (up to 3 runs per tool)
     --cache               add coregate and nginx answering from their response caches

@@ -276,8 +276,14 @@ impl Env {
             _ => None,
         };
         let admin_conf = admin.map(|a| format!("[admin]\nlisten = \"{a}\"\n")).unwrap_or_default();
+        // The pipelined targets gather their batches with batched waits too (README, "Batched
+        // waits"), on io_uring, where they exist.
+        let batch = match variant {
+            Variant::Pipelined(_) | Variant::Counted(_) if io == "io_uring" => "batch_wait_us = 50\n",
+            _ => "",
+        };
         let conf = format!(
-            "[server]\n{listen}workers = {workers}\nio = \"{io}\"\npin_cores = false\n{tls}{admin_conf}{consumers}\
+            "[server]\n{listen}workers = {workers}\nio = \"{io}\"\npin_cores = false\n{batch}{tls}{admin_conf}{consumers}\
              [[upstreams]]\nname = \"api\"\nendpoints = [\"{upstream}\"]\n{upstream_extra}[[routes]]\npath = \"/\"\nupstream = \"api\"\n{route_extra}"
         );
         let path = self.work.join(format!("{name}.toml"));

@@ -128,6 +128,8 @@ pub struct Server {
     pub io: IoMode,
     /// Pin worker N to core N (modulo the cores available).
     pub pin_cores: bool,
+    /// io_uring: a busy worker's loop waits briefly for a batch of completions.
+    pub io_batch: Option<IoBatch>,
     /// Client connections one worker holds at once; more are closed on accept.
     pub max_connections_per_worker: usize,
     /// Client connections open at once from one client address over all workers (the
@@ -160,6 +162,16 @@ pub struct Server {
     pub allow_trace: bool,
     /// How request paths are normalised before routing; `None` leaves them as sent.
     pub paths: Option<proto_http::PathRules>,
+}
+
+/// `server.batch_wait_us` and `server.batch_completions`: once a turn of a worker's loop
+/// found at least half a batch of completions, its next wait lasts until `completions` are
+/// there or `wait_us` has passed with one at least; a wait that runs out before its batch
+/// ends the batching until the loop is that busy again (vendor/monoio, `batch.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoBatch {
+    pub completions: u32,
+    pub wait_us: u32,
 }
 
 /// Every timeout, all non-zero.

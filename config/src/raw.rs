@@ -105,6 +105,11 @@ pub struct RawServer {
     pub workers: Option<usize>,
     pub io: Option<String>,
     pub pin_cores: Option<bool>,
+    /// io_uring: microseconds a busy worker's loop waits for `batch_completions` completions
+    /// before it runs again (0, the default: no wait).
+    pub batch_wait_us: Option<usize>,
+    /// The completions a batched wait gathers (16 by default).
+    pub batch_completions: Option<usize>,
     pub max_connections_per_worker: Option<usize>,
     /// Client connections open at once from one address, over all workers.
     pub max_connections_per_ip: Option<usize>,

@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 
 use crate::raw::RawConfig;
 use crate::validate::{keepalive_requests, keepalive_time, Checker};
-use crate::{IoMode, ProxyProtocol, Server};
+use crate::{IoBatch, IoMode, ProxyProtocol, Server};
 
 pub(crate) fn check_route_paths(
     c: &mut Checker,
@@ -139,6 +139,7 @@ pub(crate) fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
         workers,
         io,
         pin_cores: s.pin_cores.unwrap_or(true),
+        io_batch: io_batch(c, s, io),
         max_connections_per_worker: c.bounded(
             "server.max_connections_per_worker",
             s.max_connections_per_worker,
@@ -150,4 +151,24 @@ pub(crate) fn build_server(c: &mut Checker, raw: &RawConfig) -> Server {
             .max_connections_per_ip
             .map(|n| c.bounded("server.max_connections_per_ip", Some(n), 1, 1, 1 << 24) as u32),
     }
+}
+
+/// `batch_wait_us` (0..=10,000, 0 for none) and `batch_completions` (2..=1,024): both only on
+/// io_uring, and the completions only with a wait.
+fn io_batch(c: &mut Checker, s: &crate::raw::RawServer, io: IoMode) -> Option<IoBatch> {
+    let wait_us = c.bounded("server.batch_wait_us", s.batch_wait_us, 0, 0, 10_000) as u32;
+    let completions = c.bounded("server.batch_completions", s.batch_completions, 16, 2, 1024) as u32;
+    if wait_us == 0 {
+        if s.batch_completions.is_some() {
+            c.err("server.batch_completions", "has no effect without server.batch_wait_us");
+        }
+        return None;
+    }
+    if io == IoMode::Epoll {
+        c.err(
+            "server.batch_wait_us",
+            "needs io_uring (io = \"auto\" or \"io_uring\"); the epoll driver does not batch",
+        );
+    }
+    Some(IoBatch { completions, wait_us })
 }

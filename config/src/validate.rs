@@ -365,6 +365,34 @@ upstream = "api"
     }
 
     #[test]
+    fn batched_waits_are_read_and_checked() {
+        let with = |lines: &str| parse(&MINIMAL.replace("io = \"auto\"", lines), None);
+        assert_eq!(with("").unwrap().server.io_batch, None, "off by default");
+        assert_eq!(with("batch_wait_us = 0").unwrap().server.io_batch, None);
+        let b = with("batch_wait_us = 50").unwrap().server.io_batch;
+        assert_eq!(b, Some(crate::IoBatch { completions: 16, wait_us: 50 }));
+        let b = with("io = \"io_uring\"\nbatch_wait_us = 10000\nbatch_completions = 2").unwrap().server.io_batch;
+        assert_eq!(b, Some(crate::IoBatch { completions: 2, wait_us: 10_000 }));
+        let refused = |lines: &str| {
+            let errs = with(lines).unwrap_err();
+            errs.0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>()
+        };
+        assert_eq!(refused("batch_wait_us = 10001"), ["server.batch_wait_us: 10001 is out of range 0..=10000"]);
+        assert_eq!(
+            refused("batch_wait_us = 50\nbatch_completions = 1"),
+            ["server.batch_completions: 1 is out of range 2..=1024"]
+        );
+        assert_eq!(
+            refused("batch_completions = 8"),
+            ["server.batch_completions: has no effect without server.batch_wait_us"]
+        );
+        assert_eq!(
+            refused("io = \"epoll\"\nbatch_wait_us = 50"),
+            ["server.batch_wait_us: needs io_uring (io = \"auto\" or \"io_uring\"); the epoll driver does not batch"]
+        );
+    }
+
+    #[test]
     fn route_paths_that_normalising_changes_are_refused() {
         let routes = "[[routes]]\npath = \"/a/../b\"\nupstream = \"api\"\n\
                       [[routes]]\npath_exact = \"/%7euser\"\nupstream = \"api\"\n\

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use config::IoMode;
+use config::{IoBatch, IoMode};
 
 /// The driver a worker runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +41,15 @@ impl Driver {
 
     /// Builds a runtime of this kind on the current thread and runs `fut` to completion.
     /// `ready` is called once the runtime exists (or with the error if it cannot be built).
-    pub(crate) fn run<F: Future>(self, ready: impl FnOnce(io::Result<()>), fut: F) -> Option<F::Output> {
+    /// `batch` (`server.batch_wait_us`) applies to io_uring on Linux 6.12 or later.
+    pub(crate) fn run<F: Future>(
+        self,
+        batch: Option<IoBatch>,
+        ready: impl FnOnce(io::Result<()>),
+        fut: F,
+    ) -> Option<F::Output> {
         match self {
-            Driver::IoUring => block_on(uring_runtime(), ready, fut),
+            Driver::IoUring => block_on(uring_runtime(batch.filter(|_| batch_supported())), ready, fut),
             Driver::Epoll => {
                 block_on(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build(), ready, fut)
             }
@@ -73,9 +79,19 @@ fn block_on<D: monoio::Driver, F: Future>(
 /// else a plain ring. The flags stop completions from interrupting the worker from other
 /// cores; on this 2-core machine they took coregate-load from about 85k to 105k req/s
 /// against nginx, and the gateway gains the same way.
-fn uring_runtime() -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+///
+/// With `batch`, the ring also has DEFER_TASKRUN, under which the kernel wakes a worker
+/// waiting for several completions only once they are all there, and its parks wait for
+/// batches (`vendor/monoio`, `batch.rs`; measured in the README, "Batched waits").
+fn uring_runtime(
+    batch: Option<IoBatch>,
+) -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
     let mut coop = io_uring::IoUring::builder();
     coop.setup_coop_taskrun().setup_single_issuer();
+    if batch.is_some() {
+        coop.setup_defer_taskrun();
+    }
+    monoio::set_park_batch(batch.map_or(0, |b| b.completions), batch.map_or(0, |b| b.wait_us));
     let build = |ring| {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(1024)
@@ -88,7 +104,33 @@ fn uring_runtime() -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio
         // SINGLE_ISSUER came with Linux 6.0, so receives take IORING_RECVSEND_POLL_FIRST (5.19).
         RECV_POLL_FIRST.store(true, Ordering::Relaxed);
     }
-    rt.or_else(|_| build(io_uring::IoUring::builder()))
+    rt.or_else(|_| {
+        monoio::set_park_batch(0, 0);
+        build(io_uring::IoUring::builder())
+    })
+}
+
+/// Batched waits need `min_wait_usec` in io_uring_enter's argument (Linux 6.12), and
+/// DEFER_TASKRUN (6.1).
+pub fn batch_supported() -> bool {
+    kernel_at_least(6, 12)
+}
+
+/// The running kernel's release, from uname(2), is `major.minor` or later.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: uname(2) fills the zeroed struct it is given and nothing else.
+    let release = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+    };
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
 }
 
 /// Whether io_uring receives may ask to wait for readability first (set once a ring with
@@ -160,5 +202,43 @@ mod tests {
             assert_eq!(end.expect("the peer saw no end of stream").0.unwrap(), 0);
             assert!(!registered_files().contains(&a_file), "the closed socket kept its slot");
         });
+    }
+
+    /// Batched waits (`server.batch_wait_us`): with sixteen exchanges at once the loop is
+    /// busy and its parks wait for batches; a lone exchange afterwards still completes (the
+    /// wait ends at `min_wait_usec` with one completion there), so nothing stalls when the
+    /// load falls. Kernels before 6.12 have no batched wait: there the ring must not ask.
+    #[test]
+    fn a_batching_ring_waits_for_batches_and_still_serves_a_lone_exchange() {
+        let batch = config::IoBatch { completions: 8, wait_us: 200 };
+        let mut rt = super::uring_runtime(Some(batch).filter(|_| super::batch_supported())).unwrap();
+        let before = monoio::batched_parks();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut pairs = Vec::new();
+            for _ in 0..16 {
+                let a = TcpStream::connect_addr(listener.local_addr().unwrap()).await.unwrap();
+                pairs.push((a, listener.accept().await.unwrap().0));
+            }
+            let ping = |(mut a, mut b): (TcpStream, TcpStream), rounds| async move {
+                for _ in 0..rounds {
+                    a.write_all(b"ping".to_vec()).await.0.unwrap();
+                    assert_eq!(b.read_exact(vec![0; 4]).await.1, b"ping");
+                    b.write_all(b"pong".to_vec()).await.0.unwrap();
+                    assert_eq!(a.read_exact(vec![0; 4]).await.1, b"pong");
+                }
+                (a, b)
+            };
+            let lone = pairs.pop().unwrap();
+            let busy: Vec<_> = pairs.into_iter().map(|p| monoio::spawn(ping(p, 50))).collect();
+            for task in busy {
+                task.await;
+            }
+            let batched = monoio::batched_parks() - before;
+            assert_eq!(batched > 0, super::batch_supported(), "{batched} batched parks");
+            let lone = monoio::time::timeout(Duration::from_secs(10), ping(lone, 20)).await;
+            lone.expect("a lone exchange stalled on a batching ring");
+        });
+        monoio::set_park_batch(0, 0);
     }
 }

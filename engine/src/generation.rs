@@ -100,6 +100,12 @@ pub(crate) fn launch(
     jwks_wanted: &crossbeam_channel::Sender<()>,
 ) -> Result<Launched, StartError> {
     let driver = Driver::select(cfg.server.io).map_err(StartError)?;
+    if cfg.server.io_batch.is_some() && (driver == Driver::Epoll || !crate::driver::batch_supported()) {
+        log::warn!(
+            "server.batch_wait_us is not in effect: it needs io_uring on Linux 6.12 or later, and the workers run on {}",
+            driver.name()
+        );
+    }
     let workers = cfg.server.workers.get();
     let tls = match cfg.tls.listen.is_empty() {
         true => None,

@@ -221,8 +221,8 @@ pub(crate) fn spawn(s: Spawn) -> io::Result<thread::JoinHandle<()>> {
                 log::warn!("worker {} could not be pinned to core {}", s.id, core.id);
             }
         }
-        let (ready, driver) = (s.ready.clone(), s.driver);
-        driver.run(move |r| drop(ready.send(r)), run(s));
+        let (ready, driver, batch) = (s.ready.clone(), s.driver, s.cfg.server.io_batch);
+        driver.run(batch, move |r| drop(ready.send(r)), run(s));
     })
 }
 

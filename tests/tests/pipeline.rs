@@ -42,9 +42,15 @@ fn upstream() -> Upstream {
 }
 
 fn gateway(io: &str, up: &Upstream) -> Gateway {
-    Gateway::start_with_workers(
+    gateway_with(io, "", up)
+}
+
+/// With more `[server]` keys.
+fn gateway_with(io: &str, server: &str, up: &Upstream) -> Gateway {
+    Gateway::start_with(
         io,
         1,
+        server,
         &format!(
             "[[upstreams]]\nname = \"api\"\nendpoints = [\"{}\"]\npipeline = 8\n[[routes]]\npath = \"/\"\nupstream = \"api\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n",
@@ -63,7 +69,27 @@ fn at_once(client: impl Fn(usize) + Send + Sync + Copy + 'static) {
 
 both_drivers!(concurrent_clients_get_their_own_responses, |io| {
     let up = upstream();
-    let gw = gateway(io, &up);
+    rounds(&gateway(io, &up));
+});
+
+// Batched waits (`server.batch_wait_us`): the worker's loop waits for up to 8 completions
+// once it is busy, and every client still gets its own answers, in order. The epoll driver
+// cannot batch, and a configuration that asks it to is refused.
+both_drivers!(batched_waits_keep_every_answer_in_its_place, |io| {
+    let server = "batch_wait_us = 200\nbatch_completions = 8\n";
+    if io == "epoll" {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nio = \"epoll\"\n{server}");
+        let err = config::Config::parse(&text).expect_err("refused").to_string();
+        assert!(err.contains("server.batch_wait_us: needs io_uring"), "{err}");
+        return;
+    }
+    let up = upstream();
+    rounds(&gateway_with(io, server, &up));
+});
+
+/// `REQUESTS` rounds of one request on each of `CLIENTS` connections, of every kind, each
+/// answer checked; then the pipelining counters.
+fn rounds(gw: &Gateway) {
     // Each round writes one request on every connection before reading any answer: they
     // reach the worker together, as load does, and share upstream writes.
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| gw.client()).collect();
@@ -106,7 +132,7 @@ both_drivers!(concurrent_clients_get_their_own_responses, |io| {
         (counter("coregate_upstream_pipeline_writes_total"), counter("coregate_upstream_pipelined_requests_total"));
     assert_eq!(requests, gets.count() as u64);
     assert!((1..=requests).contains(&writes), "{writes} writes for {requests} requests");
-});
+}
 
 both_drivers!(an_upstream_that_closes_after_one_answer_loses_no_request, |io| {
     // Every connection: the first request answered with `Connection: close`, the rest of

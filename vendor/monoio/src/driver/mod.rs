@@ -34,6 +34,8 @@ use self::op::{CompletionMeta, Op, OpAble};
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub use self::uring::IoUringDriver;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use self::uring::{batched_parks, set_park_batch};
+#[cfg(all(target_os = "linux", feature = "iouring"))]
 pub(crate) use self::uring::UringInner;
 
 /// Unpark a runtime of another thread.

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
+mod batch;
 mod files;
 mod lifecycle;
 mod multi;
@@ -31,6 +32,7 @@ mod multi;
 mod waker;
 #[cfg(feature = "sync")]
 pub(crate) use waker::UnparkHandle;
+pub use batch::{batched_parks, set_park_batch};
 
 #[allow(unused)]
 pub(crate) const CANCEL_USERDATA: u64 = u64::MAX;
@@ -90,6 +92,9 @@ pub(crate) struct UringInner {
 
     /// coregate: the provided buffer ring and multishot receives, where the kernel has them.
     multi: Option<multi::Multi>,
+
+    /// coregate: whether the next park waits for a batch of completions (`batch.rs`).
+    batching: batch::Batching,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -121,6 +126,7 @@ impl IoUringDriver {
             ext_arg: uring.params().is_feature_ext_arg(),
             files: files::FixedFiles::register(&uring.submitter()),
             multi: multi::Multi::register(&uring.submitter()),
+            batching: batch::Batching::new(),
             uring,
         }));
 
@@ -157,6 +163,7 @@ impl IoUringDriver {
             ext_arg: uring.params().is_feature_ext_arg(),
             files: files::FixedFiles::register(&uring.submitter()),
             multi: multi::Multi::register(&uring.submitter()),
+            batching: batch::Batching::new(),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -258,6 +265,8 @@ impl IoUringDriver {
             }
         }
 
+        // coregate: the batch this park waited for, if any (`batch.rs`).
+        let mut settle = None;
         if need_wait {
             // Install timeout and eventfd for unpark if sync is enabled
 
@@ -290,8 +299,25 @@ impl IoUringDriver {
                 self.install_eventfd(inner, inner.shared_waker.as_raw_fd());
             }
 
+            // coregate: 2.3a wait briefly for a batch of completions when the loop is busy
+            // (`batch.rs`); a kernel that refuses it turns it off and parks as below.
+            let plan = inner.batching.plan();
+            let batched = match plan {
+                Some((want, min_wait)) => match batch::enter(&mut inner.uring, want, min_wait, timeout) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        inner.batching.refuse();
+                        false
+                    }
+                    r => r.map(|()| true)?,
+                },
+                None => false,
+            };
+            settle = if batched { plan } else { None };
+
             // 2.3 install timeout and submit_and_wait with timeout
-            if let Some(duration) = timeout {
+            if batched {
+                // waited above
+            } else if let Some(duration) = timeout {
                 match inner.ext_arg {
                     // Submit and Wait with timeout in an TimeoutOp way.
                     // Better compatibility(5.4+).
@@ -329,6 +355,7 @@ impl IoUringDriver {
 
         // Process CQ
         inner.tick()?;
+        inner.batching.settle(settle);
 
         Ok(())
     }
@@ -378,7 +405,11 @@ impl Driver for IoUringDriver {
 
     fn submit(&self) -> io::Result<()> {
         let inner = unsafe { &mut *self.inner.get() };
-        inner.submit()?;
+        match inner.batching.configured() {
+            // coregate: a batching ring defers its completions' work until asked for events.
+            true => batch::enter(&mut inner.uring, 0, 0, None)?,
+            false => inner.submit()?,
+        }
         inner.tick()?;
         Ok(())
     }
@@ -417,6 +448,7 @@ impl UringInner {
 
     fn tick(&mut self) -> io::Result<()> {
         let cq = self.uring.completion();
+        self.batching.reaped = cq.len() as u32;
 
         for cqe in cq {
             let index = cqe.user_data();
