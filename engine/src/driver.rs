@@ -112,7 +112,7 @@ fn uring_runtime(
 
 /// Batched waits need `min_wait_usec` in io_uring_enter's argument (Linux 6.12), and
 /// DEFER_TASKRUN (6.1).
-pub fn batch_supported() -> bool {
+pub(crate) fn batch_supported() -> bool {
     kernel_at_least(6, 12)
 }
 

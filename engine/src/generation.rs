@@ -102,7 +102,7 @@ pub(crate) fn launch(
     let driver = Driver::select(cfg.server.io).map_err(StartError)?;
     if cfg.server.io_batch.is_some() && (driver == Driver::Epoll || !crate::driver::batch_supported()) {
         log::warn!(
-            "server.batch_wait_us is not in effect: it needs io_uring on Linux 6.12 or later, and the workers run on {}",
+            "server.batch_wait_us is not in effect: it needs io_uring on Linux 6.12 or later (the workers run on {})",
             driver.name()
         );
     }
