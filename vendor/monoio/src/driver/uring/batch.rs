@@ -6,7 +6,7 @@
 //! with at least one; with none, it waits on for the first (up to the park's timeout, or
 //! [`IDLE`] when the runtime has no timer due, after which the loop parks again).
 
-use std::{cell::Cell, io, os::unix::prelude::AsRawFd, time::Duration};
+use std::{cell::Cell, io, time::Duration};
 
 use io_uring::IoUring;
 
@@ -98,7 +98,8 @@ impl Batching {
     }
 }
 
-/// Submits what is queued and waits as [`set_park_batch`] says; with `want == 0`, only
+/// Submits what is queued and waits as [`set_park_batch`] says (io-uring's raw
+/// `Submitter::enter`, since its `SubmitArgs` cannot set `min_wait_usec`); with `want == 0`, only
 /// collects what completed (a ring with `IORING_SETUP_DEFER_TASKRUN` posts completions only
 /// when asked for events). `ETIME` (a timeout) is not an error here; `EINVAL` means the kernel
 /// lacks `min_wait_usec`.
@@ -107,29 +108,23 @@ pub(super) fn enter(uring: &mut IoUring, want: u32, min_wait_usec: u32, timeout:
     let timeout = timeout.unwrap_or(IDLE);
     let ts = KernelTimespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
     let arg = GeteventsArg { sigmask: 0, sigmask_sz: 0, min_wait_usec, ts: &ts as *const KernelTimespec as u64 };
-    let (flags, arg_ptr, arg_len) = match want {
-        0 => (IORING_ENTER_GETEVENTS, std::ptr::null(), 0),
-        _ => (
-            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-            &arg as *const GeteventsArg,
-            std::mem::size_of::<GeteventsArg>(),
-        ),
+    let flags = match want {
+        0 => IORING_ENTER_GETEVENTS,
+        _ => IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
     };
-    // SAFETY: io_uring_enter(2) on this ring's own descriptor; `arg` and the timespec it
-    // points to live on this stack frame until the call returns, and the size passed is
-    // `arg`'s, as IORING_ENTER_EXT_ARG requires (no argument without the flag). The
-    // submission queue's tail was published when the entries were pushed (io-uring syncs it
-    // on the queue handle's drop), so `to_submit` entries are there for the kernel to take.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_io_uring_enter, uring.as_raw_fd(), to_submit, want, flags, arg_ptr, arg_len) };
-    let e = io::Error::last_os_error();
-    match (ret, e.raw_os_error()) {
-        (0.., _) | (_, Some(libc::ETIME) | Some(libc::EINTR)) => {
+    // SAFETY: io_uring_enter(2) on this ring; `arg` and the timespec it points to live on
+    // this stack frame until the call returns, and it is passed only with
+    // IORING_ENTER_EXT_ARG, whose argument it is (io-uring passes its size). The submission
+    // queue's tail was published when the entries were pushed (io-uring syncs it on the
+    // queue handle's drop), so `to_submit` entries are there for the kernel to take.
+    let ret = unsafe { uring.submitter().enter(to_submit, want, flags, (want > 0).then_some(&arg)) };
+    match ret {
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => Err(e),
+        _ => {
             if want > 0 {
                 BATCHED_PARKS.with(|n| n.set(n.get() + 1));
             }
             Ok(())
         }
-        _ => Err(e),
     }
 }
